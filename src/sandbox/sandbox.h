@@ -1,0 +1,111 @@
+// Sandbox: runs one task (a prepared argv) to completion under supervision —
+// timeout, output capture with a size cap, exit status, CPU time and peak
+// memory — and streams its output as it comes.
+//
+// The agent's logic only sees this interface, so isolated implementations
+// (Linux namespaces + cgroups, micro-VMs) plug in without changing it.
+// Implementations are thread-safe: Run may be called from many threads at
+// once, each for its own task.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/model.h"
+
+namespace flotilla::sandbox {
+
+struct TaskFile {
+  std::string path;  // relative to the working directory, no ".."
+  std::string content;
+  uint32_t mode = 0644;
+};
+
+struct TaskSpec {
+  std::string id;  // for logs: "<execution id>/<attempt>"
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH if it has no '/'
+  std::map<std::string, std::string> env;  // the whole environment
+  std::string stdin_data;
+  std::vector<TaskFile> files;
+  std::chrono::milliseconds timeout{60000};
+  size_t output_limit_bytes = 1 << 20;  // per stream; the rest is dropped
+  model::Resources limits;  // enforced where the implementation can
+};
+
+enum class Stream { kStdout, kStderr };
+
+// Receives output as it is read, from the thread that called Run.
+class OutputSink {
+ public:
+  virtual ~OutputSink() = default;
+  // offset is the position of data in its stream. Only bytes kept under the
+  // output limit are delivered.
+  virtual void OnOutput(Stream stream, int64_t offset, std::string_view data) = 0;
+};
+
+// A cancel request that Run observes promptly (it wakes Run's poll loop).
+// Thread-safe. Cancel() before Run starts makes Run return at once.
+class CancelToken {
+ public:
+  CancelToken();
+  ~CancelToken();
+  CancelToken(const CancelToken&) = delete;
+  CancelToken& operator=(const CancelToken&) = delete;
+
+  void Cancel();
+  bool cancelled() const { return cancelled_.load(); }
+  int fd() const { return fd_; }  // an eventfd that becomes readable on Cancel
+
+ private:
+  std::atomic<bool> cancelled_{false};
+  int fd_ = -1;
+};
+
+enum class Termination { kExited, kSignaled, kTimedOut, kCancelled };
+
+struct TaskOutcome {
+  Termination termination = Termination::kExited;
+  int exit_code = 0;  // valid for kExited
+  int signal = 0;     // the killing signal for kSignaled
+  std::string stdout_data;
+  std::string stderr_data;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  int64_t wall_time_us = 0;
+  int64_t cpu_time_us = 0;  // user + system of the task and its reaped descendants
+  int64_t peak_memory_bytes = 0;
+};
+
+class Sandbox {
+ public:
+  virtual ~Sandbox() = default;
+
+  // Runs `spec` and blocks until the task ends, times out or is cancelled.
+  // An error status means the task could not be started (bad argv, missing
+  // binary, a failed setup step), with a message that says which step
+  // failed; everything the task does after it started is in TaskOutcome.
+  virtual absl::StatusOr<TaskOutcome> Run(const TaskSpec& spec, OutputSink& sink,
+                                          const CancelToken& cancel) = 0;
+
+  // A short name of the isolation this sandbox gives ("process").
+  virtual std::string_view kind() const = 0;
+};
+
+// Options of the unisolated process sandbox.
+struct ProcessSandboxOptions {
+  std::string work_root;  // a fresh directory per task is made under it, removed after
+};
+
+// A supervised child process with no isolation beyond its own session,
+// process group and working directory: the trusted-development sandbox that
+// Linux namespaces replace on untrusted nodes.
+std::unique_ptr<Sandbox> NewProcessSandbox(ProcessSandboxOptions options);
+
+}  // namespace flotilla::sandbox
