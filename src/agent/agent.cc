@@ -1,1 +1,467 @@
-// placeholder
+#include "agent/agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "agent/host_resources.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "wire/convert.h"
+#include "wire/grpc_status.h"
+
+namespace flotilla::agent {
+
+namespace {
+
+constexpr auto kRpcTimeout = std::chrono::seconds(3);
+constexpr size_t kMaxChunk = 64 << 10;
+constexpr size_t kMaxBufferedOutput = 8 << 20;
+constexpr auto kOutputFlushPeriod = std::chrono::milliseconds(20);
+const char* const kVersion = "0.1.0";
+
+std::string TaskKey(const std::string& id, uint32_t attempt) {
+  return absl::StrCat(id, "/", attempt);
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+  return ctx;
+}
+
+class AgentServiceImpl final : public v1::AgentService::Service {
+ public:
+  explicit AgentServiceImpl(Agent* agent) : agent_(agent) {}
+  grpc::Status RequestTask(grpc::ServerContext*, const v1::RequestTaskRequest* req,
+                           v1::RequestTaskResponse*) override {
+    return wire::ToGrpcStatus(agent_->RequestTask(*req));
+  }
+  grpc::Status CancelTask(grpc::ServerContext*, const v1::CancelTaskRequest* req,
+                          v1::CancelTaskResponse* resp) override {
+    resp->set_found(agent_->CancelTask(req->execution_id(), req->attempt()));
+    return grpc::Status::OK;
+  }
+
+ private:
+  Agent* agent_;
+};
+
+}  // namespace
+
+struct Agent::Task {
+  std::string id;
+  uint32_t attempt = 0;
+  model::Resources resources;
+  sandbox::CancelToken cancel;
+  bool finished = false;  // its result is in results_
+};
+
+// Batches a task's output into the agent's live-output buffer.
+class Agent::Sink final : public sandbox::OutputSink {
+ public:
+  Sink(Agent* agent, const Task& task) : agent_(agent), task_(task) {}
+  void OnOutput(sandbox::Stream stream, int64_t offset, std::string_view data) override {
+    std::lock_guard<std::mutex> lock(agent_->mu_);
+    for (size_t pos = 0; pos < data.size(); pos += kMaxChunk) {
+      if (agent_->chunk_bytes_ > kMaxBufferedOutput) return;  // live output is best effort
+      size_t n = std::min(kMaxChunk, data.size() - pos);
+      v1::OutputChunk c;
+      c.set_execution_id(task_.id);
+      c.set_attempt(task_.attempt);
+      c.set_stream(stream == sandbox::Stream::kStdout ? v1::OUTPUT_STDOUT : v1::OUTPUT_STDERR);
+      c.set_offset(offset + static_cast<int64_t>(pos));
+      c.set_data(data.data() + pos, n);
+      agent_->chunk_bytes_ += n;
+      agent_->chunks_.push_back(std::move(c));
+    }
+  }
+
+ private:
+  Agent* agent_;
+  const Task& task_;
+};
+
+Agent::Agent(AgentConfig config, std::unique_ptr<sandbox::Sandbox> sandbox)
+    : config_(std::move(config)), sandbox_(std::move(sandbox)) {}
+
+Agent::~Agent() { Stop(); }
+
+absl::Status Agent::Start() {
+  HostPaths paths;
+  paths.work_dir = config_.work_dir;
+  ASSIGN_OR_RETURN(capacity_, DetectHostResources(paths));
+  const auto& o = config_.resources;
+  if (o.cpu_millis > 0) capacity_.cpu_millis = o.cpu_millis;
+  if (o.memory_bytes > 0) capacity_.memory_bytes = o.memory_bytes;
+  if (o.storage_bytes > 0) capacity_.storage_bytes = o.storage_bytes;
+  if (o.bandwidth_bps > 0) capacity_.bandwidth_bps = o.bandwidth_bps;
+
+  service_ = std::make_unique<AgentServiceImpl>(this);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.listen));
+  }
+  if (config_.advertise.empty()) {
+    std::string host = config_.listen.substr(0, config_.listen.rfind(':'));
+    if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+    address_ = absl::StrCat(host, ":", port);
+  } else {
+    address_ = config_.advertise;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  manager_ = v1::FederationService::NewStub(
+      grpc::CreateCustomChannel(config_.manager, grpc::InsecureChannelCredentials(), args));
+  spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
+               config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
+               sandbox_->kind(), config_.manager);
+  loops_.emplace_back([this] { ControlLoop(); });
+  loops_.emplace_back([this] { ResultsLoop(); });
+  loops_.emplace_back([this] { OutputLoop(); });
+  return absl::OkStatus();
+}
+
+void Agent::Stop() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) return;
+    for (auto& [key, task] : tasks_) task->cancel.Cancel();
+    // Let cancelled tasks end and their results go out before the loops stop.
+    cv_.wait_for(lock, std::chrono::seconds(3), [&] { return running_threads_ == 0; });
+    cv_.wait_for(lock, std::chrono::seconds(2), [&] { return results_.empty(); });
+    stopping_ = true;
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(5), [&] { return running_threads_ == 0; });
+  }
+  for (auto& t : loops_) t.join();
+  loops_.clear();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+v1::HypervisorNode Agent::Describe() {
+  v1::HypervisorNode n;
+  n.set_id(config_.node_id);
+  n.set_address(address_);
+  wire::ToProto(capacity_, n.mutable_resources()->mutable_capacity());
+  wire::ToProto(capacity_, n.mutable_resources()->mutable_available());
+  auto* sec = n.mutable_security();
+  sec->set_trust_level(config_.trust_level);
+  for (const auto& t : config_.allowed_tenants) sec->add_allowed_tenants(t);
+  for (const auto& c : config_.capabilities) sec->add_capabilities(c);
+  sec->set_isolation(std::string(sandbox_->kind()));
+  for (const auto& d : config_.data_sets) {
+    auto* ds = n.mutable_data()->add_data_sets();
+    ds->set_key(d.key);
+    ds->set_size_bytes(d.size_bytes);
+  }
+  for (const auto& [k, v] : config_.labels) (*n.mutable_labels())[k] = v;
+  n.set_version(kVersion);
+  return n;
+}
+
+std::vector<v1::TaskRef> Agent::TaskRefs() {
+  std::vector<v1::TaskRef> refs;
+  for (const auto& [key, task] : tasks_) {
+    v1::TaskRef r;
+    r.set_execution_id(task->id);
+    r.set_attempt(task->attempt);
+    r.set_finished(task->finished);
+    refs.push_back(std::move(r));
+  }
+  return refs;
+}
+
+absl::Status Agent::Register() {
+  v1::RegisterNodeRequest req;
+  *req.mutable_node() = Describe();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : TaskRefs()) *req.add_tasks() = std::move(r);
+  }
+  v1::RegisterNodeResponse resp;
+  auto ctx = Context();
+  grpc::Status st = manager_->RegisterNode(ctx.get(), req, &resp);
+  if (!st.ok()) return wire::FromGrpcStatus(st, "RegisterNode to " + config_.manager);
+  std::lock_guard<std::mutex> lock(mu_);
+  epoch_ = resp.epoch();
+  if (resp.heartbeat_interval_ms() > 0) {
+    config_.heartbeat_interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
+  }
+  spdlog::info("agent {} registered (epoch {})", config_.node_id, epoch_);
+  if (!config_.ready_file.empty()) {
+    nlohmann::json j = {{"address", address_}, {"node_id", config_.node_id}, {"pid", getpid()}};
+    std::ofstream(config_.ready_file + ".tmp") << j.dump() << "\n";
+    rename((config_.ready_file + ".tmp").c_str(), config_.ready_file.c_str());
+  }
+  return absl::OkStatus();
+}
+
+void Agent::ControlLoop() {
+  bool warned = false;
+  while (true) {
+    uint64_t epoch;
+    std::chrono::milliseconds interval;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      epoch = epoch_;
+      interval = config_.heartbeat_interval;
+    }
+    absl::Status st;
+    if (epoch == 0) {
+      st = Register();
+    } else {
+      v1::ReportStatusRequest req;
+      req.set_node_id(config_.node_id);
+      req.set_epoch(epoch);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        wire::ToProto(capacity_ - reserved_, req.mutable_available());
+        for (auto& r : TaskRefs()) *req.add_tasks() = std::move(r);
+      }
+      if (auto la = ReadLoadAverage("/proc"); la.ok()) req.set_load_average(*la);
+      v1::ReportStatusResponse resp;
+      auto ctx = Context();
+      grpc::Status gst = manager_->ReportStatus(ctx.get(), req, &resp);
+      if (gst.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+          gst.error_code() == grpc::StatusCode::NOT_FOUND) {
+        spdlog::warn("agent {}: {}; registering again", config_.node_id, gst.error_message());
+        std::lock_guard<std::mutex> lock(mu_);
+        epoch_ = 0;
+        continue;
+      }
+      st = wire::FromGrpcStatus(gst, "ReportStatus to " + config_.manager);
+      for (const auto& t : resp.cancel()) {
+        spdlog::info("[{}] attempt {} is superseded: stopping it", t.execution_id(), t.attempt());
+        CancelTask(t.execution_id(), t.attempt());
+      }
+    }
+    if (!st.ok() && !warned) {
+      spdlog::warn("agent {}: {} (retrying)", config_.node_id, st.message());
+    }
+    warned = !st.ok();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, st.ok() ? interval : std::min(interval, std::chrono::milliseconds(500)),
+                 [&] { return stopping_; });
+  }
+}
+
+void Agent::ResultsLoop() {
+  auto backoff = std::chrono::milliseconds(50);
+  while (true) {
+    v1::SendResultsRequest req;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !results_.empty(); });
+      if (stopping_) return;
+      req.set_node_id(config_.node_id);
+      for (const auto& r : results_) *req.add_results() = r;
+    }
+    v1::SendResultsResponse resp;
+    auto ctx = Context();
+    grpc::Status st = manager_->SendResults(ctx.get(), req, &resp);
+    if (!st.ok() || resp.verdicts_size() != req.results_size()) {
+      // Kept until the manager confirms: it may be restarting.
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, backoff, [&] { return stopping_; });
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+      continue;
+    }
+    backoff = std::chrono::milliseconds(50);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int i = 0; i < req.results_size(); ++i) {
+      const auto& r = req.results(i);
+      if (resp.verdicts(i) == v1::RESULT_STALE) {
+        spdlog::info("[{}] manager dropped the result of attempt {} as stale", r.execution_id(),
+                     r.attempt());
+      }
+      tasks_.erase(TaskKey(r.execution_id(), r.attempt()));
+      for (auto it = results_.begin(); it != results_.end(); ++it) {
+        if (it->execution_id() == r.execution_id() && it->attempt() == r.attempt()) {
+          results_.erase(it);
+          break;
+        }
+      }
+    }
+    cv_.notify_all();
+  }
+}
+
+void Agent::OutputLoop() {
+  while (true) {
+    v1::SendOutputRequest req;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, kOutputFlushPeriod, [&] { return stopping_; });
+      if (stopping_) return;
+      if (chunks_.empty() && started_.empty()) continue;
+      req.set_node_id(config_.node_id);
+      for (auto& c : chunks_) *req.add_chunks() = std::move(c);
+      for (auto& s : started_) *req.add_started() = std::move(s);
+      chunks_.clear();
+      started_.clear();
+      chunk_bytes_ = 0;
+    }
+    v1::SendOutputResponse resp;
+    auto ctx = Context();
+    manager_->SendOutput(ctx.get(), req, &resp);  // best effort: the result carries it all
+  }
+}
+
+absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
+  const auto& r = req.request();
+  if (req.execution_id().empty() || req.attempt() == 0) {
+    return absl::InvalidArgumentError("RequestTask needs an execution id and an attempt >= 1");
+  }
+  const auto& code = r.code();
+  if (code.argv_size() == 0 && code.source().empty()) {
+    return absl::InvalidArgumentError("the request has no code to run");
+  }
+  if (!code.source().empty() && code.runtime() != "shell" && code.runtime() != "python3") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runtime '", code.runtime(), "' is not available on node ", config_.node_id));
+  }
+  auto task = std::make_shared<Task>();
+  task->id = req.execution_id();
+  task->attempt = req.attempt();
+  task->resources = wire::FromProto(r.resources());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the agent is shutting down");
+    const std::string key = TaskKey(task->id, task->attempt);
+    if (tasks_.count(key)) return absl::OkStatus();  // a retried dispatch: already running
+    tasks_[key] = task;
+    reserved_ += task->resources;
+    ++running_threads_;
+    v1::TaskRef ref;
+    ref.set_execution_id(task->id);
+    ref.set_attempt(task->attempt);
+    started_.push_back(std::move(ref));
+  }
+  std::thread([this, task, request = r]() mutable { RunTask(task, std::move(request)); }).detach();
+  return absl::OkStatus();
+}
+
+bool Agent::CancelTask(const std::string& execution_id, uint32_t attempt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool found = false;
+  for (auto& [key, task] : tasks_) {
+    if (task->id == execution_id && (attempt == 0 || task->attempt == attempt) && !task->finished) {
+      task->cancel.Cancel();
+      found = true;
+    }
+  }
+  return found;
+}
+
+void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
+  sandbox::TaskSpec spec;
+  spec.id = TaskKey(task->id, task->attempt);
+  const auto& code = request.code();
+  if (code.argv_size() > 0) {
+    spec.argv.assign(code.argv().begin(), code.argv().end());
+  } else if (code.runtime() == "python3") {
+    spec.files.push_back({"main.py", code.source(), 0644});
+    spec.argv = {"python3", "main.py"};
+  } else {
+    spec.files.push_back({"main.sh", code.source(), 0755});
+    spec.argv = {"/bin/sh", "main.sh"};
+  }
+  for (const auto& f : request.dependencies().files()) {
+    spec.files.push_back({f.path(), f.content(), f.mode() == 0 ? 0644u : f.mode()});
+  }
+  spec.env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"},
+              {"LANG", "C.UTF-8"},
+              {"HOME", "/tmp"}};
+  for (const auto& [k, v] : request.env()) spec.env[k] = v;
+  spec.env["FLOTILLA_EXECUTION_ID"] = task->id;
+  spec.env["FLOTILLA_ATTEMPT"] = std::to_string(task->attempt);
+  spec.env["FLOTILLA_NODE_ID"] = config_.node_id;
+  spec.stdin_data = request.stdin();
+  spec.timeout = std::chrono::milliseconds(request.timeout_ms() > 0 ? request.timeout_ms() : 60000);
+  spec.output_limit_bytes = config_.output_limit_bytes;
+  spec.limits = task->resources;
+
+  v1::ExecutionResult result;
+  result.set_execution_id(task->id);
+  result.set_attempt(task->attempt);
+  result.set_node_id(config_.node_id);
+  result.set_started_unix_ms(NowUnixMs());
+  Sink sink(this, *task);
+  absl::StatusOr<sandbox::TaskOutcome> outcome = sandbox_->Run(spec, sink, task->cancel);
+  result.set_finished_unix_ms(NowUnixMs());
+  if (!outcome.ok()) {
+    result.set_termination(v1::TERMINATION_START_FAILED);
+    result.set_exit_code(outcome.status().code() == absl::StatusCode::kNotFound ? 127 : 126);
+    result.set_error(std::string(outcome.status().message()));
+    spdlog::info("[{}] could not start: {}", spec.id, outcome.status().message());
+  } else {
+    switch (outcome->termination) {
+      case sandbox::Termination::kExited: result.set_termination(v1::TERMINATION_EXITED); break;
+      case sandbox::Termination::kSignaled: result.set_termination(v1::TERMINATION_SIGNALED); break;
+      case sandbox::Termination::kTimedOut: result.set_termination(v1::TERMINATION_TIMED_OUT); break;
+      case sandbox::Termination::kCancelled: result.set_termination(v1::TERMINATION_CANCELLED); break;
+    }
+    result.set_exit_code(outcome->exit_code);
+    result.set_signal(outcome->signal);
+    result.set_stdout(std::move(outcome->stdout_data));
+    result.set_stderr(std::move(outcome->stderr_data));
+    result.set_stdout_truncated(outcome->stdout_truncated);
+    result.set_stderr_truncated(outcome->stderr_truncated);
+    result.set_wall_time_us(outcome->wall_time_us);
+    result.set_cpu_time_us(outcome->cpu_time_us);
+    result.set_peak_memory_bytes(outcome->peak_memory_bytes);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  task->finished = true;
+  reserved_ -= task->resources;
+  results_.push_back(std::move(result));
+  --running_threads_;
+  cv_.notify_all();
+}
+
+absl::Status RunAgent(const AgentConfig& input) {
+  AgentConfig config = input;
+  if (config.node_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    config.node_id = host;
+  }
+  RETURN_IF_ERROR(Validate(config));
+  if (config.work_dir.empty()) {
+    const char* tmp = getenv("TMPDIR");
+    config.work_dir = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/flotilla-", config.node_id);
+  }
+  if (mkdir(config.work_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, "mkdir", config.work_dir);
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Agent agent(config, sandbox::NewProcessSandbox({.work_root = config.work_dir}));
+  RETURN_IF_ERROR(agent.Start());
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("agent {}: signal {}, shutting down", config.node_id, sig);
+  agent.Stop();
+  return absl::OkStatus();
+}
+
+}  // namespace flotilla::agent

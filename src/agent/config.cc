@@ -1,1 +1,96 @@
-// placeholder
+#include "agent/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+#include "common/status_macros.h"
+#include "common/yaml_util.h"
+
+namespace flotilla::agent {
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
+  AgentConfig c;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat("cannot read agent config `", path, "`"));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+  if (!root || root.IsNull()) return c;
+  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
+  const std::string where = path + ": ";
+  RETURN_IF_ERROR(CheckKnownKeys(
+      root, where,
+      {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
+       "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms"}));
+  RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
+  RETURN_IF_ERROR(ReadYaml(root, where, "manager", &c.manager));
+  RETURN_IF_ERROR(ReadYaml(root, where, "listen", &c.listen));
+  RETURN_IF_ERROR(ReadYaml(root, where, "advertise", &c.advertise));
+  RETURN_IF_ERROR(ReadYaml(root, where, "labels", &c.labels));
+  if (const YAML::Node sec = root["security"]) {
+    const std::string w = where + "security.";
+    RETURN_IF_ERROR(CheckKnownKeys(sec, w, {"trust_level", "allowed_tenants", "capabilities"}));
+    RETURN_IF_ERROR(ReadYaml(sec, w, "trust_level", &c.trust_level));
+    RETURN_IF_ERROR(ReadYaml(sec, w, "allowed_tenants", &c.allowed_tenants));
+    RETURN_IF_ERROR(ReadYaml(sec, w, "capabilities", &c.capabilities));
+  }
+  if (const YAML::Node ds = root["data_sets"]) {
+    if (!ds.IsSequence()) {
+      return absl::InvalidArgumentError(where + "data_sets: expected a list of {key, size_bytes}");
+    }
+    for (size_t i = 0; i < ds.size(); ++i) {
+      const std::string w = absl::StrCat(where, "data_sets[", i, "].");
+      RETURN_IF_ERROR(CheckKnownKeys(ds[i], w, {"key", "size_bytes"}));
+      model::DataSet d;
+      RETURN_IF_ERROR(ReadYaml(ds[i], w, "key", &d.key));
+      RETURN_IF_ERROR(ReadYaml(ds[i], w, "size_bytes", &d.size_bytes));
+      if (d.key.empty()) return absl::InvalidArgumentError(w + "key: must not be empty");
+      if (d.size_bytes < 0) return absl::InvalidArgumentError(w + "size_bytes: must be >= 0");
+      c.data_sets.push_back(d);
+    }
+  }
+  if (const YAML::Node r = root["resources"]) {
+    const std::string w = where + "resources.";
+    RETURN_IF_ERROR(CheckKnownKeys(r, w, {"cpu_millis", "memory_bytes", "storage_bytes", "bandwidth_bps"}));
+    RETURN_IF_ERROR(ReadYaml(r, w, "cpu_millis", &c.resources.cpu_millis));
+    RETURN_IF_ERROR(ReadYaml(r, w, "memory_bytes", &c.resources.memory_bytes));
+    RETURN_IF_ERROR(ReadYaml(r, w, "storage_bytes", &c.resources.storage_bytes));
+    RETURN_IF_ERROR(ReadYaml(r, w, "bandwidth_bps", &c.resources.bandwidth_bps));
+  }
+  RETURN_IF_ERROR(ReadYaml(root, where, "work_dir", &c.work_dir));
+  RETURN_IF_ERROR(ReadYaml(root, where, "output_limit_bytes", &c.output_limit_bytes));
+  int64_t hb = c.heartbeat_interval.count();
+  RETURN_IF_ERROR(ReadYaml(root, where, "heartbeat_interval_ms", &hb));
+  c.heartbeat_interval = std::chrono::milliseconds(hb);
+  RETURN_IF_ERROR(Annotate(Validate(c), path));
+  return c;
+}
+
+absl::Status Validate(const AgentConfig& c) {
+  if (!c.node_id.empty() && !IsValidId(c.node_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "node_id: '", c.node_id, "' is not valid: use 1-128 characters from [A-Za-z0-9._:-]"));
+  }
+  if (c.manager.empty()) return absl::InvalidArgumentError("manager: must not be empty");
+  if (c.trust_level < 0 || c.trust_level > 10) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("security.trust_level: ", c.trust_level, " is out of range 0..10"));
+  }
+  const auto& r = c.resources;
+  if (r.cpu_millis < 0 || r.memory_bytes < 0 || r.storage_bytes < 0 || r.bandwidth_bps < 0) {
+    return absl::InvalidArgumentError("resources: values must not be negative");
+  }
+  if (c.output_limit_bytes == 0) {
+    return absl::InvalidArgumentError("output_limit_bytes: must be > 0");
+  }
+  if (c.heartbeat_interval.count() <= 0) {
+    return absl::InvalidArgumentError("heartbeat_interval_ms: must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flotilla::agent

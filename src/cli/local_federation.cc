@@ -1,1 +1,276 @@
-// placeholder
+#include "cli/local_federation.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "cli/client.h"
+#include "common/status_macros.h"
+
+namespace flotilla::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The showcase profiles of a local federation's agents: different regions,
+// trust levels and data sets, so placement has something to decide.
+struct Profile {
+  const char* region;
+  const char* zone;
+  int trust;
+  std::vector<std::pair<const char*, int64_t>> data;
+  std::vector<const char*> capabilities;
+};
+
+const std::vector<Profile>& Profiles() {
+  static const std::vector<Profile> kProfiles = {
+      {"eu-west", "eu-west-1a", 3, {{"climate/era5-2025", 2ll << 30}}, {"network-egress"}},
+      {"us-east", "us-east-1b", 5, {{"genomics/hg38", 3ll << 30}, {"climate/era5-2025", 2ll << 30}}, {}},
+      {"ap-south", "ap-south-1a", 8, {{"finance/ticks-2026", 512ll << 20}}, {"network-egress"}},
+  };
+  return kProfiles;
+}
+
+std::string RecordPath(const std::string& dir) { return dir + "/federation.json"; }
+
+bool Alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+// True if pid still runs our binary (guards against a recycled pid).
+bool IsOurs(pid_t pid, const std::string& state_dir) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/cmdline"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string cmdline = ss.str();
+  return cmdline.find("flotilla") != std::string::npos &&
+         cmdline.find(state_dir) != std::string::npos;
+}
+
+absl::StatusOr<pid_t> SpawnDaemon(const std::vector<std::string>& argv, const std::string& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(errno, "open", log);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fd);
+    return ErrnoError(errno, "fork");
+  }
+  if (pid == 0) {
+    setsid();  // outlives `flotilla up`, and the terminal's signals
+    dup2(devnull, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fd);
+  close(devnull);
+  return pid;
+}
+
+absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("no file `", path, "`"));
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(path, ": ", e.what()));
+  }
+}
+
+std::string LogTail(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string s = ss.str();
+  if (s.size() > 2000) s = s.substr(s.size() - 2000);
+  return s;
+}
+
+// Waits for `path` to appear, or for the process to die (reaping it).
+absl::StatusOr<nlohmann::json> WaitReady(const std::string& path, pid_t pid,
+                                         const std::string& what, const std::string& log) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto j = ReadJsonFile(path); j.ok()) return j;
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      return absl::InternalError(
+          absl::StrCat(what, " exited during start-up; its log (", log, ") ends:\n", LogTail(log)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat(what, " did not become ready in 15 s; see ", log));
+}
+
+void Terminate(pid_t pid, const std::string& state_dir) {
+  if (!Alive(pid) || !IsOurs(pid, state_dir)) return;
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 100 && Alive(pid); ++i) {
+    waitpid(pid, nullptr, WNOHANG);  // reaps it if it is our child (tests)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (Alive(pid) && IsOurs(pid, state_dir)) kill(pid, SIGKILL);
+  waitpid(pid, nullptr, WNOHANG);
+}
+
+}  // namespace
+
+std::string DefaultStateDir() {
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  if (xdg && *xdg) return absl::StrCat(xdg, "/flotilla");
+  const char* home = std::getenv("HOME");
+  return absl::StrCat(home && *home ? home : "/tmp", "/.local/share/flotilla");
+}
+
+absl::StatusOr<LocalFederation> ReadLocalFederation(const std::string& state_dir) {
+  auto j = ReadJsonFile(RecordPath(state_dir));
+  if (!j.ok()) {
+    return absl::NotFoundError(absl::StrCat("no local federation recorded in ", state_dir));
+  }
+  LocalFederation f;
+  try {
+    f.state_dir = state_dir;
+    f.manager_grpc = (*j)["manager_grpc"].get<std::string>();
+    f.manager_http = (*j)["manager_http"].get<std::string>();
+    f.manager_pid = (*j)["manager_pid"].get<pid_t>();
+    f.agent_pids = (*j)["agent_pids"].get<std::vector<pid_t>>();
+    f.agent_ids = (*j)["agent_ids"].get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(RecordPath(state_dir), ": ", e.what()));
+  }
+  return f;
+}
+
+absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
+  if (o.agents < 1 || o.agents > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--agents ", o.agents, ": use 1 to 64"));
+  }
+  if (auto existing = ReadLocalFederation(o.state_dir); existing.ok()) {
+    if (Alive(existing->manager_pid) && IsOurs(existing->manager_pid, o.state_dir)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a local federation is already running (manager at ", existing->manager_grpc,
+          "); stop it with `flotilla down`"));
+    }
+    // A stale record (the machine rebooted, processes were killed): clean it.
+    (void)StopLocalFederation(o.state_dir, false);
+  }
+  std::error_code ec;
+  fs::create_directories(o.state_dir + "/logs", ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir `", o.state_dir, "/logs`: ", ec.message()));
+
+  LocalFederation f;
+  f.state_dir = o.state_dir;
+  const std::string ready = o.state_dir + "/manager.ready";
+  fs::remove(ready, ec);
+  std::vector<std::string> argv = {o.self, "manager", "--grpc-listen", "127.0.0.1:0",
+                                   "--http-listen", "127.0.0.1:0", "--db",
+                                   o.state_dir + "/manager.db", "--ready-file", ready};
+  if (o.lease_timeout_ms > 0) {
+    argv.insert(argv.end(), {"--lease-timeout-ms", std::to_string(o.lease_timeout_ms)});
+  }
+  const std::string manager_log = o.state_dir + "/logs/manager.log";
+  ASSIGN_OR_RETURN(f.manager_pid, SpawnDaemon(argv, manager_log));
+  auto ready_json = WaitReady(ready, f.manager_pid, "the manager", manager_log);
+  if (!ready_json.ok()) {
+    Terminate(f.manager_pid, o.state_dir);
+    return ready_json.status();
+  }
+  f.manager_grpc = (*ready_json)["grpc"].get<std::string>();
+  f.manager_http = (*ready_json)["http"].get<std::string>();
+
+  auto fail = [&](absl::Status st) {
+    for (pid_t p : f.agent_pids) Terminate(p, o.state_dir);
+    Terminate(f.manager_pid, o.state_dir);
+    return st;
+  };
+  for (int i = 0; i < o.agents; ++i) {
+    const Profile& p = Profiles()[i % Profiles().size()];
+    const std::string id = absl::StrCat("agent-", i + 1);
+    const std::string config = absl::StrCat(o.state_dir, "/", id, ".yaml");
+    {
+      std::ofstream out(config);
+      out << "# Generated by `flotilla up`; edit and restart the federation to change it.\n"
+          << "node_id: " << id << "\nmanager: " << f.manager_grpc << "\nlisten: 127.0.0.1:0\n"
+          << "work_dir: " << o.state_dir << "/work/" << id << "\n"
+          << "labels: {region: " << p.region << ", zone: " << p.zone << "}\n"
+          << "security:\n  trust_level: " << (i < 3 ? p.trust : 1 + i % 10) << "\n"
+          << "  capabilities: [";
+      for (size_t c = 0; c < p.capabilities.size(); ++c) out << (c ? ", " : "") << p.capabilities[c];
+      out << "]\ndata_sets:\n";
+      for (const auto& [key, size] : p.data) out << "  - {key: " << key << ", size_bytes: " << size << "}\n";
+      if (p.data.empty()) out << "  []\n";
+    }
+    fs::create_directories(absl::StrCat(o.state_dir, "/work/", id), ec);
+    const std::string log = absl::StrCat(o.state_dir, "/logs/", id, ".log");
+    auto pid = SpawnDaemon({o.self, "agent", "--config", config}, log);
+    if (!pid.ok()) return fail(pid.status());
+    f.agent_pids.push_back(*pid);
+    f.agent_ids.push_back(id);
+  }
+
+  // Wait until every agent is registered and online.
+  Client client(f.manager_grpc);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (true) {
+    auto nodes = client.ListNodes();
+    int online = 0;
+    if (nodes.ok()) {
+      for (const auto& n : nodes->nodes()) {
+        for (const auto& id : f.agent_ids) {
+          if (n.id() == id && n.status() == flotilla::v1::NODE_ONLINE) ++online;
+        }
+      }
+    }
+    if (online == o.agents) break;
+    for (size_t i = 0; i < f.agent_pids.size(); ++i) {
+      if (waitpid(f.agent_pids[i], nullptr, WNOHANG) == f.agent_pids[i]) {
+        const std::string log = absl::StrCat(o.state_dir, "/logs/", f.agent_ids[i], ".log");
+        return fail(absl::InternalError(absl::StrCat(f.agent_ids[i], " exited during start-up; its log ends:\n",
+                                                     LogTail(log))));
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return fail(absl::DeadlineExceededError(absl::StrCat(
+          "only ", online, " of ", o.agents, " agents registered in 20 s; see ", o.state_dir, "/logs")));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  nlohmann::json j = {{"manager_grpc", f.manager_grpc}, {"manager_http", f.manager_http},
+                      {"manager_pid", f.manager_pid},   {"agent_pids", f.agent_pids},
+                      {"agent_ids", f.agent_ids}};
+  std::ofstream(RecordPath(o.state_dir)) << j.dump(2) << "\n";
+  return f;
+}
+
+absl::Status StopLocalFederation(const std::string& state_dir, bool purge) {
+  auto f = ReadLocalFederation(state_dir);
+  if (!f.ok() && !purge) return f.status();
+  if (f.ok()) {
+    for (pid_t p : f->agent_pids) Terminate(p, state_dir);
+    Terminate(f->manager_pid, state_dir);
+  }
+  std::error_code ec;
+  fs::remove(RecordPath(state_dir), ec);
+  if (purge) fs::remove_all(state_dir, ec);
+  return absl::OkStatus();
+}
+
+}  // namespace flotilla::cli

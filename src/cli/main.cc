@@ -1,1 +1,656 @@
-// placeholder
+// flotilla: one binary for the whole system — the manager and agent daemons,
+// the local federation (`up`, `down`), and the client commands.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "agent/agent.h"
+#include "cli/client.h"
+#include "cli/local_federation.h"
+#include "cli/output.h"
+#include "cli/request_file.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "manager/server.h"
+#include "wire/convert.h"
+
+namespace flotilla::cli {
+namespace {
+
+namespace v1 = ::flotilla::v1;
+
+struct Globals {
+  std::string manager;
+  bool json = false;
+  std::string log_level = "info";
+};
+
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "flotilla: %s\n", std::string(st.message()).c_str());
+  return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+std::string SelfPath() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, n) : std::string("flotilla");
+}
+
+absl::StatusOr<Client> Connect(const Globals& g) {
+  auto addr = ResolveManager(g.manager);
+  if (!addr.ok()) return addr.status();
+  return Client(*addr);
+}
+
+std::string CommandText(const v1::ExecutionRequest& r) {
+  std::string text = r.code().argv_size() > 0
+                         ? absl::StrJoin(r.code().argv(), " ")
+                         : absl::StrCat(r.code().runtime(), ": ", r.code().source());
+  for (char& c : text) {
+    if (c == '\n' || c == '\t') c = ' ';
+  }
+  if (!r.name().empty()) text = r.name();
+  return text.size() > 40 ? text.substr(0, 37) + "..." : text;
+}
+
+std::string ExitText(const v1::Execution& e) {
+  if (!e.has_result()) return "-";
+  const auto& r = e.result();
+  switch (r.termination()) {
+    case v1::TERMINATION_EXITED: return std::to_string(r.exit_code());
+    case v1::TERMINATION_SIGNALED: return absl::StrCat("sig ", r.signal());
+    case v1::TERMINATION_TIMED_OUT: return "timeout";
+    case v1::TERMINATION_CANCELLED: return "cancelled";
+    case v1::TERMINATION_START_FAILED: return "no start";
+    default: return "-";
+  }
+}
+
+std::string DurationText(const v1::Execution& e) {
+  if (e.has_result() && e.result().wall_time_us() > 0) {
+    return FormatDurationMs(e.result().wall_time_us() / 1000);
+  }
+  if (e.started_unix_ms() > 0 && e.finished_unix_ms() == 0) {
+    return FormatDurationMs(NowUnixMs() - e.started_unix_ms()) + "+";
+  }
+  return "-";
+}
+
+std::string WhyText(const v1::Execution& e) {
+  if (e.state() == v1::EXECUTION_QUEUED) return e.placement().reason();
+  if (e.placement().node_id().empty()) return e.error();
+  std::string parts;
+  for (const auto& c : e.placement().candidates()) {
+    if (c.node_id() != e.placement().node_id()) continue;
+    std::vector<std::string> ps;
+    for (const char* name : {"cpu", "memory", "security", "locality"}) {
+      auto it = c.parts().find(name);
+      if (it != c.parts().end()) ps.push_back(absl::StrFormat("%s %.0f", name, it->second));
+    }
+    parts = absl::StrJoin(ps, " + ");
+  }
+  int feasible = 0;
+  for (const auto& c : e.placement().candidates()) feasible += c.feasible();
+  return absl::StrFormat("score %.1f = %s (%d/%d nodes fit)", e.placement().score(), parts,
+                         feasible, e.placement().candidates_size());
+}
+
+// Maps an execution's end to the process exit code of `flotilla run`.
+int ExitCodeOf(const v1::Execution& e) {
+  const auto& r = e.result();
+  switch (e.state()) {
+    case v1::EXECUTION_SUCCEEDED: return 0;
+    case v1::EXECUTION_TIMED_OUT: return 124;
+    case v1::EXECUTION_CANCELLED: return 130;
+    default: break;
+  }
+  if (!e.has_result()) return 1;
+  if (r.termination() == v1::TERMINATION_EXITED) return r.exit_code();
+  if (r.termination() == v1::TERMINATION_SIGNALED) return 128 + r.signal();
+  if (r.termination() == v1::TERMINATION_START_FAILED) return r.exit_code() ? r.exit_code() : 127;
+  return 1;
+}
+
+void PrintEnd(const v1::Execution& e) {
+  const auto& r = e.result();
+  switch (e.state()) {
+    case v1::EXECUTION_SUCCEEDED: return;
+    case v1::EXECUTION_TIMED_OUT:
+      std::fprintf(stderr, "flotilla: %s timed out after %s\n", e.id().c_str(),
+                   FormatDurationMs(e.request().timeout_ms()).c_str());
+      return;
+    case v1::EXECUTION_CANCELLED:
+      std::fprintf(stderr, "flotilla: %s was cancelled\n", e.id().c_str());
+      return;
+    default: break;
+  }
+  if (r.termination() == v1::TERMINATION_START_FAILED || !e.has_result()) {
+    std::fprintf(stderr, "flotilla: %s failed: %s\n", e.id().c_str(),
+                 (r.error().empty() ? e.error() : r.error()).c_str());
+  } else if (r.termination() == v1::TERMINATION_SIGNALED) {
+    std::fprintf(stderr, "flotilla: %s was killed by signal %d\n", e.id().c_str(), r.signal());
+  }
+}
+
+// Streams an execution's output until it ends; re-attaches if the stream
+// breaks (a manager restart). Returns the final execution.
+absl::StatusOr<v1::Execution> Follow(Client& client, const std::string& id, bool print_output,
+                                     bool verbose) {
+  uint32_t attempt = 0;
+  int64_t printed[2] = {0, 0};
+  std::optional<v1::Execution> final;
+  auto emit = [&](int s, int64_t offset, const std::string& data) {
+    if (!print_output) return;
+    int64_t end = offset + static_cast<int64_t>(data.size());
+    if (end <= printed[s]) return;
+    size_t skip = static_cast<size_t>(std::max<int64_t>(0, printed[s] - offset));
+    if (offset > printed[s]) skip = 0;  // a gap: print what we have
+    FILE* f = s == 0 ? stdout : stderr;
+    fwrite(data.data() + skip, 1, data.size() - skip, f);
+    fflush(f);
+    printed[s] = end;
+  };
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (!final) {
+    absl::Status st = client.Watch(id, print_output, [&](const v1::WatchEvent& ev) {
+      if (ev.attempt() != attempt && ev.attempt() > 0) {
+        if (attempt > 0 && print_output) {
+          std::fprintf(stderr, "flotilla: attempt %u was lost; attempt %u runs on %s\n", attempt,
+                       ev.attempt(), ev.node_id().c_str());
+          printed[0] = printed[1] = 0;
+        } else if (verbose) {
+          std::fprintf(stderr, "flotilla: %s runs on %s\n", id.c_str(), ev.node_id().c_str());
+        }
+        attempt = ev.attempt();
+      }
+      if (ev.has_output()) {
+        emit(ev.output().stream() == v1::OUTPUT_STDERR ? 1 : 0, ev.output().offset(),
+             ev.output().data());
+      }
+      if (ev.has_execution()) {
+        final = ev.execution();
+        emit(0, 0, final->result().stdout());
+        emit(1, 0, final->result().stderr());
+      }
+    });
+    if (final) break;
+    if (!st.ok() && st.code() != absl::StatusCode::kUnavailable) return st;
+    if (std::chrono::steady_clock::now() > give_up) {
+      return absl::UnavailableError(absl::StrCat("lost the manager while following ", id, ": ",
+                                                 st.message()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  if (final->result().stdout_truncated() && print_output) {
+    std::fprintf(stderr, "flotilla: stdout was truncated at the node's output limit\n");
+  }
+  return *final;
+}
+
+void AddRequestFlags(CLI::App* cmd, v1::ExecutionRequest* r, std::string* cpu, std::string* memory,
+                     std::string* timeout, std::vector<std::string>* env) {
+  cmd->add_option("--cpu", *cpu, "CPU to reserve: 500m or 0.5 (cores)");
+  cmd->add_option("--memory", *memory, "memory to reserve: 256Mi, 1Gi");
+  cmd->add_option("--timeout", *timeout, "kill it after this long: 30s, 5m");
+  cmd->add_option_function<int>("--priority", [r](int p) { r->set_priority(p); },
+                                "0 (lowest) .. 100");
+  cmd->add_option_function<int>(
+      "--min-trust", [r](int t) { r->mutable_security()->set_min_trust_level(t); },
+      "run only on nodes with at least this trust level (0..10)");
+  cmd->add_option_function<std::vector<std::string>>(
+      "--cap",
+      [r](const std::vector<std::string>& caps) {
+        for (const auto& c : caps) r->mutable_security()->add_required_capabilities(c);
+      },
+      "a capability the node must grant (repeatable), e.g. network-egress");
+  cmd->add_option_function<std::vector<std::string>>(
+      "--data",
+      [r](const std::vector<std::string>& keys) {
+        for (const auto& k : keys) r->mutable_dependencies()->add_data_keys(k);
+      },
+      "a data set the code reads (repeatable); nodes holding it score higher");
+  cmd->add_option("--env", *env, "KEY=VALUE for the task's environment (repeatable)");
+  cmd->add_option_function<std::string>("--user", [r](const std::string& u) { r->set_user_id(u); },
+                                        "the user (tenant) it runs for; default $USER");
+  cmd->add_option_function<std::string>("--name", [r](const std::string& n) { r->set_name(n); },
+                                        "a name shown in listings");
+  cmd->add_option_function<std::string>(
+      "--id", [r](const std::string& id) { r->set_request_id(id); },
+      "request id; submitting the same id twice returns the first execution");
+}
+
+absl::Status ApplyRequestFlags(v1::ExecutionRequest* r, const std::string& cpu,
+                               const std::string& memory, const std::string& timeout,
+                               const std::vector<std::string>& env) {
+  if (!cpu.empty()) {
+    auto v = ParseCpu(cpu);
+    if (!v.ok()) return v.status();
+    r->mutable_resources()->set_cpu_millis(*v);
+  }
+  if (!memory.empty()) {
+    auto v = ParseBytes(memory);
+    if (!v.ok()) return v.status();
+    r->mutable_resources()->set_memory_bytes(*v);
+  }
+  if (!timeout.empty()) {
+    auto v = ParseDurationMs(timeout);
+    if (!v.ok()) return v.status();
+    r->set_timeout_ms(*v);
+  }
+  for (const auto& kv : env) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--env '", kv, "': use KEY=VALUE"));
+    }
+    (*r->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (r->user_id().empty()) {
+    const char* user = getenv("USER");
+    r->set_user_id(user && *user ? user : "anonymous");
+  }
+  return absl::OkStatus();
+}
+
+void PrintNodes(const v1::ListNodesResponse& resp) {
+  Table t({"NODE", "STATUS", "REGION", "TRUST", "CPU FREE", "MEMORY FREE", "RUNNING", "DATA",
+           "ADDRESS"});
+  for (const auto& n : resp.nodes()) {
+    std::vector<std::string> data;
+    for (const auto& d : n.data().data_sets()) data.push_back(d.key());
+    const auto& cap = n.resources().capacity();
+    const auto& avail = n.resources().available();
+    auto region = n.labels().find("region");
+    t.Add({n.id(), n.status() == v1::NODE_ONLINE ? "online" : "offline",
+           region == n.labels().end() ? "-" : region->second,
+           std::to_string(n.security().trust_level()),
+           absl::StrCat(FormatMillicores(avail.cpu_millis()), "/", FormatMillicores(cap.cpu_millis())),
+           absl::StrCat(FormatBytes(avail.memory_bytes()), "/", FormatBytes(cap.memory_bytes())),
+           std::to_string(n.running_executions()), data.empty() ? "-" : absl::StrJoin(data, ","),
+           n.address()});
+  }
+  std::cout << t.Render();
+}
+
+void PrintExecution(const v1::Execution& e) {
+  std::cout << "id:        " << e.id() << "\n"
+            << "state:     " << wire::StateName(e.state()) << "\n"
+            << "command:   " << CommandText(e.request()) << "\n"
+            << "user:      " << e.request().user_id() << "\n"
+            << "node:      " << (e.node_id().empty() ? "-" : e.node_id()) << " (attempt "
+            << e.attempt() << ")\n"
+            << "exit:      " << ExitText(e) << "\n"
+            << "duration:  " << DurationText(e) << "\n";
+  if (e.has_result()) {
+    std::cout << "cpu time:  " << FormatDurationMs(e.result().cpu_time_us() / 1000) << "\n"
+              << "peak mem:  " << FormatBytes(e.result().peak_memory_bytes()) << "\n";
+  }
+  if (!e.error().empty()) std::cout << "note:      " << e.error() << "\n";
+  std::cout << "placement: " << (e.placement().reason().empty() ? "-" : e.placement().reason())
+            << "\n";
+  if (e.placement().candidates_size() > 0) {
+    Table t({"  CANDIDATE", "FITS", "SCORE", "CPU", "MEMORY", "SECURITY", "LOCALITY", "REJECTED BECAUSE"});
+    for (const auto& c : e.placement().candidates()) {
+      auto part = [&](const char* name) {
+        auto it = c.parts().find(name);
+        return it == c.parts().end() ? std::string("-") : absl::StrFormat("%.1f", it->second);
+      };
+      t.Add({"  " + c.node_id(), c.feasible() ? "yes" : "no",
+             c.feasible() ? absl::StrFormat("%.1f", c.score()) : "-", part("cpu"), part("memory"),
+             part("security"), part("locality"), c.rejected_because()});
+    }
+    std::cout << t.Render();
+  }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"Flotilla: run code on the best node of a federation of hosts.", "flotilla"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--manager", g.manager,
+                 "manager gRPC address (default: $FLOTILLA_MANAGER, then the local federation)");
+  app.add_flag("--json", g.json, "print JSON instead of tables");
+  app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error");
+  int rc = 0;
+
+  // ---- manager
+  auto* mgr = app.add_subcommand("manager", "run the federation manager (a daemon)");
+  std::string mgr_config, mgr_grpc, mgr_http, mgr_db, mgr_ready;
+  int64_t mgr_lease = 0;
+  mgr->add_option("--config", mgr_config, "YAML configuration file");
+  mgr->add_option("--grpc-listen", mgr_grpc, "gRPC address (host:port, port 0 picks one)");
+  mgr->add_option("--http-listen", mgr_http, "HTTP address for /healthz and /metrics");
+  mgr->add_option("--db", mgr_db, "SQLite database file of the manager's state");
+  mgr->add_option("--ready-file", mgr_ready, "write {grpc, http, pid} here once serving");
+  mgr->add_option("--lease-timeout-ms", mgr_lease, "mark an agent offline after this silence");
+  mgr->callback([&] {
+    manager::ManagerConfig c;
+    if (!mgr_config.empty()) {
+      auto loaded = manager::LoadManagerConfig(mgr_config);
+      if (!loaded.ok()) {
+        rc = Fail(loaded.status());
+        return;
+      }
+      c = *loaded;
+    }
+    if (!mgr_grpc.empty()) c.grpc_listen = mgr_grpc;
+    if (!mgr_http.empty()) c.http_listen = mgr_http;
+    if (!mgr_db.empty()) c.db_path = mgr_db;
+    if (!mgr_ready.empty()) c.ready_file = mgr_ready;
+    if (mgr_lease > 0) {
+      c.lease_timeout = std::chrono::milliseconds(mgr_lease);
+      c.heartbeat_interval = std::min(c.heartbeat_interval, std::chrono::milliseconds(mgr_lease / 4 + 1));
+    }
+    if (absl::Status st = manager::RunManager(c); !st.ok()) rc = Fail(st);
+  });
+
+  // ---- agent
+  auto* agt = app.add_subcommand("agent", "run a node agent (a daemon)");
+  std::string agt_config, agt_manager, agt_id, agt_listen, agt_ready, agt_work;
+  agt->add_option("--config", agt_config, "YAML configuration file");
+  agt->add_option("--manager-address", agt_manager, "the manager's gRPC address");
+  agt->add_option("--id", agt_id, "node id (default: config node_id, then the host name)");
+  agt->add_option("--listen", agt_listen, "AgentService address (port 0 picks one)");
+  agt->add_option("--work-dir", agt_work, "where task directories are made");
+  agt->add_option("--ready-file", agt_ready, "write {address, node_id, pid} once registered");
+  agt->callback([&] {
+    agent::AgentConfig c;
+    if (!agt_config.empty()) {
+      auto loaded = agent::LoadAgentConfig(agt_config);
+      if (!loaded.ok()) {
+        rc = Fail(loaded.status());
+        return;
+      }
+      c = *loaded;
+    }
+    if (!agt_manager.empty()) c.manager = agt_manager;
+    if (!g.manager.empty()) c.manager = g.manager;
+    if (!agt_id.empty()) c.node_id = agt_id;
+    if (!agt_listen.empty()) c.listen = agt_listen;
+    if (!agt_work.empty()) c.work_dir = agt_work;
+    if (!agt_ready.empty()) c.ready_file = agt_ready;
+    if (absl::Status st = agent::RunAgent(c); !st.ok()) rc = Fail(st);
+  });
+
+  // ---- up / down
+  auto* up = app.add_subcommand("up", "start a local federation (1 manager + N agents) in the background");
+  UpOptions up_opts;
+  up_opts.state_dir = DefaultStateDir();
+  up->add_option("--agents", up_opts.agents, "number of agents")->capture_default_str();
+  up->add_option("--state-dir", up_opts.state_dir, "where state, configs and logs live")
+      ->capture_default_str();
+  up->add_option("--lease-timeout-ms", up_opts.lease_timeout_ms, "agent lease (default 10000)");
+  up->callback([&] {
+    up_opts.self = SelfPath();
+    auto f = StartLocalFederation(up_opts);
+    if (!f.ok()) {
+      rc = Fail(f.status());
+      return;
+    }
+    std::cout << "flotilla: local federation up\n"
+              << "  manager gRPC  " << f->manager_grpc << "\n"
+              << "  manager HTTP  http://" << f->manager_http << "/metrics\n"
+              << "  state         " << f->state_dir << "\n\n";
+    Client client(f->manager_grpc);
+    if (auto nodes = client.ListNodes(); nodes.ok()) PrintNodes(*nodes);
+    std::cout << "\nTry: flotilla run -- echo hi    (stop with: flotilla down)\n";
+  });
+  auto* down = app.add_subcommand("down", "stop the local federation");
+  std::string down_dir = DefaultStateDir();
+  bool purge = false;
+  down->add_option("--state-dir", down_dir, "the federation's state directory");
+  down->add_flag("--purge", purge, "also delete its state (database, logs)");
+  down->callback([&] {
+    absl::Status st = StopLocalFederation(down_dir, purge);
+    if (!st.ok()) {
+      rc = Fail(absl::Status(st.code(), absl::StrCat(st.message(), " (nothing to stop)")));
+      return;
+    }
+    std::cout << "flotilla: local federation stopped" << (purge ? " and its state deleted" : "")
+              << "\n";
+  });
+
+  // ---- run
+  auto* run = app.add_subcommand("run", "run a command on the federation and stream its output");
+  v1::ExecutionRequest run_req;
+  std::string cpu, memory, timeout, shell_src, python_src;
+  std::vector<std::string> env, command;
+  bool detach = false, verbose = false;
+  AddRequestFlags(run, &run_req, &cpu, &memory, &timeout, &env);
+  run->add_option("--shell", shell_src, "run this shell script instead of a command");
+  run->add_option("--python", python_src, "run this Python source instead of a command");
+  run->add_flag("-d,--detach", detach, "print the execution id and return at once");
+  run->add_flag("-v,--verbose", verbose, "say where it runs");
+  run->add_option("command", command, "the command and its arguments (after --)");
+  run->callback([&] {
+    if (!shell_src.empty()) {
+      run_req.mutable_code()->set_runtime("shell");
+      run_req.mutable_code()->set_source(shell_src);
+    }
+    if (!python_src.empty()) {
+      run_req.mutable_code()->set_runtime("python3");
+      run_req.mutable_code()->set_source(python_src);
+    }
+    for (const auto& a : command) run_req.mutable_code()->add_argv(a);
+    if (command.empty() && shell_src.empty() && python_src.empty()) {
+      rc = Fail(absl::InvalidArgumentError(
+          "nothing to run: flotilla run [flags] -- COMMAND [ARGS...], or --shell/--python SOURCE"));
+      return;
+    }
+    if (absl::Status st = ApplyRequestFlags(&run_req, cpu, memory, timeout, env); !st.ok()) {
+      rc = Fail(st);
+      return;
+    }
+    auto client = Connect(g);
+    if (!client.ok()) {
+      rc = Fail(client.status());
+      return;
+    }
+    auto sub = client->Submit(run_req);
+    if (!sub.ok()) {
+      rc = Fail(sub.status());
+      return;
+    }
+    const std::string id = sub->execution().id();
+    if (detach) {
+      std::cout << (g.json ? ToJson(sub->execution()) : id) << "\n";
+      return;
+    }
+    auto final = Follow(*client, id, !g.json, verbose);
+    if (!final.ok()) {
+      rc = Fail(final.status());
+      return;
+    }
+    if (g.json) std::cout << ToJson(*final) << "\n";
+    else PrintEnd(*final);
+    rc = ExitCodeOf(*final);
+  });
+
+  // ---- submit
+  auto* submit = app.add_subcommand("submit", "submit the executions described in a YAML file");
+  std::string submit_file;
+  bool submit_wait = false;
+  submit->add_option("file", submit_file, "request file (docs/cli.md#request-files)")->required();
+  submit->add_flag("-w,--wait", submit_wait, "wait for them to finish and print a summary");
+  submit->callback([&] {
+    auto reqs = LoadRequestFile(submit_file);
+    if (!reqs.ok()) {
+      rc = Fail(reqs.status());
+      return;
+    }
+    auto client = Connect(g);
+    if (!client.ok()) {
+      rc = Fail(client.status());
+      return;
+    }
+    std::vector<std::string> ids;
+    for (auto& r : *reqs) {
+      if (absl::Status st = ApplyRequestFlags(&r, "", "", "", {}); !st.ok()) {
+        rc = Fail(st);
+        return;
+      }
+      auto sub = client->Submit(r);
+      if (!sub.ok()) {
+        rc = Fail(sub.status());
+        return;
+      }
+      ids.push_back(sub->execution().id());
+      if (!submit_wait) std::cout << (g.json ? ToJson(sub->execution()) : ids.back()) << "\n";
+    }
+    if (!submit_wait) return;
+    Table t({"ID", "STATE", "NODE", "EXIT", "COMMAND"});
+    for (const auto& id : ids) {
+      auto e = Follow(*client, id, false, false);
+      if (!e.ok()) {
+        rc = Fail(e.status());
+        return;
+      }
+      if (e->state() != v1::EXECUTION_SUCCEEDED) rc = 1;
+      if (g.json) std::cout << ToJson(*e) << "\n";
+      t.Add({id, wire::StateName(e->state()), e->node_id(), ExitText(*e), CommandText(e->request())});
+    }
+    if (!g.json) std::cout << t.Render();
+  });
+
+  // ---- nodes
+  auto* nodes = app.add_subcommand("nodes", "list the federation's nodes");
+  nodes->callback([&] {
+    auto client = Connect(g);
+    auto resp = client.ok() ? client->ListNodes() : absl::StatusOr<v1::ListNodesResponse>(client.status());
+    if (!resp.ok()) {
+      rc = Fail(resp.status());
+      return;
+    }
+    if (g.json) std::cout << ToJson(*resp) << "\n";
+    else PrintNodes(*resp);
+  });
+
+  // ---- ps
+  auto* ps = app.add_subcommand("ps", "list executions, newest first");
+  std::vector<std::string> ps_states;
+  int ps_limit = 20;
+  ps->add_option("--state", ps_states, "only these states: queued, running, succeeded, ...");
+  ps->add_option("-n,--limit", ps_limit, "how many")->capture_default_str();
+  ps->callback([&] {
+    v1::ListExecutionsRequest req;
+    req.set_limit(ps_limit);
+    for (const auto& s : ps_states) {
+      model::ExecutionState st;
+      if (!model::ParseExecutionState(s, &st)) {
+        rc = Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--state '", s, "': use queued, assigned, running, succeeded, failed, timed_out or cancelled")));
+        return;
+      }
+      req.add_states(wire::ToProto(st));
+    }
+    auto client = Connect(g);
+    auto resp = client.ok() ? client->ListExecutions(req)
+                            : absl::StatusOr<v1::ListExecutionsResponse>(client.status());
+    if (!resp.ok()) {
+      rc = Fail(resp.status());
+      return;
+    }
+    if (g.json) {
+      std::cout << ToJson(*resp) << "\n";
+      return;
+    }
+    Table t({"ID", "STATE", "NODE", "TRY", "EXIT", "TIME", "COMMAND", "WHY"});
+    for (const auto& e : resp->executions()) {
+      t.Add({e.id(), wire::StateName(e.state()), e.node_id().empty() ? "-" : e.node_id(),
+             std::to_string(e.attempt()), ExitText(e), DurationText(e), CommandText(e.request()),
+             WhyText(e)});
+    }
+    std::cout << t.Render();
+  });
+
+  // ---- get
+  auto* get = app.add_subcommand("get", "show one execution, with its placement decision");
+  std::string get_id;
+  get->add_option("id", get_id, "execution id")->required();
+  get->callback([&] {
+    auto client = Connect(g);
+    auto e = client.ok() ? client->Get(get_id) : absl::StatusOr<v1::Execution>(client.status());
+    if (!e.ok()) {
+      rc = Fail(e.status());
+      return;
+    }
+    if (g.json) std::cout << ToJson(*e) << "\n";
+    else PrintExecution(*e);
+  });
+
+  // ---- logs
+  auto* logs = app.add_subcommand("logs", "print an execution's output");
+  std::string logs_id;
+  bool follow = false;
+  logs->add_option("id", logs_id, "execution id")->required();
+  logs->add_flag("-f,--follow", follow, "keep printing until it ends");
+  logs->callback([&] {
+    auto client = Connect(g);
+    if (!client.ok()) {
+      rc = Fail(client.status());
+      return;
+    }
+    if (follow) {
+      auto e = Follow(*client, logs_id, true, false);
+      if (!e.ok()) rc = Fail(e.status());
+      return;
+    }
+    auto e = client->Get(logs_id);
+    if (!e.ok()) {
+      rc = Fail(e.status());
+      return;
+    }
+    fwrite(e->result().stdout().data(), 1, e->result().stdout().size(), stdout);
+    fwrite(e->result().stderr().data(), 1, e->result().stderr().size(), stderr);
+  });
+
+  // ---- cancel
+  auto* cancel = app.add_subcommand("cancel", "cancel an execution");
+  std::string cancel_id;
+  cancel->add_option("id", cancel_id, "execution id")->required();
+  cancel->callback([&] {
+    auto client = Connect(g);
+    auto e = client.ok() ? client->Cancel(cancel_id) : absl::StatusOr<v1::Execution>(client.status());
+    if (!e.ok()) {
+      rc = Fail(e.status());
+      return;
+    }
+    if (g.json) {
+      std::cout << ToJson(*e) << "\n";
+    } else if (e->state() == v1::EXECUTION_CANCELLED) {
+      std::cout << cancel_id << ": cancelled\n";
+    } else {
+      std::cout << cancel_id << ": cancel requested (it was " << wire::StateName(e->state())
+                << " on " << e->node_id() << ")\n";
+    }
+  });
+
+  app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
+
+  app.parse_complete_callback([&] {
+    if (!SetLogLevel(g.log_level)) {
+      throw CLI::ValidationError("--log-level", "use trace, debug, info, warn or error");
+    }
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return rc;
+}
+
+}  // namespace flotilla::cli
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  return flotilla::cli::Main(argc, argv);
+}

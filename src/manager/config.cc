@@ -1,1 +1,114 @@
-// placeholder
+#include "manager/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/yaml_util.h"
+
+namespace flotilla::manager {
+
+namespace {
+
+absl::Status ReadMs(const YAML::Node& root, const std::string& where, const std::string& key,
+                    std::chrono::milliseconds* out) {
+  int64_t ms = out->count();
+  RETURN_IF_ERROR(ReadYaml(root, where, key, &ms));
+  *out = std::chrono::milliseconds(ms);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
+  ManagerConfig c;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat("cannot read manager config `", path, "`"));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+  if (!root || root.IsNull()) return c;
+  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
+  const std::string where = path + ": ";
+  RETURN_IF_ERROR(CheckKnownKeys(
+      root, where,
+      {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
+       "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
+       "default_timeout_ms", "max_timeout_ms", "max_request_bytes"}));
+  RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
+  RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
+  RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
+  std::string durability = "process_crash";
+  RETURN_IF_ERROR(ReadYaml(root, where, "durability", &durability));
+  if (durability == "process_crash") {
+    c.durability = store::Durability::kProcessCrash;
+  } else if (durability == "power_loss") {
+    c.durability = store::Durability::kPowerLoss;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "durability: '", durability, "' is not one of process_crash, power_loss"));
+  }
+  RETURN_IF_ERROR(ReadMs(root, where, "lease_timeout_ms", &c.lease_timeout));
+  RETURN_IF_ERROR(ReadMs(root, where, "heartbeat_interval_ms", &c.heartbeat_interval));
+  RETURN_IF_ERROR(ReadMs(root, where, "dispatch_grace_ms", &c.dispatch_grace));
+  if (const YAML::Node sched = root["scheduler"]) {
+    RETURN_IF_ERROR(CheckKnownKeys(sched, where + "scheduler.", {"weights"}));
+    if (const YAML::Node w = sched["weights"]) {
+      std::map<std::string, double> weights;
+      for (const auto& kv : w) {
+        const std::string key = kv.first.as<std::string>();
+        double value = 0;
+        RETURN_IF_ERROR(ReadYaml(w, where + "scheduler.weights.", key, &value));
+        weights[key] = value;
+      }
+      auto parsed = scheduler::Weights::FromMap(weights);
+      if (!parsed.ok()) return Annotate(parsed.status(), where + "scheduler.weights");
+      c.weights = *parsed;
+    }
+  }
+  if (const YAML::Node r = root["default_resources"]) {
+    RETURN_IF_ERROR(CheckKnownKeys(r, where + "default_resources.", {"cpu_millis", "memory_bytes"}));
+    RETURN_IF_ERROR(ReadYaml(r, where + "default_resources.", "cpu_millis",
+                             &c.default_resources.cpu_millis));
+    RETURN_IF_ERROR(ReadYaml(r, where + "default_resources.", "memory_bytes",
+                             &c.default_resources.memory_bytes));
+  }
+  RETURN_IF_ERROR(ReadYaml(root, where, "default_timeout_ms", &c.default_timeout_ms));
+  RETURN_IF_ERROR(ReadYaml(root, where, "max_timeout_ms", &c.max_timeout_ms));
+  RETURN_IF_ERROR(ReadYaml(root, where, "max_request_bytes", &c.max_request_bytes));
+  RETURN_IF_ERROR(Annotate(Validate(c), path));
+  return c;
+}
+
+absl::Status Validate(const ManagerConfig& c) {
+  auto positive = [](const char* key, int64_t v) -> absl::Status {
+    if (v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(key, ": must be > 0, got ", v));
+  };
+  RETURN_IF_ERROR(positive("lease_timeout_ms", c.lease_timeout.count()));
+  RETURN_IF_ERROR(positive("heartbeat_interval_ms", c.heartbeat_interval.count()));
+  RETURN_IF_ERROR(positive("dispatch_grace_ms", c.dispatch_grace.count()));
+  RETURN_IF_ERROR(positive("default_resources.cpu_millis", c.default_resources.cpu_millis));
+  RETURN_IF_ERROR(positive("default_resources.memory_bytes", c.default_resources.memory_bytes));
+  RETURN_IF_ERROR(positive("default_timeout_ms", c.default_timeout_ms));
+  RETURN_IF_ERROR(positive("max_timeout_ms", c.max_timeout_ms));
+  RETURN_IF_ERROR(positive("max_request_bytes", c.max_request_bytes));
+  if (c.heartbeat_interval >= c.lease_timeout) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "heartbeat_interval_ms (", c.heartbeat_interval.count(),
+        ") must be shorter than lease_timeout_ms (", c.lease_timeout.count(), ")"));
+  }
+  if (c.default_timeout_ms > c.max_timeout_ms) {
+    return absl::InvalidArgumentError("default_timeout_ms must not exceed max_timeout_ms");
+  }
+  if (c.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: must not be empty");
+  if (c.db_path.empty()) return absl::InvalidArgumentError("db_path: must not be empty");
+  return absl::OkStatus();
+}
+
+}  // namespace flotilla::manager

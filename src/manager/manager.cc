@@ -1,1 +1,936 @@
-// placeholder
+#include "manager/manager.h"
+
+#include "common/logging.h"
+
+#include <chrono>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/status_macros.h"
+#include "wire/convert.h"
+
+namespace flotilla::manager {
+
+using model::ExecutionState;
+
+namespace {
+
+constexpr size_t kPeekPerRound = 512;
+// Live output kept per stream and attempt; the final result carries the rest.
+constexpr size_t kLiveOutputCap = 4u << 20;
+constexpr int64_t kSuspectMs = 2000;
+
+int StreamIndex(v1::OutputStream s) { return s == v1::OUTPUT_STDERR ? 1 : 0; }
+
+const std::set<std::string>& KnownRuntimes() {
+  static const std::set<std::string> kRuntimes = {"shell", "python3"};
+  return kRuntimes;
+}
+
+v1::Placement ToPlacement(const scheduler::Decision& d, int64_t now_ms) {
+  v1::Placement p;
+  p.set_node_id(d.node_id);
+  p.set_score(d.score);
+  p.set_reason(d.reason);
+  p.set_decided_unix_ms(now_ms);
+  for (const auto& c : d.candidates) {
+    auto* pc = p.add_candidates();
+    pc->set_node_id(c.node_id);
+    pc->set_feasible(c.feasible);
+    pc->set_rejected_because(c.rejected_because);
+    pc->set_score(c.score);
+    for (const auto& [name, points] : c.parts) (*pc->mutable_parts())[name] = points;
+  }
+  return p;
+}
+
+ExecutionState StateFromResult(const v1::ExecutionResult& r, bool cancel_requested) {
+  switch (r.termination()) {
+    case v1::TERMINATION_EXITED:
+      return r.exit_code() == 0 ? ExecutionState::kSucceeded : ExecutionState::kFailed;
+    case v1::TERMINATION_TIMED_OUT:
+      return ExecutionState::kTimedOut;
+    case v1::TERMINATION_CANCELLED:
+      return ExecutionState::kCancelled;
+    case v1::TERMINATION_SIGNALED:
+      return cancel_requested ? ExecutionState::kCancelled : ExecutionState::kFailed;
+    default:
+      return ExecutionState::kFailed;
+  }
+}
+
+}  // namespace
+
+struct Manager::Live {
+  store::ExecutionRecord rec;
+  v1::ExecutionRequest request;
+  model::ExecutionRequest sched;
+  v1::Placement placement;
+  std::string waiting_reason;  // why it is still queued (last round), not persisted
+  std::string output[2];       // live stdout/stderr of the current attempt
+  std::optional<v1::ExecutionResult> result;
+  uint64_t version = 0;
+  absl::CondVar cv;
+  int64_t queued_mono_ms = 0;    // when it (re-)entered the queue
+  int64_t assigned_mono_ms = 0;  // when the current attempt was sent
+  int dispatch_failures = 0;
+};
+
+struct Manager::NodeState {
+  v1::HypervisorNode spec;  // as registered
+  model::HypervisorNode node;
+  model::Resources reserved;
+  std::set<std::string> assigned;  // execution ids of its current attempts
+  int64_t last_heartbeat_mono_ms = 0;
+  int64_t suspect_until_mono_ms = 0;  // a dispatch to it failed: skip it until then
+  model::Resources reported_available;
+  double load_average = 0;
+};
+
+Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
+                 std::unique_ptr<AgentClientFactory> agents)
+    : config_(std::move(config)),
+      store_(std::move(store)),
+      agents_(std::move(agents)),
+      selection_(config_.weights) {}
+
+Manager::~Manager() { Stop(); }
+
+int64_t Manager::MonoMs() const { return MonotonicUs() / 1000; }
+
+absl::Status Manager::Recover() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::vector<store::NodeRecord> nodes, store_->LoadNodes());
+  const int64_t now = MonoMs();
+  for (const auto& rec : nodes) {
+    auto ns = std::make_unique<NodeState>();
+    if (!ns->spec.ParseFromString(rec.spec)) {
+      return absl::DataLossError(absl::StrCat("node ", rec.id, ": stored spec does not parse"));
+    }
+    ns->node = wire::FromProto(ns->spec);
+    ns->node.epoch = rec.epoch;
+    ns->node.status = rec.status;
+    ns->node.last_heartbeat_ms = rec.last_heartbeat_ms;
+    // A fresh lease: the agent gets a full lease_timeout to report to the
+    // restarted manager before its executions are taken away.
+    ns->last_heartbeat_mono_ms = now;
+    nodes_[rec.id] = std::move(ns);
+  }
+  ASSIGN_OR_RETURN(std::vector<store::ExecutionRecord> unfinished, store_->LoadUnfinished());
+  for (auto& rec : unfinished) {
+    auto live = std::make_shared<Live>();
+    if (!live->request.ParseFromString(rec.request)) {
+      return absl::DataLossError(absl::StrCat("execution ", rec.id, ": stored request does not parse"));
+    }
+    live->sched = wire::FromProto(live->request);
+    live->sched.id = rec.id;
+    if (!rec.placement.empty()) live->placement.ParseFromString(rec.placement);
+    live->rec = std::move(rec);
+    live->queued_mono_ms = now;
+    live->assigned_mono_ms = now;
+    Live& l = *live;
+    live_[l.rec.id] = std::move(live);
+    if (l.rec.state == ExecutionState::kQueued) {
+      queue_.Push({l.rec.id, l.rec.priority, l.rec.seq});
+      continue;
+    }
+    auto it = nodes_.find(l.rec.node_id);
+    if (it == nodes_.end()) {
+      Requeue(l, "node_unknown", "its node is not in the registry");
+      continue;
+    }
+    it->second->reserved += l.sched.resources;
+    it->second->assigned.insert(l.rec.id);
+  }
+  spdlog::info("recovered {} nodes, {} unfinished executions ({} queued)", nodes_.size(),
+               live_.size(), queue_.size());
+  dispatch_wanted_ = true;
+  return absl::OkStatus();
+}
+
+void Manager::Start() {
+  dispatcher_ = std::thread([this] { DispatcherLoop(); });
+  lease_checker_ = std::thread([this] { LeaseLoop(); });
+}
+
+void Manager::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !dispatcher_.joinable()) return;
+    stopping_ = true;
+    dispatch_cv_.SignalAll();
+    stop_cv_.SignalAll();
+    for (auto& [id, live] : live_) live->cv.SignalAll();
+  }
+  if (dispatcher_.joinable()) dispatcher_.join();
+  if (lease_checker_.joinable()) lease_checker_.join();
+}
+
+// ---------------------------------------------------------------- validation
+
+absl::Status Manager::ValidateAndDefault(v1::ExecutionRequest* r) {
+  if (!r->request_id().empty() && !IsValidId(r->request_id())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id '", r->request_id(), "' is not valid: use 1-128 characters from [A-Za-z0-9._:-]"));
+  }
+  if (r->user_id().empty()) r->set_user_id("anonymous");
+  const auto& code = r->code();
+  const bool has_argv = code.argv_size() > 0;
+  const bool has_source = !code.source().empty();
+  if (has_argv == has_source) {
+    return absl::InvalidArgumentError(
+        has_argv ? "code has both argv and source: give one of them"
+                 : "code is empty: give argv (a command) or a runtime and its source");
+  }
+  if (has_argv && !code.runtime().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "code.runtime '", code.runtime(), "' goes with code.source, not with argv"));
+  }
+  if (has_argv && code.argv(0).empty()) {
+    return absl::InvalidArgumentError("code.argv[0] is empty: name the program to run");
+  }
+  if (has_source && !KnownRuntimes().count(code.runtime())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown runtime '", code.runtime(), "' (known: ",
+                     absl::StrJoin(KnownRuntimes(), ", "), ")"));
+  }
+  if (r->priority() < 0 || r->priority() > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority ", r->priority(), " is out of range: use 0 (lowest) to 100"));
+  }
+  const auto& res = r->resources();
+  if (res.cpu_millis() < 0 || res.memory_bytes() < 0 || res.storage_bytes() < 0 ||
+      res.bandwidth_bps() < 0) {
+    return absl::InvalidArgumentError("resources must not be negative");
+  }
+  if (res.cpu_millis() == 0) r->mutable_resources()->set_cpu_millis(config_.default_resources.cpu_millis);
+  if (res.memory_bytes() == 0) {
+    r->mutable_resources()->set_memory_bytes(config_.default_resources.memory_bytes);
+  }
+  if (r->timeout_ms() < 0) return absl::InvalidArgumentError("timeout_ms must not be negative");
+  if (r->timeout_ms() == 0) r->set_timeout_ms(config_.default_timeout_ms);
+  if (r->timeout_ms() > config_.max_timeout_ms) {
+    return absl::InvalidArgumentError(absl::StrCat("timeout_ms ", r->timeout_ms(),
+                                                   " exceeds the manager's max_timeout_ms ",
+                                                   config_.max_timeout_ms));
+  }
+  if (r->security().min_trust_level() < 0 || r->security().min_trust_level() > 10) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "security.min_trust_level ", r->security().min_trust_level(), " is out of range 0..10"));
+  }
+  for (const auto& f : r->dependencies().files()) {
+    const std::string& p = f.path();
+    if (p.empty() || p[0] == '/' || p == ".." || p.rfind("../", 0) == 0 ||
+        p.find("/../") != std::string::npos ||
+        (p.size() >= 3 && p.compare(p.size() - 3, 3, "/..") == 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dependencies.files: path '", p, "' must be relative to the working directory, without '..'"));
+    }
+  }
+  const int64_t size = static_cast<int64_t>(r->ByteSizeLong());
+  if (size > config_.max_request_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request is ", size, " bytes; the manager accepts at most ", config_.max_request_bytes,
+        " (max_request_bytes): pass large inputs as data sets instead"));
+  }
+  model::ExecutionRequest sched = wire::FromProto(*r);
+  std::vector<model::HypervisorNode> all;
+  for (const auto& [id, ns] : nodes_) all.push_back(ns->node);
+  return selection_.CheckEverFeasible(sched, all);
+}
+
+// ----------------------------------------------------------------------- api
+
+absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the manager is shutting down");
+  RETURN_IF_ERROR(ValidateAndDefault(&request));
+  if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
+  const std::string id = request.request_id();
+  v1::SubmitResponse response;
+  if (auto it = live_.find(id); it != live_.end()) {
+    *response.mutable_execution() = ToExecution(*it->second);
+    response.set_already_existed(true);
+    return response;
+  }
+  ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> existing, store_->GetExecution(id));
+  if (existing) {
+    ASSIGN_OR_RETURN(*response.mutable_execution(), LoadFinished(id));
+    response.set_already_existed(true);
+    return response;
+  }
+  auto live = std::make_shared<Live>();
+  live->request = std::move(request);
+  live->sched = wire::FromProto(live->request);
+  live->rec.id = id;
+  live->rec.user_id = live->request.user_id();
+  live->rec.priority = live->request.priority();
+  live->rec.request = live->request.SerializeAsString();
+  live->rec.state = ExecutionState::kQueued;
+  live->rec.submitted_ms = NowUnixMs();
+  live->queued_mono_ms = MonoMs();
+  // Durable before acknowledged: a manager killed after this returns still
+  // has the execution when it restarts.
+  RETURN_IF_ERROR(Annotate(store_->InsertExecution(&live->rec), "could not record the execution"));
+  queue_.Push({id, live->rec.priority, live->rec.seq});
+  metrics_.CountSubmitted();
+  *response.mutable_execution() = ToExecution(*live);
+  live_[id] = std::move(live);
+  dispatch_wanted_ = true;
+  dispatch_cv_.Signal();
+  spdlog::debug("[{}] accepted", id);
+  return response;
+}
+
+v1::Execution Manager::ToExecution(const Live& l) const {
+  v1::Execution e;
+  e.set_id(l.rec.id);
+  *e.mutable_request() = l.request;
+  e.set_state(wire::ToProto(l.rec.state));
+  e.set_attempt(l.rec.attempt);
+  e.set_node_id(l.rec.node_id);
+  *e.mutable_placement() = l.placement;
+  if (l.rec.state == ExecutionState::kQueued && !l.waiting_reason.empty()) {
+    e.mutable_placement()->set_reason(l.waiting_reason);
+  }
+  if (l.result) *e.mutable_result() = *l.result;
+  e.set_submitted_unix_ms(l.rec.submitted_ms);
+  e.set_started_unix_ms(l.rec.started_ms);
+  e.set_finished_unix_ms(l.rec.finished_ms);
+  e.set_error(l.rec.error);
+  e.set_cancel_requested(l.rec.cancel_requested);
+  return e;
+}
+
+absl::StatusOr<v1::Execution> Manager::LoadFinished(const std::string& id) {
+  ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> rec, store_->GetExecution(id));
+  if (!rec) {
+    return absl::NotFoundError(absl::StrCat("no execution with id '", id, "'"));
+  }
+  Live l;
+  l.rec = *rec;
+  l.request.ParseFromString(rec->request);
+  if (!rec->placement.empty()) l.placement.ParseFromString(rec->placement);
+  if (rec->attempt > 0 && model::IsTerminal(rec->state)) {
+    ASSIGN_OR_RETURN(std::optional<std::string> blob, store_->GetResult(id, rec->attempt));
+    if (blob) {
+      v1::ExecutionResult r;
+      if (r.ParseFromString(*blob)) l.result = std::move(r);
+    }
+  }
+  return ToExecution(l);
+}
+
+absl::StatusOr<v1::Execution> Manager::Get(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = live_.find(id); it != live_.end()) {
+    v1::Execution e = ToExecution(*it->second);
+    if (!e.has_result() && e.state() == v1::EXECUTION_RUNNING) {
+      // Show what has been printed so far.
+      e.mutable_result()->set_stdout(it->second->output[0]);
+      e.mutable_result()->set_stderr(it->second->output[1]);
+    }
+    return e;
+  }
+  return LoadFinished(id);
+}
+
+absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) {
+    ASSIGN_OR_RETURN(v1::Execution done, LoadFinished(id));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "execution ", id, " has already finished (", wire::StateName(done.state()), ")"));
+  }
+  std::shared_ptr<Live> live = it->second;
+  if (live->rec.state == ExecutionState::kQueued) {
+    queue_.Remove(id);
+    live->rec.cancel_requested = true;
+    Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled before it started");
+    return ToExecution(*live);
+  }
+  live->rec.cancel_requested = true;
+  auto node = nodes_.find(live->rec.node_id);
+  if (node == nodes_.end() || node->second->node.status != model::NodeStatus::kOnline) {
+    Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled while its node was offline");
+    return ToExecution(*live);
+  }
+  if (absl::Status st = Persist(*live); !st.ok()) return st;
+  Changed(*live);
+  v1::CancelTaskRequest req;
+  req.set_execution_id(id);
+  req.set_attempt(live->rec.attempt);
+  agents_->ForAddress(node->second->node.address)
+      ->CancelTask(req, [id](absl::Status st) {
+        if (!st.ok()) spdlog::warn("[{}] cancel not delivered: {}", id, st.message());
+      });
+  return ToExecution(*live);
+}
+
+std::vector<v1::HypervisorNode> Manager::ListNodes() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::HypervisorNode> out;
+  for (const auto& view : NodeViews()) {
+    v1::HypervisorNode n;
+    wire::ToProto(view, &n);
+    n.set_version(nodes_.at(view.id)->spec.version());
+    out.push_back(std::move(n));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
+    const v1::ListExecutionsRequest& req) {
+  store::ListFilter filter;
+  for (int s : req.states()) filter.states.push_back(wire::FromProto(static_cast<v1::ExecutionState>(s)));
+  filter.limit = req.limit() > 0 ? req.limit() : 100;
+  ASSIGN_OR_RETURN(std::vector<store::ExecutionRecord> rows, store_->ListExecutions(filter));
+  std::vector<v1::Execution> out;
+  absl::MutexLock lock(&mu_);
+  for (auto& rec : rows) {
+    v1::Execution e;
+    if (auto it = live_.find(rec.id); it != live_.end()) {
+      e = ToExecution(*it->second);
+    } else {
+      Live l;
+      l.rec = rec;
+      l.request.ParseFromString(rec.request);
+      if (!rec.placement.empty()) l.placement.ParseFromString(rec.placement);
+      if (req.include_output() && rec.attempt > 0 && model::IsTerminal(rec.state)) {
+        auto blob = store_->GetResult(rec.id, rec.attempt);
+        if (blob.ok() && *blob) {
+          v1::ExecutionResult r;
+          if (r.ParseFromString(**blob)) l.result = std::move(r);
+        }
+      }
+      e = ToExecution(l);
+    }
+    if (!req.include_output()) {
+      e.mutable_result()->clear_stdout();
+      e.mutable_result()->clear_stderr();
+      e.mutable_request()->clear_stdin();
+      e.mutable_request()->mutable_dependencies()->clear_files();
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::Status Manager::Watch(const std::string& id, bool with_output,
+                            const std::function<bool(const v1::WatchEvent&)>& send,
+                            const std::function<bool()>& cancelled) {
+  std::shared_ptr<Live> live;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = live_.find(id); it != live_.end()) live = it->second;
+  }
+  if (!live) {
+    absl::StatusOr<v1::Execution> done;
+    {
+      absl::MutexLock lock(&mu_);
+      done = LoadFinished(id);
+    }
+    if (!done.ok()) return done.status();
+    v1::WatchEvent ev;
+    ev.set_state(done->state());
+    ev.set_attempt(done->attempt());
+    ev.set_node_id(done->node_id());
+    *ev.mutable_execution() = *done;
+    send(ev);
+    return absl::OkStatus();
+  }
+  uint64_t seen_version = 0;
+  bool first = true;
+  v1::ExecutionState last_state = v1::EXECUTION_STATE_UNSPECIFIED;
+  uint32_t last_attempt = 0;
+  size_t sent[2] = {0, 0};
+  while (true) {
+    std::vector<v1::WatchEvent> events;
+    bool done = false;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!first && !stopping_ && live->version == seen_version && !cancelled()) {
+        live->cv.WaitWithTimeout(&mu_, absl::Milliseconds(200));
+      }
+      first = false;
+      if (stopping_ || cancelled()) return absl::OkStatus();
+      seen_version = live->version;
+      const v1::ExecutionState state = wire::ToProto(live->rec.state);
+      if (live->rec.attempt != last_attempt) sent[0] = sent[1] = 0;
+      if (state != last_state || live->rec.attempt != last_attempt) {
+        v1::WatchEvent ev;
+        ev.set_state(state);
+        ev.set_attempt(live->rec.attempt);
+        ev.set_node_id(live->rec.node_id);
+        events.push_back(std::move(ev));
+        last_state = state;
+        last_attempt = live->rec.attempt;
+      }
+      if (model::IsTerminal(live->rec.state)) {
+        v1::WatchEvent ev;
+        ev.set_state(state);
+        ev.set_attempt(live->rec.attempt);
+        ev.set_node_id(live->rec.node_id);
+        *ev.mutable_execution() = ToExecution(*live);
+        events.push_back(std::move(ev));
+        done = true;
+      } else if (with_output) {
+        for (int s = 0; s < 2; ++s) {
+          if (live->output[s].size() <= sent[s]) continue;
+          v1::WatchEvent ev;
+          ev.set_state(state);
+          ev.set_attempt(live->rec.attempt);
+          ev.set_node_id(live->rec.node_id);
+          auto* chunk = ev.mutable_output();
+          chunk->set_execution_id(id);
+          chunk->set_attempt(live->rec.attempt);
+          chunk->set_stream(s == 0 ? v1::OUTPUT_STDOUT : v1::OUTPUT_STDERR);
+          chunk->set_offset(static_cast<int64_t>(sent[s]));
+          chunk->set_data(live->output[s].substr(sent[s]));
+          sent[s] = live->output[s].size();
+          events.push_back(std::move(ev));
+        }
+      }
+    }
+    for (const auto& ev : events) {
+      if (!send(ev)) return absl::OkStatus();
+    }
+    if (done) return absl::OkStatus();
+  }
+}
+
+// ---------------------------------------------------------------- federation
+
+absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::RegisterNodeRequest& req) {
+  const v1::HypervisorNode& spec = req.node();
+  if (!IsValidId(spec.id())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "node id '", spec.id(), "' is not valid: use 1-128 characters from [A-Za-z0-9._:-]"));
+  }
+  if (spec.address().empty()) return absl::InvalidArgumentError("node address is empty");
+  const auto& cap = spec.resources().capacity();
+  if (cap.cpu_millis() <= 0 || cap.memory_bytes() <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "node ", spec.id(), " reports no capacity (cpu ", cap.cpu_millis(), "m, memory ",
+        cap.memory_bytes(), " bytes)"));
+  }
+  if (spec.security().trust_level() < 0 || spec.security().trust_level() > 10) {
+    return absl::InvalidArgumentError("security.trust_level must be in 0..10");
+  }
+  absl::MutexLock lock(&mu_);
+  auto& slot = nodes_[spec.id()];
+  if (!slot) slot = std::make_unique<NodeState>();
+  NodeState& ns = *slot;
+  const uint64_t epoch = ns.node.epoch + 1;
+  ns.spec = spec;
+  ns.spec.clear_status();
+  model::HypervisorNode node = wire::FromProto(spec);
+  node.epoch = epoch;
+  node.status = model::NodeStatus::kOnline;
+  node.last_heartbeat_ms = NowUnixMs();
+  ns.node = std::move(node);
+  ns.last_heartbeat_mono_ms = MonoMs();
+  ns.suspect_until_mono_ms = 0;
+  ns.reported_available = ns.node.capacity;
+
+  // Executions the manager sent to this node that the node no longer knows
+  // (it restarted) go back to the queue now rather than after a grace period.
+  std::set<std::pair<std::string, uint32_t>> held;
+  for (const auto& t : req.tasks()) held.insert({t.execution_id(), t.attempt()});
+  for (const std::string& id : std::vector<std::string>(ns.assigned.begin(), ns.assigned.end())) {
+    Live& live = *live_.at(id);
+    if (!held.count({id, live.rec.attempt})) {
+      Requeue(live, "node_restarted", absl::StrCat("node ", spec.id(), " restarted without it"));
+    }
+  }
+  if (absl::Status st = PersistNode(ns); !st.ok()) return st;
+  spdlog::info("node {} registered at {} (epoch {}, {}m cpu, {} MiB, trust {})", spec.id(),
+               spec.address(), epoch, cap.cpu_millis(), cap.memory_bytes() >> 20,
+               spec.security().trust_level());
+  dispatch_wanted_ = true;
+  dispatch_cv_.Signal();
+  v1::RegisterNodeResponse resp;
+  resp.set_epoch(epoch);
+  resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
+  resp.set_lease_timeout_ms(config_.lease_timeout.count());
+  return resp;
+}
+
+absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportStatusRequest& req) {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(req.node_id());
+  if (it == nodes_.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown node '", req.node_id(), "': register first"));
+  }
+  NodeState& ns = *it->second;
+  if (ns.node.status != model::NodeStatus::kOnline || ns.node.epoch != req.epoch()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the lease of node ", req.node_id(), " (epoch ", req.epoch(),
+        ") expired or was superseded (current epoch ", ns.node.epoch, "): register again"));
+  }
+  const int64_t now = MonoMs();
+  ns.last_heartbeat_mono_ms = now;
+  ns.node.last_heartbeat_ms = NowUnixMs();
+  ns.reported_available = wire::FromProto(req.available());
+  ns.load_average = req.load_average();
+
+  v1::ReportStatusResponse resp;
+  std::set<std::string> reported;
+  for (const auto& t : req.tasks()) {
+    auto lit = live_.find(t.execution_id());
+    const bool current = lit != live_.end() && lit->second->rec.node_id == req.node_id() &&
+                         lit->second->rec.attempt == t.attempt() &&
+                         (lit->second->rec.state == ExecutionState::kAssigned ||
+                          lit->second->rec.state == ExecutionState::kRunning);
+    if (current) {
+      reported.insert(t.execution_id());
+      Live& live = *lit->second;
+      if (!t.finished() && live.rec.state == ExecutionState::kAssigned) {
+        live.rec.state = ExecutionState::kRunning;
+        live.rec.started_ms = NowUnixMs();
+        (void)Persist(live);
+        Changed(live);
+      }
+    } else if (!t.finished()) {
+      *resp.add_cancel() = t;  // superseded attempt: stop it
+    }
+  }
+  for (const std::string& id : std::vector<std::string>(ns.assigned.begin(), ns.assigned.end())) {
+    Live& live = *live_.at(id);
+    if (reported.count(id)) continue;
+    if (now - live.assigned_mono_ms > config_.dispatch_grace.count()) {
+      Requeue(live, "not_received",
+              absl::StrCat("node ", req.node_id(), " never reported attempt ", live.rec.attempt));
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::SendResultsResponse> Manager::SendResults(const v1::SendResultsRequest& req) {
+  absl::MutexLock lock(&mu_);
+  v1::SendResultsResponse resp;
+  for (const auto& r : req.results()) {
+    auto it = live_.find(r.execution_id());
+    if (it == live_.end()) {
+      // Finished already (a retry of a confirmed result) or never known.
+      auto rec = store_->GetExecution(r.execution_id());
+      const bool duplicate = rec.ok() && *rec && (*rec)->attempt == r.attempt() &&
+                             (*rec)->node_id == req.node_id();
+      resp.add_verdicts(duplicate ? v1::RESULT_DUPLICATE : v1::RESULT_STALE);
+      if (!duplicate) metrics_.CountStaleResult();
+      continue;
+    }
+    Live& live = *it->second;
+    const bool current = live.rec.attempt == r.attempt() && live.rec.node_id == req.node_id() &&
+                         (live.rec.state == ExecutionState::kAssigned ||
+                          live.rec.state == ExecutionState::kRunning);
+    if (!current) {
+      spdlog::info("[{}] rejected result of attempt {} from {} (current: attempt {} on '{}')",
+                   r.execution_id(), r.attempt(), req.node_id(), live.rec.attempt,
+                   live.rec.node_id);
+      metrics_.CountStaleResult();
+      resp.add_verdicts(v1::RESULT_STALE);
+      continue;
+    }
+    v1::ExecutionResult result = r;
+    result.set_node_id(req.node_id());
+    Finish(live, StateFromResult(result, live.rec.cancel_requested), &result, result.error());
+    resp.add_verdicts(v1::RESULT_ACCEPTED);
+  }
+  return resp;
+}
+
+void Manager::SendOutput(const v1::SendOutputRequest& req) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& t : req.started()) {
+    auto it = live_.find(t.execution_id());
+    if (it == live_.end()) continue;
+    Live& live = *it->second;
+    if (live.rec.attempt != t.attempt() || live.rec.node_id != req.node_id() ||
+        live.rec.state != ExecutionState::kAssigned) {
+      continue;
+    }
+    live.rec.state = ExecutionState::kRunning;
+    live.rec.started_ms = NowUnixMs();
+    (void)Persist(live);
+    Changed(live);
+  }
+  for (const auto& c : req.chunks()) {
+    auto it = live_.find(c.execution_id());
+    if (it == live_.end()) continue;
+    Live& live = *it->second;
+    if (live.rec.attempt != c.attempt() || live.rec.node_id != req.node_id()) continue;
+    std::string& buf = live.output[StreamIndex(c.stream())];
+    const int64_t have = static_cast<int64_t>(buf.size());
+    // Keep the live copy contiguous; a gap (a lost batch) is filled by the
+    // final result, which carries the whole output.
+    if (c.offset() > have || c.offset() + static_cast<int64_t>(c.data().size()) <= have) continue;
+    size_t skip = static_cast<size_t>(have - c.offset());
+    size_t room = kLiveOutputCap > buf.size() ? kLiveOutputCap - buf.size() : 0;
+    buf.append(c.data(), skip, std::min(room, c.data().size() - skip));
+    Changed(live);
+  }
+}
+
+// ----------------------------------------------------------- state changes
+
+absl::Status Manager::Persist(Live& live) {
+  live.rec.placement = live.placement.SerializeAsString();
+  absl::Status st = store_->UpdateExecution(live.rec);
+  if (!st.ok()) spdlog::error("[{}] could not persist: {}", live.rec.id, st.message());
+  return st;
+}
+
+absl::Status Manager::PersistNode(const NodeState& ns) {
+  store::NodeRecord rec;
+  rec.id = ns.node.id;
+  rec.spec = ns.spec.SerializeAsString();
+  rec.status = ns.node.status;
+  rec.epoch = ns.node.epoch;
+  rec.last_heartbeat_ms = ns.node.last_heartbeat_ms;
+  absl::Status st = store_->UpsertNode(rec);
+  if (!st.ok()) spdlog::error("node {}: could not persist: {}", rec.id, st.message());
+  return st;
+}
+
+void Manager::Changed(Live& live) {
+  ++live.version;
+  live.cv.SignalAll();
+}
+
+void Manager::Release(Live& live) {
+  auto it = nodes_.find(live.rec.node_id);
+  if (it == nodes_.end()) return;
+  if (it->second->assigned.erase(live.rec.id) == 0) return;
+  it->second->reserved -= live.sched.resources;
+  dispatch_wanted_ = true;
+  dispatch_cv_.Signal();
+}
+
+void Manager::Requeue(Live& live, const std::string& outcome, const std::string& why) {
+  const std::string old_node = live.rec.node_id;
+  Release(live);
+  if (live.rec.cancel_requested) {
+    Finish(live, ExecutionState::kCancelled, nullptr, absl::StrCat("cancelled (", why, ")"));
+    return;
+  }
+  store::AttemptRecord attempt{.execution_id = live.rec.id,
+                               .attempt = live.rec.attempt,
+                               .node_id = old_node,
+                               .assigned_ms = live.rec.assigned_ms,
+                               .ended_ms = NowUnixMs(),
+                               .outcome = outcome};
+  live.rec.state = ExecutionState::kQueued;
+  live.rec.node_id.clear();
+  live.rec.error = absl::StrCat("attempt ", live.rec.attempt, " re-queued: ", why);
+  live.queued_mono_ms = MonoMs();
+  live.output[0].clear();
+  live.output[1].clear();
+  live.rec.placement = live.placement.SerializeAsString();
+  absl::Status st = store_->Transaction([&]() -> absl::Status {
+    if (attempt.attempt > 0) RETURN_IF_ERROR(store_->PutAttempt(attempt));
+    return store_->UpdateExecution(live.rec);
+  });
+  if (!st.ok()) spdlog::error("[{}] could not persist re-queue: {}", live.rec.id, st.message());
+  queue_.Push({live.rec.id, live.rec.priority, live.rec.seq});
+  metrics_.CountRequeued();
+  spdlog::warn("[{}] {}", live.rec.id, live.rec.error);
+  Changed(live);
+}
+
+void Manager::Finish(Live& live, model::ExecutionState state, const v1::ExecutionResult* result,
+                     const std::string& error) {
+  Release(live);
+  live.rec.state = state;
+  live.rec.finished_ms = NowUnixMs();
+  if (!error.empty()) live.rec.error = error;
+  if (result) live.result = *result;
+  live.rec.placement = live.placement.SerializeAsString();
+  store::AttemptRecord attempt{.execution_id = live.rec.id,
+                               .attempt = live.rec.attempt,
+                               .node_id = live.rec.node_id,
+                               .assigned_ms = live.rec.assigned_ms,
+                               .ended_ms = live.rec.finished_ms,
+                               .outcome = model::ToString(state)};
+  absl::Status st = store_->Transaction([&]() -> absl::Status {
+    if (result) RETURN_IF_ERROR(store_->PutResult(live.rec.id, live.rec.attempt, result->SerializeAsString()));
+    if (attempt.attempt > 0 && !attempt.node_id.empty()) RETURN_IF_ERROR(store_->PutAttempt(attempt));
+    return store_->UpdateExecution(live.rec);
+  });
+  if (!st.ok()) spdlog::error("[{}] could not persist result: {}", live.rec.id, st.message());
+  metrics_.CountOutcome(model::ToString(state));
+  if (live.rec.submitted_ms > 0) {
+    metrics_.end_to_end_latency().Observe((live.rec.finished_ms - live.rec.submitted_ms) / 1000.0);
+  }
+  spdlog::debug("[{}] attempt {} {} on '{}'", live.rec.id, live.rec.attempt, model::ToString(state),
+                live.rec.node_id);
+  Changed(live);
+  live_.erase(live.rec.id);  // watchers keep their own reference
+}
+
+// --------------------------------------------------------------- dispatching
+
+std::vector<model::HypervisorNode> Manager::NodeViews() const {
+  const int64_t now = MonoMs();
+  std::vector<model::HypervisorNode> views;
+  views.reserve(nodes_.size());
+  for (const auto& [id, ns] : nodes_) {
+    model::HypervisorNode v = ns->node;
+    v.available = ns->node.capacity - ns->reserved;
+    v.running_executions = static_cast<int>(ns->assigned.size());
+    if (ns->suspect_until_mono_ms > now) v.status = model::NodeStatus::kOffline;
+    views.push_back(std::move(v));
+  }
+  std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return views;
+}
+
+void Manager::DispatchRound() {
+  struct Send {
+    std::string address;
+    v1::RequestTaskRequest request;
+  };
+  std::vector<Send> sends;
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty() || stopping_) return;
+    std::vector<model::HypervisorNode> views = NodeViews();
+    const int64_t now_ms = NowUnixMs();
+    const int64_t now_mono = MonoMs();
+    for (const auto& entry : queue_.Peek(kPeekPerRound)) {
+      Live& live = *live_.at(entry.id);
+      scheduler::Decision d = selection_.Select(live.sched, views);
+      if (!d.chosen) {
+        live.waiting_reason = d.reason;
+        continue;
+      }
+      model::HypervisorNode& view = views[*d.chosen];
+      view.available -= live.sched.resources;
+      view.running_executions++;
+      NodeState& ns = *nodes_.at(d.node_id);
+      ns.reserved += live.sched.resources;
+      ns.assigned.insert(entry.id);
+      queue_.Remove(entry.id);
+      live.placement = ToPlacement(d, now_ms);
+      live.waiting_reason.clear();
+      live.rec.state = ExecutionState::kAssigned;
+      live.rec.attempt++;
+      live.rec.node_id = d.node_id;
+      live.rec.assigned_ms = now_ms;
+      live.rec.placement = live.placement.SerializeAsString();
+      live.assigned_mono_ms = now_mono;
+      store::AttemptRecord attempt{.execution_id = entry.id,
+                                   .attempt = live.rec.attempt,
+                                   .node_id = d.node_id,
+                                   .assigned_ms = now_ms};
+      // Persisted before it is sent, so a restarted manager knows where it went.
+      absl::Status st = store_->Transaction([&]() -> absl::Status {
+        RETURN_IF_ERROR(store_->PutAttempt(attempt));
+        return store_->UpdateExecution(live.rec);
+      });
+      if (!st.ok()) spdlog::error("[{}] could not persist assignment: {}", entry.id, st.message());
+      metrics_.placement_latency().Observe((now_mono - live.queued_mono_ms) / 1000.0);
+      Changed(live);
+      Send s{ns.node.address, {}};
+      s.request.set_execution_id(entry.id);
+      s.request.set_attempt(live.rec.attempt);
+      *s.request.mutable_request() = live.request;
+      s.request.set_node_epoch(ns.node.epoch);
+      sends.push_back(std::move(s));
+    }
+  }
+  for (auto& s : sends) {
+    const std::string id = s.request.execution_id();
+    const uint32_t attempt = s.request.attempt();
+    agents_->ForAddress(s.address)->RequestTask(
+        s.request, [this, id, attempt](absl::Status st) { OnDispatchDone(id, attempt, st); });
+  }
+}
+
+void Manager::OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status) {
+  if (status.ok()) return;
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) return;
+  Live& live = *it->second;
+  if (live.rec.attempt != attempt || live.rec.state != ExecutionState::kAssigned) return;
+  if (status.code() == absl::StatusCode::kUnavailable ||
+      status.code() == absl::StatusCode::kDeadlineExceeded) {
+    if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) {
+      n->second->suspect_until_mono_ms = MonoMs() + kSuspectMs;
+    }
+  } else if (++live.dispatch_failures >= 3) {
+    // The agent refuses it for a reason of its own, every time: give up.
+    Finish(live, ExecutionState::kFailed, nullptr,
+           absl::StrCat("node ", live.rec.node_id, " refused it: ", status.message()));
+    return;
+  }
+  Requeue(live, "dispatch_failed",
+          absl::StrCat("sending it to node ", live.rec.node_id, " failed: ", status.message()));
+}
+
+void Manager::CheckLeases() {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = MonoMs();
+  for (auto& [id, ns] : nodes_) {
+    if (ns->node.status != model::NodeStatus::kOnline) continue;
+    const int64_t silent = now - ns->last_heartbeat_mono_ms;
+    if (silent <= config_.lease_timeout.count()) continue;
+    ns->node.status = model::NodeStatus::kOffline;
+    (void)PersistNode(*ns);
+    spdlog::warn("node {} missed heartbeats for {} ms: offline; re-queueing {} executions", id,
+                 silent, ns->assigned.size());
+    for (const std::string& eid : std::vector<std::string>(ns->assigned.begin(), ns->assigned.end())) {
+      Requeue(*live_.at(eid), "node_lost",
+              absl::StrCat("node ", id, " was lost (no heartbeat for ", silent / 1000.0, " s)"));
+    }
+  }
+}
+
+void Manager::DispatcherLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!dispatch_wanted_ && !stopping_) {
+        dispatch_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(250));
+      }
+      if (stopping_) return;
+      dispatch_wanted_ = false;
+    }
+    DispatchRound();
+  }
+}
+
+void Manager::LeaseLoop() {
+  const absl::Duration period =
+      absl::Milliseconds(std::max<int64_t>(50, std::min<int64_t>(500, config_.lease_timeout.count() / 4)));
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_cv_.WaitWithTimeout(&mu_, period);
+      if (stopping_) return;
+    }
+    CheckLeases();
+  }
+}
+
+void Manager::DispatchOnceForTest() { DispatchRound(); }
+void Manager::CheckLeasesForTest() { CheckLeases(); }
+
+std::string Manager::RenderMetrics() {
+  Metrics::Gauges g;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, ns] : nodes_) g.nodes_by_status[model::ToString(ns->node.status)]++;
+    g.queue_depth = static_cast<int64_t>(queue_.size());
+    g.running = static_cast<int64_t>(live_.size() - queue_.size());
+  }
+  return metrics_.Render(g);
+}
+
+}  // namespace flotilla::manager

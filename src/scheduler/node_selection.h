@@ -27,7 +27,7 @@ namespace flotilla::scheduler {
 struct Weights {
   double cpu = 0.3;       // fraction of the node's cpu that is free
   double memory = 0.3;    // fraction of the node's memory that is free
-  double security = 0.2; // 1 when the security profile matches (always, past the filter)
+  double security = 0.2;  // 1 when the security profile matches (always, past the filter)
   double locality = 0.2;  // fraction of the request's data bytes already on the node
 
   // Returns weights from a map keyed "cpu", "memory", "security", "locality";
@@ -50,7 +50,7 @@ struct Decision {
   std::optional<size_t> chosen;  // index into the nodes passed to Select
   std::string node_id;           // empty when nothing fits now
   double score = 0;
-  std::string reason;            // one human line: why this node, or why none
+  std::string reason;                        // one human line: why this node, or why none
   std::vector<CandidateVerdict> candidates;  // one per node, same order
 };
 
@@ -67,8 +67,8 @@ class NodeSelection {
   // Returns OK if at least one of `nodes` (online or not) could run `request`
   // when idle: its capacity holds the demand and its security profile
   // matches. Otherwise FailedPrecondition saying what no node offers, e.g.
-  // "no node has 64000m cpu (largest: 2000m)". OK when `nodes` is empty
-  // (nodes may still join).
+  // "no node can ever run this: it asks for 64000m cpu but the largest node
+  // has 2000m". OK when `nodes` is empty (nodes may still join).
   absl::Status CheckEverFeasible(const model::ExecutionRequest& request,
                                  std::span<const model::HypervisorNode> nodes) const;
 

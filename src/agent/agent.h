@@ -1,0 +1,93 @@
+// Agent: one per host. Registers the host with the manager (address, real
+// resources, labels, security profile, data sets), reports status every
+// heartbeat, runs each task it is sent in a Sandbox on a thread of its own,
+// streams live output, and sends each result until the manager confirms it.
+//
+// The agent holds no durable state: a result it could not deliver before it
+// died is re-run elsewhere (the manager re-queues the attempt).
+// Thread-safe: the gRPC handlers and its three loops share one mutex.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "agent/config.h"
+#include "flotilla/v1/federation.grpc.pb.h"
+#include "sandbox/sandbox.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace flotilla::agent {
+
+namespace v1 = ::flotilla::v1;
+
+class Agent {
+ public:
+  Agent(AgentConfig config, std::unique_ptr<sandbox::Sandbox> sandbox);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Detects resources, starts serving AgentService and starts the loops
+  // (registration is retried until the manager answers).
+  absl::Status Start();
+  // Cancels running tasks, gives their results a moment to reach the
+  // manager, and stops serving. Idempotent.
+  void Stop();
+
+  const std::string& address() const { return address_; }
+  const std::string& node_id() const { return config_.node_id; }
+
+  // AgentService.
+  absl::Status RequestTask(const v1::RequestTaskRequest& request);
+  bool CancelTask(const std::string& execution_id, uint32_t attempt);
+
+ private:
+  struct Task;
+  class Sink;
+
+  void RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request);
+  absl::Status Register();
+  void ControlLoop();
+  void ResultsLoop();
+  void OutputLoop();
+  std::vector<v1::TaskRef> TaskRefs();
+  v1::HypervisorNode Describe();
+
+  AgentConfig config_;
+  std::unique_ptr<sandbox::Sandbox> sandbox_;
+  model::Resources capacity_;
+  std::string address_;
+  std::unique_ptr<v1::FederationService::Stub> manager_;
+  std::unique_ptr<v1::AgentService::Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;                                  // guarded by mu_
+  uint64_t epoch_ = 0;                                     // guarded by mu_; 0: not registered
+  std::map<std::string, std::shared_ptr<Task>> tasks_;     // by "<id>/<attempt>", guarded by mu_
+  std::deque<v1::ExecutionResult> results_;                // unconfirmed, guarded by mu_
+  std::vector<v1::OutputChunk> chunks_;                    // guarded by mu_
+  size_t chunk_bytes_ = 0;                                 // guarded by mu_
+  std::vector<v1::TaskRef> started_;                       // guarded by mu_
+  int running_threads_ = 0;                                // guarded by mu_
+  model::Resources reserved_;                              // guarded by mu_
+
+  std::vector<std::thread> loops_;
+};
+
+// Runs `flotilla agent` until SIGTERM or SIGINT.
+absl::Status RunAgent(const AgentConfig& config);
+
+}  // namespace flotilla::agent

@@ -1,0 +1,36 @@
+// AgentConfig: every setting of `flotilla agent`, loaded from YAML
+// (docs/configuration.md) and validated in one place.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/model.h"
+
+namespace flotilla::agent {
+
+struct AgentConfig {
+  std::string node_id;                   // default: the host name
+  std::string manager = "127.0.0.1:7070";  // the manager's gRPC address
+  std::string listen = "127.0.0.1:0";    // AgentService; port 0 picks one
+  std::string advertise;                 // address given to the manager; default: bound address
+  std::map<std::string, std::string> labels;  // region, zone, ...
+  int trust_level = 0;
+  std::vector<std::string> allowed_tenants;
+  std::vector<std::string> capabilities;
+  std::vector<model::DataSet> data_sets;
+  // Overrides of detected capacity; 0 keeps what was detected.
+  model::Resources resources;
+  std::string work_dir;  // where task directories are made; default $TMPDIR or /tmp
+  size_t output_limit_bytes = 1 << 20;
+  std::chrono::milliseconds heartbeat_interval{1000};  // until the manager says otherwise
+  std::string ready_file;  // JSON {address, pid} written once registered
+};
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);
+absl::Status Validate(const AgentConfig& config);
+
+}  // namespace flotilla::agent

@@ -1,0 +1,44 @@
+// The local federation of `flotilla up`: a manager and N agents as real
+// background processes, their state (database, configs, logs) under
+// $XDG_DATA_HOME/flotilla (default ~/.local/share/flotilla), and a record
+// (federation.json) that lets every other command find the manager.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace flotilla::cli {
+
+struct LocalFederation {
+  std::string state_dir;
+  std::string manager_grpc;
+  std::string manager_http;
+  pid_t manager_pid = 0;
+  std::vector<pid_t> agent_pids;
+  std::vector<std::string> agent_ids;
+};
+
+struct UpOptions {
+  std::string state_dir;
+  int agents = 3;
+  std::string self;  // path of the flotilla binary to start
+  int64_t lease_timeout_ms = 0;  // 0: the manager's default
+};
+
+std::string DefaultStateDir();
+
+// Returns the recorded federation, or NotFound when none is recorded.
+absl::StatusOr<LocalFederation> ReadLocalFederation(const std::string& state_dir);
+
+// Starts the manager and the agents, waits until every agent is online, and
+// records the federation. FailedPrecondition if one is already running.
+absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& options);
+
+// Stops the recorded processes (SIGTERM, then SIGKILL after a grace period)
+// and removes the record. `purge` also deletes the state directory.
+absl::Status StopLocalFederation(const std::string& state_dir, bool purge);
+
+}  // namespace flotilla::cli

@@ -1,0 +1,42 @@
+// ManagerConfig: every setting of `flotilla manager`, typed and validated in
+// one place. Loaded from YAML (docs/configuration.md); errors name the key
+// and the bad value.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/model.h"
+#include "scheduler/node_selection.h"
+#include "store/store.h"
+
+namespace flotilla::manager {
+
+struct ManagerConfig {
+  std::string grpc_listen = "127.0.0.1:7070";  // port 0 picks a free one
+  std::string http_listen = "127.0.0.1:7071";  // /healthz, /metrics; "" disables
+  std::string db_path = "flotilla.db";
+  store::Durability durability = store::Durability::kProcessCrash;
+  // An agent silent for this long is offline; its executions are re-queued.
+  std::chrono::milliseconds lease_timeout{10000};
+  std::chrono::milliseconds heartbeat_interval{1000};  // told to agents
+  // An execution sent to a node that the node's reports have not mentioned
+  // for this long is taken as never received, and re-queued.
+  std::chrono::milliseconds dispatch_grace{5000};
+  scheduler::Weights weights;
+  model::Resources default_resources{.cpu_millis = 100, .memory_bytes = 64ll << 20};
+  int64_t default_timeout_ms = 300'000;
+  int64_t max_timeout_ms = 24ll * 3600 * 1000;
+  int64_t max_request_bytes = 4ll << 20;
+  std::string ready_file;  // written (JSON: grpc, http, pid) once serving
+};
+
+// Returns the defaults overridden by the YAML file at `path`.
+absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path);
+
+// Checks cross-field rules (positive durations, limits). Names the key.
+absl::Status Validate(const ManagerConfig& config);
+
+}  // namespace flotilla::manager

@@ -1,0 +1,38 @@
+// The manager's HTTP port: /healthz and /metrics (Prometheus text format).
+// Runs its own listener thread; stopping joins it.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace flotilla::manager {
+
+class HttpServer {
+ public:
+  ~HttpServer();
+  // Binds `listen` ("host:port", port 0 picks one) and serves in a thread.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
+                                                           std::function<std::string()> metrics);
+  // "host:port" actually bound.
+  const std::string& address() const { return address_; }
+  void Stop();
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  std::string address_;
+};
+
+// Splits "host:port"; returns InvalidArgument naming the text when it is not.
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address);
+
+}  // namespace flotilla::manager

@@ -1,0 +1,128 @@
+// Manager: the federation's control logic — node registry with leases, the
+// queue of pending executions, placement through NodeSelection, dispatch to
+// agents, results, and durability through the Store.
+//
+// State machine of an execution:
+//   queued -> assigned (attempt n on node N, persisted before it is sent)
+//          -> running (the node reported it)
+//          -> succeeded | failed | timed_out | cancelled
+// A lost node, a failed dispatch or a task the node never received sends it
+// back to queued; the next dispatch uses attempt n+1, and results carrying an
+// older attempt, or a node other than the current one, are rejected.
+//
+// Every change is written to the Store before it becomes visible or
+// acknowledged. Thread-safe: gRPC handlers, the dispatcher and the lease
+// checker call in concurrently; one mutex guards the in-memory state.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "flotilla/v1/api.pb.h"
+#include "flotilla/v1/federation.pb.h"
+#include "manager/agent_client.h"
+#include "manager/config.h"
+#include "manager/metrics.h"
+#include "scheduler/node_selection.h"
+#include "scheduler/pending_queue.h"
+#include "store/store.h"
+
+namespace flotilla::manager {
+
+namespace v1 = ::flotilla::v1;
+
+class Manager {
+ public:
+  Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
+          std::unique_ptr<AgentClientFactory> agents);
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Loads nodes and unfinished executions from the store. Call once, before Start.
+  absl::Status Recover();
+  // Starts the dispatcher and the lease checker threads.
+  void Start();
+  // Stops the threads and wakes every watcher. Idempotent.
+  void Stop();
+
+  // --- ApiService ---
+  absl::StatusOr<v1::SubmitResponse> Submit(v1::ExecutionRequest request);
+  absl::StatusOr<v1::Execution> Get(const std::string& id);
+  absl::StatusOr<v1::Execution> Cancel(const std::string& id);
+  std::vector<v1::HypervisorNode> ListNodes();
+  absl::StatusOr<std::vector<v1::Execution>> ListExecutions(const v1::ListExecutionsRequest& req);
+  // Streams events for `id` through `send` until the execution ends, `send`
+  // returns false, or `cancelled` returns true. Blocks the calling thread.
+  absl::Status Watch(const std::string& id, bool with_output,
+                     const std::function<bool(const v1::WatchEvent&)>& send,
+                     const std::function<bool()>& cancelled);
+
+  // --- FederationService ---
+  absl::StatusOr<v1::RegisterNodeResponse> RegisterNode(const v1::RegisterNodeRequest& req);
+  absl::StatusOr<v1::ReportStatusResponse> ReportStatus(const v1::ReportStatusRequest& req);
+  absl::StatusOr<v1::SendResultsResponse> SendResults(const v1::SendResultsRequest& req);
+  void SendOutput(const v1::SendOutputRequest& req);
+
+  std::string RenderMetrics();
+  const ManagerConfig& config() const { return config_; }
+
+  // Runs one dispatch round and one lease check now (tests drive time this way).
+  void DispatchOnceForTest();
+  void CheckLeasesForTest();
+
+ private:
+  struct Live;
+  struct NodeState;
+
+  absl::Status ValidateAndDefault(v1::ExecutionRequest* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<model::HypervisorNode> NodeViews() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Execution ToExecution(const Live& live) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Execution> LoadFinished(const std::string& id);
+  absl::Status Persist(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PersistNode(const NodeState& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Changed(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Detaches `live` from its node and puts it back in the queue (or ends it
+  // as cancelled when a cancel was asked). `outcome` labels the closed attempt.
+  void Requeue(Live& live, const std::string& outcome, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a terminal state; releases the node's reservation.
+  void Finish(Live& live, model::ExecutionState state, const v1::ExecutionResult* result,
+              const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status);
+  void DispatchRound();
+  void CheckLeases();
+  void DispatcherLoop();
+  void LeaseLoop();
+  int64_t MonoMs() const;
+
+  const ManagerConfig config_;
+  const std::unique_ptr<store::Store> store_;
+  const std::unique_ptr<AgentClientFactory> agents_;
+  const scheduler::NodeSelection selection_;
+  Metrics metrics_;
+
+  absl::Mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Live>> live_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::unique_ptr<NodeState>> nodes_ ABSL_GUARDED_BY(mu_);
+  scheduler::PendingQueue queue_ ABSL_GUARDED_BY(mu_);
+  bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar dispatch_cv_;
+  absl::CondVar stop_cv_;
+
+  std::thread dispatcher_;
+  std::thread lease_checker_;
+};
+
+}  // namespace flotilla::manager

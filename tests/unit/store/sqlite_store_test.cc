@@ -1,0 +1,747 @@
+// Tests of the SQLite Store (src/store/sqlite_store.cc) against store.h's
+// contract: field round-trips, error codes, ordering, transactions,
+// durability across reopen and across a SIGKILLed writer, and concurrency.
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/model.h"
+#include "store/store.h"
+
+namespace flotilla::store {
+namespace {
+
+using model::ExecutionState;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A fresh directory under the test temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::path(::testing::TempDir()) / "store_test_XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::unique_ptr<Store> OpenOrDie(const std::string& path,
+                                 Durability durability = Durability::kProcessCrash) {
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path, durability);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (!store.ok()) return nullptr;
+  return std::move(store).value();
+}
+
+std::unique_ptr<Store> OpenMemory() { return OpenOrDie(":memory:"); }
+
+std::string Binary(const std::string& tag) {
+  std::string s = tag;
+  s.push_back('\0');
+  s.append("\x01\xff\x00tail", 7);
+  s.push_back('\0');
+  return s;
+}
+
+ExecutionRecord MakeExecution(const std::string& id,
+                              ExecutionState state = ExecutionState::kQueued) {
+  ExecutionRecord rec;
+  rec.id = id;
+  rec.user_id = "alice";
+  rec.priority = 7;
+  rec.request = Binary("request-" + id);
+  rec.state = state;
+  rec.submitted_ms = 1000;
+  return rec;
+}
+
+AttemptRecord Attempt(const std::string& id, uint32_t n, const std::string& node_id = "") {
+  AttemptRecord a;
+  a.execution_id = id;
+  a.attempt = n;
+  a.node_id = node_id;
+  return a;
+}
+
+NodeRecord Node(const std::string& id, const std::string& spec = "") {
+  NodeRecord n;
+  n.id = id;
+  n.spec = spec;
+  return n;
+}
+
+void ExpectSameExecution(const ExecutionRecord& a, const ExecutionRecord& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.seq, b.seq);
+  EXPECT_EQ(a.user_id, b.user_id);
+  EXPECT_EQ(a.priority, b.priority);
+  EXPECT_EQ(a.request, b.request);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.attempt, b.attempt);
+  EXPECT_EQ(a.node_id, b.node_id);
+  EXPECT_EQ(a.placement, b.placement);
+  EXPECT_EQ(a.error, b.error);
+  EXPECT_EQ(a.cancel_requested, b.cancel_requested);
+  EXPECT_EQ(a.submitted_ms, b.submitted_ms);
+  EXPECT_EQ(a.assigned_ms, b.assigned_ms);
+  EXPECT_EQ(a.started_ms, b.started_ms);
+  EXPECT_EQ(a.finished_ms, b.finished_ms);
+}
+
+std::vector<std::string> Ids(const std::vector<ExecutionRecord>& recs) {
+  std::vector<std::string> ids;
+  for (const ExecutionRecord& r : recs) ids.push_back(r.id);
+  return ids;
+}
+
+TEST(SqliteStoreTest, ExecutionRoundTripsEveryField) {
+  auto store = OpenMemory();
+  ASSERT_NE(store, nullptr);
+
+  ExecutionRecord rec;
+  rec.id = "ex-1";
+  rec.user_id = "tenant-a";
+  rec.priority = 93;
+  rec.request = Binary("request");
+  rec.state = ExecutionState::kRunning;
+  rec.attempt = 3;
+  rec.node_id = "node-7";
+  rec.placement = Binary("placement");
+  rec.error = "oops: it broke";
+  rec.cancel_requested = true;
+  rec.submitted_ms = 1'700'000'000'001;
+  rec.assigned_ms = 1'700'000'000'002;
+  rec.started_ms = 1'700'000'000'003;
+  rec.finished_ms = -4;
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  EXPECT_GT(rec.seq, 0u);
+  ASSERT_EQ(rec.request.size(), std::string("request").size() + 9);
+
+  auto got = store->GetExecution("ex-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  ExpectSameExecution(**got, rec);
+
+  // Every state survives the text column.
+  for (ExecutionState s :
+       {ExecutionState::kQueued, ExecutionState::kAssigned, ExecutionState::kRunning,
+        ExecutionState::kSucceeded, ExecutionState::kFailed, ExecutionState::kTimedOut,
+        ExecutionState::kCancelled}) {
+    rec.state = s;
+    ASSERT_TRUE(store->UpdateExecution(rec).ok());
+    auto again = store->GetExecution("ex-1");
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ((*again)->state, s) << model::ToString(s);
+  }
+}
+
+TEST(SqliteStoreTest, EmptyBlobsAndStringsRoundTrip) {
+  auto store = OpenMemory();
+  ExecutionRecord rec;
+  rec.id = "ex-empty";
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  auto got = store->GetExecution("ex-empty");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  ExpectSameExecution(**got, rec);
+}
+
+TEST(SqliteStoreTest, GetMissingExecutionIsNullopt) {
+  auto store = OpenMemory();
+  auto got = store->GetExecution("nope");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+}
+
+TEST(SqliteStoreTest, SeqIncreasesWithSubmission) {
+  auto store = OpenMemory();
+  ExecutionRecord a = MakeExecution("a"), b = MakeExecution("b"), c = MakeExecution("c");
+  ASSERT_TRUE(store->InsertExecution(&a).ok());
+  ASSERT_TRUE(store->InsertExecution(&b).ok());
+  ASSERT_TRUE(store->InsertExecution(&c).ok());
+  EXPECT_LT(a.seq, b.seq);
+  EXPECT_LT(b.seq, c.seq);
+}
+
+TEST(SqliteStoreTest, DuplicateInsertIsAlreadyExistsNamingTheId) {
+  auto store = OpenMemory();
+  ExecutionRecord rec = MakeExecution("ex-dup");
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  uint64_t first_seq = rec.seq;
+
+  ExecutionRecord again = MakeExecution("ex-dup");
+  again.user_id = "mallory";
+  absl::Status status = store->InsertExecution(&again);
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("ex-dup"));
+
+  auto got = store->GetExecution("ex-dup");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->user_id, "alice");
+  EXPECT_EQ((*got)->seq, first_seq);
+}
+
+TEST(SqliteStoreTest, UpdateOverwritesEverythingButSeq) {
+  auto store = OpenMemory();
+  ExecutionRecord rec = MakeExecution("ex-u");
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+
+  ExecutionRecord changed = rec;
+  changed.seq = rec.seq + 1000;  // ignored
+  changed.state = ExecutionState::kFailed;
+  changed.error = "boom";
+  changed.placement = Binary("p");
+  changed.attempt = 2;
+  changed.finished_ms = 99;
+  ASSERT_TRUE(store->UpdateExecution(changed).ok());
+
+  auto got = store->GetExecution("ex-u");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  changed.seq = rec.seq;
+  ExpectSameExecution(**got, changed);
+}
+
+TEST(SqliteStoreTest, UpdateMissingIsNotFound) {
+  auto store = OpenMemory();
+  absl::Status status = store->UpdateExecution(MakeExecution("ghost"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("ghost"));
+}
+
+TEST(SqliteStoreTest, LoadUnfinishedFiltersAndOrdersBySeq) {
+  auto store = OpenMemory();
+  const std::vector<std::pair<std::string, ExecutionState>> rows = {
+      {"e1", ExecutionState::kRunning},  {"e2", ExecutionState::kSucceeded},
+      {"e3", ExecutionState::kQueued},   {"e4", ExecutionState::kFailed},
+      {"e5", ExecutionState::kAssigned}, {"e6", ExecutionState::kCancelled},
+      {"e7", ExecutionState::kTimedOut}, {"e8", ExecutionState::kQueued},
+  };
+  for (const auto& [id, state] : rows) {
+    ExecutionRecord rec = MakeExecution(id, state);
+    ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  }
+  // Moving e1 to a terminal state removes it; moving e2 back to queued keeps
+  // its original place in seq order.
+  auto e1 = store->GetExecution("e1");
+  (*e1)->state = ExecutionState::kSucceeded;
+  ASSERT_TRUE(store->UpdateExecution(**e1).ok());
+  auto e2 = store->GetExecution("e2");
+  (*e2)->state = ExecutionState::kQueued;
+  ASSERT_TRUE(store->UpdateExecution(**e2).ok());
+
+  auto unfinished = store->LoadUnfinished();
+  ASSERT_TRUE(unfinished.ok()) << unfinished.status();
+  EXPECT_THAT(Ids(*unfinished), ElementsAre("e2", "e3", "e5", "e8"));
+  for (size_t i = 1; i < unfinished->size(); ++i) {
+    EXPECT_LT((*unfinished)[i - 1].seq, (*unfinished)[i].seq);
+  }
+}
+
+TEST(SqliteStoreTest, ListExecutionsFiltersLimitsAndOrdersNewestFirst) {
+  auto store = OpenMemory();
+  for (int i = 0; i < 150; ++i) {
+    ExecutionState state = i % 3 == 0   ? ExecutionState::kQueued
+                           : i % 3 == 1 ? ExecutionState::kSucceeded
+                                        : ExecutionState::kFailed;
+    ExecutionRecord rec = MakeExecution(absl::StrCat("ex-", i), state);
+    ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  }
+
+  auto all = store->ListExecutions({});
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 100u);  // the default limit
+  EXPECT_EQ(all->front().id, "ex-149");
+  for (size_t i = 1; i < all->size(); ++i) EXPECT_GT((*all)[i - 1].seq, (*all)[i].seq);
+
+  auto zero = store->ListExecutions({.states = {}, .limit = 0});
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->size(), 100u);
+  auto negative = store->ListExecutions({.states = {}, .limit = -5});
+  ASSERT_TRUE(negative.ok());
+  EXPECT_EQ(negative->size(), 100u);
+
+  auto three = store->ListExecutions({.states = {}, .limit = 3});
+  ASSERT_TRUE(three.ok());
+  EXPECT_THAT(Ids(*three), ElementsAre("ex-149", "ex-148", "ex-147"));
+
+  auto queued = store->ListExecutions({.states = {ExecutionState::kQueued}, .limit = 4});
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_THAT(Ids(*queued), ElementsAre("ex-147", "ex-144", "ex-141", "ex-138"));
+
+  auto two_states = store->ListExecutions(
+      {.states = {ExecutionState::kFailed, ExecutionState::kQueued}, .limit = 1000});
+  ASSERT_TRUE(two_states.ok());
+  EXPECT_EQ(two_states->size(), 100u);
+  for (const ExecutionRecord& r : *two_states) EXPECT_NE(r.state, ExecutionState::kSucceeded);
+  EXPECT_EQ(two_states->front().id, "ex-149");
+
+  auto none = store->ListExecutions({.states = {ExecutionState::kRunning}, .limit = 10});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(SqliteStoreTest, NodesUpsertAndLoad) {
+  auto store = OpenMemory();
+  NodeRecord n1{.id = "node-b",
+                .spec = Binary("spec-b"),
+                .status = model::NodeStatus::kOnline,
+                .epoch = (uint64_t{1} << 40) + 3,
+                .last_heartbeat_ms = 12345};
+  NodeRecord n2 = Node("node-a");
+  ASSERT_TRUE(store->UpsertNode(n1).ok());
+  ASSERT_TRUE(store->UpsertNode(n2).ok());
+  n1.status = model::NodeStatus::kOffline;
+  n1.epoch += 1;
+  n1.spec = Binary("spec-b2");
+  ASSERT_TRUE(store->UpsertNode(n1).ok());
+
+  auto nodes = store->LoadNodes();
+  ASSERT_TRUE(nodes.ok()) << nodes.status();
+  ASSERT_EQ(nodes->size(), 2u);
+  const NodeRecord& b = (*nodes)[0].id == "node-b" ? (*nodes)[0] : (*nodes)[1];
+  const NodeRecord& a = (*nodes)[0].id == "node-a" ? (*nodes)[0] : (*nodes)[1];
+  EXPECT_EQ(b.spec, n1.spec);
+  EXPECT_EQ(b.status, model::NodeStatus::kOffline);
+  EXPECT_EQ(b.epoch, n1.epoch);
+  EXPECT_EQ(b.last_heartbeat_ms, 12345);
+  EXPECT_EQ(a.id, "node-a");
+  EXPECT_EQ(a.spec, "");
+}
+
+TEST(SqliteStoreTest, AttemptsUpsertAndListInOrder) {
+  auto store = OpenMemory();
+  ExecutionRecord rec = MakeExecution("ex-a");
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+
+  AttemptRecord a2 = Attempt("ex-a", 2, "n2");
+  a2.assigned_ms = 20;
+  AttemptRecord a1{.execution_id = "ex-a",
+                   .attempt = 1,
+                   .node_id = "n1",
+                   .assigned_ms = 10,
+                   .ended_ms = 15,
+                   .outcome = "node_lost"};
+  ASSERT_TRUE(store->PutAttempt(a2).ok());
+  ASSERT_TRUE(store->PutAttempt(a1).ok());
+  a2.ended_ms = 30;
+  a2.outcome = "succeeded";
+  ASSERT_TRUE(store->PutAttempt(a2).ok());
+
+  auto attempts = store->ListAttempts("ex-a");
+  ASSERT_TRUE(attempts.ok()) << attempts.status();
+  ASSERT_EQ(attempts->size(), 2u);
+  EXPECT_EQ((*attempts)[0].attempt, 1u);
+  EXPECT_EQ((*attempts)[0].node_id, "n1");
+  EXPECT_EQ((*attempts)[0].ended_ms, 15);
+  EXPECT_EQ((*attempts)[0].outcome, "node_lost");
+  EXPECT_EQ((*attempts)[1].attempt, 2u);
+  EXPECT_EQ((*attempts)[1].execution_id, "ex-a");
+  EXPECT_EQ((*attempts)[1].assigned_ms, 20);
+  EXPECT_EQ((*attempts)[1].ended_ms, 30);
+  EXPECT_EQ((*attempts)[1].outcome, "succeeded");
+
+  auto none = store->ListAttempts("other");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(SqliteStoreTest, ResultsUpsertPerAttempt) {
+  auto store = OpenMemory();
+  ExecutionRecord rec = MakeExecution("ex-r");
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+
+  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first")).ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 2, Binary("second")).ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first-again")).ok());
+
+  auto r1 = store->GetResult("ex-r", 1);
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  ASSERT_TRUE(r1->has_value());
+  EXPECT_EQ(**r1, Binary("first-again"));
+  auto r2 = store->GetResult("ex-r", 2);
+  ASSERT_TRUE(r2.ok() && r2->has_value());
+  EXPECT_EQ(**r2, Binary("second"));
+  auto r3 = store->GetResult("ex-r", 3);
+  ASSERT_TRUE(r3.ok());
+  EXPECT_FALSE(r3->has_value());
+
+  ASSERT_TRUE(store->PutResult("ex-r", 4, "").ok());
+  auto r4 = store->GetResult("ex-r", 4);
+  ASSERT_TRUE(r4.ok() && r4->has_value());
+  EXPECT_EQ(**r4, "");
+}
+
+TEST(SqliteStoreTest, AttemptsAndResultsNeedAnExecution) {
+  auto store = OpenMemory();
+  absl::Status attempt = store->PutAttempt(Attempt("ghost", 1));
+  EXPECT_FALSE(attempt.ok());
+  EXPECT_THAT(std::string(attempt.message()), HasSubstr("ghost"));
+  absl::Status result = store->PutResult("ghost", 1, "r");
+  EXPECT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.message()), HasSubstr("put result ghost/1"));
+}
+
+TEST(SqliteStoreTest, TransactionCommitsEverything) {
+  auto store = OpenMemory();
+  absl::Status status = store->Transaction([&]() -> absl::Status {
+    ExecutionRecord rec = MakeExecution("t1");
+    if (absl::Status s = store->InsertExecution(&rec); !s.ok()) return s;
+    if (absl::Status s = store->PutAttempt(Attempt("t1", 1)); !s.ok()) {
+      return s;
+    }
+    // Reads inside the body see the body's writes.
+    auto got = store->GetExecution("t1");
+    if (!got.ok() || !got->has_value()) return absl::InternalError("t1 not visible");
+    rec.state = ExecutionState::kAssigned;
+    return store->UpdateExecution(rec);
+  });
+  ASSERT_TRUE(status.ok()) << status;
+
+  auto got = store->GetExecution("t1");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->state, ExecutionState::kAssigned);
+  auto attempts = store->ListAttempts("t1");
+  ASSERT_TRUE(attempts.ok());
+  EXPECT_EQ(attempts->size(), 1u);
+}
+
+TEST(SqliteStoreTest, TransactionRollsBackWhenBodyFails) {
+  auto store = OpenMemory();
+  ExecutionRecord before = MakeExecution("before");
+  ASSERT_TRUE(store->InsertExecution(&before).ok());
+
+  absl::Status status = store->Transaction([&]() -> absl::Status {
+    ExecutionRecord rec = MakeExecution("t2");
+    if (absl::Status s = store->InsertExecution(&rec); !s.ok()) return s;
+    if (absl::Status s = store->PutResult("t2", 1, "r"); !s.ok()) return s;
+    before.state = ExecutionState::kCancelled;
+    if (absl::Status s = store->UpdateExecution(before); !s.ok()) return s;
+    if (absl::Status s = store->UpsertNode(Node("n")); !s.ok()) return s;
+    return absl::AbortedError("changed my mind");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(status.message(), "changed my mind");
+
+  auto t2 = store->GetExecution("t2");
+  ASSERT_TRUE(t2.ok());
+  EXPECT_FALSE(t2->has_value());
+  auto result = store->GetResult("t2", 1);
+  ASSERT_TRUE(result.ok());
+  EXPECT_FALSE(result->has_value());
+  auto b = store->GetExecution("before");
+  ASSERT_TRUE(b.ok() && b->has_value());
+  EXPECT_EQ((*b)->state, ExecutionState::kQueued);
+  auto nodes = store->LoadNodes();
+  ASSERT_TRUE(nodes.ok());
+  EXPECT_TRUE(nodes->empty());
+
+  // The store is usable afterwards, inside and outside transactions.
+  ExecutionRecord after = MakeExecution("after");
+  EXPECT_TRUE(store->Transaction([&] { return store->InsertExecution(&after); }).ok());
+  EXPECT_TRUE(store->GetExecution("after")->has_value());
+}
+
+TEST(SqliteStoreTest, TransactionRollsBackWhenAStoreCallFails) {
+  auto store = OpenMemory();
+  ExecutionRecord dup = MakeExecution("dup");
+  ASSERT_TRUE(store->InsertExecution(&dup).ok());
+  absl::Status status = store->Transaction([&]() -> absl::Status {
+    ExecutionRecord fresh = MakeExecution("fresh");
+    if (absl::Status s = store->InsertExecution(&fresh); !s.ok()) return s;
+    ExecutionRecord again = MakeExecution("dup");
+    return store->InsertExecution(&again);
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(store->GetExecution("fresh")->has_value());
+}
+
+TEST(SqliteStoreTest, NestedTransactionIsRefusedNotDeadlocked) {
+  auto store = OpenMemory();
+  absl::Status inner;
+  absl::Status outer = store->Transaction([&]() -> absl::Status {
+    ExecutionRecord rec = MakeExecution("outer");
+    if (absl::Status s = store->InsertExecution(&rec); !s.ok()) return s;
+    inner = store->Transaction([] { return absl::OkStatus(); });
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(outer.ok()) << outer;
+  EXPECT_EQ(inner.code(), absl::StatusCode::kFailedPrecondition) << inner;
+  EXPECT_TRUE(store->GetExecution("outer")->has_value());
+}
+
+TEST(SqliteStoreTest, TransactionIsolatesOtherThreads) {
+  auto store = OpenMemory();
+  std::atomic<bool> in_body{false};
+  std::atomic<bool> reader_done{false};
+  std::optional<bool> reader_saw;
+  std::thread reader;
+  absl::Status status = store->Transaction([&]() -> absl::Status {
+    ExecutionRecord rec = MakeExecution("iso");
+    if (absl::Status s = store->InsertExecution(&rec); !s.ok()) return s;
+    reader = std::thread([&] {
+      in_body = true;
+      auto got = store->GetExecution("iso");  // waits for the transaction
+      reader_saw = got.ok() && got->has_value();
+      reader_done = true;
+    });
+    while (!in_body) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(reader_done.load());
+    return absl::OkStatus();
+  });
+  reader.join();
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_TRUE(reader_saw.has_value());
+  EXPECT_TRUE(*reader_saw);
+}
+
+TEST(SqliteStoreTest, DurableAcrossReopen) {
+  TempDir dir;
+  const std::string path = dir.File("flotilla.db");
+  ExecutionRecord rec = MakeExecution("ex-durable", ExecutionState::kRunning);
+  rec.placement = Binary("placement");
+  {
+    auto store = OpenOrDie(path, Durability::kPowerLoss);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->InsertExecution(&rec).ok());
+    ASSERT_TRUE(store->PutAttempt(Attempt(rec.id, 1, "n")).ok());
+    ASSERT_TRUE(store->PutResult(rec.id, 1, Binary("result")).ok());
+    ASSERT_TRUE(store->UpsertNode(Node("n", Binary("spec"))).ok());
+  }
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetExecution(rec.id);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  ExpectSameExecution(**got, rec);
+  EXPECT_EQ(store->ListAttempts(rec.id)->size(), 1u);
+  EXPECT_EQ(**store->GetResult(rec.id, 1), Binary("result"));
+  ASSERT_EQ(store->LoadNodes()->size(), 1u);
+  EXPECT_EQ(store->LoadNodes()->front().spec, Binary("spec"));
+
+  // seq keeps increasing across reopen (AUTOINCREMENT never reuses).
+  ExecutionRecord next = MakeExecution("ex-next");
+  ASSERT_TRUE(store->InsertExecution(&next).ok());
+  EXPECT_GT(next.seq, rec.seq);
+}
+
+TEST(SqliteStoreTest, FileDatabaseUsesWalAndRecordsSchemaVersion) {
+  TempDir dir;
+  const std::string path = dir.File("wal.db");
+  { ASSERT_NE(OpenOrDie(path), nullptr); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  auto query = [&](const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr), SQLITE_OK);
+    EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    std::string out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    return out;
+  };
+  EXPECT_EQ(query("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(query("PRAGMA user_version"), "1");
+  sqlite3_close(db);
+}
+
+TEST(SqliteStoreTest, NewerSchemaVersionIsRefused) {
+  TempDir dir;
+  const std::string path = dir.File("future.db");
+  { ASSERT_NE(OpenOrDie(path), nullptr); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=999", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  auto store = OpenSqliteStore(path, Durability::kProcessCrash);
+  ASSERT_FALSE(store.ok());
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("999"));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path));
+}
+
+TEST(SqliteStoreTest, OpenInMissingDirectoryNamesThePath) {
+  TempDir dir;
+  const std::string path = dir.File("no/such/dir/flotilla.db");
+  auto store = OpenSqliteStore(path, Durability::kProcessCrash);
+  ASSERT_FALSE(store.ok());
+  std::string message(store.status().message());
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("does not exist"));
+}
+
+TEST(SqliteStoreTest, OpenNonDatabaseFileFails) {
+  TempDir dir;
+  const std::string path = dir.File("garbage.db");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << std::string(4096, 'x');
+  }
+  auto store = OpenSqliteStore(path, Durability::kProcessCrash);
+  ASSERT_FALSE(store.ok());
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("not a database"));
+}
+
+// A child process inserts executions and acknowledges each commit over a
+// pipe; the parent SIGKILLs it mid-stream. Every acknowledged execution must
+// be in the database afterwards (synchronous=NORMAL survives process death).
+TEST(SqliteStoreTest, AcknowledgedWritesSurviveSigkill) {
+  TempDir dir;
+  const std::string path = dir.File("crash.db");
+  constexpr int kMaxInserts = 100000;  // far more than it gets through
+  constexpr int kKillAfter = 200;
+
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    auto store = OpenSqliteStore(path, Durability::kProcessCrash);
+    if (!store.ok()) _exit(2);
+    for (int i = 0; i < kMaxInserts; ++i) {
+      ExecutionRecord rec = MakeExecution(absl::StrCat("crash-", i));
+      if (!(*store)->InsertExecution(&rec).ok()) _exit(3);
+      if (i % 2 == 0) {
+        rec.state = ExecutionState::kRunning;
+        if (!(*store)->UpdateExecution(rec).ok()) _exit(4);
+      }
+      int32_t ack = i;
+      if (write(fds[1], &ack, sizeof(ack)) != sizeof(ack)) _exit(5);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+
+  std::vector<int32_t> acked;
+  auto read_ack = [&]() {
+    int32_t ack;
+    ssize_t n;
+    do {
+      n = read(fds[0], &ack, sizeof(ack));
+    } while (n < 0 && errno == EINTR);
+    if (n != sizeof(ack)) return false;
+    acked.push_back(ack);
+    return true;
+  };
+  while (static_cast<int>(acked.size()) < kKillAfter && read_ack()) {
+  }
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  // Acks already in the pipe were sent after their commits too.
+  while (read_ack()) {
+  }
+  close(fds[0]);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited early with status " << WEXITSTATUS(wstatus);
+  ASSERT_GE(acked.size(), static_cast<size_t>(kKillAfter));
+
+  auto store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  for (int32_t i : acked) {
+    auto got = store->GetExecution(absl::StrCat("crash-", i));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(got->has_value()) << "acknowledged execution crash-" << i << " lost";
+    EXPECT_EQ((*got)->request, Binary(absl::StrCat("request-crash-", i)));
+    EXPECT_EQ((*got)->state, i % 2 == 0 ? ExecutionState::kRunning : ExecutionState::kQueued);
+  }
+  // The database is intact and writable after recovery.
+  ExecutionRecord after = MakeExecution("after-crash");
+  EXPECT_TRUE(store->InsertExecution(&after).ok());
+  auto unfinished = store->LoadUnfinished();
+  ASSERT_TRUE(unfinished.ok()) << unfinished.status();
+  EXPECT_GE(unfinished->size(), acked.size() + 1);
+}
+
+TEST(SqliteStoreTest, ConcurrentInsertsUpdatesAndTransactions) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.File("concurrent.db"));
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 60;
+  std::atomic<int> failures{0};
+  std::vector<std::vector<uint64_t>> seqs(kThreads);
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        ExecutionRecord rec = MakeExecution(absl::StrCat("c-", t, "-", i));
+        absl::Status s;
+        if (i % 3 == 0) {
+          // Insert, attempt and result together.
+          s = store->Transaction([&]() -> absl::Status {
+            if (absl::Status st = store->InsertExecution(&rec); !st.ok()) return st;
+            if (absl::Status st = store->PutAttempt(Attempt(rec.id, 1)); !st.ok()) {
+              return st;
+            }
+            return store->PutResult(rec.id, 1, Binary(rec.id));
+          });
+        } else {
+          s = store->InsertExecution(&rec);
+        }
+        if (!s.ok()) {
+          ++failures;
+          continue;
+        }
+        seqs[t].push_back(rec.seq);
+        rec.state = ExecutionState::kSucceeded;
+        rec.attempt = 1;
+        if (!store->UpdateExecution(rec).ok()) ++failures;
+        if (!store->ListExecutions({.states = {}, .limit = 5}).ok()) ++failures;
+        if (!store->GetExecution(rec.id).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+
+  std::set<uint64_t> unique;
+  for (const auto& v : seqs) {
+    EXPECT_EQ(v.size(), static_cast<size_t>(kPerThread));
+    for (size_t i = 1; i < v.size(); ++i) EXPECT_LT(v[i - 1], v[i]);
+    unique.insert(v.begin(), v.end());
+  }
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kThreads * kPerThread));
+
+  auto all = store->ListExecutions({.states = {ExecutionState::kSucceeded}, .limit = 10000});
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), static_cast<size_t>(kThreads * kPerThread));
+  auto unfinished = store->LoadUnfinished();
+  ASSERT_TRUE(unfinished.ok());
+  EXPECT_TRUE(unfinished->empty());
+  auto result = store->GetResult("c-3-0", 1);
+  ASSERT_TRUE(result.ok() && result->has_value());
+  EXPECT_EQ(**result, Binary("c-3-0"));
+}
+
+}  // namespace
+}  // namespace flotilla::store
