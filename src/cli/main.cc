@@ -314,6 +314,7 @@ void PrintExecution(const v1::Execution& e) {
 int Main(int argc, char** argv) {
   CLI::App app{"Flotilla: run code on the best node of a federation of hosts.", "flotilla"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags work after the subcommand too
   Globals g;
   app.add_option("--manager", g.manager,
                  "manager gRPC address (default: $FLOTILLA_MANAGER, then the local federation)");

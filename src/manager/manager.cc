@@ -401,7 +401,7 @@ absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
       l.rec = rec;
       l.request.ParseFromString(rec.request);
       if (!rec.placement.empty()) l.placement.ParseFromString(rec.placement);
-      if (req.include_output() && rec.attempt > 0 && model::IsTerminal(rec.state)) {
+      if (rec.attempt > 0 && model::IsTerminal(rec.state)) {
         auto blob = store_->GetResult(rec.id, rec.attempt);
         if (blob.ok() && *blob) {
           v1::ExecutionResult r;

@@ -1,0 +1,236 @@
+// FederationHarness: starts a real manager and real agents (the flotilla
+// binary) on loopback ports in a private temporary directory, and stops
+// every process it started, by pid, when it goes away.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flotilla/v1/api.grpc.pb.h"
+
+namespace flotilla::testing {
+
+namespace v1 = ::flotilla::v1;
+
+struct AgentSpec {
+  std::string id;
+  std::string region = "test";
+  int trust = 5;
+  std::vector<std::pair<std::string, int64_t>> data;
+  int64_t cpu_millis = 2000;
+};
+
+class FederationHarness {
+ public:
+  FederationHarness() {
+    char tmpl[] = "/tmp/flotilla-it-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+
+  ~FederationHarness() {
+    for (auto& [id, pid] : agents_) Kill(pid);
+    Kill(manager_pid_);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  const std::string& dir() const { return dir_; }
+  const std::string& manager_address() const { return grpc_; }
+  const std::string& http_address() const { return http_; }
+  pid_t manager_pid() const { return manager_pid_; }
+  pid_t agent_pid(const std::string& id) const { return agents_.at(id); }
+
+  // Starts the manager; `grpc_listen` "127.0.0.1:0" picks a port, a fixed one
+  // restarts it where agents expect it.
+  void StartManager(int64_t lease_timeout_ms = 1500, std::string grpc_listen = "127.0.0.1:0") {
+    const std::string ready = dir_ + "/manager.ready";
+    std::filesystem::remove(ready);
+    manager_pid_ = Spawn({FLOTILLA_BIN, "manager", "--grpc-listen", grpc_listen, "--http-listen",
+                          "127.0.0.1:0", "--db", dir_ + "/manager.db", "--ready-file", ready,
+                          "--lease-timeout-ms", std::to_string(lease_timeout_ms), "--log-level",
+                          "warn"},
+                         dir_ + "/manager.log");
+    nlohmann::json j = WaitForJson(ready, manager_pid_);
+    grpc_ = j["grpc"].get<std::string>();
+    http_ = j["http"].get<std::string>();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    stub_ = v1::ApiService::NewStub(
+        grpc::CreateCustomChannel(grpc_, grpc::InsecureChannelCredentials(), args));
+  }
+
+  void StartAgent(const AgentSpec& spec) {
+    const std::string config = dir_ + "/" + spec.id + ".yaml";
+    {
+      std::ofstream out(config);
+      out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: 127.0.0.1:0\n"
+          << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
+          << "labels: {region: " << spec.region << "}\n"
+          << "security: {trust_level: " << spec.trust << "}\n"
+          << "resources: {cpu_millis: " << spec.cpu_millis << "}\n"
+          << "data_sets:\n";
+      for (const auto& [k, v] : spec.data) out << "  - {key: " << k << ", size_bytes: " << v << "}\n";
+      if (spec.data.empty()) out << "  []\n";
+    }
+    std::filesystem::create_directories(dir_ + "/work-" + spec.id);
+    agents_[spec.id] = Spawn({FLOTILLA_BIN, "agent", "--config", config, "--log-level", "warn"},
+                             dir_ + "/" + spec.id + ".log");
+  }
+
+  // Waits until `n` nodes are online; fails the test after `timeout`.
+  bool WaitOnline(size_t n, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+    return WaitUntil(timeout, [&] {
+      v1::ListNodesResponse resp;
+      if (!ListNodes(&resp).ok()) return false;
+      size_t online = 0;
+      for (const auto& node : resp.nodes()) online += node.status() == v1::NODE_ONLINE;
+      return online >= n;
+    });
+  }
+
+  void KillAgent(const std::string& id) { Kill(agents_.at(id)); }
+  void KillManager() { Kill(manager_pid_); }
+
+  grpc::Status Submit(const v1::ExecutionRequest& r, v1::SubmitResponse* resp) {
+    v1::SubmitRequest req;
+    *req.mutable_request() = r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return stub_->Submit(&ctx, req, resp);
+  }
+
+  grpc::Status Get(const std::string& id, v1::Execution* out) {
+    v1::GetRequest req;
+    req.set_execution_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return stub_->Get(&ctx, req, out);
+  }
+
+  grpc::Status ListNodes(v1::ListNodesResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return stub_->ListNodes(&ctx, v1::ListNodesRequest(), out);
+  }
+
+  grpc::Status Cancel(const std::string& id, v1::CancelResponse* out) {
+    v1::CancelRequest req;
+    req.set_execution_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return stub_->Cancel(&ctx, req, out);
+  }
+
+  v1::ApiService::Stub* stub() { return stub_.get(); }
+
+  // Polls Get until every id is in a terminal state or `timeout` passes.
+  // Returns the final executions (missing ones are not terminal in time).
+  std::map<std::string, v1::Execution> WaitAllDone(const std::vector<std::string>& ids,
+                                                   std::chrono::seconds timeout) {
+    std::map<std::string, v1::Execution> done;
+    WaitUntil(timeout, [&] {
+      for (const auto& id : ids) {
+        if (done.count(id)) continue;
+        v1::Execution e;
+        if (!Get(id, &e).ok()) continue;
+        if (e.state() >= v1::EXECUTION_SUCCEEDED) done[id] = e;
+      }
+      return done.size() == ids.size();
+    });
+    return done;
+  }
+
+  std::string ReadLog(const std::string& name) const {
+    std::ifstream in(dir_ + "/" + name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  static bool WaitUntil(std::chrono::milliseconds timeout, const std::function<bool()>& cond) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (cond()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return cond();
+  }
+
+  static v1::ExecutionRequest Command(std::vector<std::string> argv) {
+    v1::ExecutionRequest r;
+    for (auto& a : argv) r.mutable_code()->add_argv(a);
+    r.set_user_id("tester");
+    return r;
+  }
+
+  static v1::ExecutionRequest Shell(const std::string& source) {
+    v1::ExecutionRequest r;
+    r.mutable_code()->set_runtime("shell");
+    r.mutable_code()->set_source(source);
+    r.set_user_id("tester");
+    return r;
+  }
+
+ private:
+  static pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      FILE* f = freopen(log.c_str(), "a", stdout);
+      (void)f;
+      dup2(1, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    return pid;
+  }
+
+  static nlohmann::json WaitForJson(const std::string& path, pid_t pid) {
+    nlohmann::json j;
+    WaitUntil(std::chrono::seconds(15), [&] {
+      std::ifstream in(path);
+      if (!in) return waitpid(pid, nullptr, WNOHANG) == pid;  // died: stop waiting
+      try {
+        j = nlohmann::json::parse(in);
+        return true;
+      } catch (...) {
+        return false;
+      }
+    });
+    if (j.is_null()) throw std::runtime_error("process did not become ready: " + path);
+    return j;
+  }
+
+  static void Kill(pid_t& pid) {
+    if (pid <= 0) return;
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    pid = 0;
+  }
+
+  std::string dir_;
+  std::string grpc_;
+  std::string http_;
+  pid_t manager_pid_ = 0;
+  std::map<std::string, pid_t> agents_;
+  std::unique_ptr<v1::ApiService::Stub> stub_;
+};
+
+}  // namespace flotilla::testing
