@@ -209,14 +209,17 @@ void AddRequestFlags(CLI::App* cmd, v1::ExecutionRequest* r, std::string* cpu, s
       [r](const std::vector<std::string>& caps) {
         for (const auto& c : caps) r->mutable_security()->add_required_capabilities(c);
       },
-      "a capability the node must grant (repeatable), e.g. network-egress");
+      "a capability the node must grant (repeatable), e.g. network-egress")
+      ->allow_extra_args(false);
   cmd->add_option_function<std::vector<std::string>>(
       "--data",
       [r](const std::vector<std::string>& keys) {
         for (const auto& k : keys) r->mutable_dependencies()->add_data_keys(k);
       },
-      "a data set the code reads (repeatable); nodes holding it score higher");
-  cmd->add_option("--env", *env, "KEY=VALUE for the task's environment (repeatable)");
+      "a data set the code reads (repeatable); nodes holding it score higher")
+      ->allow_extra_args(false);
+  cmd->add_option("--env", *env, "KEY=VALUE for the task's environment (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_option_function<std::string>("--user", [r](const std::string& u) { r->set_user_id(u); },
                                         "the user (tenant) it runs for; default $USER");
   cmd->add_option_function<std::string>("--name", [r](const std::string& n) { r->set_name(n); },
@@ -538,7 +541,8 @@ int Main(int argc, char** argv) {
   auto* ps = app.add_subcommand("ps", "list executions, newest first");
   std::vector<std::string> ps_states;
   int ps_limit = 20;
-  ps->add_option("--state", ps_states, "only these states: queued, running, succeeded, ...");
+  ps->add_option("--state", ps_states, "only these states: queued, running, succeeded, ...")
+      ->allow_extra_args(false);
   ps->add_option("-n,--limit", ps_limit, "how many")->capture_default_str();
   ps->callback([&] {
     v1::ListExecutionsRequest req;
