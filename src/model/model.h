@@ -55,6 +55,12 @@ struct DataSet {
 
 enum class NodeStatus { kOnline, kOffline };
 
+// Price per resource-second, in arbitrary currency units.
+struct Cost {
+  double per_cpu_second = 0;  // per core-second
+  double per_gib_second = 0;  // per GiB of memory per second
+};
+
 struct HypervisorNode {
   std::string id;
   std::string address;
@@ -67,6 +73,18 @@ struct HypervisorNode {
   uint64_t epoch = 0;
   int running_executions = 0;
   int64_t last_heartbeat_ms = 0;
+  Cost cost;
+  std::map<std::string, int> warm_sandboxes;  // idle sandboxes by template name
+  bool draining = false;                      // takes no new work
+};
+
+enum class PlacementMode { kScore, kBid, kCheapest };
+
+struct PlacementPreferences {
+  std::vector<std::string> preferred_regions;  // soft
+  std::vector<std::string> required_regions;   // hard
+  PlacementMode mode = PlacementMode::kScore;
+  int64_t latency_bound_ms = 0;  // for kCheapest; 0: none
 };
 
 struct SecurityContext {
@@ -83,6 +101,11 @@ struct ExecutionRequest {
   int priority = 0;  // 0 .. 100, higher first
   Resources resources;
   std::vector<std::string> data_keys;
+  PlacementPreferences placement;
+  std::string template_name;  // warm-pool affinity
+  std::string function;       // latency-model key; empty: the request's name
+  int64_t input_bytes = 0;
+  int64_t timeout_ms = 0;
 };
 
 enum class ExecutionState {

@@ -35,6 +35,10 @@ model::HypervisorNode FromProto(const v1::HypervisorNode& n) {
   m.epoch = n.epoch();
   m.running_executions = n.running_executions();
   m.last_heartbeat_ms = n.last_heartbeat_unix_ms();
+  m.cost.per_cpu_second = n.cost().per_cpu_second();
+  m.cost.per_gib_second = n.cost().per_gib_second();
+  m.warm_sandboxes.insert(n.warm_sandboxes().begin(), n.warm_sandboxes().end());
+  m.draining = n.draining();
   return m;
 }
 
@@ -63,6 +67,11 @@ void ToProto(const model::HypervisorNode& m, v1::HypervisorNode* n) {
   n->set_epoch(m.epoch);
   n->set_running_executions(m.running_executions);
   n->set_last_heartbeat_unix_ms(m.last_heartbeat_ms);
+  n->mutable_cost()->set_per_cpu_second(m.cost.per_cpu_second);
+  n->mutable_cost()->set_per_gib_second(m.cost.per_gib_second);
+  n->mutable_warm_sandboxes()->clear();
+  for (const auto& [k, v] : m.warm_sandboxes) (*n->mutable_warm_sandboxes())[k] = v;
+  n->set_draining(m.draining);
 }
 
 model::ExecutionRequest FromProto(const v1::ExecutionRequest& r) {
@@ -75,6 +84,17 @@ model::ExecutionRequest FromProto(const v1::ExecutionRequest& r) {
   m.priority = r.priority();
   m.resources = FromProto(r.resources());
   m.data_keys.assign(r.dependencies().data_keys().begin(), r.dependencies().data_keys().end());
+  const auto& p = r.placement();
+  m.placement.preferred_regions.assign(p.preferred_regions().begin(), p.preferred_regions().end());
+  m.placement.required_regions.assign(p.required_regions().begin(), p.required_regions().end());
+  m.placement.mode = p.mode() == v1::PLACEMENT_BID        ? model::PlacementMode::kBid
+                     : p.mode() == v1::PLACEMENT_CHEAPEST ? model::PlacementMode::kCheapest
+                                                          : model::PlacementMode::kScore;
+  m.placement.latency_bound_ms = p.latency_bound_ms();
+  m.template_name = r.template_name();
+  m.function = r.function().empty() ? r.name() : r.function();
+  m.input_bytes = r.input_bytes();
+  m.timeout_ms = r.timeout_ms();
   return m;
 }
 
