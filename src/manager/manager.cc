@@ -142,6 +142,12 @@ absl::Status Manager::Recover() {
       Requeue(l, "node_unknown", "its node is not in the registry");
       continue;
     }
+    // CheckLeases stores "offline" before it re-queues the node's executions;
+    // a crash in between leaves them here, where no lease check looks again.
+    if (it->second->node.status != model::NodeStatus::kOnline) {
+      Requeue(l, "node_lost", absl::StrCat("node ", l.rec.node_id, " was offline at recovery"));
+      continue;
+    }
     it->second->reserved += l.sched.resources;
     it->second->assigned.insert(l.rec.id);
   }
@@ -596,6 +602,9 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
         (void)Persist(live);
         Changed(live);
       }
+      // The CancelTask call may have failed or reached the agent before the
+      // task did: repeat it while the node still runs the task.
+      if (!t.finished() && live.rec.cancel_requested) *resp.add_cancel() = t;
     } else if (!t.finished()) {
       *resp.add_cancel() = t;  // superseded attempt: stop it
     }

@@ -7,8 +7,11 @@
 // DispatchOnceForTest() and CheckLeasesForTest(), a 50 ms lease and short
 // sleeps where a lease or a grace period must run out.
 
+#include "manager/manager.h"
+
 #include <stdlib.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -28,7 +31,6 @@
 #include "gtest/gtest.h"
 #include "manager/agent_client.h"
 #include "manager/config.h"
-#include "manager/manager.h"
 #include "spdlog/spdlog.h"
 #include "store/store.h"
 
@@ -362,7 +364,8 @@ TEST_F(ManagerTest, SubmitRejectsTimeoutAboveMax) {
 }
 
 TEST_F(ManagerTest, SubmitRejectsBadRequestId) {
-  for (const std::string id : {"has space", "a/b", std::string(129, 'x')}) {
+  for (const std::string& id :
+       std::vector<std::string>{"has space", "a/b", std::string(129, 'x')}) {
     v1::ExecutionRequest r = Shell();
     r.set_request_id(id);
     absl::StatusOr<v1::SubmitResponse> resp = Submit(r);
@@ -508,8 +511,8 @@ TEST_F(ManagerTest, PlacementPrefersTheNodeHoldingTheData) {
   EXPECT_THAT(e.placement().reason(), HasSubstr("holds 100% of the input data"));
   ASSERT_EQ(e.placement().candidates_size(), 2);
   for (const v1::CandidateScore& c : e.placement().candidates()) {
-    EXPECT_TRUE(c.feasible) << c.node_id();
-    ASSERT_TRUE(c.parts().contains("locality")) << c.node_id();
+    EXPECT_TRUE(c.feasible()) << c.node_id();
+    ASSERT_TRUE(c.parts().count("locality")) << c.node_id();
     EXPECT_EQ(c.parts().at("locality") > 0, c.node_id() == "b") << c.node_id();
   }
   EXPECT_GT(e.placement().score(), 0);
@@ -709,7 +712,7 @@ TEST_F(ManagerTest, OutputAndStartedMarkItRunningAndGetShowsOutputSoFar) {
 
   Output("a", id, 1, v1::OUTPUT_STDOUT, 0, "par");
   Output("a", id, 1, v1::OUTPUT_STDOUT, 3, "tial");
-  Output("a", id, 1, v1::OUTPUT_STDOUT, 0, "par");  // a repeat
+  Output("a", id, 1, v1::OUTPUT_STDOUT, 0, "par");   // a repeat
   Output("a", id, 1, v1::OUTPUT_STDOUT, 99, "gap");  // after a lost batch
   Output("b", id, 1, v1::OUTPUT_STDOUT, 7, "other node");
   Output("a", id, 1, v1::OUTPUT_STDERR, 0, "warn");
@@ -894,6 +897,29 @@ TEST_F(ManagerTest, CancelAssignedAsksTheNodeAndTheResultEndsIt) {
   EXPECT_EQ(GetOk(id).state(), v1::EXECUTION_CANCELLED);
 }
 
+TEST_F(ManagerTest, ReportStatusRepeatsACancelTheAgentMissed) {
+  // The CancelTask call can fail, or reach the agent before the task does;
+  // the node's next report still has the task running: it is told again.
+  const uint64_t epoch = Register(NodeSpec("a"));
+  const std::string id = SubmitOk();
+  const std::string other = SubmitOk();
+  mgr().DispatchOnceForTest();
+  ASSERT_TRUE(mgr().Cancel(id).ok());
+
+  absl::StatusOr<v1::ReportStatusResponse> report =
+      Report("a", epoch, {Task(id, 1), Task(other, 1)});
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->cancel_size(), 1);
+  EXPECT_EQ(report->cancel(0).execution_id(), id);
+  EXPECT_EQ(report->cancel(0).attempt(), 1u);
+  // Still the node's current attempt: its result is what ends it.
+  v1::Execution e = GetOk(id);
+  EXPECT_EQ(e.node_id(), "a");
+  EXPECT_TRUE(e.cancel_requested());
+  EXPECT_EQ(SendResult("a", Ended(id, 1, v1::TERMINATION_CANCELLED)), v1::RESULT_ACCEPTED);
+  EXPECT_EQ(GetOk(id).state(), v1::EXECUTION_CANCELLED);
+}
+
 TEST_F(ManagerTest, CancelRequestedThenNodeLostEndsCancelledNotRequeued) {
   Register(NodeSpec("a"));
   const std::string id = SubmitOk();
@@ -905,10 +931,22 @@ TEST_F(ManagerTest, CancelRequestedThenNodeLostEndsCancelledNotRequeued) {
   v1::Execution e = GetOk(id);
   EXPECT_EQ(e.state(), v1::EXECUTION_CANCELLED);
   EXPECT_THAT(e.error(), HasSubstr("was lost"));
+  mgr().DispatchOnceForTest();
+  EXPECT_THAT(agents_->tasks(), SizeIs(1));
+}
 
-  // Cancelling on an offline node ends it at once.
-  const std::string second = SubmitOk();
-  EXPECT_EQ(GetOk(second).state(), v1::EXECUTION_QUEUED);
+TEST_F(ManagerTest, CancelThenFailedDispatchEndsCancelled) {
+  Register(NodeSpec("a"));
+  agents_->HoldFor(AddressOf("a"));
+  const std::string id = SubmitOk();
+  mgr().DispatchOnceForTest();
+  ASSERT_TRUE(mgr().Cancel(id).ok());
+  EXPECT_THAT(agents_->cancels(), SizeIs(1));
+
+  agents_->CompleteHeld(0, absl::UnavailableError("connection reset"));
+  v1::Execution e = GetOk(id);
+  EXPECT_EQ(e.state(), v1::EXECUTION_CANCELLED);
+  EXPECT_THAT(e.error(), HasSubstr("connection reset"));
 }
 
 TEST_F(ManagerTest, CancelFinishedOrUnknownIsRefused) {
@@ -984,7 +1022,8 @@ TEST_F(ManagerTest, WatchStreamsStatesOutputAndTheFinalExecution) {
     return log.WaitFor([&](const auto& events) {
       std::string text;
       for (const auto& ev : events) {
-        if (ev.has_output() && ev.output().stream() == v1::OUTPUT_STDOUT) text += ev.output().data();
+        if (ev.has_output() && ev.output().stream() == v1::OUTPUT_STDOUT)
+          text += ev.output().data();
       }
       return text == want;
     });
@@ -995,9 +1034,8 @@ TEST_F(ManagerTest, WatchStreamsStatesOutputAndTheFinalExecution) {
   started.set_node_id("a");
   *started.add_started() = Task(id, 1);
   mgr().SendOutput(started);
-  EXPECT_TRUE(log.WaitFor([](const auto& events) {
-    return events.back().state() == v1::EXECUTION_RUNNING;
-  }));
+  EXPECT_TRUE(log.WaitFor(
+      [](const auto& events) { return events.back().state() == v1::EXECUTION_RUNNING; }));
   Output("a", id, 1, v1::OUTPUT_STDOUT, 0, "hello ");
   EXPECT_TRUE(has_stdout("hello "));
   Output("a", id, 1, v1::OUTPUT_STDOUT, 0, "hello ");  // a repeat, dropped
@@ -1027,8 +1065,8 @@ TEST_F(ManagerTest, WatchStreamsStatesOutputAndTheFinalExecution) {
     EXPECT_EQ(ev.attempt(), 1u);
     EXPECT_EQ(ev.node_id(), "a");
   }
-  EXPECT_THAT(states, ElementsAre(v1::EXECUTION_ASSIGNED, v1::EXECUTION_RUNNING,
-                                  v1::EXECUTION_SUCCEEDED));
+  EXPECT_THAT(states,
+              ElementsAre(v1::EXECUTION_ASSIGNED, v1::EXECUTION_RUNNING, v1::EXECUTION_SUCCEEDED));
   EXPECT_EQ(StreamText(events, v1::OUTPUT_STDOUT), "hello world\n");
   EXPECT_EQ(StreamText(events, v1::OUTPUT_STDERR), "careful");
   const v1::WatchEvent& last = events.back();
@@ -1099,6 +1137,7 @@ TEST_F(ManagerTest, RecoverKeepsAssignmentsAndDispatchesTheQueue) {
 }
 
 TEST_F(ManagerTest, RecoverRequeuesExecutionsOfLostNodesAfterTheLease) {
+  config_.lease_timeout = std::chrono::milliseconds(300);  // "not yet" must hold
   Register(NodeSpec("a"));
   const std::string id = SubmitOk();
   mgr().DispatchOnceForTest();
@@ -1107,9 +1146,43 @@ TEST_F(ManagerTest, RecoverRequeuesExecutionsOfLostNodesAfterTheLease) {
   ASSERT_TRUE(mgr().Recover().ok());
   mgr().CheckLeasesForTest();  // a fresh lease: not yet
   EXPECT_EQ(GetOk(id).state(), v1::EXECUTION_ASSIGNED);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));
   mgr().CheckLeasesForTest();
   EXPECT_EQ(GetOk(id).state(), v1::EXECUTION_QUEUED);
+}
+
+TEST_F(ManagerTest, RecoverRequeuesExecutionsOfANodeStoredOffline) {
+  // CheckLeases persists "offline" before it re-queues the node's
+  // executions; a crash in between leaves assigned executions on an offline
+  // node, which no lease check would ever look at again.
+  const v1::HypervisorNode spec = NodeSpec("a");
+  Register(spec);
+  const std::string id = SubmitOk();
+  mgr().DispatchOnceForTest();
+  mgr_.reset();
+  {
+    absl::StatusOr<std::unique_ptr<store::Store>> store =
+        store::OpenSqliteStore(config_.db_path, store::Durability::kProcessCrash);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store::NodeRecord rec{.id = "a",
+                          .spec = spec.SerializeAsString(),
+                          .status = model::NodeStatus::kOffline,
+                          .epoch = 1};
+    ASSERT_TRUE((*store)->UpsertNode(rec).ok());
+  }
+
+  ASSERT_TRUE(mgr().Recover().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  mgr().CheckLeasesForTest();
+  v1::Execution e = GetOk(id);
+  EXPECT_EQ(e.state(), v1::EXECUTION_QUEUED);
+  EXPECT_EQ(e.attempt(), 1u);
+
+  Register(NodeSpec("b"));
+  mgr().DispatchOnceForTest();
+  e = GetOk(id);
+  EXPECT_EQ(e.node_id(), "b");
+  EXPECT_EQ(e.attempt(), 2u);
 }
 
 // ---------------------------------------------------------------- metrics
