@@ -312,6 +312,61 @@ void PrintExecution(const v1::Execution& e) {
   }
 }
 
+// Prints the placement decision: the mode, the choice, and a row per
+// candidate with its filter verdict and the points of every scorer.
+void PrintExplanation(const v1::Execution& e) {
+  const auto& p = e.placement();
+  std::cout << "execution: " << e.id() << " (" << wire::StateName(e.state()) << ", attempt "
+            << e.attempt() << ")\n";
+  if (p.candidates_size() == 0) {
+    std::cout << "no placement decision yet"
+              << (p.reason().empty() ? "" : ": " + p.reason()) << "\n";
+    return;
+  }
+  std::cout << "mode:      " << (p.mode().empty() ? "score" : p.mode())
+            << (p.sampled() ? " (on a sample of the nodes)" : "") << "\n"
+            << "chosen:    " << (p.node_id().empty() ? "-" : p.node_id()) << "\n"
+            << "reason:    " << p.reason() << "\n";
+  if (p.preempted_size() > 0) {
+    std::cout << "preempted: " << absl::StrJoin(p.preempted(), ", ") << "\n";
+  }
+  std::vector<std::string> scorers;
+  for (const auto& c : p.candidates()) {
+    for (const auto& [name, points] : c.parts()) {
+      if (std::find(scorers.begin(), scorers.end(), name) == scorers.end()) scorers.push_back(name);
+    }
+  }
+  std::sort(scorers.begin(), scorers.end());
+  bool bids = false;
+  for (const auto& c : p.candidates()) bids = bids || c.bid() != 0 || c.predicted_latency_ms() != 0;
+  std::vector<std::string> header = {"  NODE", "VERDICT", "SCORE"};
+  for (const auto& s : scorers) header.push_back(s);
+  if (bids) {
+    header.push_back("PRED MS");
+    header.push_back("BID");
+  }
+  header.push_back("WHY NOT");
+  Table t(header);
+  for (const auto& c : p.candidates()) {
+    std::vector<std::string> row = {
+        (c.node_id() == p.node_id() ? "* " : "  ") + c.node_id(),
+        c.feasible() ? "fits" : "filtered",
+        c.feasible() ? absl::StrFormat("%.1f", c.score()) : "-"};
+    for (const auto& s : scorers) {
+      auto it = c.parts().find(s);
+      row.push_back(it == c.parts().end() || !c.feasible() ? "-"
+                                                          : absl::StrFormat("%.1f", it->second));
+    }
+    if (bids) {
+      row.push_back(c.feasible() ? absl::StrFormat("%.0f", c.predicted_latency_ms()) : "-");
+      row.push_back(c.feasible() && c.bid() != 0 ? absl::StrFormat("%.4f", c.bid()) : "-");
+    }
+    row.push_back(c.rejected_because());
+    t.Add(std::move(row));
+  }
+  std::cout << t.Render();
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -589,6 +644,25 @@ int Main(int argc, char** argv) {
     }
     if (g.json) std::cout << ToJson(*e) << "\n";
     else PrintExecution(*e);
+  });
+
+  // ---- explain
+  auto* explain = app.add_subcommand(
+      "explain", "show why an execution was placed where it was: every candidate's verdict");
+  std::string explain_id;
+  explain->add_option("id", explain_id, "execution id")->required();
+  explain->callback([&] {
+    auto client = Connect(g);
+    auto e = client.ok() ? client->Get(explain_id) : absl::StatusOr<v1::Execution>(client.status());
+    if (!e.ok()) {
+      rc = Fail(e.status());
+      return;
+    }
+    if (g.json) {
+      std::cout << ToJson(e->placement()) << "\n";
+      return;
+    }
+    PrintExplanation(*e);
   });
 
   // ---- logs
