@@ -37,6 +37,15 @@ struct TaskSpec {
   std::chrono::milliseconds timeout{60000};
   size_t output_limit_bytes = 1 << 20;  // per stream; the rest is dropped
   model::Resources limits;  // enforced where the implementation can
+  // Which environment template to run in ("" = the sandbox's default), and
+  // who runs it: a warm sandbox is reused only for the same tenant and function.
+  std::string template_name;
+  std::string tenant;
+  std::string function;
+  bool network_egress = false;  // granted by the node for this request
+  // Run Python source through the template's fork-server (argv is then
+  // {"python3", "main.py"} and main.py is among files).
+  bool python = false;
 };
 
 enum class Stream { kStdout, kStderr };
