@@ -24,10 +24,10 @@ struct AgentConfig {
   std::vector<model::DataSet> data_sets;
   // Overrides of detected capacity; 0 keeps what was detected.
   model::Resources resources;
-  std::string work_dir;  // where task directories are made; default $TMPDIR or /tmp
+  std::string work_dir;  // where task directories are made; default $TMPDIR/flotilla-<node_id>
   size_t output_limit_bytes = 1 << 20;
   std::chrono::milliseconds heartbeat_interval{1000};  // until the manager says otherwise
-  std::string ready_file;  // JSON {address, pid} written once registered
+  std::string ready_file;  // JSON {address, node_id, pid} written once registered
 };
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);

@@ -490,6 +490,15 @@ int Main(int argc, char** argv) {
   run->add_flag("-v,--verbose", verbose, "say where it runs");
   run->add_option("command", command, "the command and its arguments (after --)");
   run->callback([&] {
+    if (!shell_src.empty() && !python_src.empty()) {
+      rc = Fail(absl::InvalidArgumentError("give --shell or --python, not both"));
+      return;
+    }
+    if ((!shell_src.empty() || !python_src.empty()) && !command.empty()) {
+      rc = Fail(absl::InvalidArgumentError(
+          "give a command after -- or --shell/--python source, not both"));
+      return;
+    }
     if (!shell_src.empty()) {
       run_req.mutable_code()->set_runtime("shell");
       run_req.mutable_code()->set_source(shell_src);
@@ -551,14 +560,22 @@ int Main(int argc, char** argv) {
       return;
     }
     std::vector<std::string> ids;
-    for (auto& r : *reqs) {
+    for (size_t i = 0; i < reqs->size(); ++i) {
+      auto& r = (*reqs)[i];
       if (absl::Status st = ApplyRequestFlags(&r, "", "", "", {}); !st.ok()) {
         rc = Fail(st);
         return;
       }
       auto sub = client->Submit(r);
       if (!sub.ok()) {
-        rc = Fail(sub.status());
+        // Say exactly what was accepted so a re-submit can skip it (or use ids).
+        rc = Fail(absl::Status(
+            sub.status().code(),
+            absl::StrCat("document ", i + 1, " of ", reqs->size(), " was rejected: ",
+                         sub.status().message(),
+                         ids.empty() ? std::string(" (nothing was submitted)")
+                                     : absl::StrCat(" (submitted before it: ",
+                                                    absl::StrJoin(ids, ", "), ")"))));
         return;
       }
       ids.push_back(sub->execution().id());
@@ -722,7 +739,8 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Usage errors exit 2 (like flotilla's own invalid-argument errors), help 0.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   return rc;
 }

@@ -5,8 +5,8 @@
 namespace flotilla {
 
 absl::Status ErrnoError(int err, absl::string_view op, absl::string_view object) {
-  std::string message = object.empty() ? absl::StrCat(op, ": ", std::strerror(err))
-                                       : absl::StrCat(op, " `", object, "`: ", std::strerror(err));
+  // ErrnoToStatus appends ": <strerror>" itself.
+  std::string message = object.empty() ? std::string(op) : absl::StrCat(op, " `", object, "`");
   return absl::ErrnoToStatus(err, message);
 }
 

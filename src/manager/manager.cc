@@ -253,21 +253,26 @@ absl::Status Manager::ValidateAndDefault(v1::ExecutionRequest* r) {
 absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the manager is shutting down");
+  v1::SubmitResponse response;
+  // A retried submit returns the execution it created the first time, even
+  // if the cluster has changed since (so it would not validate now).
+  if (!request.request_id().empty() && IsValidId(request.request_id())) {
+    const std::string& rid = request.request_id();
+    if (auto it = live_.find(rid); it != live_.end()) {
+      *response.mutable_execution() = ToExecution(*it->second);
+      response.set_already_existed(true);
+      return response;
+    }
+    ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> existing, store_->GetExecution(rid));
+    if (existing) {
+      ASSIGN_OR_RETURN(*response.mutable_execution(), LoadFinished(rid));
+      response.set_already_existed(true);
+      return response;
+    }
+  }
   RETURN_IF_ERROR(ValidateAndDefault(&request));
   if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
   const std::string id = request.request_id();
-  v1::SubmitResponse response;
-  if (auto it = live_.find(id); it != live_.end()) {
-    *response.mutable_execution() = ToExecution(*it->second);
-    response.set_already_existed(true);
-    return response;
-  }
-  ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> existing, store_->GetExecution(id));
-  if (existing) {
-    ASSIGN_OR_RETURN(*response.mutable_execution(), LoadFinished(id));
-    response.set_already_existed(true);
-    return response;
-  }
   auto live = std::make_shared<Live>();
   live->request = std::move(request);
   live->sched = wire::FromProto(live->request);
@@ -280,7 +285,10 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
   live->queued_mono_ms = MonoMs();
   // Durable before acknowledged: a manager killed after this returns still
   // has the execution when it restarts.
-  RETURN_IF_ERROR(Annotate(store_->InsertExecution(&live->rec), "could not record the execution"));
+  if (absl::Status st = store_->InsertExecution(&live->rec); !st.ok()) {
+    // Not the client's fault: say so with a retryable code.
+    return absl::UnavailableError(absl::StrCat("could not record the execution: ", st.message()));
+  }
   queue_.Push({id, live->rec.priority, live->rec.seq});
   metrics_.CountSubmitted();
   *response.mutable_execution() = ToExecution(*live);
@@ -464,7 +472,8 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
         live->cv.WaitWithTimeout(&mu_, absl::Milliseconds(200));
       }
       first = false;
-      if (stopping_ || cancelled()) return absl::OkStatus();
+      if (stopping_) return absl::UnavailableError("the manager is shutting down; watch again");
+      if (cancelled()) return absl::OkStatus();
       seen_version = live->version;
       const v1::ExecutionState state = wire::ToProto(live->rec.state);
       if (live->rec.attempt != last_attempt) sent[0] = sent[1] = 0;

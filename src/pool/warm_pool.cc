@@ -1,0 +1,199 @@
+#include "pool/warm_pool.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/clock.h"
+#include "common/logging.h"
+
+namespace flotilla::pool {
+
+namespace {
+
+constexpr size_t kSamples = 1024;
+
+std::string Owner(const std::string& tenant, const std::string& function) {
+  return tenant + "\n" + function;
+}
+
+double Percentile(std::vector<int64_t> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+  return static_cast<double>(v[std::min(i, v.size() - 1)]);
+}
+
+}  // namespace
+
+WarmPool::WarmPool(EnvironmentTemplate t, InstanceFactory* factory)
+    : template_(std::move(t)), factory_(factory) {
+  stats_.template_name = template_.name;
+}
+
+WarmPool::~WarmPool() { Drain(); }
+
+void WarmPool::RecordStart(bool warm, int64_t us) {
+  auto& ring = warm ? warm_starts_ : cold_starts_;
+  size_t& next = warm ? warm_next_ : cold_next_;
+  if (ring.size() < kSamples) {
+    ring.push_back(us);
+  } else {
+    ring[next] = us;
+  }
+  next = (next + 1) % kSamples;
+}
+
+absl::StatusOr<WarmPool::Lease> WarmPool::Acquire(const std::string& tenant,
+                                                  const std::string& function,
+                                                  const InstanceOptions& options) {
+  const int64_t t0 = MonotonicUs();
+  Lease lease;
+  if (!options.network_egress) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string owner = Owner(tenant, function);
+    // Prefer an instance this tenant's function used before (its caches are
+    // warm), then a fresh one. Never another tenant's.
+    auto pick = std::find_if(idle_.begin(), idle_.end(), [&](const Parked& p) { return p.owner == owner; });
+    if (pick == idle_.end()) {
+      pick = std::find_if(idle_.begin(), idle_.end(), [](const Parked& p) { return p.owner.empty(); });
+    }
+    if (pick != idle_.end()) {
+      lease.instance = std::move(pick->instance);
+      idle_.erase(pick);
+      lease.warm = true;
+      ++busy_;
+      ++stats_.hits;
+      lease.start_us = MonotonicUs() - t0;
+      RecordStart(true, lease.start_us);
+      return lease;
+    }
+    if (busy_ + creating_ + static_cast<int>(idle_.size()) >= template_.pool_max && idle_.empty()) {
+      ++stats_.misses;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "template '", template_.name, "': all ", template_.pool_max,
+          " sandboxes are busy (pool.max); retry later or raise pool.max"));
+    }
+    ++stats_.misses;
+    ++creating_;
+  }
+  // A cold start. A parked instance of another owner is evicted to make room.
+  std::unique_ptr<Instance> evicted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!options.network_egress &&
+        busy_ + creating_ + static_cast<int>(idle_.size()) > template_.pool_max && !idle_.empty()) {
+      evicted = std::move(idle_.front().instance);
+      idle_.pop_front();
+      ++stats_.destroyed;
+    }
+  }
+  evicted.reset();
+  auto created = factory_->Create(template_, options);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!options.network_egress) --creating_;
+  if (!created.ok()) {
+    ++stats_.create_failures;
+    return created.status();
+  }
+  ++stats_.created;
+  ++busy_;
+  lease.instance = std::move(created).value();
+  lease.warm = false;
+  lease.start_us = MonotonicUs() - t0;
+  RecordStart(false, lease.start_us);
+  return lease;
+}
+
+void WarmPool::Release(Lease lease, const std::string& tenant, const std::string& function,
+                       const InstanceOptions& options) {
+  bool keep = template_.lifecycle == Lifecycle::kReuse && !options.network_egress &&
+              lease.instance && lease.instance->healthy() && lease.instance->Reset();
+  std::unique_ptr<Instance> doomed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --busy_;
+    if (keep && busy_ + static_cast<int>(idle_.size()) < template_.pool_max) {
+      idle_.push_back({std::move(lease.instance), Owner(tenant, function)});
+    } else {
+      doomed = std::move(lease.instance);
+      ++stats_.destroyed;
+    }
+  }
+}
+
+int WarmPool::Refill() {
+  int made = 0;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      int fresh = static_cast<int>(std::count_if(idle_.begin(), idle_.end(),
+                                                 [](const Parked& p) { return p.owner.empty(); }));
+      if (fresh + creating_ >= template_.pool_min ||
+          busy_ + creating_ + static_cast<int>(idle_.size()) >= template_.pool_max) {
+        return made;
+      }
+      ++creating_;
+    }
+    auto created = factory_->Create(template_, InstanceOptions{});
+    std::lock_guard<std::mutex> lock(mu_);
+    --creating_;
+    if (!created.ok()) {
+      ++stats_.create_failures;
+      spdlog::warn("pool {}: could not pre-create a sandbox: {}", template_.name,
+                   created.status().message());
+      return made;
+    }
+    ++stats_.created;
+    idle_.push_back({std::move(created).value(), ""});
+    ++made;
+  }
+}
+
+void WarmPool::Drain() {
+  std::deque<Parked> doomed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    doomed.swap(idle_);
+    stats_.destroyed += doomed.size();
+  }
+}
+
+PoolStats WarmPool::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  PoolStats s = stats_;
+  s.idle = static_cast<int>(idle_.size());
+  s.busy = busy_;
+  s.warm_start_p50_us = Percentile(warm_starts_, 0.5);
+  s.warm_start_p99_us = Percentile(warm_starts_, 0.99);
+  s.cold_start_p50_us = Percentile(cold_starts_, 0.5);
+  s.cold_start_p99_us = Percentile(cold_starts_, 0.99);
+  return s;
+}
+
+PooledSandbox::PooledSandbox(std::vector<WarmPool*> pools, std::string default_template,
+                             std::string kind)
+    : pools_(std::move(pools)), default_template_(std::move(default_template)), kind_(std::move(kind)) {}
+
+absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec& spec,
+                                                        sandbox::OutputSink& sink,
+                                                        const sandbox::CancelToken& cancel) {
+  const std::string& name = spec.template_name.empty() ? default_template_ : spec.template_name;
+  WarmPool* pool = nullptr;
+  for (WarmPool* p : pools_) {
+    if (p->environment().name == name) pool = p;
+  }
+  if (!pool) {
+    std::string known;
+    for (WarmPool* p : pools_) absl::StrAppend(&known, known.empty() ? "" : ", ", p->environment().name);
+    return absl::NotFoundError(
+        absl::StrCat("no environment template '", name, "' on this node (known: ", known, ")"));
+  }
+  InstanceOptions options{.network_egress = spec.network_egress};
+  auto lease = pool->Acquire(spec.tenant, spec.function, options);
+  if (!lease.ok()) return lease.status();
+  auto outcome = lease->instance->Run(spec, sink, cancel);
+  pool->Release(std::move(*lease), spec.tenant, spec.function, options);
+  return outcome;
+}
+
+}  // namespace flotilla::pool

@@ -1,0 +1,131 @@
+// WarmPool: pre-provisioned sandboxes of one environment template, parked
+// and ready, so an execution starts in a warm sandbox instead of building
+// one. A pool keeps at least `min` idle instances (refilled in the
+// background by the owner calling Refill), never more than `max` in all, and
+// hands out a cold (newly created) instance when it is empty.
+//
+// Reuse policy: an instance that ran a task is parked again only under the
+// template's reuse lifecycle and only for the same tenant and function; a
+// fresh instance is usable by anyone. Under the destroy lifecycle an
+// instance runs one task.
+//
+// Thread-safe. Instances are created and destroyed outside the pool's lock.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pool/environment_template.h"
+#include "sandbox/sandbox.h"
+
+namespace flotilla::pool {
+
+// One isolated environment that runs tasks one after another.
+class Instance {
+ public:
+  virtual ~Instance() = default;
+  virtual absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec,
+                                                   sandbox::OutputSink& sink,
+                                                   const sandbox::CancelToken& cancel) = 0;
+  // Cleans the instance for its next task; false if it cannot be reused.
+  virtual bool Reset() = 0;
+  virtual bool healthy() const = 0;
+};
+
+struct InstanceOptions {
+  bool network_egress = false;
+};
+
+class InstanceFactory {
+ public:
+  virtual ~InstanceFactory() = default;
+  virtual absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
+                                                           const InstanceOptions& options) = 0;
+};
+
+struct PoolStats {
+  std::string template_name;
+  int idle = 0;       // parked, ready
+  int busy = 0;       // running a task
+  uint64_t hits = 0;  // tasks that started in a warm instance
+  uint64_t misses = 0;
+  uint64_t created = 0;
+  uint64_t destroyed = 0;
+  uint64_t create_failures = 0;
+  double warm_start_p50_us = 0;  // acquire → ready, over the last 1024 starts
+  double warm_start_p99_us = 0;
+  double cold_start_p50_us = 0;
+  double cold_start_p99_us = 0;
+  double hit_rate() const { return hits + misses ? double(hits) / double(hits + misses) : 0; }
+};
+
+class WarmPool {
+ public:
+  WarmPool(EnvironmentTemplate t, InstanceFactory* factory);
+  ~WarmPool();
+
+  struct Lease {
+    std::unique_ptr<Instance> instance;
+    bool warm = false;
+    int64_t start_us = 0;  // time to obtain it
+  };
+
+  // Returns an idle instance fit for (tenant, function), or creates one.
+  // ResourceExhausted when `max` instances are busy already.
+  absl::StatusOr<Lease> Acquire(const std::string& tenant, const std::string& function,
+                                const InstanceOptions& options);
+  // Gives an instance back after a task: parked for (tenant, function) under
+  // the reuse lifecycle if it is healthy and resets cleanly, else destroyed.
+  void Release(Lease lease, const std::string& tenant, const std::string& function,
+               const InstanceOptions& options);
+  // Creates instances until `min` fresh ones are idle (or `max` reached).
+  // Returns how many it created. Call from a background thread.
+  int Refill();
+  // Destroys every idle instance.
+  void Drain();
+
+  PoolStats Stats() const;
+  const EnvironmentTemplate& environment() const { return template_; }
+
+ private:
+  struct Parked {
+    std::unique_ptr<Instance> instance;
+    std::string owner;  // "" for fresh; else tenant + "\n" + function
+  };
+  void RecordStart(bool warm, int64_t us);
+
+  const EnvironmentTemplate template_;
+  InstanceFactory* const factory_;
+  mutable std::mutex mu_;
+  std::deque<Parked> idle_;  // guarded by mu_
+  int busy_ = 0;             // guarded by mu_
+  int creating_ = 0;         // guarded by mu_
+  PoolStats stats_;          // counters, guarded by mu_
+  std::vector<int64_t> warm_starts_, cold_starts_;  // ring buffers, guarded by mu_
+  size_t warm_next_ = 0, cold_next_ = 0;             // guarded by mu_
+};
+
+// A Sandbox over warm pools: each TaskSpec runs in an instance of its
+// template's pool (the default template when it names none). Requests for
+// network egress get a cold instance of their own, never a pooled one.
+class PooledSandbox : public sandbox::Sandbox {
+ public:
+  // `pools` are owned by the caller and outlive this object.
+  PooledSandbox(std::vector<WarmPool*> pools, std::string default_template, std::string kind);
+
+  absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
+                                           const sandbox::CancelToken& cancel) override;
+  std::string_view kind() const override { return kind_; }
+
+ private:
+  std::vector<WarmPool*> pools_;
+  std::string default_template_;
+  std::string kind_;
+};
+
+}  // namespace flotilla::pool
