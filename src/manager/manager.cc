@@ -134,7 +134,7 @@ absl::Status Manager::Recover() {
     Live& l = *live;
     live_[l.rec.id] = std::move(live);
     if (l.rec.state == ExecutionState::kQueued) {
-      queue_.Push({l.rec.id, l.rec.priority, l.rec.seq});
+      queue_.Push({l.rec.id, l.rec.priority, l.rec.seq, l.rec.submitted_ms});
       continue;
     }
     auto it = nodes_.find(l.rec.node_id);
@@ -289,7 +289,7 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
     // Not the client's fault: say so with a retryable code.
     return absl::UnavailableError(absl::StrCat("could not record the execution: ", st.message()));
   }
-  queue_.Push({id, live->rec.priority, live->rec.seq});
+  queue_.Push({id, live->rec.priority, live->rec.seq, live->rec.submitted_ms});
   metrics_.CountSubmitted();
   *response.mutable_execution() = ToExecution(*live);
   live_[id] = std::move(live);
@@ -755,7 +755,8 @@ void Manager::Requeue(Live& live, const std::string& outcome, const std::string&
     return store_->UpdateExecution(live.rec);
   });
   if (!st.ok()) spdlog::error("[{}] could not persist re-queue: {}", live.rec.id, st.message());
-  queue_.Push({live.rec.id, live.rec.priority, live.rec.seq});
+  // Its original seq and submission time: a re-run keeps its place and age.
+  queue_.Push({live.rec.id, live.rec.priority, live.rec.seq, live.rec.submitted_ms});
   metrics_.CountRequeued();
   spdlog::warn("[{}] {}", live.rec.id, live.rec.error);
   Changed(live);
@@ -820,7 +821,7 @@ void Manager::DispatchRound() {
     std::vector<model::HypervisorNode> views = NodeViews();
     const int64_t now_ms = NowUnixMs();
     const int64_t now_mono = MonoMs();
-    for (const auto& entry : queue_.Peek(kPeekPerRound)) {
+    for (const auto& entry : queue_.Peek(kPeekPerRound, now_ms)) {
       Live& live = *live_.at(entry.id);
       scheduler::Decision d = selection_.Select(live.sched, views);
       if (!d.chosen) {
