@@ -17,6 +17,7 @@
 #include "cli/local_federation.h"
 #include "cli/output.h"
 #include "cli/request_file.h"
+#include "cli/sim_command.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "manager/server.h"
@@ -729,6 +730,8 @@ int Main(int argc, char** argv) {
                 << " on " << e->node_id() << ")\n";
     }
   });
+
+  AddSimCommand(app, &rc);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 

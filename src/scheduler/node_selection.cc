@@ -1,12 +1,11 @@
 #include "scheduler/node_selection.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <set>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -19,164 +18,30 @@ namespace {
 
 using model::ExecutionRequest;
 using model::HypervisorNode;
+using model::PlacementMode;
 using model::Resources;
 
 // Keeps the "no node fits" summary to one readable line.
 constexpr size_t kMaxReasonChars = 300;
 
-// "512 MiB", "1.5 GiB", "100 B": binary units, one decimal unless exact.
-std::string FormatBytes(int64_t bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024 && bytes > -1024) return absl::StrCat(bytes, " B");
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (std::fabs(value) >= 1024 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  if (value == std::floor(value)) return absl::StrFormat("%.0f %s", value, kUnits[unit]);
-  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
-}
-
-// "100 Mbit/s": decimal units, as links are sold.
-std::string FormatBandwidth(int64_t bps) {
-  static constexpr const char* kUnits[] = {"bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"};
-  double value = static_cast<double>(bps);
-  size_t unit = 0;
-  while (std::fabs(value) >= 1000 && unit + 1 < std::size(kUnits)) {
-    value /= 1000;
-    ++unit;
-  }
-  if (value == std::floor(value)) return absl::StrFormat("%.0f %s", value, kUnits[unit]);
-  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
-}
-
-std::string FormatCpu(int64_t millis) { return absl::StrCat(millis, "m"); }
-
 bool Contains(const std::vector<std::string>& list, const std::string& value) {
   return std::find(list.begin(), list.end(), value) != list.end();
 }
 
-// Returns the first resource dimension of `demand` that `pool` cannot hold,
-// in words ("needs 4000m cpu, 1500m free"), or "" when all fit. `free_word`
-// is "free" against available resources and "total" against capacity.
-//
-// Bandwidth: a demand of 0 never filters, and a node reporting bandwidth 0
-// does not know its link speed, which we treat as unlimited rather than as
-// "no bandwidth at all", so only a known, smaller figure filters.
-std::string ResourceShortfall(const Resources& demand, const Resources& pool,
-                              const char* free_word) {
-  if (demand.cpu_millis > pool.cpu_millis) {
-    return absl::StrCat("needs ", FormatCpu(demand.cpu_millis), " cpu, ",
-                        FormatCpu(pool.cpu_millis), " ", free_word);
-  }
-  if (demand.memory_bytes > pool.memory_bytes) {
-    return absl::StrCat("needs ", FormatBytes(demand.memory_bytes), " memory, ",
-                        FormatBytes(pool.memory_bytes), " ", free_word);
-  }
-  if (demand.storage_bytes > pool.storage_bytes) {
-    return absl::StrCat("needs ", FormatBytes(demand.storage_bytes), " storage, ",
-                        FormatBytes(pool.storage_bytes), " ", free_word);
-  }
-  if (demand.bandwidth_bps > 0 && pool.bandwidth_bps > 0 &&
-      demand.bandwidth_bps > pool.bandwidth_bps) {
-    return absl::StrCat("needs ", FormatBandwidth(demand.bandwidth_bps), " bandwidth, ",
-                        FormatBandwidth(pool.bandwidth_bps), " ", free_word);
-  }
-  return "";
+void AddUnique(std::vector<std::string>* list, const std::string& value) {
+  if (!Contains(*list, value)) list->push_back(value);
 }
 
-// Returns why the node's security profile refuses the request (trust, then
-// tenant, then capabilities), or "" when it matches.
-std::string SecurityMismatch(const ExecutionRequest& request, const HypervisorNode& node) {
-  const model::SecurityProfile& profile = node.security;
-  if (profile.trust_level < request.security.min_trust_level) {
-    return absl::StrFormat("trust level %d < required %d", profile.trust_level,
-                           request.security.min_trust_level);
+const char* ModeName(PlacementMode mode) {
+  switch (mode) {
+    case PlacementMode::kScore:
+      return "score";
+    case PlacementMode::kBid:
+      return "bid";
+    case PlacementMode::kCheapest:
+      return "cheapest";
   }
-  if (!profile.allowed_tenants.empty() && !Contains(profile.allowed_tenants, request.user_id)) {
-    return absl::StrCat("tenant '", request.user_id,
-                        "' not allowed (allowed: ", absl::StrJoin(profile.allowed_tenants, ", "),
-                        ")");
-  }
-  for (const std::string& capability : request.security.required_capabilities) {
-    if (!Contains(profile.capabilities, capability)) {
-      return absl::StrCat("lacks capability '", capability, "'");
-    }
-  }
-  return "";
-}
-
-// The hard filters in order; returns the first failure, or "" if the node
-// can take the request now.
-std::string FirstFailingFilter(const ExecutionRequest& request, const HypervisorNode& node) {
-  if (node.status != model::NodeStatus::kOnline) return "node is offline";
-  std::string shortfall = ResourceShortfall(request.resources, node.available, "free");
-  if (!shortfall.empty()) return shortfall;
-  return SecurityMismatch(request, node);
-}
-
-double FreeFraction(int64_t available, int64_t capacity) {
-  if (capacity <= 0) return 0;
-  return std::clamp(static_cast<double>(available) / static_cast<double>(capacity), 0.0, 1.0);
-}
-
-// Data locality over the nodes of one Select call. A key's size is the
-// largest size any node reports for it; a node's locality is the share of
-// the request's data bytes it holds. When the request names no data, or its
-// data has no known size, locality falls back to the share of keys held
-// (0 everywhere when no node holds any), so it never distorts the ranking.
-class Locality {
- public:
-  Locality(const ExecutionRequest& request, std::span<const HypervisorNode> nodes) {
-    for (const std::string& key : request.data_keys) {
-      if (std::find(keys_.begin(), keys_.end(), key) == keys_.end()) keys_.push_back(key);
-    }
-    for (const HypervisorNode& node : nodes) {
-      for (const model::DataSet& data : node.data_sets) {
-        if (!Contains(keys_, data.key)) continue;
-        int64_t& size = size_by_key_[data.key];
-        size = std::max(size, std::max<int64_t>(data.size_bytes, 0));
-      }
-    }
-    for (const std::string& key : keys_) {
-      auto it = size_by_key_.find(key);
-      if (it != size_by_key_.end()) total_bytes_ += static_cast<double>(it->second);
-    }
-  }
-
-  bool has_data() const { return !keys_.empty(); }
-
-  // Returns 0..1 for `node`.
-  double Score(const HypervisorNode& node) const {
-    if (keys_.empty()) return 0;
-    std::set<std::string> held;
-    for (const model::DataSet& data : node.data_sets) {
-      if (Contains(keys_, data.key)) held.insert(data.key);
-    }
-    if (total_bytes_ > 0) {
-      double bytes = 0;
-      for (const std::string& key : held) bytes += static_cast<double>(size_by_key_.at(key));
-      return bytes / total_bytes_;
-    }
-    return static_cast<double>(held.size()) / static_cast<double>(keys_.size());
-  }
-
- private:
-  std::vector<std::string> keys_;  // the request's keys, without duplicates
-  std::unordered_map<std::string, int64_t> size_by_key_;
-  double total_bytes_ = 0;
-};
-
-// Returns true if candidate `a` should be preferred over `b`: higher score,
-// then fewer running executions, then the smaller id.
-bool Better(const CandidateVerdict& a, const HypervisorNode& node_a, const CandidateVerdict& b,
-            const HypervisorNode& node_b) {
-  if (a.score != b.score) return a.score > b.score;
-  if (node_a.running_executions != node_b.running_executions) {
-    return node_a.running_executions < node_b.running_executions;
-  }
-  return node_a.id < node_b.id;
+  return "score";
 }
 
 std::string NoFitReason(const std::vector<CandidateVerdict>& candidates) {
@@ -197,105 +62,285 @@ std::string NoFitReason(const std::vector<CandidateVerdict>& candidates) {
   return reason;
 }
 
-}  // namespace
-
-absl::StatusOr<Weights> Weights::FromMap(const std::map<std::string, double>& values) {
-  Weights weights;
-  for (const auto& [key, value] : values) {
-    double* slot = nullptr;
-    if (key == "cpu") {
-      slot = &weights.cpu;
-    } else if (key == "memory") {
-      slot = &weights.memory;
-    } else if (key == "security") {
-      slot = &weights.security;
-    } else if (key == "locality") {
-      slot = &weights.locality;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown scheduler weight '", key,
-                                                     "' (known: cpu, memory, security, locality)"));
-    }
-    if (!std::isfinite(value) || value < 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "scheduler weight '%s' must be a finite number >= 0, got %g", key, value));
-    }
-    *slot = value;
+std::string PartsText(const CandidateVerdict& verdict) {
+  std::vector<std::string> parts;
+  for (const auto& [name, points] : verdict.parts) {
+    parts.push_back(absl::StrFormat("%s %.1f", name, points));
   }
-  if (weights.cpu + weights.memory + weights.security + weights.locality <= 0) {
-    return absl::InvalidArgumentError(
-        "scheduler weights cpu, memory, security and locality are all zero; at least one must "
-        "be positive");
-  }
-  return weights;
+  return absl::StrFormat("score %.1f (%s)", verdict.score, absl::StrJoin(parts, ", "));
 }
 
-NodeSelection::NodeSelection(Weights weights) : weights_(weights) {}
+}  // namespace
+
+absl::Status SelectionOptions::Validate() const {
+  if (top_k < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler top_k must be >= 1, got ", top_k));
+  }
+  if (bid_k < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler bid_k must be >= 1, got ", bid_k));
+  }
+  if (!std::isfinite(tie_epsilon) || tie_epsilon < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("scheduler tie_epsilon must be a finite number >= 0, got %g", tie_epsilon));
+  }
+  if (!std::isfinite(time_price_per_s) || time_price_per_s < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "scheduler time_price_per_s must be a finite number >= 0, got %g", time_price_per_s));
+  }
+  return absl::OkStatus();
+}
+
+NodeSelection::NodeSelection(Weights weights, SelectionOptions options)
+    : NodeSelection(weights, options, DefaultFilters()) {}
+
+NodeSelection::NodeSelection(Weights weights, SelectionOptions options, FilterChain filters)
+    : weights_(weights),
+      options_(options),
+      filters_(std::move(filters)),
+      ever_filters_(EverFeasibleFilters()),
+      scorers_(ScorersFor(weights, options.strategy)) {
+  for (const WeightedScorer& s : scorers_) weight_sum_ += s.weight;
+  needs_latency_ = weights_.latency > 0;
+  needs_cost_ = weights_.cost > 0;
+}
+
+size_t NodeSelection::SampleSize(size_t n) const {
+  if (options_.sample_k > 0) return options_.sample_k;
+  // ceil(log2 n) for n >= 2.
+  const size_t log2 = n <= 1 ? 0 : std::bit_width(n - 1);
+  return std::max<size_t>(2, 2 * log2);
+}
 
 Decision NodeSelection::Select(const ExecutionRequest& request,
                                std::span<const HypervisorNode> nodes) const {
-  Decision decision;
-  decision.candidates.reserve(nodes.size());
-  const Locality locality(request, nodes);
-  const double weight_sum = weights_.cpu + weights_.memory + weights_.security + weights_.locality;
+  Scratch scratch;
+  return SelectWith(request, nodes, nullptr, default_predictor_, scratch);
+}
 
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const HypervisorNode& node = nodes[i];
-    CandidateVerdict verdict;
-    verdict.node_id = node.id;
-    verdict.rejected_because = FirstFailingFilter(request, node);
-    verdict.feasible = verdict.rejected_because.empty();
-    if (verdict.feasible) {
-      // Every survivor matched the security filter, so security is 1 for
-      // all of them. A scorer for the security margin (trust above the
-      // minimum) arrives with the full scheduler.
-      const std::pair<const char*, std::pair<double, double>> scorers[] = {
-          {"cpu",
-           {weights_.cpu, FreeFraction(node.available.cpu_millis, node.capacity.cpu_millis)}},
-          {"memory",
-           {weights_.memory,
-            FreeFraction(node.available.memory_bytes, node.capacity.memory_bytes)}},
-          {"security", {weights_.security, 1.0}},
-          {"locality", {weights_.locality, locality.Score(node)}},
-      };
-      for (const auto& [name, weighted] : scorers) {
-        const auto [weight, value] = weighted;
-        double points = weight_sum > 0 ? 100 * weight * value / weight_sum : 0;
-        verdict.parts.emplace_back(name, points);
-        verdict.score += points;
-      }
-      if (!decision.chosen.has_value() ||
-          Better(verdict, node, decision.candidates[*decision.chosen], nodes[*decision.chosen])) {
-        decision.chosen = i;
-      }
-    }
-    decision.candidates.push_back(std::move(verdict));
+Decision NodeSelection::Select(const ExecutionRequest& request,
+                               std::span<const HypervisorNode> nodes, std::mt19937_64* rng,
+                               const LatencyPredictor* predictor) {
+  return SelectWith(request, nodes, rng, predictor != nullptr ? *predictor : default_predictor_,
+                    scratch_);
+}
+
+void NodeSelection::Evaluate(const ExecutionRequest& request, std::span<const HypervisorNode> nodes,
+                             std::span<const uint32_t> subset, const LatencyPredictor& predictor,
+                             Scratch& scratch, Decision* decision) const {
+  const bool collect = options_.collect_candidates;
+  const bool predict = needs_latency_ || collect || request.placement.mode != PlacementMode::kScore;
+  const bool price = needs_cost_ || collect || request.placement.mode != PlacementMode::kScore;
+  const size_t count = subset.empty() ? nodes.size() : subset.size();
+  scratch.feasible.clear();
+  scratch.locality.Reset(request);
+  if (collect) {
+    decision->candidates.clear();
+    decision->candidates.reserve(count);
   }
 
-  if (!decision.chosen.has_value()) {
-    decision.reason = NoFitReason(decision.candidates);
+  ScoringContext context;
+  context.locality = &scratch.locality;
+  // Pass 1: filters, and the per-decision facts scorers normalise by.
+  for (size_t k = 0; k < count; ++k) {
+    const uint32_t i = subset.empty() ? static_cast<uint32_t>(k) : subset[k];
+    const HypervisorNode& node = nodes[i];
+    scratch.locality.Observe(node);
+    Feasible f{.index = i};
+    if (collect) {
+      CandidateVerdict& verdict = decision->candidates.emplace_back();
+      verdict.node_id = node.id;
+      verdict.index = i;
+      verdict.feasible = PassesAll(filters_, request, node, &verdict.rejected_because);
+      if (!verdict.feasible) continue;
+      f.verdict = static_cast<int32_t>(decision->candidates.size() - 1);
+    } else if (!PassesAll(filters_, request, node, nullptr)) {
+      continue;
+    }
+    if (predict) f.predicted_ms = predictor.PredictMs(request, node);
+    if (price) f.cost_per_s = CostPerSecond(request, node);
+    context.max_predicted_ms = std::max(context.max_predicted_ms, f.predicted_ms);
+    context.max_cost_per_s = std::max(context.max_cost_per_s, f.cost_per_s);
+    scratch.feasible.push_back(f);
+  }
+
+  // Pass 2: scores.
+  for (Feasible& f : scratch.feasible) {
+    const HypervisorNode& node = nodes[f.index];
+    context.predicted_ms = f.predicted_ms;
+    CandidateVerdict* verdict = f.verdict >= 0 ? &decision->candidates[f.verdict] : nullptr;
+    double score = 0;
+    for (const WeightedScorer& s : scorers_) {
+      const double points = 100 * s.weight * s.scorer->Score(request, node, context) / weight_sum_;
+      score += points;
+      if (verdict != nullptr) verdict->parts.emplace_back(s.scorer->name(), points);
+    }
+    f.score = score;
+    if (verdict != nullptr) {
+      verdict->score = score;
+      verdict->predicted_ms = f.predicted_ms;
+      verdict->cost_per_s = f.cost_per_s;
+    }
+  }
+}
+
+Decision NodeSelection::SelectWith(const ExecutionRequest& request,
+                                   std::span<const HypervisorNode> nodes, std::mt19937_64* rng,
+                                   const LatencyPredictor& predictor, Scratch& scratch) const {
+  Decision decision;
+  const PlacementMode mode = request.placement.mode;
+  decision.mode = ModeName(mode);
+  const bool collect = options_.collect_candidates;
+  const size_t n = nodes.size();
+  // Grown once to the cluster's size (a fallback from a sample scans all),
+  // so later decisions on a cluster of this size do not allocate.
+  scratch.feasible.reserve(n);
+  scratch.pool.reserve(n);
+
+  // Power-of-k choices: a uniform sample without replacement (Floyd's
+  // algorithm), kept in input order so candidates read like a full scan.
+  std::string fallback_note;
+  const size_t k = SampleSize(n);
+  if (rng != nullptr && n > options_.sampling_threshold && k < n) {
+    scratch.sample.clear();
+    scratch.sample.reserve(k);
+    for (size_t j = n - k; j < n; ++j) {
+      const uint32_t t = static_cast<uint32_t>(std::uniform_int_distribution<size_t>(0, j)(*rng));
+      const bool taken =
+          std::find(scratch.sample.begin(), scratch.sample.end(), t) != scratch.sample.end();
+      scratch.sample.push_back(taken ? static_cast<uint32_t>(j) : t);
+    }
+    std::sort(scratch.sample.begin(), scratch.sample.end());
+    Evaluate(request, nodes, scratch.sample, predictor, scratch, &decision);
+    decision.sampled = !scratch.feasible.empty();
+    if (!decision.sampled && collect) {
+      fallback_note =
+          absl::StrFormat("; no node of a sample of %d fit, so all %d were scanned", k, n);
+    }
+  }
+  if (!decision.sampled) Evaluate(request, nodes, {}, predictor, scratch, &decision);
+
+  std::vector<Feasible>& feasible = scratch.feasible;
+  if (feasible.empty()) {
+    decision.reason = collect ? NoFitReason(decision.candidates) : "no node fits now";
     return decision;
   }
 
-  const CandidateVerdict& best = decision.candidates[*decision.chosen];
-  decision.node_id = best.node_id;
-  decision.score = best.score;
-  std::vector<std::string> parts;
-  for (const auto& [name, points] : best.parts) {
-    parts.push_back(absl::StrFormat("%s %.1f", name, points));
+  // Higher score, then fewer running executions, then the smaller id.
+  auto better = [&](const Feasible& a, const Feasible& b) {
+    if (a.score != b.score) return a.score > b.score;
+    const HypervisorNode& na = nodes[a.index];
+    const HypervisorNode& nb = nodes[b.index];
+    if (na.running_executions != nb.running_executions) {
+      return na.running_executions < nb.running_executions;
+    }
+    return na.id < nb.id;
+  };
+  auto better_at = [&](uint32_t a, uint32_t b) { return better(feasible[a], feasible[b]); };
+  size_t best = 0;
+  for (size_t i = 1; i < feasible.size(); ++i) {
+    if (better(feasible[i], feasible[best])) best = i;
   }
-  decision.reason =
-      absl::StrFormat("%s: score %.1f (%s)", best.node_id, best.score, absl::StrJoin(parts, ", "));
-  if (locality.has_data()) {
+
+  size_t chosen = best;
+  std::string mode_note;
+  std::vector<uint32_t>& pool = scratch.pool;
+  if (mode == PlacementMode::kScore && options_.top_k > 1 && rng != nullptr) {
+    pool.clear();
+    const double floor = feasible[best].score - options_.tie_epsilon;
+    for (size_t i = 0; i < feasible.size(); ++i) {
+      if (feasible[i].score >= floor) pool.push_back(static_cast<uint32_t>(i));
+    }
+    const size_t take = std::min(pool.size(), static_cast<size_t>(options_.top_k));
+    std::partial_sort(pool.begin(), pool.begin() + take, pool.end(), better_at);
+    chosen = pool[std::uniform_int_distribution<size_t>(0, take - 1)(*rng)];
+    if (collect && take > 1) {
+      mode_note = absl::StrFormat("; drawn at random among the %d best within %.1f points", take,
+                                  options_.tie_epsilon);
+    }
+  } else if (mode == PlacementMode::kBid) {
+    pool.clear();
+    for (size_t i = 0; i < feasible.size(); ++i) pool.push_back(static_cast<uint32_t>(i));
+    const size_t take = std::min(pool.size(), static_cast<size_t>(std::max(1, options_.bid_k)));
+    std::partial_sort(pool.begin(), pool.begin() + take, pool.end(), better_at);
+    double best_bid = std::numeric_limits<double>::infinity();
+    for (size_t b = 0; b < take; ++b) {
+      const Feasible& f = feasible[pool[b]];
+      const double seconds = f.predicted_ms / 1000.0;
+      const double bid = f.cost_per_s * seconds + seconds * options_.time_price_per_s;
+      if (f.verdict >= 0) decision.candidates[f.verdict].bid = bid;
+      if (bid < best_bid) {  // strict: an equal bid loses to the better score
+        best_bid = bid;
+        chosen = pool[b];
+      }
+    }
+    if (collect) {
+      const Feasible& f = feasible[chosen];
+      mode_note =
+          absl::StrFormat("; lowest bid %.4g of %d (predicted %.0f ms at %.4g/s, time at %.4g/s)",
+                          best_bid, take, f.predicted_ms, f.cost_per_s, options_.time_price_per_s);
+    }
+  } else if (mode == PlacementMode::kCheapest) {
+    const int64_t bound = request.placement.latency_bound_ms;
+    std::optional<size_t> cheapest;
+    size_t fastest = best;
+    for (size_t i = 0; i < feasible.size(); ++i) {
+      const Feasible& f = feasible[i];
+      const Feasible& q = feasible[fastest];
+      if (f.predicted_ms < q.predicted_ms || (f.predicted_ms == q.predicted_ms && better(f, q))) {
+        fastest = i;
+      }
+      if (bound > 0 && f.predicted_ms > static_cast<double>(bound)) continue;
+      if (!cheapest.has_value()) {
+        cheapest = i;
+        continue;
+      }
+      const Feasible& c = feasible[*cheapest];
+      if (f.cost_per_s < c.cost_per_s || (f.cost_per_s == c.cost_per_s && better(f, c))) {
+        cheapest = i;
+      }
+    }
+    chosen = cheapest.value_or(fastest);
+    if (collect) {
+      const Feasible& f = feasible[chosen];
+      if (!cheapest.has_value()) {
+        mode_note = absl::StrFormat(
+            "; no node meets the %d ms latency bound, so the fastest was chosen (predicted %.0f "
+            "ms, %.4g/s)",
+            bound, f.predicted_ms, f.cost_per_s);
+      } else if (bound > 0) {
+        mode_note = absl::StrFormat(
+            "; cheapest at %.4g/s within the %d ms latency bound "
+            "(predicted %.0f ms)",
+            f.cost_per_s, bound, f.predicted_ms);
+      } else {
+        mode_note = absl::StrFormat("; cheapest at %.4g/s (predicted %.0f ms, no latency bound)",
+                                    f.cost_per_s, f.predicted_ms);
+      }
+    }
+  }
+
+  const Feasible& winner = feasible[chosen];
+  decision.chosen = winner.index;
+  decision.node_id = nodes[winner.index].id;
+  decision.score = winner.score;
+  if (!collect) return decision;
+
+  const CandidateVerdict& verdict = decision.candidates[winner.verdict];
+  decision.reason = absl::StrCat(verdict.node_id, ": ", PartsText(verdict));
+  if (scratch.locality.has_data()) {
     absl::StrAppend(&decision.reason,
                     absl::StrFormat("; holds %.0f%% of the input data",
-                                    100 * locality.Score(nodes[*decision.chosen])));
+                                    100 * scratch.locality.Fraction(nodes[winner.index])));
   }
-  int others = 0;
-  for (const CandidateVerdict& c : decision.candidates) others += c.feasible ? 1 : 0;
-  --others;
-  if (others > 0) {
-    absl::StrAppend(&decision.reason, absl::StrFormat("; best of %d fitting nodes", others + 1));
+  absl::StrAppend(&decision.reason, mode_note);
+  if (feasible.size() > 1) {
+    absl::StrAppend(&decision.reason,
+                    absl::StrFormat("; best of %d fitting nodes", feasible.size()));
   }
+  if (decision.sampled) {
+    absl::StrAppend(&decision.reason, absl::StrFormat("; sampled %d of %d nodes", k, n));
+  }
+  absl::StrAppend(&decision.reason, fallback_note);
   return decision;
 }
 
@@ -304,9 +349,8 @@ absl::Status NodeSelection::CheckEverFeasible(const ExecutionRequest& request,
   if (nodes.empty()) return absl::OkStatus();
   std::vector<std::pair<std::string, std::string>> failures;  // node id, why
   for (const HypervisorNode& node : nodes) {
-    std::string why = ResourceShortfall(request.resources, node.capacity, "total");
-    if (why.empty()) why = SecurityMismatch(request, node);
-    if (why.empty()) return absl::OkStatus();
+    std::string why;
+    if (PassesAll(ever_filters_, request, node, &why)) return absl::OkStatus();
     failures.emplace_back(node.id, std::move(why));
   }
 
@@ -317,6 +361,8 @@ absl::Status NodeSelection::CheckEverFeasible(const ExecutionRequest& request,
   int max_trust = std::numeric_limits<int>::min();
   bool bandwidth_unknown = false;
   bool tenant_allowed = false;
+  std::vector<std::string> isolations;  // offered by some node
+  std::vector<std::string> regions;     // of some node
   for (const HypervisorNode& node : nodes) {
     largest.cpu_millis = std::max(largest.cpu_millis, node.capacity.cpu_millis);
     largest.memory_bytes = std::max(largest.memory_bytes, node.capacity.memory_bytes);
@@ -326,6 +372,8 @@ absl::Status NodeSelection::CheckEverFeasible(const ExecutionRequest& request,
     max_trust = std::max(max_trust, node.security.trust_level);
     tenant_allowed |= node.security.allowed_tenants.empty() ||
                       Contains(node.security.allowed_tenants, request.user_id);
+    if (!node.security.isolation.empty()) AddUnique(&isolations, node.security.isolation);
+    if (const std::string* region = NodeRegion(node)) AddUnique(&regions, *region);
   }
   std::vector<std::string> missing;
   if (demand.cpu_millis > largest.cpu_millis) {
@@ -358,11 +406,27 @@ absl::Status NodeSelection::CheckEverFeasible(const ExecutionRequest& request,
     missing.push_back(absl::StrCat("no node allows tenant '", request.user_id, "'"));
   }
   for (const std::string& capability : request.security.required_capabilities) {
+    const std::string_view kind = IsolationKind(capability);
+    if (!kind.empty()) {
+      if (Contains(isolations, std::string(kind))) continue;
+      missing.push_back(absl::StrCat(
+          "no node offers isolation '", std::string(kind),
+          "' (offered: ", isolations.empty() ? "none" : absl::StrJoin(isolations, ", "), ")"));
+      continue;
+    }
     bool offered = false;
     for (const HypervisorNode& node : nodes) {
       offered |= Contains(node.security.capabilities, capability);
     }
     if (!offered) missing.push_back(absl::StrCat("no node has capability '", capability, "'"));
+  }
+  const std::vector<std::string>& required_regions = request.placement.required_regions;
+  if (!required_regions.empty() &&
+      std::none_of(regions.begin(), regions.end(),
+                   [&](const std::string& r) { return Contains(required_regions, r); })) {
+    missing.push_back(absl::StrCat(
+        "no node is in the required regions (", absl::StrJoin(required_regions, ", "),
+        "); nodes are in: ", regions.empty() ? "no region" : absl::StrJoin(regions, ", ")));
   }
 
   std::string message = "no node can ever run this: ";

@@ -1,12 +1,37 @@
 #include "scheduler/node_selection.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <map>
+#include <new>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+
+// Counts heap allocations while g_count_allocations is set, so a test can
+// prove the hot path allocates nothing. Replacing the global operator new is
+// legal C++ and affects this test binary only; outside the counting window it
+// behaves as the default.
+namespace {
+std::atomic<bool> g_count_allocations{false};
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+// noinline: GCC otherwise inlines these into callers and then warns that
+// free() meets a pointer from operator new (-Wmismatched-new-delete).
+[[gnu::noinline]] void* operator new(std::size_t size) {
+  if (g_count_allocations.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace flotilla::scheduler {
 namespace {
@@ -250,11 +275,12 @@ TEST(NodeSelectionTest, FilterOrderResourcesBeforeTrustBeforeTenantBeforeCapabil
 
 // ---------------------------------------------------------------- scoring
 
-TEST(NodeSelectionTest, IdleNodeWithoutDataScoresEighty) {
-  // cpu 1, memory 1, security 1, locality 0 (no data keys): 100 * 0.8 / 1.0.
+TEST(NodeSelectionTest, IdleNodeWithoutDataScoresSeventyFive) {
+  // cpu 1, memory 1, security 0.75 (trust 5, minimum 0: 0.5 + 0.5 * 5 / 10),
+  // locality 0 (no data keys): 30 + 30 + 15 + 0.
   std::vector<HypervisorNode> nodes = {Node("agent-1")};
   Decision d = NodeSelection().Select(Request(), nodes);
-  EXPECT_NEAR(d.score, 80.0, 1e-9);
+  EXPECT_NEAR(d.score, 75.0, 1e-9);
   const CandidateVerdict& v = d.candidates[0];
   ASSERT_EQ(v.parts.size(), 4u);
   EXPECT_EQ(v.parts[0].first, "cpu");
@@ -263,7 +289,7 @@ TEST(NodeSelectionTest, IdleNodeWithoutDataScoresEighty) {
   EXPECT_EQ(v.parts[3].first, "locality");
   EXPECT_NEAR(Part(v, "cpu"), 30.0, 1e-9);
   EXPECT_NEAR(Part(v, "memory"), 30.0, 1e-9);
-  EXPECT_NEAR(Part(v, "security"), 20.0, 1e-9);
+  EXPECT_NEAR(Part(v, "security"), 15.0, 1e-9);
   EXPECT_NEAR(Part(v, "locality"), 0.0, 1e-9);
 }
 
@@ -275,8 +301,8 @@ TEST(NodeSelectionTest, ScoreFollowsFreeFractions) {
   const CandidateVerdict& v = d.candidates[0];
   EXPECT_NEAR(Part(v, "cpu"), 7.5, 1e-9);
   EXPECT_NEAR(Part(v, "memory"), 22.5, 1e-9);
-  EXPECT_NEAR(Part(v, "security"), 20.0, 1e-9);
-  EXPECT_NEAR(v.score, 50.0, 1e-9);
+  EXPECT_NEAR(Part(v, "security"), 15.0, 1e-9);
+  EXPECT_NEAR(v.score, 45.0, 1e-9);
   EXPECT_NEAR(d.score, v.score, 1e-12);
 }
 
@@ -315,7 +341,7 @@ TEST(NodeSelectionTest, DataLocalNodeWinsWhenResourcesAreEqual) {
   request.data_keys = {"dataset/train"};
   Decision d = NodeSelection().Select(request, nodes);
   EXPECT_EQ(d.node_id, "agent-2");
-  EXPECT_NEAR(d.score, 100.0, 1e-9);
+  EXPECT_NEAR(d.score, 95.0, 1e-9);
   EXPECT_NEAR(Part(d.candidates[1], "locality"), 20.0, 1e-9);
   EXPECT_NEAR(Part(d.candidates[0], "locality"), 0.0, 1e-9);
   EXPECT_THAT(d.reason, HasSubstr("holds 100% of the input data"));
@@ -364,7 +390,7 @@ TEST(NodeSelectionTest, NoDataHeldAnywhereGivesZeroLocalityEverywhere) {
   Decision d = NodeSelection().Select(request, nodes);
   for (const CandidateVerdict& v : d.candidates) {
     EXPECT_EQ(Part(v, "locality"), 0.0);
-    EXPECT_NEAR(v.score, 80.0, 1e-9);
+    EXPECT_NEAR(v.score, 75.0, 1e-9);
   }
   EXPECT_EQ(d.node_id, "agent-1");
   EXPECT_THAT(d.reason, HasSubstr("holds 0% of the input data"));
@@ -415,7 +441,7 @@ TEST(NodeSelectionTest, WeightsAreNormalised) {
                    .Select(Request(), nodes);
   Decision b = NodeSelection().Select(Request(), nodes);
   EXPECT_NEAR(a.score, b.score, 1e-9);
-  EXPECT_NEAR(a.score, 80.0, 1e-9);
+  EXPECT_NEAR(a.score, 75.0, 1e-9);
 }
 
 // ---------------------------------------------------------------- ties
@@ -464,14 +490,14 @@ TEST(NodeSelectionTest, ReasonNamesNodeScoreAndParts) {
   request.data_keys = {"in"};
   Decision d = NodeSelection().Select(request, nodes);
   EXPECT_EQ(d.reason,
-            "agent-1: score 97.0 (cpu 27.0, memory 30.0, security 20.0, locality 20.0); holds "
+            "agent-1: score 92.0 (cpu 27.0, memory 30.0, security 15.0, locality 20.0); holds "
             "100% of the input data");
 }
 
 TEST(NodeSelectionTest, ReasonOmitsDataClauseWithoutDataKeys) {
   std::vector<HypervisorNode> nodes = {Node("agent-1"), Node("agent-2")};
   Decision d = NodeSelection().Select(Request(), nodes);
-  EXPECT_THAT(d.reason, HasSubstr("agent-1: score 80.0"));
+  EXPECT_THAT(d.reason, HasSubstr("agent-1: score 75.0"));
   EXPECT_THAT(d.reason, Not(HasSubstr("input data")));
 }
 
@@ -659,7 +685,8 @@ TEST(WeightsTest, UnknownKeyIsNamed) {
   absl::StatusOr<Weights> w = Weights::FromMap({{"cpux", 1}});
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(w.status().message(),
-            "unknown scheduler weight 'cpux' (known: cpu, memory, security, locality)");
+            "unknown scheduler weight 'cpux' (known: cpu, memory, security, locality, geo, warm, "
+            "latency, cost, balance)");
 }
 
 TEST(WeightsTest, NegativeIsRejectedWithKeyAndValue) {
@@ -704,6 +731,587 @@ TEST(WeightsTest, ZeroWeightSumScoresZeroWithoutNaN) {
   Decision d = NodeSelection(Weights{0, 0, 0, 0}).Select(Request(), nodes);
   EXPECT_EQ(d.node_id, "a");
   EXPECT_EQ(d.score, 0);
+}
+
+// ---------------------------------------------------------------- new filters through Select
+
+TEST(NodeSelectionTest, DrainingNodeIsRejected) {
+  std::vector<HypervisorNode> nodes = {Node("draining"), Node("open")};
+  nodes[0].draining = true;
+  nodes[1].available.cpu_millis = 1000;
+  Decision d = NodeSelection().Select(Request(), nodes);
+  EXPECT_EQ(d.node_id, "open");
+  EXPECT_EQ(d.candidates[0].rejected_because, "node is draining");
+}
+
+TEST(NodeSelectionTest, IsolationAndRequiredRegionFilter) {
+  std::vector<HypervisorNode> nodes = {Node("proc-eu"), Node("vm-us"), Node("vm-eu")};
+  nodes[0].security.isolation = "process";
+  nodes[0].labels["region"] = "eu-west";
+  nodes[1].security.isolation = "microvm";
+  nodes[1].labels["region"] = "us-east";
+  nodes[2].security.isolation = "microvm";
+  nodes[2].labels["region"] = "eu-west";
+  nodes[2].available.cpu_millis = 1000;  // least attractive, but the only match
+  ExecutionRequest request = Request();
+  request.security.required_capabilities = {"isolation:microvm"};
+  request.placement.required_regions = {"eu-west"};
+  Decision d = NodeSelection().Select(request, nodes);
+  EXPECT_EQ(d.node_id, "vm-eu");
+  EXPECT_EQ(d.candidates[0].rejected_because,
+            "isolation 'microvm' not offered (node gives 'process')");
+  EXPECT_EQ(d.candidates[1].rejected_because, "region 'us-east' not in required regions (eu-west)");
+}
+
+TEST(CheckEverFeasibleTest, RequiredRegionNowhere) {
+  std::vector<HypervisorNode> nodes = {Node("a"), Node("b")};
+  nodes[0].labels["region"] = "us-east";
+  ExecutionRequest request = Request();
+  request.placement.required_regions = {"eu-west"};
+  absl::Status status = NodeSelection().CheckEverFeasible(request, nodes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(status.message(),
+            "no node can ever run this: no node is in the required regions (eu-west); nodes are "
+            "in: us-east");
+  nodes[1].labels["region"] = "eu-west";
+  EXPECT_TRUE(NodeSelection().CheckEverFeasible(request, nodes).ok());
+}
+
+TEST(CheckEverFeasibleTest, IsolationOfferedNowhere) {
+  std::vector<HypervisorNode> nodes = {Node("a"), Node("b")};
+  nodes[0].security.isolation = "process";
+  nodes[1].security.isolation = "container";
+  ExecutionRequest request = Request();
+  request.security.required_capabilities = {"isolation:microvm"};
+  absl::Status status = NodeSelection().CheckEverFeasible(request, nodes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(status.message(),
+            "no node can ever run this: no node offers isolation 'microvm' (offered: process, "
+            "container)");
+  nodes[1].security.isolation = "microvm";
+  EXPECT_TRUE(NodeSelection().CheckEverFeasible(request, nodes).ok());
+}
+
+TEST(CheckEverFeasibleTest, IsolationAndRegionOnlyInCombination) {
+  std::vector<HypervisorNode> nodes = {Node("vm-us"), Node("proc-eu")};
+  nodes[0].security.isolation = "microvm";
+  nodes[0].labels["region"] = "us-east";
+  nodes[1].security.isolation = "process";
+  nodes[1].labels["region"] = "eu-west";
+  ExecutionRequest request = Request();
+  request.security.required_capabilities = {"isolation:microvm"};
+  request.placement.required_regions = {"eu-west"};
+  absl::Status status = NodeSelection().CheckEverFeasible(request, nodes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("no single node"));
+  EXPECT_THAT(status.message(), HasSubstr("vm-us: region 'us-east' not in required regions"));
+  EXPECT_THAT(status.message(), HasSubstr("proc-eu: isolation 'microvm' not offered"));
+}
+
+TEST(CheckEverFeasibleTest, DrainingNodeStillCounts) {
+  std::vector<HypervisorNode> nodes = {Node("a")};
+  nodes[0].draining = true;
+  EXPECT_TRUE(NodeSelection().CheckEverFeasible(Request(), nodes).ok());
+}
+
+// ---------------------------------------------------------------- options
+
+TEST(SelectionOptionsTest, ValidateNamesTheField) {
+  EXPECT_TRUE(SelectionOptions().Validate().ok());
+  SelectionOptions o;
+  o.top_k = 0;
+  EXPECT_THAT(o.Validate().message(), HasSubstr("top_k"));
+  o = {};
+  o.bid_k = 0;
+  EXPECT_THAT(o.Validate().message(), HasSubstr("bid_k"));
+  o = {};
+  o.tie_epsilon = -1;
+  EXPECT_THAT(o.Validate().message(), HasSubstr("tie_epsilon"));
+  o = {};
+  o.time_price_per_s = std::nan("");
+  EXPECT_THAT(o.Validate().message(), HasSubstr("time_price_per_s"));
+}
+
+// ---------------------------------------------------------------- new scorers through Select
+
+TEST(NodeSelectionTest, HigherTrustWinsOnSecurityMargin) {
+  std::vector<HypervisorNode> nodes = {Node("a-trust5"), Node("b-trust9")};
+  nodes[1].security.trust_level = 9;
+  Decision d = NodeSelection().Select(Request(), nodes);
+  EXPECT_EQ(d.node_id, "b-trust9");
+  EXPECT_NEAR(Part(d.candidates[1], "security"), 20.0 * 0.95, 1e-9);
+}
+
+TEST(NodeSelectionTest, GeoAndWarmWeightsSteer) {
+  std::vector<HypervisorNode> nodes = {Node("a"), Node("b"), Node("c")};
+  nodes[0].labels["region"] = "us-east";
+  nodes[1].labels["region"] = "eu-west";
+  nodes[2].labels["region"] = "ap-south";
+  nodes[2].warm_sandboxes["python3"] = 1;
+  ExecutionRequest request = Request();
+  request.placement.preferred_regions = {"eu-west", "us-east"};
+  request.template_name = "python3";
+  // Designated initialisers keep the seed's defaults for the fields left out.
+  EXPECT_EQ(NodeSelection(Weights{.geo = 1}).Select(request, nodes).node_id, "b");
+  Decision d =
+      NodeSelection(Weights{.cpu = 0, .memory = 0, .security = 0, .locality = 0, .warm = 1})
+          .Select(request, nodes);
+  EXPECT_EQ(d.node_id, "c");
+  EXPECT_NEAR(Part(d.candidates[2], "warm"), 100.0, 1e-9);
+  EXPECT_NEAR(Part(d.candidates[0], "warm"), 0.0, 1e-9);
+}
+
+TEST(NodeSelectionTest, MostAllocatedPacks) {
+  std::vector<HypervisorNode> nodes = {Node("empty"), Node("half-full")};
+  nodes[1].available.cpu_millis = 2000;
+  nodes[1].available.memory_bytes = 4 * kGiB;
+  SelectionOptions pack;
+  pack.strategy = AllocationStrategy::kMostAllocated;
+  EXPECT_EQ(NodeSelection().Select(Request(), nodes).node_id, "empty");
+  EXPECT_EQ(NodeSelection(Weights{}, pack).Select(Request(), nodes).node_id, "half-full");
+  // Balance alone spreads again, whatever the strategy.
+  EXPECT_EQ(NodeSelection(
+                Weights{.cpu = 0, .memory = 0, .security = 0, .locality = 0, .balance = 1}, pack)
+                .Select(Request(), nodes)
+                .node_id,
+            "empty");
+}
+
+// A predictor with fixed answers by node id.
+class FixedPredictor : public LatencyPredictor {
+ public:
+  explicit FixedPredictor(std::map<std::string, double> ms) : ms_(std::move(ms)) {}
+  double PredictMs(const ExecutionRequest&, const HypervisorNode& node) const override {
+    return ms_.at(node.id);
+  }
+
+ private:
+  std::map<std::string, double> ms_;
+};
+
+TEST(NodeSelectionTest, LatencyAndCostScorersUseThePredictorAndPrices) {
+  std::vector<HypervisorNode> nodes = {Node("slow-cheap"), Node("fast-dear")};
+  nodes[0].cost.per_cpu_second = 0.1;
+  nodes[1].cost.per_cpu_second = 0.4;
+  FixedPredictor predictor({{"slow-cheap", 400}, {"fast-dear", 100}});
+  NodeSelection by_latency(
+      Weights{.cpu = 0, .memory = 0, .security = 0, .locality = 0, .latency = 1});
+  Decision d = by_latency.Select(Request(), nodes, nullptr, &predictor);
+  EXPECT_EQ(d.node_id, "fast-dear");
+  EXPECT_NEAR(d.candidates[1].score, 75.0, 1e-9);  // 1 - 100/400
+  EXPECT_NEAR(d.candidates[0].score, 0.0, 1e-9);
+  EXPECT_EQ(d.candidates[0].predicted_ms, 400);
+  NodeSelection by_cost(Weights{.cpu = 0, .memory = 0, .security = 0, .locality = 0, .cost = 1});
+  d = by_cost.Select(Request(), nodes, nullptr, &predictor);
+  EXPECT_EQ(d.node_id, "slow-cheap");
+  EXPECT_NEAR(d.candidates[0].score, 75.0, 1e-9);  // 1 - 0.05/0.2
+  EXPECT_NEAR(d.candidates[0].cost_per_s, 0.05, 1e-12);
+}
+
+TEST(NodeSelectionTest, ExplainPartsSumToScoreWithEveryScorer) {
+  std::vector<HypervisorNode> nodes;
+  std::mt19937_64 gen(7);
+  for (int i = 0; i < 20; ++i) {
+    HypervisorNode node = Node("n" + std::to_string(i));
+    node.available.cpu_millis = 500 + static_cast<int64_t>(gen() % 3500);
+    node.available.memory_bytes = kGiB + static_cast<int64_t>(gen() % (7 * kGiB));
+    node.security.trust_level = static_cast<int>(gen() % 11);
+    node.labels["region"] = i % 3 == 0 ? "eu-west" : "us-east";
+    node.cost = {.per_cpu_second = 0.01 * (i % 5), .per_gib_second = 0.001 * (i % 7)};
+    node.running_executions = i % 4;
+    if (i % 2 == 0) node.warm_sandboxes["python3"] = 1;
+    if (i % 5 == 0) node.data_sets = {{"in", 100 * i}};
+    nodes.push_back(node);
+  }
+  ExecutionRequest request = Request();
+  request.placement.preferred_regions = {"eu-west"};
+  request.template_name = "python3";
+  request.data_keys = {"in"};
+  Weights all{.cpu = 1,
+              .memory = 1,
+              .security = 1,
+              .locality = 1,
+              .geo = 1,
+              .warm = 1,
+              .latency = 1,
+              .cost = 1,
+              .balance = 1};
+  for (AllocationStrategy strategy :
+       {AllocationStrategy::kLeastAllocated, AllocationStrategy::kMostAllocated}) {
+    SelectionOptions options;
+    options.strategy = strategy;
+    Decision d = NodeSelection(all, options).Select(request, nodes);
+    ASSERT_TRUE(d.chosen.has_value());
+    for (const CandidateVerdict& v : d.candidates) {
+      ASSERT_TRUE(v.feasible) << v.rejected_because;
+      EXPECT_EQ(v.parts.size(), 9u);
+      EXPECT_NEAR(PartsSum(v), v.score, 1e-9) << v.node_id;
+      EXPECT_GE(v.score, 0);
+      EXPECT_LE(v.score, 100);
+      EXPECT_LE(v.score, d.score + 1e-9) << "score mode picks the best";
+    }
+    EXPECT_THAT(d.reason, HasSubstr("geo"));
+    EXPECT_THAT(d.reason, HasSubstr("balance"));
+  }
+}
+
+// ---------------------------------------------------------------- top-k tie-breaking
+
+std::vector<HypervisorNode> Identical(int n) {
+  std::vector<HypervisorNode> nodes;
+  for (int i = 0; i < n; ++i) nodes.push_back(Node("agent-" + std::to_string(i)));
+  return nodes;
+}
+
+TEST(TieBreakingTest, TopKSpreadsOverTheBestWithASeededRng) {
+  std::vector<HypervisorNode> nodes = Identical(8);
+  SelectionOptions options;
+  options.top_k = 4;
+  NodeSelection selection(Weights{}, options);
+  std::mt19937_64 rng(42);
+  std::map<std::string, int> counts;
+  for (int i = 0; i < 400; ++i) counts[selection.Select(Request(), nodes, &rng).node_id]++;
+  // The four best by the deterministic order (equal scores and load: smallest ids).
+  ASSERT_EQ(counts.size(), 4u);
+  for (const char* id : {"agent-0", "agent-1", "agent-2", "agent-3"}) {
+    EXPECT_GT(counts[id], 60) << id;
+  }
+}
+
+TEST(TieBreakingTest, DeterministicForAFixedSeed) {
+  std::vector<HypervisorNode> nodes = Identical(10);
+  SelectionOptions options;
+  options.top_k = 5;
+  NodeSelection selection(Weights{}, options);
+  auto run = [&](uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::string> picks;
+    for (int i = 0; i < 50; ++i) picks.push_back(selection.Select(Request(), nodes, &rng).node_id);
+    return picks;
+  };
+  EXPECT_EQ(run(1), run(1));
+  EXPECT_NE(run(1), run(2));
+}
+
+TEST(TieBreakingTest, OnlyWithinEpsilonOfTheBest) {
+  std::vector<HypervisorNode> nodes = Identical(3);
+  nodes[2].available.cpu_millis = 2000;  // 15 points behind
+  SelectionOptions options;
+  options.top_k = 3;
+  options.tie_epsilon = 1.0;
+  NodeSelection selection(Weights{}, options);
+  std::mt19937_64 rng(3);
+  std::set<std::string> picked;
+  for (int i = 0; i < 100; ++i) picked.insert(selection.Select(Request(), nodes, &rng).node_id);
+  EXPECT_EQ(picked, (std::set<std::string>{"agent-0", "agent-1"}));
+}
+
+TEST(TieBreakingTest, TopKOneOrNoRngIsDeterministic) {
+  std::vector<HypervisorNode> nodes = Identical(6);
+  std::mt19937_64 rng(5);
+  NodeSelection one;
+  SelectionOptions options;
+  options.top_k = 6;
+  NodeSelection many(Weights{}, options);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(one.Select(Request(), nodes, &rng).node_id, "agent-0");
+    EXPECT_EQ(many.Select(Request(), nodes).node_id, "agent-0");
+    EXPECT_EQ(many.Select(Request(), nodes, nullptr).node_id, "agent-0");
+  }
+}
+
+// ---------------------------------------------------------------- sampling
+
+TEST(SamplingTest, AboveThresholdExaminesASampleOfFeasibleNodes) {
+  std::vector<HypervisorNode> nodes = Identical(2000);
+  for (size_t i = 0; i < nodes.size(); i += 2) nodes[i].status = NodeStatus::kOffline;
+  NodeSelection selection;  // threshold 1000, k = 2 * ceil(log2 2000) = 22
+  std::mt19937_64 rng(11);
+  std::set<size_t> chosen;
+  for (int i = 0; i < 50; ++i) {
+    Decision d = selection.Select(Request(), nodes, &rng);
+    ASSERT_TRUE(d.chosen.has_value());
+    EXPECT_TRUE(d.sampled);
+    EXPECT_EQ(*d.chosen % 2, 1u) << "only odd nodes are online";
+    EXPECT_EQ(d.candidates.size(), 22u);
+    for (size_t c = 1; c < d.candidates.size(); ++c) {
+      EXPECT_LT(d.candidates[c - 1].index, d.candidates[c].index) << "input order, no repeats";
+    }
+    EXPECT_THAT(d.reason, HasSubstr("sampled 22 of 2000 nodes"));
+    chosen.insert(*d.chosen);
+  }
+  EXPECT_GT(chosen.size(), 10u) << "samples differ between decisions";
+}
+
+TEST(SamplingTest, FallsBackToAFullScanWhenNoSampledNodeFits) {
+  std::vector<HypervisorNode> nodes = Identical(3000);
+  for (HypervisorNode& node : nodes) node.status = NodeStatus::kOffline;
+  nodes[1234].status = NodeStatus::kOnline;
+  NodeSelection selection;
+  std::mt19937_64 rng(13);
+  Decision d = selection.Select(Request(), nodes, &rng);
+  ASSERT_TRUE(d.chosen.has_value());
+  EXPECT_EQ(*d.chosen, 1234u);
+  EXPECT_FALSE(d.sampled);
+  EXPECT_EQ(d.candidates.size(), 3000u);
+  EXPECT_THAT(d.reason, HasSubstr("so all 3000 were scanned"));
+}
+
+TEST(SamplingTest, NothingFitsAnywhere) {
+  std::vector<HypervisorNode> nodes = Identical(1500);
+  for (HypervisorNode& node : nodes) node.status = NodeStatus::kOffline;
+  std::mt19937_64 rng(1);
+  NodeSelection selection;
+  Decision d = selection.Select(Request(), nodes, &rng);
+  EXPECT_FALSE(d.chosen.has_value());
+  EXPECT_FALSE(d.sampled);
+  EXPECT_THAT(d.reason, HasSubstr("no node fits now"));
+}
+
+TEST(SamplingTest, AtOrBelowThresholdOrWithoutRngScansAll) {
+  std::vector<HypervisorNode> nodes = Identical(1000);
+  std::mt19937_64 rng(1);
+  NodeSelection selection;
+  Decision d = selection.Select(Request(), nodes, &rng);
+  EXPECT_FALSE(d.sampled);
+  EXPECT_EQ(d.candidates.size(), 1000u);
+  nodes.push_back(Node("extra"));
+  d = selection.Select(Request(), nodes);
+  EXPECT_FALSE(d.sampled);
+  EXPECT_EQ(d.candidates.size(), 1001u);
+}
+
+TEST(SamplingTest, SampleSizeAndThresholdAreConfigurable) {
+  std::vector<HypervisorNode> nodes = Identical(50);
+  SelectionOptions options;
+  options.sampling_threshold = 10;
+  options.sample_k = 5;
+  NodeSelection selection(Weights{}, options);
+  std::mt19937_64 rng(9);
+  Decision d = selection.Select(Request(), nodes, &rng);
+  EXPECT_TRUE(d.sampled);
+  EXPECT_EQ(d.candidates.size(), 5u);
+  std::set<size_t> distinct;
+  for (const CandidateVerdict& v : d.candidates) distinct.insert(v.index);
+  EXPECT_EQ(distinct.size(), 5u);
+}
+
+TEST(SamplingTest, SampledChoiceIsTheBestOfItsSample) {
+  std::vector<HypervisorNode> nodes = Identical(1200);
+  std::mt19937_64 gen(4);
+  for (HypervisorNode& node : nodes) {
+    node.available.cpu_millis = 500 + static_cast<int64_t>(gen() % 3500);
+  }
+  NodeSelection selection;
+  std::mt19937_64 rng(8);
+  for (int i = 0; i < 20; ++i) {
+    Decision d = selection.Select(Request(), nodes, &rng);
+    ASSERT_TRUE(d.sampled);
+    for (const CandidateVerdict& v : d.candidates) EXPECT_LE(v.score, d.score);
+  }
+}
+
+// ---------------------------------------------------------------- bidding
+
+// Three nodes ranked a > b > c by score (a has the most free cpu), with
+// prices a 1.0, b 0.1, c 0 per core-second.
+std::vector<HypervisorNode> Bidders() {
+  std::vector<HypervisorNode> nodes = {Node("a"), Node("b"), Node("c")};
+  nodes[1].available.cpu_millis = 3000;
+  nodes[2].available.cpu_millis = 2000;
+  nodes[0].cost.per_cpu_second = 1.0;
+  nodes[1].cost.per_cpu_second = 0.1;
+  nodes[2].cost.per_cpu_second = 0;
+  return nodes;
+}
+
+ExecutionRequest BidRequest() {
+  ExecutionRequest request = Request();
+  request.resources.cpu_millis = 1000;
+  request.placement.mode = model::PlacementMode::kBid;
+  return request;
+}
+
+TEST(BiddingTest, LowestBidAmongTheTopKWins) {
+  std::vector<HypervisorNode> nodes = Bidders();
+  FixedPredictor predictor({{"a", 1000}, {"b", 1000}, {"c", 100}});
+  SelectionOptions options;
+  options.bid_k = 2;
+  options.time_price_per_s = 1.0;
+  NodeSelection selection(Weights{}, options);
+  Decision d = selection.Select(BidRequest(), nodes, nullptr, &predictor);
+  EXPECT_EQ(d.mode, "bid");
+  // a: 1.0/s * 1 s + 1 s * 1.0 = 2.0; b: 0.1 + 1.0 = 1.1; c is not in the top 2.
+  EXPECT_EQ(d.node_id, "b");
+  ASSERT_TRUE(d.candidates[0].bid.has_value());
+  ASSERT_TRUE(d.candidates[1].bid.has_value());
+  EXPECT_NEAR(*d.candidates[0].bid, 2.0, 1e-12);
+  EXPECT_NEAR(*d.candidates[1].bid, 1.1, 1e-12);
+  EXPECT_FALSE(d.candidates[2].bid.has_value());
+  EXPECT_EQ(d.score, d.candidates[1].score);
+  EXPECT_THAT(d.reason, HasSubstr("lowest bid 1.1 of 2"));
+
+  options.bid_k = 3;  // now c bids 0 + 0.1 s * 1.0
+  d = NodeSelection(Weights{}, options).Select(BidRequest(), nodes, nullptr, &predictor);
+  EXPECT_EQ(d.node_id, "c");
+  EXPECT_NEAR(*d.candidates[2].bid, 0.1, 1e-12);
+}
+
+TEST(BiddingTest, TimePriceTradesMoneyForSpeed) {
+  std::vector<HypervisorNode> nodes = Bidders();
+  FixedPredictor predictor({{"a", 1000}, {"b", 3000}, {"c", 3000}});
+  SelectionOptions options;
+  options.bid_k = 2;
+  options.time_price_per_s = 0;  // only money counts: b bids 0.3, a 1.0
+  EXPECT_EQ(
+      NodeSelection(Weights{}, options).Select(BidRequest(), nodes, nullptr, &predictor).node_id,
+      "b");
+  options.time_price_per_s = 1;  // a: 1 + 1 = 2; b: 0.3 + 3 = 3.3
+  EXPECT_EQ(
+      NodeSelection(Weights{}, options).Select(BidRequest(), nodes, nullptr, &predictor).node_id,
+      "a");
+}
+
+TEST(BiddingTest, WorksThroughTheDefaultPredictorAndConstSelect) {
+  std::vector<HypervisorNode> nodes = Bidders();
+  Decision d = NodeSelection().Select(BidRequest(), nodes);
+  ASSERT_TRUE(d.chosen.has_value());
+  EXPECT_EQ(d.mode, "bid");
+  // Equal predictions from the default heuristic: the cheaper of the top 3 wins.
+  EXPECT_EQ(d.node_id, "c");
+}
+
+// ---------------------------------------------------------------- cheapest
+
+ExecutionRequest CheapestRequest(int64_t bound_ms) {
+  ExecutionRequest request = Request();
+  request.resources.cpu_millis = 1000;
+  request.placement.mode = model::PlacementMode::kCheapest;
+  request.placement.latency_bound_ms = bound_ms;
+  return request;
+}
+
+// fast costs 1.0/s at 100 ms, mid 0.5/s at 400 ms, slow 0.1/s at 900 ms.
+std::vector<HypervisorNode> PricedNodes() {
+  std::vector<HypervisorNode> nodes = {Node("fast"), Node("mid"), Node("slow")};
+  nodes[0].cost.per_cpu_second = 1.0;
+  nodes[1].cost.per_cpu_second = 0.5;
+  nodes[2].cost.per_cpu_second = 0.1;
+  return nodes;
+}
+const FixedPredictor kPriced({{"fast", 100}, {"mid", 400}, {"slow", 900}});
+
+TEST(CheapestTest, CheapestWithinTheBound) {
+  std::vector<HypervisorNode> nodes = PricedNodes();
+  NodeSelection selection;
+  Decision d = selection.Select(CheapestRequest(500), nodes, nullptr, &kPriced);
+  EXPECT_EQ(d.mode, "cheapest");
+  EXPECT_EQ(d.node_id, "mid");
+  EXPECT_THAT(d.reason, HasSubstr("cheapest at 0.5/s within the 500 ms latency bound"));
+  EXPECT_EQ(selection.Select(CheapestRequest(900), nodes, nullptr, &kPriced).node_id, "slow");
+}
+
+TEST(CheapestTest, NoBoundMeansCheapestOverall) {
+  std::vector<HypervisorNode> nodes = PricedNodes();
+  NodeSelection selection;
+  Decision d = selection.Select(CheapestRequest(0), nodes, nullptr, &kPriced);
+  EXPECT_EQ(d.node_id, "slow");
+  EXPECT_THAT(d.reason, HasSubstr("no latency bound"));
+}
+
+TEST(CheapestTest, NoNodeMeetsTheBoundPicksTheFastest) {
+  std::vector<HypervisorNode> nodes = PricedNodes();
+  NodeSelection selection;
+  Decision d = selection.Select(CheapestRequest(50), nodes, nullptr, &kPriced);
+  EXPECT_EQ(d.node_id, "fast");
+  EXPECT_THAT(d.reason, HasSubstr("no node meets the 50 ms latency bound"));
+  EXPECT_THAT(d.reason, HasSubstr("predicted 100 ms"));
+}
+
+TEST(CheapestTest, InfeasibleNodesNeverWin) {
+  std::vector<HypervisorNode> nodes = PricedNodes();
+  nodes[2].draining = true;
+  EXPECT_EQ(NodeSelection().Select(CheapestRequest(0), nodes, nullptr, &kPriced).node_id, "mid");
+}
+
+// ---------------------------------------------------------------- hot path
+
+TEST(HotPathTest, WithoutCandidatesTheChoiceIsTheSame) {
+  std::vector<HypervisorNode> nodes = Identical(30);
+  std::mt19937_64 gen(21);
+  for (HypervisorNode& node : nodes) {
+    node.available.cpu_millis = static_cast<int64_t>(gen() % 4000);
+    node.available.memory_bytes = static_cast<int64_t>(gen() % (8 * kGiB));
+  }
+  SelectionOptions quiet;
+  quiet.collect_candidates = false;
+  NodeSelection fast(Weights{}, quiet);
+  for (model::PlacementMode mode : {model::PlacementMode::kScore, model::PlacementMode::kBid,
+                                    model::PlacementMode::kCheapest}) {
+    ExecutionRequest request = Request();
+    request.placement.mode = mode;
+    Decision full = NodeSelection().Select(request, nodes);
+    Decision hot = fast.Select(request, nodes, nullptr);
+    EXPECT_EQ(hot.chosen, full.chosen);
+    EXPECT_EQ(hot.node_id, full.node_id);
+    EXPECT_EQ(hot.score, full.score);
+    EXPECT_TRUE(hot.candidates.empty());
+    EXPECT_EQ(hot.reason, "");
+  }
+}
+
+TEST(HotPathTest, DecisionsDoNotAllocateOnceWarm) {
+  std::vector<HypervisorNode> nodes;
+  std::mt19937_64 gen(5);
+  for (int i = 0; i < 1500; ++i) {
+    HypervisorNode node = Node("n" + std::to_string(i));
+    node.available.cpu_millis = static_cast<int64_t>(gen() % 4000);
+    node.labels["region"] = i % 2 ? "eu-west" : "us-east";
+    node.warm_sandboxes["python3"] = i % 3;
+    node.data_sets = {{"in", 1000}};
+    node.cost.per_cpu_second = 0.01 * (i % 9);
+    node.draining = i % 17 == 0;
+    nodes.push_back(node);
+  }
+  std::vector<ExecutionRequest> requests;
+  for (model::PlacementMode mode : {model::PlacementMode::kScore, model::PlacementMode::kBid,
+                                    model::PlacementMode::kCheapest}) {
+    ExecutionRequest request = Request();
+    request.placement.mode = mode;
+    request.placement.latency_bound_ms = 300;
+    request.placement.preferred_regions = {"eu-west"};
+    request.template_name = "python3";
+    request.data_keys = {"in", "other"};
+    requests.push_back(request);
+  }
+  Weights all{.cpu = 1,
+              .memory = 1,
+              .security = 1,
+              .locality = 1,
+              .geo = 1,
+              .warm = 1,
+              .latency = 1,
+              .cost = 1,
+              .balance = 1};
+  for (size_t threshold : {size_t{100}, size_t{100000}}) {  // sampled, full scan
+    SelectionOptions options;
+    options.collect_candidates = false;
+    options.top_k = 3;
+    options.tie_epsilon = 5;
+    options.sampling_threshold = threshold;
+    NodeSelection selection(all, options);
+    std::mt19937_64 rng(1);
+    for (const ExecutionRequest& r : requests) selection.Select(r, nodes, &rng);  // warm up
+    g_allocations = 0;
+    g_count_allocations = true;
+    int chosen = 0;
+    for (int i = 0; i < 30; ++i) {
+      chosen += selection.Select(requests[i % requests.size()], nodes, &rng).chosen ? 1 : 0;
+    }
+    g_count_allocations = false;
+    EXPECT_EQ(g_allocations.load(), 0) << "threshold " << threshold;
+    EXPECT_EQ(chosen, 30);
+  }
 }
 
 }  // namespace
