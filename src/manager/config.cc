@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/yaml_util.h"
+#include "scheduler/load_balancer.h"
+#include "scheduler/pending_queue.h"
 
 namespace flotilla::manager {
 
@@ -57,7 +59,33 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadMs(root, where, "heartbeat_interval_ms", &c.heartbeat_interval));
   RETURN_IF_ERROR(ReadMs(root, where, "dispatch_grace_ms", &c.dispatch_grace));
   if (const YAML::Node sched = root["scheduler"]) {
-    RETURN_IF_ERROR(CheckKnownKeys(sched, where + "scheduler.", {"weights"}));
+    const std::string w = where + "scheduler.";
+    RETURN_IF_ERROR(CheckKnownKeys(
+        sched, w,
+        {"weights", "strategy", "top_k", "tie_epsilon", "sampling_threshold", "sample_k", "bid_k",
+         "time_price_per_s", "aging_points_per_second", "preemption", "preemption_min_gap",
+         "load_balancing", "overload_margin"}));
+    std::string strategy = "least_allocated";
+    RETURN_IF_ERROR(ReadYaml(sched, w, "strategy", &strategy));
+    if (strategy == "least_allocated") {
+      c.selection.strategy = scheduler::AllocationStrategy::kLeastAllocated;
+    } else if (strategy == "most_allocated") {
+      c.selection.strategy = scheduler::AllocationStrategy::kMostAllocated;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          w, "strategy: '", strategy, "' is not one of least_allocated, most_allocated"));
+    }
+    RETURN_IF_ERROR(ReadYaml(sched, w, "top_k", &c.selection.top_k));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "tie_epsilon", &c.selection.tie_epsilon));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "sampling_threshold", &c.selection.sampling_threshold));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "sample_k", &c.selection.sample_k));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "bid_k", &c.selection.bid_k));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "time_price_per_s", &c.selection.time_price_per_s));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "aging_points_per_second", &c.aging_points_per_second));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "preemption", &c.preemption));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "preemption_min_gap", &c.preemption_min_gap));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "load_balancing", &c.load_balancing));
+    RETURN_IF_ERROR(ReadYaml(sched, w, "overload_margin", &c.overload_margin));
     if (const YAML::Node w = sched["weights"]) {
       std::map<std::string, double> weights;
       for (const auto& kv : w) {
@@ -105,6 +133,16 @@ absl::Status Validate(const ManagerConfig& c) {
   }
   if (c.default_timeout_ms > c.max_timeout_ms) {
     return absl::InvalidArgumentError("default_timeout_ms must not exceed max_timeout_ms");
+  }
+  RETURN_IF_ERROR(Annotate(c.selection.Validate(), "scheduler"));
+  scheduler::PendingQueue::Options queue{.aging_points_per_second = c.aging_points_per_second};
+  RETURN_IF_ERROR(Annotate(queue.Validate(), "scheduler"));
+  scheduler::LoadBalancerOptions lb;
+  lb.overload_margin = c.overload_margin;
+  RETURN_IF_ERROR(Annotate(lb.Validate(), "scheduler"));
+  if (c.preemption_min_gap < 1 || c.preemption_min_gap > 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheduler.preemption_min_gap: ", c.preemption_min_gap, " is out of range 1..100"));
   }
   if (c.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: must not be empty");
   if (c.db_path.empty()) return absl::InvalidArgumentError("db_path: must not be empty");

@@ -26,6 +26,12 @@ struct ManagerConfig {
   // for this long is taken as never received, and re-queued.
   std::chrono::milliseconds dispatch_grace{5000};
   scheduler::Weights weights;
+  scheduler::SelectionOptions selection;  // strategy, top_k, sampling, bidding
+  double aging_points_per_second = 0.1;  // queue ageing; 0: strict priorities
+  bool preemption = false;                // evict work >= min gap lower to place urgent work
+  int preemption_min_gap = 10;
+  bool load_balancing = true;             // steer queued work away from overloaded nodes
+  double overload_margin = 0.2;           // above the federation's average utilisation
   model::Resources default_resources{.cpu_millis = 100, .memory_bytes = 64ll << 20};
   int64_t default_timeout_ms = 300'000;
   int64_t max_timeout_ms = 24ll * 3600 * 1000;

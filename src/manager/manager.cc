@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/status_macros.h"
+#include "scheduler/preemption.h"
 #include "wire/convert.h"
 
 namespace flotilla::manager {
@@ -36,6 +37,8 @@ v1::Placement ToPlacement(const scheduler::Decision& d, int64_t now_ms) {
   p.set_score(d.score);
   p.set_reason(d.reason);
   p.set_decided_unix_ms(now_ms);
+  p.set_mode(d.mode);
+  p.set_sampled(d.sampled);
   for (const auto& c : d.candidates) {
     auto* pc = p.add_candidates();
     pc->set_node_id(c.node_id);
@@ -43,6 +46,8 @@ v1::Placement ToPlacement(const scheduler::Decision& d, int64_t now_ms) {
     pc->set_rejected_because(c.rejected_because);
     pc->set_score(c.score);
     for (const auto& [name, points] : c.parts) (*pc->mutable_parts())[name] = points;
+    pc->set_predicted_latency_ms(c.predicted_ms);
+    if (c.bid) pc->set_bid(*c.bid);
   }
   return p;
 }
@@ -64,6 +69,25 @@ ExecutionState StateFromResult(const v1::ExecutionResult& r, bool cancel_request
 
 }  // namespace
 
+// The learned latency model behind the scheduler's LatencyPredictor; keys it
+// has not seen yet fall back to the load heuristic.
+class ModelPredictor final : public scheduler::LatencyPredictor {
+ public:
+  explicit ModelPredictor(const scheduler::LatencyModel& model) : model_(model) {}
+  double PredictMs(const model::ExecutionRequest& request,
+                   const model::HypervisorNode& node) const override {
+    scheduler::LatencyPrediction p = model_.Predict(scheduler::FeaturesFor(request, node));
+    if (p.source == scheduler::LatencySource::kDefault) return fallback_.PredictMs(request, node);
+    return p.ms;
+  }
+
+ private:
+  const scheduler::LatencyModel& model_;
+  scheduler::LoadLatencyPredictor fallback_;
+};
+
+constexpr size_t kLatencyHistory = 4096;
+
 struct Manager::Live {
   store::ExecutionRecord rec;
   v1::ExecutionRequest request;
@@ -77,6 +101,7 @@ struct Manager::Live {
   int64_t queued_mono_ms = 0;    // when it (re-)entered the queue
   int64_t assigned_mono_ms = 0;  // when the current attempt was sent
   int dispatch_failures = 0;
+  std::optional<scheduler::LatencyFeatures> features;  // of the current attempt
 };
 
 struct Manager::NodeState {
@@ -95,7 +120,15 @@ Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
     : config_(std::move(config)),
       store_(std::move(store)),
       agents_(std::move(agents)),
-      selection_(config_.weights) {}
+      queue_(scheduler::PendingQueue::Options{.aging_points_per_second =
+                                                  config_.aging_points_per_second}),
+      selection_(config_.weights, config_.selection),
+      rng_(std::random_device{}()),
+      balancer_([&] {
+        scheduler::LoadBalancerOptions o;
+        o.overload_margin = config_.overload_margin;
+        return o;
+      }()) {}
 
 Manager::~Manager() { Stop(); }
 
@@ -783,6 +816,14 @@ void Manager::Finish(Live& live, model::ExecutionState state, const v1::Executio
   });
   if (!st.ok()) spdlog::error("[{}] could not persist result: {}", live.rec.id, st.message());
   metrics_.CountOutcome(model::ToString(state));
+  if (result && live.features && result->wall_time_us() > 0 &&
+      (state == ExecutionState::kSucceeded || state == ExecutionState::kFailed)) {
+    scheduler::LatencySample sample{*live.features, result->wall_time_us() / 1000.0};
+    if (latency_model_.Observe(sample).ok()) {
+      latency_history_.push_back(std::move(sample));
+      if (latency_history_.size() > kLatencyHistory) latency_history_.pop_front();
+    }
+  }
   if (live.rec.submitted_ms > 0) {
     metrics_.end_to_end_latency().Observe((live.rec.finished_ms - live.rec.submitted_ms) / 1000.0);
   }
@@ -821,14 +862,34 @@ void Manager::DispatchRound() {
     std::vector<model::HypervisorNode> views = NodeViews();
     const int64_t now_ms = NowUnixMs();
     const int64_t now_mono = MonoMs();
+    // Load balancing: overloaded nodes look draining to the first attempt at
+    // placing each entry, so queued work goes to cooler nodes while they fit.
+    balance_ = balancer_.Analyze(views, &balance_);
+    std::vector<std::string> avoid;
+    if (config_.load_balancing) avoid = scheduler::LoadBalancer::AvoidSet(balance_);
+    ModelPredictor predictor(latency_model_);
     for (const auto& entry : queue_.Peek(kPeekPerRound, now_ms)) {
       Live& live = *live_.at(entry.id);
-      scheduler::Decision d = selection_.Select(live.sched, views);
+      scheduler::Decision d;
+      if (!avoid.empty()) {
+        std::vector<model::HypervisorNode> cool = views;
+        for (auto& v : cool) {
+          if (std::find(avoid.begin(), avoid.end(), v.id) != avoid.end()) v.draining = true;
+        }
+        d = selection_.Select(live.sched, cool, &rng_, &predictor);
+      }
+      if (!d.chosen) d = selection_.Select(live.sched, views, &rng_, &predictor);
+      std::vector<std::string> preempted;
+      if (!d.chosen && config_.preemption) {
+        preempted = Preempt(live, views);
+        if (!preempted.empty()) d = selection_.Select(live.sched, views, &rng_, &predictor);
+      }
       if (!d.chosen) {
         live.waiting_reason = d.reason;
         continue;
       }
       model::HypervisorNode& view = views[*d.chosen];
+      live.features = scheduler::FeaturesFor(live.sched, view);
       view.available -= live.sched.resources;
       view.running_executions++;
       NodeState& ns = *nodes_.at(d.node_id);
@@ -836,6 +897,7 @@ void Manager::DispatchRound() {
       ns.assigned.insert(entry.id);
       queue_.Remove(entry.id);
       live.placement = ToPlacement(d, now_ms);
+      for (const auto& id : preempted) live.placement.add_preempted(id);
       live.waiting_reason.clear();
       live.rec.state = ExecutionState::kAssigned;
       live.rec.attempt++;
@@ -869,6 +931,45 @@ void Manager::DispatchRound() {
     agents_->ForAddress(s.address)->RequestTask(
         s.request, [this, id, attempt](absl::Status st) { OnDispatchDone(id, attempt, st); });
   }
+}
+
+std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::HypervisorNode>& views) {
+  std::vector<scheduler::RunningExecution> running;
+  for (const auto& [node_id, ns] : nodes_) {
+    for (const std::string& id : ns->assigned) {
+      const Live& r = *live_.at(id);
+      running.push_back({id, node_id, r.rec.priority, r.sched.resources, r.rec.assigned_ms});
+    }
+  }
+  scheduler::PreemptionOptions options;
+  options.min_priority_gap = config_.preemption_min_gap;
+  std::optional<scheduler::PreemptionPlan> plan =
+      scheduler::PlanPreemption(live.sched, views, running, options);
+  if (!plan || plan->victims.empty()) return {};
+  auto node = nodes_.find(plan->node_id);
+  if (node == nodes_.end()) return {};
+  const std::string address = node->second->node.address;
+  for (const std::string& id : plan->victims) {
+    Live& victim = *live_.at(id);
+    for (auto& v : views) {
+      if (v.id != plan->node_id) continue;
+      v.available += victim.sched.resources;
+      v.running_executions--;
+    }
+    v1::CancelTaskRequest cancel;
+    cancel.set_execution_id(id);
+    cancel.set_attempt(victim.rec.attempt);
+    // Re-queued, not lost: it keeps its place and age, and runs again later.
+    Requeue(victim, "preempted",
+            absl::StrCat("preempted on ", plan->node_id, " by ", live.rec.id, " (priority ",
+                         live.rec.priority, " over ", victim.rec.priority, ")"));
+    agents_->ForAddress(address)->CancelTask(cancel, [id](absl::Status st) {
+      if (!st.ok()) spdlog::warn("[{}] preemption cancel not delivered: {}", id, st.message());
+    });
+    ++preemptions_;
+  }
+  spdlog::info("[{}] {}", live.rec.id, plan->reason);
+  return plan->victims;
 }
 
 void Manager::OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status) {
@@ -948,6 +1049,17 @@ std::string Manager::RenderMetrics() {
     for (const auto& [id, ns] : nodes_) g.nodes_by_status[model::ToString(ns->node.status)]++;
     g.queue_depth = static_cast<int64_t>(queue_.size());
     g.running = static_cast<int64_t>(live_.size() - queue_.size());
+    g.preemptions = static_cast<int64_t>(preemptions_);
+    for (const auto& n : balance_.nodes) g.overloaded_nodes += n.overloaded;
+    if (latency_history_.size() >= 20) {
+      std::vector<scheduler::LatencySample> history(latency_history_.begin(), latency_history_.end());
+      auto report = latency_model_.EvaluateHoldout(history, 0.2);
+      if (report.ok()) {
+        g.latency_model_mae_ms = report->mae_ms;
+        g.latency_baseline_mae_ms = report->baseline_mae_ms;
+        g.latency_model_samples = static_cast<int64_t>(history.size());
+      }
+    }
   }
   return metrics_.Render(g);
 }

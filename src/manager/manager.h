@@ -31,6 +31,11 @@
 #include "manager/agent_client.h"
 #include "manager/config.h"
 #include "manager/metrics.h"
+#include <deque>
+#include <random>
+
+#include "scheduler/latency_model.h"
+#include "scheduler/load_balancer.h"
 #include "scheduler/node_selection.h"
 #include "scheduler/pending_queue.h"
 #include "store/store.h"
@@ -101,6 +106,9 @@ class Manager {
   void Release(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status);
   void DispatchRound();
+  // Evicts lower-priority work so `live` fits; returns the evicted ids.
+  std::vector<std::string> Preempt(Live& live, std::vector<model::HypervisorNode>& views)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckLeases();
   void DispatcherLoop();
   void LeaseLoop();
@@ -109,13 +117,22 @@ class Manager {
   const ManagerConfig config_;
   const std::unique_ptr<store::Store> store_;
   const std::unique_ptr<AgentClientFactory> agents_;
-  const scheduler::NodeSelection selection_;
   Metrics metrics_;
 
   absl::Mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Live>> live_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::unique_ptr<NodeState>> nodes_ ABSL_GUARDED_BY(mu_);
   scheduler::PendingQueue queue_ ABSL_GUARDED_BY(mu_);
+  // Not const: Select reuses scratch buffers. Used only under mu_.
+  scheduler::NodeSelection selection_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  scheduler::LoadBalancer balancer_;
+  scheduler::BalanceReport balance_ ABSL_GUARDED_BY(mu_);
+  // Learns run times from results; predicts latency for bid/cheapest modes
+  // and the latency scorer. The recent samples measure its held-out error.
+  scheduler::LatencyModel latency_model_ ABSL_GUARDED_BY(mu_);
+  std::deque<scheduler::LatencySample> latency_history_ ABSL_GUARDED_BY(mu_);
+  uint64_t preemptions_ ABSL_GUARDED_BY(mu_) = 0;
   bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar dispatch_cv_;

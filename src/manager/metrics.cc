@@ -84,6 +84,25 @@ std::string Metrics::Render(const Gauges& g) const {
                   "attempt.\n",
                   "# TYPE flotilla_stale_results_total counter\n",
                   "flotilla_stale_results_total ", stale_results_.load(), "\n");
+  absl::StrAppend(&out, "# HELP flotilla_preemptions_total Executions evicted for higher priority.\n",
+                  "# TYPE flotilla_preemptions_total counter\n", "flotilla_preemptions_total ",
+                  g.preemptions, "\n");
+  absl::StrAppend(&out,
+                  "# HELP flotilla_nodes_overloaded Nodes the load balancer steers work away from.\n",
+                  "# TYPE flotilla_nodes_overloaded gauge\n", "flotilla_nodes_overloaded ",
+                  g.overloaded_nodes, "\n");
+  if (g.latency_model_mae_ms >= 0) {
+    absl::StrAppend(
+        &out,
+        "# HELP flotilla_latency_model_mae_ms Held-out mean absolute error of the latency model "
+        "(last 20% of recent executions), and of the per-function mean as a baseline.\n",
+        "# TYPE flotilla_latency_model_mae_ms gauge\n",
+        absl::StrFormat("flotilla_latency_model_mae_ms{model=\"regression\"} %.3f\n",
+                        g.latency_model_mae_ms),
+        absl::StrFormat("flotilla_latency_model_mae_ms{model=\"function_mean\"} %.3f\n",
+                        g.latency_baseline_mae_ms),
+        "flotilla_latency_model_samples ", g.latency_model_samples, "\n");
+  }
   absl::StrAppend(&out,
                   "# HELP flotilla_placement_latency_seconds From queued to sent to a node.\n",
                   "# TYPE flotilla_placement_latency_seconds histogram\n");

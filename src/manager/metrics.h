@@ -43,6 +43,11 @@ class Metrics {
     std::map<std::string, int64_t> nodes_by_status;
     int64_t queue_depth = 0;
     int64_t running = 0;
+    int64_t preemptions = 0;
+    int64_t overloaded_nodes = 0;
+    double latency_model_mae_ms = -1;  // held-out error; -1 until enough samples
+    double latency_baseline_mae_ms = -1;
+    int64_t latency_model_samples = 0;
   };
   std::string Render(const Gauges& gauges) const;
 

@@ -1212,3 +1212,93 @@ TEST_F(ManagerTest, RenderMetricsShowsNodesQueueAndHistograms) {
 
 }  // namespace
 }  // namespace flotilla::manager
+
+namespace flotilla::manager {
+namespace {
+
+// ------------------------------------------------- scheduler integration
+
+TEST_F(ManagerTest, PreemptionEvictsLowerPriorityWorkAndRequeuesIt) {
+  config_.preemption = true;
+  Register(NodeSpec("n1", 5, 1000));
+  v1::ExecutionRequest low = Shell("sleep 100");
+  low.set_priority(10);
+  low.mutable_resources()->set_cpu_millis(1000);
+  const std::string low_id = SubmitOk(low);
+  mgr().DispatchOnceForTest();
+  ASSERT_EQ(GetOk(low_id).state(), v1::EXECUTION_ASSIGNED);
+
+  v1::ExecutionRequest urgent = Shell("echo now");
+  urgent.set_priority(90);
+  urgent.mutable_resources()->set_cpu_millis(1000);
+  const std::string urgent_id = SubmitOk(urgent);
+  mgr().DispatchOnceForTest();
+
+  v1::Execution u = GetOk(urgent_id);
+  EXPECT_EQ(u.state(), v1::EXECUTION_ASSIGNED);
+  EXPECT_EQ(u.node_id(), "n1");
+  ASSERT_EQ(u.placement().preempted_size(), 1);
+  EXPECT_EQ(u.placement().preempted(0), low_id);
+  v1::Execution l = GetOk(low_id);
+  EXPECT_EQ(l.state(), v1::EXECUTION_QUEUED);  // re-queued, not lost
+  EXPECT_THAT(l.error(), HasSubstr("preempted"));
+  bool cancelled = false;
+  for (const auto& c : agents_->cancels()) cancelled |= c.request.execution_id() == low_id;
+  EXPECT_TRUE(cancelled) << "the victim's agent must be told to stop it";
+  // The victim's late result for attempt 1 is stale; it runs again later.
+  EXPECT_EQ(SendResult("n1", Exited(low_id, 1, 0)), v1::RESULT_STALE);
+  EXPECT_EQ(SendResult("n1", Exited(urgent_id, 1, 0)), v1::RESULT_ACCEPTED);
+  mgr().DispatchOnceForTest();
+  EXPECT_EQ(GetOk(low_id).attempt(), 2u);
+  EXPECT_THAT(mgr().RenderMetrics(), HasSubstr("flotilla_preemptions_total 1"));
+}
+
+TEST_F(ManagerTest, NoPreemptionWithinTheGapOrWhenDisabled) {
+  config_.preemption = true;
+  Register(NodeSpec("n1", 5, 1000));
+  v1::ExecutionRequest a = Shell();
+  a.set_priority(50);
+  a.mutable_resources()->set_cpu_millis(1000);
+  const std::string a_id = SubmitOk(a);
+  mgr().DispatchOnceForTest();
+  v1::ExecutionRequest b = a;
+  b.set_priority(59);  // only 9 points above
+  const std::string b_id = SubmitOk(b);
+  mgr().DispatchOnceForTest();
+  EXPECT_EQ(GetOk(a_id).state(), v1::EXECUTION_ASSIGNED);
+  EXPECT_EQ(GetOk(b_id).state(), v1::EXECUTION_QUEUED);
+  EXPECT_THAT(GetOk(b_id).placement().reason(), HasSubstr("no node fits now"));
+}
+
+TEST_F(ManagerTest, PlacementRecordsModeAndBids) {
+  Register(NodeSpec("n1"));
+  Register(NodeSpec("n2"));
+  v1::ExecutionRequest r = Shell();
+  r.mutable_placement()->set_mode(v1::PLACEMENT_BID);
+  const std::string id = SubmitOk(r);
+  mgr().DispatchOnceForTest();
+  v1::Execution e = GetOk(id);
+  EXPECT_EQ(e.placement().mode(), "bid");
+  int bids = 0;
+  for (const auto& c : e.placement().candidates()) bids += c.bid() != 0;
+  EXPECT_GE(bids, 1);
+}
+
+TEST_F(ManagerTest, LearnsLatencyAndReportsHeldOutError) {
+  Register(NodeSpec("n1"));
+  for (int i = 0; i < 30; ++i) {
+    v1::ExecutionRequest r = Shell();
+    r.set_function("f");
+    const std::string id = SubmitOk(r);
+    mgr().DispatchOnceForTest();
+    v1::ExecutionResult res = Exited(id, 1, 0);
+    res.set_wall_time_us(20000 + (i % 3) * 1000);
+    ASSERT_EQ(SendResult("n1", res), v1::RESULT_ACCEPTED);
+  }
+  const std::string m = mgr().RenderMetrics();
+  EXPECT_THAT(m, HasSubstr("flotilla_latency_model_mae_ms{model=\"regression\"}"));
+  EXPECT_THAT(m, HasSubstr("flotilla_latency_model_samples 30"));
+}
+
+}  // namespace
+}  // namespace flotilla::manager
