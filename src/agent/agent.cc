@@ -5,12 +5,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "agent/host_resources.h"
+#include "pool/environment_template.h"
+#include "pool/linux_instance.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -131,6 +135,7 @@ absl::Status Agent::Start() {
   loops_.emplace_back([this] { ControlLoop(); });
   loops_.emplace_back([this] { ResultsLoop(); });
   loops_.emplace_back([this] { OutputLoop(); });
+  if (!pools_.empty()) loops_.emplace_back([this] { RefillLoop(); });
   return absl::OkStatus();
 }
 
@@ -162,6 +167,9 @@ v1::HypervisorNode Agent::Describe() {
   for (const auto& t : config_.allowed_tenants) sec->add_allowed_tenants(t);
   for (const auto& c : config_.capabilities) sec->add_capabilities(c);
   sec->set_isolation(std::string(sandbox_->kind()));
+  n.set_unisolated(config_.isolation == "process");
+  AddPoolStatus(n.mutable_pools());
+  for (const auto& p : n.pools()) (*n.mutable_warm_sandboxes())[p.template_name()] = p.idle();
   for (const auto& d : config_.data_sets) {
     auto* ds = n.mutable_data()->add_data_sets();
     ds->set_key(d.key);
@@ -233,6 +241,7 @@ void Agent::ControlLoop() {
         for (auto& r : TaskRefs()) *req.add_tasks() = std::move(r);
       }
       if (auto la = ReadLoadAverage("/proc"); la.ok()) req.set_load_average(*la);
+      AddPoolStatus(req.mutable_pools());
       v1::ReportStatusResponse resp;
       auto ctx = Context();
       grpc::Status gst = manager_->ReportStatus(ctx.get(), req, &resp);
@@ -321,6 +330,38 @@ void Agent::OutputLoop() {
   }
 }
 
+void Agent::AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out) {
+  for (pool::WarmPool* p : pools_) {
+    pool::PoolStats s = p->Stats();
+    v1::PoolStatus* ps = out->Add();
+    ps->set_template_name(s.template_name);
+    ps->set_idle(s.idle);
+    ps->set_busy(s.busy);
+    ps->set_hits(s.hits);
+    ps->set_misses(s.misses);
+    ps->set_hit_rate(s.hit_rate());
+    ps->set_warm_start_p50_us(s.warm_start_p50_us);
+    ps->set_warm_start_p99_us(s.warm_start_p99_us);
+    ps->set_cold_start_p50_us(s.cold_start_p50_us);
+    ps->set_cold_start_p99_us(s.cold_start_p99_us);
+  }
+}
+
+void Agent::RefillLoop() {
+  while (true) {
+    for (pool::WarmPool* p : pools_) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) return;
+      }
+      p->Refill();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
+    if (stopping_) return;
+  }
+}
+
 absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
   const auto& r = req.request();
   if (req.execution_id().empty() || req.attempt() == 0) {
@@ -333,6 +374,19 @@ absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
   if (!code.source().empty() && code.runtime() != "shell" && code.runtime() != "python3") {
     return absl::InvalidArgumentError(
         absl::StrCat("runtime '", code.runtime(), "' is not available on node ", config_.node_id));
+  }
+  // Security enforcement: what the request relaxes, the node must grant.
+  for (const auto& cap : r.security().required_capabilities()) {
+    if (std::find(config_.capabilities.begin(), config_.capabilities.end(), cap) ==
+        config_.capabilities.end()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node ", config_.node_id, " does not grant capability '", cap, "' that the request needs"));
+    }
+  }
+  if (r.security().min_trust_level() > config_.trust_level) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", config_.node_id, " has trust level ", config_.trust_level, ", the request needs ",
+        r.security().min_trust_level()));
   }
   auto task = std::make_shared<Task>();
   task->id = req.execution_id();
@@ -394,6 +448,14 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   spec.timeout = std::chrono::milliseconds(request.timeout_ms() > 0 ? request.timeout_ms() : 60000);
   spec.output_limit_bytes = config_.output_limit_bytes;
   spec.limits = task->resources;
+  spec.tenant = request.user_id();
+  spec.function = request.function().empty() ? request.name() : request.function();
+  spec.python = code.argv_size() == 0 && code.runtime() == "python3";
+  spec.template_name = request.template_name();
+  if (spec.template_name.empty() && spec.python) spec.template_name = "python";
+  for (const auto& cap : request.security().required_capabilities()) {
+    if (cap == "network-egress") spec.network_egress = true;
+  }
 
   v1::ExecutionResult result;
   result.set_execution_id(task->id);
@@ -433,6 +495,16 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   cv_.notify_all();
 }
 
+namespace {
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+}  // namespace
+
 absl::Status RunAgent(const AgentConfig& input) {
   AgentConfig config = input;
   if (config.node_id.empty()) {
@@ -455,12 +527,61 @@ absl::Status RunAgent(const AgentConfig& input) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Agent agent(config, sandbox::NewProcessSandbox({.work_root = config.work_dir}));
+  // The sandbox: Linux containers from warm pools by default; unisolated
+  // child processes only on a node marked as a trusted development node.
+  std::unique_ptr<sandbox::Sandbox> sb;
+  std::optional<sandbox::HostLayout> sandbox_root;
+  std::unique_ptr<pool::InstanceFactory> factory;
+  std::vector<std::unique_ptr<pool::WarmPool>> pools;
+  std::vector<pool::WarmPool*> pool_ptrs;
+  if (config.isolation == "process") {
+    spdlog::warn("agent {}: isolation: process — tasks run UNISOLATED on this host "
+                 "(trusted development node)", config.node_id);
+    sb = sandbox::NewProcessSandbox({.work_root = config.work_dir});
+  } else {
+    const std::string self_dir = SelfDir();
+    std::string templates_dir = config.templates_dir;
+    if (templates_dir.empty()) templates_dir = FLOTILLA_DEFAULT_TEMPLATES_DIR;
+    ASSIGN_OR_RETURN(std::vector<pool::EnvironmentTemplate> templates,
+                     pool::LoadTemplates(templates_dir));
+    if (templates.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no environment templates in `", templates_dir, "`"));
+    }
+    pool::LinuxInstanceOptions lo;
+    lo.guest_binary = config.guest_binary.empty() ? self_dir + "/flotilla-guest" : config.guest_binary;
+    const std::string key = pool::SandboxRootKey(config.node_id);
+    lo.layout.runtime_dir = absl::StrCat("/run/flotilla/", key);
+    lo.layout.cgroup_parent = absl::StrCat("flotilla/", key);
+    if (auto detected = sandbox::DetectHostLayout(lo.layout); detected.ok()) {
+      pool::CleanStaleSandboxRoots(*detected, "/run/flotilla", "flotilla");
+      sandbox_root = *detected;
+    }
+    lo.uid = static_cast<uid_t>(config.sandbox_uid);
+    ASSIGN_OR_RETURN(factory, pool::NewLinuxInstanceFactory(lo));
+    bool has_default = false;
+    for (auto& t : templates) {
+      has_default = has_default || t.name == config.default_template;
+      pools.push_back(std::make_unique<pool::WarmPool>(std::move(t), factory.get()));
+      pool_ptrs.push_back(pools.back().get());
+    }
+    if (!has_default) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "default_template: no template named '", config.default_template, "' in ", templates_dir));
+    }
+    sb = std::make_unique<pool::PooledSandbox>(pool_ptrs, config.default_template, "linux");
+  }
+  Agent agent(config, std::move(sb));
+  agent.SetPools(pool_ptrs);
   RETURN_IF_ERROR(agent.Start());
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("agent {}: signal {}, shutting down", config.node_id, sig);
   agent.Stop();
+  sb.reset();
+  for (auto& p : pools) p->Drain();
+  pools.clear();
+  if (sandbox_root) pool::RemoveSandboxRoot(*sandbox_root);
   return absl::OkStatus();
 }
 

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "agent/config.h"
 #include "flotilla/v1/federation.grpc.pb.h"
+#include "pool/warm_pool.h"
 #include "sandbox/sandbox.h"
 
 namespace grpc {
@@ -45,6 +46,11 @@ class Agent {
   // manager, and stops serving. Idempotent.
   void Stop();
 
+  // Warm pools behind the sandbox (none for unisolated nodes): the agent
+  // refills them in the background and reports their status. Call before
+  // Start; the pools must outlive the agent.
+  void SetPools(std::vector<pool::WarmPool*> pools) { pools_ = std::move(pools); }
+
   const std::string& address() const { return address_; }
   const std::string& node_id() const { return config_.node_id; }
 
@@ -61,6 +67,8 @@ class Agent {
   void ControlLoop();
   void ResultsLoop();
   void OutputLoop();
+  void RefillLoop();
+  void AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out);
   std::vector<v1::TaskRef> TaskRefs();
   v1::HypervisorNode Describe();
 
@@ -84,6 +92,7 @@ class Agent {
   int running_threads_ = 0;                                // guarded by mu_
   model::Resources reserved_;                              // guarded by mu_
 
+  std::vector<pool::WarmPool*> pools_;
   std::vector<std::thread> loops_;
 };
 

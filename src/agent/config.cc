@@ -25,7 +25,15 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(CheckKnownKeys(
       root, where,
       {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
-       "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms"}));
+       "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
+       "trusted_development_node", "templates_dir", "guest_binary", "default_template",
+       "sandbox_uid"}));
+  RETURN_IF_ERROR(ReadYaml(root, where, "isolation", &c.isolation));
+  RETURN_IF_ERROR(ReadYaml(root, where, "trusted_development_node", &c.trusted_development_node));
+  RETURN_IF_ERROR(ReadYaml(root, where, "templates_dir", &c.templates_dir));
+  RETURN_IF_ERROR(ReadYaml(root, where, "guest_binary", &c.guest_binary));
+  RETURN_IF_ERROR(ReadYaml(root, where, "default_template", &c.default_template));
+  RETURN_IF_ERROR(ReadYaml(root, where, "sandbox_uid", &c.sandbox_uid));
   RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
   RETURN_IF_ERROR(ReadYaml(root, where, "manager", &c.manager));
   RETURN_IF_ERROR(ReadYaml(root, where, "listen", &c.listen));
@@ -86,6 +94,18 @@ absl::Status Validate(const AgentConfig& c) {
   }
   if (c.output_limit_bytes == 0) {
     return absl::InvalidArgumentError("output_limit_bytes: must be > 0");
+  }
+  if (c.isolation != "linux" && c.isolation != "process") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("isolation: '", c.isolation, "' is not one of linux, process"));
+  }
+  if (c.isolation == "process" && !c.trusted_development_node) {
+    return absl::InvalidArgumentError(
+        "isolation: process runs untrusted code on the host without a sandbox; it is allowed "
+        "only on a node marked trusted_development_node: true");
+  }
+  if (c.sandbox_uid <= 0) {
+    return absl::InvalidArgumentError("sandbox_uid: must be an unprivileged uid (> 0)");
   }
   if (c.heartbeat_interval.count() <= 0) {
     return absl::InvalidArgumentError("heartbeat_interval_ms: must be > 0");

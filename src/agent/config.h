@@ -28,6 +28,15 @@ struct AgentConfig {
   size_t output_limit_bytes = 1 << 20;
   std::chrono::milliseconds heartbeat_interval{1000};  // until the manager says otherwise
   std::string ready_file;  // JSON {address, node_id, pid} written once registered
+  // "linux": every task in a Linux sandbox (namespaces, cgroups, seccomp)
+  // from a warm pool. "process": unisolated child processes, allowed only
+  // with trusted_development_node, and the node says so in its status.
+  std::string isolation = "linux";
+  bool trusted_development_node = false;
+  std::string templates_dir;   // default: the templates shipped with flotilla
+  std::string guest_binary;    // default: flotilla-guest beside the flotilla binary
+  std::string default_template = "shell";
+  int64_t sandbox_uid = 65534;  // the unprivileged user code runs as
 };
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);

@@ -263,9 +263,24 @@ absl::Status ApplyRequestFlags(v1::ExecutionRequest* r, const std::string& cpu,
   return absl::OkStatus();
 }
 
+// "shell 2, python 2 (hit 93%)": idle warm sandboxes per template.
+std::string WarmText(const v1::HypervisorNode& n) {
+  if (n.pools_size() == 0) return "-";
+  std::vector<std::string> parts;
+  uint64_t hits = 0, misses = 0;
+  for (const auto& p : n.pools()) {
+    parts.push_back(absl::StrCat(p.template_name(), " ", p.idle()));
+    hits += p.hits();
+    misses += p.misses();
+  }
+  std::string text = absl::StrJoin(parts, ", ");
+  if (hits + misses > 0) absl::StrAppend(&text, absl::StrFormat(" (hit %.0f%%)", 100.0 * hits / (hits + misses)));
+  return text;
+}
+
 void PrintNodes(const v1::ListNodesResponse& resp) {
-  Table t({"NODE", "STATUS", "REGION", "TRUST", "CPU FREE", "MEMORY FREE", "RUNNING", "DATA",
-           "ADDRESS"});
+  Table t({"NODE", "STATUS", "REGION", "TRUST", "ISOLATION", "CPU FREE", "MEMORY FREE", "RUNNING",
+           "WARM", "DATA", "ADDRESS"});
   for (const auto& n : resp.nodes()) {
     std::vector<std::string> data;
     for (const auto& d : n.data().data_sets()) data.push_back(d.key());
@@ -275,10 +290,11 @@ void PrintNodes(const v1::ListNodesResponse& resp) {
     t.Add({n.id(), n.status() == v1::NODE_ONLINE ? "online" : "offline",
            region == n.labels().end() ? "-" : region->second,
            std::to_string(n.security().trust_level()),
+           n.unisolated() ? "NONE (trusted dev)" : n.security().isolation(),
            absl::StrCat(FormatMillicores(avail.cpu_millis()), "/", FormatMillicores(cap.cpu_millis())),
            absl::StrCat(FormatBytes(avail.memory_bytes()), "/", FormatBytes(cap.memory_bytes())),
-           std::to_string(n.running_executions()), data.empty() ? "-" : absl::StrJoin(data, ","),
-           n.address()});
+           std::to_string(n.running_executions()), WarmText(n),
+           data.empty() ? "-" : absl::StrJoin(data, ","), n.address()});
   }
   std::cout << t.Render();
 }

@@ -424,7 +424,10 @@ std::vector<v1::HypervisorNode> Manager::ListNodes() {
   for (const auto& view : NodeViews()) {
     v1::HypervisorNode n;
     wire::ToProto(view, &n);
-    n.set_version(nodes_.at(view.id)->spec.version());
+    const v1::HypervisorNode& spec = nodes_.at(view.id)->spec;
+    n.set_version(spec.version());
+    *n.mutable_pools() = spec.pools();
+    n.set_unisolated(spec.unisolated());
     out.push_back(std::move(n));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
@@ -626,6 +629,10 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   ns.node.last_heartbeat_ms = NowUnixMs();
   ns.reported_available = wire::FromProto(req.available());
   ns.load_average = req.load_average();
+  // Warm pools: shown in listings, and the warm-pool scorer's input.
+  *ns.spec.mutable_pools() = req.pools();
+  ns.node.warm_sandboxes.clear();
+  for (const auto& p : req.pools()) ns.node.warm_sandboxes[p.template_name()] = p.idle();
 
   v1::ReportStatusResponse resp;
   std::set<std::string> reported;

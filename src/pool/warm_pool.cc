@@ -45,33 +45,40 @@ void WarmPool::RecordStart(bool warm, int64_t us) {
 
 absl::StatusOr<WarmPool::Lease> WarmPool::Acquire(const std::string& tenant,
                                                   const std::string& function,
-                                                  const InstanceOptions& options) {
+                                                  const InstanceOptions& options,
+                                                  std::chrono::milliseconds wait) {
   const int64_t t0 = MonotonicUs();
+  const auto deadline = std::chrono::steady_clock::now() + wait;
   Lease lease;
   if (!options.network_egress) {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     const std::string owner = Owner(tenant, function);
-    // Prefer an instance this tenant's function used before (its caches are
-    // warm), then a fresh one. Never another tenant's.
-    auto pick = std::find_if(idle_.begin(), idle_.end(), [&](const Parked& p) { return p.owner == owner; });
-    if (pick == idle_.end()) {
-      pick = std::find_if(idle_.begin(), idle_.end(), [](const Parked& p) { return p.owner.empty(); });
-    }
-    if (pick != idle_.end()) {
-      lease.instance = std::move(pick->instance);
-      idle_.erase(pick);
-      lease.warm = true;
-      ++busy_;
-      ++stats_.hits;
-      lease.start_us = MonotonicUs() - t0;
-      RecordStart(true, lease.start_us);
-      return lease;
-    }
-    if (busy_ + creating_ + static_cast<int>(idle_.size()) >= template_.pool_max && idle_.empty()) {
-      ++stats_.misses;
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "template '", template_.name, "': all ", template_.pool_max,
-          " sandboxes are busy (pool.max); retry later or raise pool.max"));
+    while (true) {
+      // Prefer an instance this tenant's function used before (its caches
+      // are warm), then a fresh one. Never another tenant's.
+      auto pick =
+          std::find_if(idle_.begin(), idle_.end(), [&](const Parked& p) { return p.owner == owner; });
+      if (pick == idle_.end()) {
+        pick = std::find_if(idle_.begin(), idle_.end(), [](const Parked& p) { return p.owner.empty(); });
+      }
+      if (pick != idle_.end()) {
+        lease.instance = std::move(pick->instance);
+        idle_.erase(pick);
+        lease.warm = true;
+        ++busy_;
+        ++stats_.hits;
+        lease.start_us = MonotonicUs() - t0;
+        RecordStart(true, lease.start_us);
+        return lease;
+      }
+      const bool full = busy_ + creating_ + static_cast<int>(idle_.size()) >= template_.pool_max;
+      if (!full || !idle_.empty()) break;  // room to create (evicting another owner's if needed)
+      if (released_.wait_until(lock, deadline) == std::cv_status::timeout) {
+        ++stats_.misses;
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "template '", template_.name, "': all ", template_.pool_max,
+            " sandboxes stayed busy for ", wait.count(), " ms (pool.max); raise pool.max"));
+      }
     }
     ++stats_.misses;
     ++creating_;
@@ -119,6 +126,7 @@ void WarmPool::Release(Lease lease, const std::string& tenant, const std::string
       ++stats_.destroyed;
     }
   }
+  released_.notify_all();
 }
 
 int WarmPool::Refill() {

@@ -12,6 +12,8 @@
 // Thread-safe. Instances are created and destroyed outside the pool's lock.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -76,9 +78,11 @@ class WarmPool {
   };
 
   // Returns an idle instance fit for (tenant, function), or creates one.
-  // ResourceExhausted when `max` instances are busy already.
+  // When `max` instances are busy it waits for one to be released, up to
+  // `wait`; then ResourceExhausted.
   absl::StatusOr<Lease> Acquire(const std::string& tenant, const std::string& function,
-                                const InstanceOptions& options);
+                                const InstanceOptions& options,
+                                std::chrono::milliseconds wait = std::chrono::seconds(60));
   // Gives an instance back after a task: parked for (tenant, function) under
   // the reuse lifecycle if it is healthy and resets cleanly, else destroyed.
   void Release(Lease lease, const std::string& tenant, const std::string& function,
@@ -102,6 +106,7 @@ class WarmPool {
   const EnvironmentTemplate template_;
   InstanceFactory* const factory_;
   mutable std::mutex mu_;
+  std::condition_variable released_;
   std::deque<Parked> idle_;  // guarded by mu_
   int busy_ = 0;             // guarded by mu_
   int creating_ = 0;         // guarded by mu_

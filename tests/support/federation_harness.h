@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "flotilla/v1/api.grpc.pb.h"
+#include "pool/linux_instance.h"
 
 namespace flotilla::testing {
 
@@ -43,8 +44,16 @@ class FederationHarness {
   }
 
   ~FederationHarness() {
-    for (auto& [id, pid] : agents_) Kill(pid);
-    Kill(manager_pid_);
+    // Agents first and gracefully, so they destroy their sandboxes (an
+    // agent killed with SIGKILL leaves them to the next agent's clean-up).
+    for (auto& [id, pid] : agents_) Stop(pid);
+    Stop(manager_pid_);
+    // Sandboxes of agents this test killed with SIGKILL (any dead agent's).
+    if (geteuid() == 0) {
+      if (auto layout = sandbox::DetectHostLayout({}); layout.ok()) {
+        pool::CleanStaleSandboxRoots(*layout, "/run/flotilla", "flotilla");
+      }
+    }
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
@@ -216,6 +225,19 @@ class FederationHarness {
     });
     if (j.is_null()) throw std::runtime_error("process did not become ready: " + path);
     return j;
+  }
+
+  static void Stop(pid_t& pid) {
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 200; ++i) {
+      if (waitpid(pid, nullptr, WNOHANG) == pid) {
+        pid = 0;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    Kill(pid);
   }
 
   static void Kill(pid_t& pid) {

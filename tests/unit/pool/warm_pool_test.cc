@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -147,12 +148,28 @@ TEST(WarmPool, MaxBoundsBusyInstances) {
   auto a = pool.Acquire("t", "f", {});
   auto b = pool.Acquire("t", "f", {});
   ASSERT_TRUE(a.ok() && b.ok());
-  auto d = pool.Acquire("t", "f", {});
+  auto d = pool.Acquire("t", "f", {}, std::chrono::milliseconds(50));
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(std::string(d.status().message()).find("pool.max"), std::string::npos);
   pool.Release(std::move(*a), "t", "f", {});
   EXPECT_TRUE(pool.Acquire("t", "f", {}).ok());
+}
+
+TEST(WarmPool, AcquireWaitsForARelease) {
+  Counters c;
+  FakeFactory f(&c);
+  WarmPool pool(Tmpl(0, 1), &f);
+  auto a = pool.Acquire("t", "f", {});
+  ASSERT_TRUE(a.ok());
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pool.Release(std::move(*a), "t", "f", {});
+  });
+  auto b = pool.Acquire("t", "f", {}, std::chrono::seconds(5));
+  releaser.join();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->warm);
 }
 
 TEST(WarmPool, AnotherOwnersParkedInstanceIsEvictedForACold) {

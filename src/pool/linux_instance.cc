@@ -1,0 +1,236 @@
+#include "pool/linux_instance.h"
+
+#include <fcntl.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/ids.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "sandbox/guest_client.h"
+
+namespace flotilla::pool {
+
+namespace {
+
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr auto kResetTimeout = std::chrono::seconds(3);
+
+class LinuxInstance final : public Instance {
+ public:
+  LinuxInstance(std::unique_ptr<sandbox::Container> container,
+                std::unique_ptr<sandbox::GuestClient> client, const EnvironmentTemplate& t)
+      : container_(std::move(container)), client_(std::move(client)), template_(t) {}
+
+  ~LinuxInstance() override {
+    (void)client_->Shutdown();
+    // Whatever the guest left (or a guest that would not exit) dies with the
+    // cgroup; the Container's destructor removes it and the root directory.
+    (void)container_->Kill();
+  }
+
+  absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
+                                           const sandbox::CancelToken& cancel) override {
+    sandbox::TaskSpec task = spec;
+    // The template's environment, then the request's on top of it.
+    std::map<std::string, std::string> env = template_.env;
+    for (const auto& [k, v] : spec.env) env[k] = v;
+    if (template_.env.count("HOME")) env["HOME"] = template_.env.at("HOME");
+    if (template_.env.count("PATH")) env["PATH"] = template_.env.at("PATH");
+    task.env = std::move(env);
+    task.files = template_.files;
+    task.files.insert(task.files.end(), spec.files.begin(), spec.files.end());
+    const auto mode =
+        spec.python ? sandbox::GuestClient::Mode::kPythonForkServer : sandbox::GuestClient::Mode::kExec;
+    auto before = container_->Usage();
+    auto outcome = client_->Run(task, mode, sink, cancel);
+    if (outcome.ok() && outcome->termination == sandbox::Termination::kSignaled && before.ok()) {
+      auto after = container_->Usage();
+      if (after.ok() && after->oom_kills > before->oom_kills) {
+        outcome->stderr_data += absl::StrCat("\n[flotilla] killed: out of memory (limit ",
+                                             template_.limits.memory_bytes >> 20, " MiB)\n");
+      }
+    }
+    return outcome;
+  }
+
+  bool Reset() override { return client_->healthy() && client_->Reset(kResetTimeout).ok(); }
+  bool healthy() const override { return client_->healthy(); }
+
+ private:
+  std::unique_ptr<sandbox::Container> container_;
+  std::unique_ptr<sandbox::GuestClient> client_;
+  const EnvironmentTemplate& template_;
+};
+
+class LinuxInstanceFactory final : public InstanceFactory {
+ public:
+  LinuxInstanceFactory(LinuxInstanceOptions options, int guest_fd)
+      : options_(std::move(options)), guest_fd_(guest_fd) {}
+  ~LinuxInstanceFactory() override { close(guest_fd_); }
+
+  absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
+                                                   const InstanceOptions& o) override {
+    if (o.network_egress && t.network != NetworkPolicy::kEgress) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "template '", t.name, "' does not allow network egress (its network policy is none)"));
+    }
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      return ErrnoError(errno, "socketpair");
+    }
+    sandbox::ContainerSpec spec;
+    spec.id = NewId("sbx-");
+    if (t.rootfs != "host") spec.template_rootfs = t.rootfs;
+    spec.workdir = "/work";
+    spec.workdir_bytes = static_cast<uint64_t>(t.limits.work_bytes);
+    spec.tmp_bytes = static_cast<uint64_t>(t.limits.tmp_bytes);
+    spec.network = o.network_egress ? sandbox::NetworkNamespace::kHost : sandbox::NetworkNamespace::kNew;
+    spec.limits.cpu_millis = t.limits.cpu_millis;
+    spec.limits.memory_bytes = t.limits.memory_bytes;
+    spec.limits.pids_max = t.limits.pids;
+    spec.uid = options_.uid;
+    spec.gid = options_.uid;
+    spec.program_fd = guest_fd_;
+    spec.argv = {"flotilla-guest", "--fd", "3", "--workdir", "/work"};
+    if (t.runtime == "python3") {
+      spec.argv.push_back("--python");
+      spec.argv.push_back("/usr/bin/python3");
+      if (!t.python_preload.empty()) {
+        spec.argv.push_back("--python-preload");
+        spec.argv.push_back(absl::StrJoin(t.python_preload, ","));
+      }
+    }
+    spec.env = t.env;
+    spec.fds = {{fds[1], 3}};
+    auto container = sandbox::Container::Launch(spec, options_.layout);
+    close(fds[1]);
+    if (!container.ok()) {
+      close(fds[0]);
+      return Annotate(container.status(), absl::StrCat("template '", t.name, "'"));
+    }
+    auto client = std::make_unique<sandbox::GuestClient>(fds[0]);
+    if (absl::Status st = client->Handshake(kHandshakeTimeout); !st.ok()) {
+      (void)(*container)->Kill();
+      return Annotate(st, absl::StrCat("template '", t.name, "': the guest did not start"));
+    }
+    return std::unique_ptr<Instance>(
+        new LinuxInstance(std::move(container).value(), std::move(client), t));
+  }
+
+ private:
+  const LinuxInstanceOptions options_;
+  const int guest_fd_;
+};
+
+// The directories that hold <cgroup_parent>/<key> in every hierarchy.
+std::vector<std::string> CgroupBases(const sandbox::HostLayout& l, const std::string& parent) {
+  std::vector<std::string> out;
+  auto join = [&](const std::string& mount, const std::string& own) {
+    std::string own_dir = own == "/" ? "" : own;
+    out.push_back(mount + own_dir + "/" + parent);
+  };
+  if (!l.cgroups.unified.empty()) join(l.cgroups.unified, l.cgroups.own_unified);
+  for (const auto& [ctrl, mount] : l.cgroups.v1) {
+    auto own = l.cgroups.own_v1.find(ctrl);
+    join(mount, own == l.cgroups.own_v1.end() ? "/" : own->second);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+bool PidAlive(const std::string& key) {
+  auto dot = key.rfind('.');
+  if (dot == std::string::npos) return true;  // not ours: leave it
+  int pid = 0;
+  try {
+    pid = std::stoi(key.substr(dot + 1));
+  } catch (...) {
+    return true;
+  }
+  return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+// Kills every process in `dir` and its sub-groups, then removes them, deepest first.
+void RemoveCgroupTree(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.is_directory()) RemoveCgroupTree(entry.path());
+  }
+  std::ofstream(dir / "cgroup.kill") << "1";  // v2; a no-op error on v1
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::ifstream procs(dir / "cgroup.procs");
+    bool any = false;
+    for (int pid; procs >> pid;) {
+      kill(pid, SIGKILL);
+      any = true;
+    }
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+    if (!any && errno != EBUSY) return;
+    usleep(20000);
+  }
+}
+
+}  // namespace
+
+std::string SandboxRootKey(const std::string& node_id) {
+  return absl::StrCat(node_id, ".", getpid());
+}
+
+int CleanStaleSandboxRoots(const sandbox::HostLayout& detected, const std::string& runtime_root,
+                           const std::string& cgroup_parent_root) {
+  std::set<std::string> stale;
+  std::error_code ec;
+  std::vector<std::string> bases = CgroupBases(detected, cgroup_parent_root);
+  for (const auto& base : bases) {
+    for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+      if (e.is_directory() && !PidAlive(e.path().filename())) stale.insert(e.path().filename());
+    }
+  }
+  for (const auto& e : std::filesystem::directory_iterator(runtime_root, ec)) {
+    if (e.is_directory() && !PidAlive(e.path().filename())) stale.insert(e.path().filename());
+  }
+  for (const auto& key : stale) {
+    for (const auto& base : bases) RemoveCgroupTree(std::filesystem::path(base) / key);
+    // Container roots are empty mount points on the host (their mounts live
+    // in the containers' own mount namespaces), so plain removal is safe.
+    std::filesystem::remove_all(std::filesystem::path(runtime_root) / key, ec);
+    spdlog::info("removed the sandboxes left by a dead agent ({})", key);
+  }
+  return static_cast<int>(stale.size());
+}
+
+void RemoveSandboxRoot(const sandbox::HostLayout& detected) {
+  for (const auto& base : CgroupBases(detected, detected.cgroup_parent)) {
+    RemoveCgroupTree(base);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(detected.runtime_dir, ec);
+}
+
+absl::StatusOr<std::unique_ptr<InstanceFactory>> NewLinuxInstanceFactory(
+    LinuxInstanceOptions options) {
+  int fd = open(options.guest_binary.c_str(), O_PATH | O_CLOEXEC);
+  if (fd < 0) {
+    return Annotate(ErrnoError(errno, "open", options.guest_binary),
+                    "the sandbox guest binary is missing (set guest_binary in the agent config)");
+  }
+  auto layout = sandbox::DetectHostLayout(options.layout);
+  if (!layout.ok()) {
+    close(fd);
+    return Annotate(layout.status(), "detecting the cgroup layout");
+  }
+  options.layout = *layout;
+  return std::unique_ptr<InstanceFactory>(new LinuxInstanceFactory(std::move(options), fd));
+}
+
+}  // namespace flotilla::pool
