@@ -26,6 +26,7 @@ struct UpOptions {
   int agents = 3;
   std::string self;  // path of the flotilla binary to start
   int64_t lease_timeout_ms = 0;  // 0: the manager's default
+  std::string isolation = "linux";  // "process": unisolated, for trusted development hosts
 };
 
 std::string DefaultStateDir();

@@ -18,6 +18,7 @@
 #include "cli/output.h"
 #include "cli/request_file.h"
 #include "cli/sim_command.h"
+#include "pool/environment_template.h"
 #include "common/clock.h"
 #include "common/logging.h"
 #include "manager/server.h"
@@ -465,6 +466,9 @@ int Main(int argc, char** argv) {
   up->add_option("--state-dir", up_opts.state_dir, "where state, configs and logs live")
       ->capture_default_str();
   up->add_option("--lease-timeout-ms", up_opts.lease_timeout_ms, "agent lease (default 10000)");
+  up->add_option("--isolation", up_opts.isolation,
+                 "linux (default; needs root) or process (UNISOLATED: trusted development only)")
+      ->check(CLI::IsMember({"linux", "process"}));
   up->callback([&] {
     up_opts.self = SelfPath();
     auto f = StartLocalFederation(up_opts);
@@ -745,6 +749,63 @@ int Main(int argc, char** argv) {
       std::cout << cancel_id << ": cancel requested (it was " << wire::StateName(e->state())
                 << " on " << e->node_id() << ")\n";
     }
+  });
+
+  // ---- template
+  auto* tmpl = app.add_subcommand("template", "environment templates: list, show");
+  tmpl->require_subcommand(1);
+  std::string tmpl_dir = FLOTILLA_DEFAULT_TEMPLATES_DIR;
+  tmpl->add_option("--dir", tmpl_dir, "template directory (an agent's templates_dir)")
+      ->capture_default_str();
+  auto* tmpl_list = tmpl->add_subcommand("list", "list the templates");
+  tmpl_list->callback([&] {
+    auto all = pool::LoadTemplates(tmpl_dir);
+    if (!all.ok()) {
+      rc = Fail(all.status());
+      return;
+    }
+    Table t({"TEMPLATE", "RUNTIME", "ROOTFS", "NETWORK", "CPU", "MEMORY", "PIDS", "POOL", "LIFECYCLE",
+             "DESCRIPTION"});
+    for (const auto& e : *all) {
+      t.Add({e.name, e.runtime, e.rootfs, pool::ToString(e.network),
+             FormatMillicores(e.limits.cpu_millis), FormatBytes(e.limits.memory_bytes),
+             std::to_string(e.limits.pids), absl::StrCat(e.pool_min, "..", e.pool_max),
+             pool::ToString(e.lifecycle), e.description});
+    }
+    std::cout << t.Render();
+  });
+  auto* tmpl_show = tmpl->add_subcommand("show", "show one template");
+  std::string tmpl_name;
+  tmpl_show->add_option("name", tmpl_name, "template name")->required();
+  tmpl_show->callback([&] {
+    auto all = pool::LoadTemplates(tmpl_dir);
+    if (!all.ok()) {
+      rc = Fail(all.status());
+      return;
+    }
+    for (const auto& e : *all) {
+      if (e.name != tmpl_name) continue;
+      std::cout << "name:        " << e.name << "\n"
+                << "description: " << e.description << "\n"
+                << "file:        " << e.source_path << "\n"
+                << "runtime:     " << e.runtime << "\n"
+                << "rootfs:      " << e.rootfs
+                << (e.rootfs == "host" ? " (read-only /usr, /lib, /bin of the host)" : "") << "\n"
+                << "network:     " << pool::ToString(e.network) << "\n"
+                << "limits:      cpu " << FormatMillicores(e.limits.cpu_millis) << ", memory "
+                << FormatBytes(e.limits.memory_bytes) << ", pids " << e.limits.pids << ", /tmp "
+                << FormatBytes(e.limits.tmp_bytes) << ", /work " << FormatBytes(e.limits.work_bytes)
+                << ", timeout " << FormatDurationMs(e.limits.timeout.count()) << "\n"
+                << "pool:        min " << e.pool_min << ", max " << e.pool_max << ", "
+                << pool::ToString(e.lifecycle) << " after use\n";
+      if (!e.python_preload.empty()) {
+        std::cout << "preload:     " << absl::StrJoin(e.python_preload, ", ") << "\n";
+      }
+      for (const auto& [k, v] : e.env) std::cout << "env:         " << k << "=" << v << "\n";
+      for (const auto& f : e.files) std::cout << "file:        " << f.path << "\n";
+      return;
+    }
+    rc = Fail(absl::NotFoundError(absl::StrCat("no template '", tmpl_name, "' in ", tmpl_dir)));
   });
 
   AddSimCommand(app, &rc);

@@ -239,7 +239,7 @@ TEST(EnvironmentTemplate, ShippedTemplatesLoad) {
   EXPECT_EQ((*all)[0].runtime, "python3");
   EXPECT_FALSE((*all)[0].python_preload.empty());
   EXPECT_EQ((*all)[1].name, "shell");
-  EXPECT_EQ((*all)[1].network, NetworkPolicy::kNone);
+  EXPECT_EQ((*all)[1].network, NetworkPolicy::kEgress);
 }
 
 TEST(EnvironmentTemplate, ErrorsNameTheKey) {
