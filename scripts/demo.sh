@@ -27,6 +27,12 @@ bold "Run a command; its output streams back and its exit code is ours"
 show "$FLOTILLA" run -- echo "hello from flotilla"
 show "$FLOTILLA" run --python 'import sys; print("python", sys.version.split()[0]); sys.exit(3)' || echo "(exit code $?)"
 
+bold "Every execution runs in a Linux sandbox from a warm pool"
+show "$FLOTILLA" template list
+show "$FLOTILLA" run -- python3 -c 'print(2 + 2)'
+show "$FLOTILLA" run -- sh -c 'echo "uid $(id -u) on $(hostname)"; grep -E "CapEff|Seccomp:" /proc/self/status; ls /'
+show "$FLOTILLA" run -- cat /etc/shadow || echo "(exit code $?: the host's /etc is not in the sandbox)"
+
 bold "Placement: data locality, trust and capabilities decide the node"
 show "$FLOTILLA" run -v --data genomics/hg38 -- sh -c 'echo "reading genomics/hg38 locally on $FLOTILLA_NODE_ID"'
 show "$FLOTILLA" run -v --min-trust 7 -- sh -c 'echo "sensitive work on $FLOTILLA_NODE_ID"'
