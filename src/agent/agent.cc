@@ -177,6 +177,8 @@ v1::HypervisorNode Agent::Describe() {
   }
   for (const auto& [k, v] : config_.labels) (*n.mutable_labels())[k] = v;
   n.set_version(kVersion);
+  n.mutable_cost()->set_per_cpu_second(config_.cost.per_cpu_second);
+  n.mutable_cost()->set_per_gib_second(config_.cost.per_gib_second);
   return n;
 }
 

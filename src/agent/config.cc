@@ -27,7 +27,16 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
        "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
        "trusted_development_node", "templates_dir", "guest_binary", "default_template",
-       "sandbox_uid"}));
+       "sandbox_uid", "cost"}));
+  if (const YAML::Node cost = root["cost"]) {
+    const std::string w = where + "cost.";
+    RETURN_IF_ERROR(CheckKnownKeys(cost, w, {"per_cpu_second", "per_gib_second"}));
+    RETURN_IF_ERROR(ReadYaml(cost, w, "per_cpu_second", &c.cost.per_cpu_second));
+    RETURN_IF_ERROR(ReadYaml(cost, w, "per_gib_second", &c.cost.per_gib_second));
+    if (c.cost.per_cpu_second < 0 || c.cost.per_gib_second < 0) {
+      return absl::InvalidArgumentError(w + " prices must be >= 0");
+    }
+  }
   RETURN_IF_ERROR(ReadYaml(root, where, "isolation", &c.isolation));
   RETURN_IF_ERROR(ReadYaml(root, where, "trusted_development_node", &c.trusted_development_node));
   RETURN_IF_ERROR(ReadYaml(root, where, "templates_dir", &c.templates_dir));

@@ -24,6 +24,7 @@ struct AgentConfig {
   std::vector<model::DataSet> data_sets;
   // Overrides of detected capacity; 0 keeps what was detected.
   model::Resources resources;
+  model::Cost cost;  // price per resource-second, for bid and cheapest placement
   std::string work_dir;  // where task directories are made; default $TMPDIR/flotilla-<node_id>
   size_t output_limit_bytes = 1 << 20;
   std::chrono::milliseconds heartbeat_interval{1000};  // until the manager says otherwise

@@ -215,6 +215,8 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
                     "trusted_development_node: true\n"
                   : "isolation: linux\n")
           << "labels: {region: " << p.region << ", zone: " << p.zone << "}\n"
+          << "cost: {per_cpu_second: " << (0.00002 * (1 + i % 3)) << ", per_gib_second: "
+          << (0.000005 * (1 + i % 3)) << "}\n"
           << "security:\n  trust_level: " << (i < 3 ? p.trust : 1 + i % 10) << "\n"
           << "  capabilities: [";
       for (size_t c = 0; c < p.capabilities.size(); ++c) out << (c ? ", " : "") << p.capabilities[c];

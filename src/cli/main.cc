@@ -221,6 +221,42 @@ void AddRequestFlags(CLI::App* cmd, v1::ExecutionRequest* r, std::string* cpu, s
       },
       "a data set the code reads (repeatable); nodes holding it score higher")
       ->allow_extra_args(false);
+  cmd->add_option_function<std::string>(
+         "--mode",
+         [r](const std::string& m) {
+           r->mutable_placement()->set_mode(m == "bid"        ? v1::PLACEMENT_BID
+                                            : m == "cheapest" ? v1::PLACEMENT_CHEAPEST
+                                                              : v1::PLACEMENT_SCORE);
+         },
+         "placement: score (default), bid (the best nodes bid), cheapest (within --latency-bound)")
+      ->check(CLI::IsMember({"score", "bid", "cheapest"}));
+  cmd->add_option_function<std::string>(
+      "--latency-bound",
+      [r](const std::string& d) {
+        auto ms = ParseDurationMs(d);
+        r->mutable_placement()->set_latency_bound_ms(ms.ok() ? *ms : -1);
+      },
+      "with --mode cheapest: the predicted latency it must meet, e.g. 2s");
+  cmd->add_option_function<std::vector<std::string>>(
+         "--region",
+         [r](const std::vector<std::string>& v) {
+           for (const auto& x : v) r->mutable_placement()->add_preferred_regions(x);
+         },
+         "a preferred region (repeatable, in order of preference)")
+      ->allow_extra_args(false);
+  cmd->add_option_function<std::vector<std::string>>(
+         "--require-region",
+         [r](const std::vector<std::string>& v) {
+           for (const auto& x : v) r->mutable_placement()->add_required_regions(x);
+         },
+         "run only in this region (repeatable: any of them)")
+      ->allow_extra_args(false);
+  cmd->add_option_function<std::string>(
+      "--template", [r](const std::string& t) { r->set_template_name(t); },
+      "environment template (flotilla template list); default: by runtime");
+  cmd->add_option_function<std::string>(
+      "--function", [r](const std::string& f) { r->set_function(f); },
+      "function name: keys the latency model and warm-sandbox reuse");
   cmd->add_option("--env", *env, "KEY=VALUE for the task's environment (repeatable)")
       ->allow_extra_args(false);
   cmd->add_option_function<std::string>("--user", [r](const std::string& u) { r->set_user_id(u); },

@@ -19,7 +19,40 @@ absl::Status ParseOne(const YAML::Node& doc, const std::string& where, v1::Execu
   RETURN_IF_ERROR(CheckKnownKeys(
       doc, where,
       {"id", "name", "user", "command", "runtime", "source", "resources", "timeout", "priority",
-       "security", "data", "env", "files", "stdin"}));
+       "security", "data", "env", "files", "stdin", "placement", "template", "function"}));
+  if (const YAML::Node p = doc["placement"]) {
+    const std::string w = where + "placement.";
+    RETURN_IF_ERROR(CheckKnownKeys(p, w, {"mode", "latency_bound", "regions", "required_regions"}));
+    std::string mode = "score", bound;
+    std::vector<std::string> regions, required;
+    RETURN_IF_ERROR(ReadYaml(p, w, "mode", &mode));
+    RETURN_IF_ERROR(ReadYaml(p, w, "latency_bound", &bound));
+    RETURN_IF_ERROR(ReadYaml(p, w, "regions", &regions));
+    RETURN_IF_ERROR(ReadYaml(p, w, "required_regions", &required));
+    auto* pl = r->mutable_placement();
+    if (mode == "score") {
+      pl->set_mode(v1::PLACEMENT_SCORE);
+    } else if (mode == "bid") {
+      pl->set_mode(v1::PLACEMENT_BID);
+    } else if (mode == "cheapest") {
+      pl->set_mode(v1::PLACEMENT_CHEAPEST);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(w, "mode: '", mode, "' is not one of score, bid, cheapest"));
+    }
+    if (!bound.empty()) {
+      auto ms = ParseDurationMs(bound);
+      if (!ms.ok()) return Annotate(ms.status(), w + "latency_bound");
+      pl->set_latency_bound_ms(*ms);
+    }
+    for (auto& x : regions) pl->add_preferred_regions(x);
+    for (auto& x : required) pl->add_required_regions(x);
+  }
+  std::string tmpl, function;
+  RETURN_IF_ERROR(ReadYaml(doc, where, "template", &tmpl));
+  RETURN_IF_ERROR(ReadYaml(doc, where, "function", &function));
+  r->set_template_name(tmpl);
+  r->set_function(function);
   std::string s;
   RETURN_IF_ERROR(ReadYaml(doc, where, "id", &s));
   r->set_request_id(s);

@@ -256,6 +256,14 @@ absl::Status Manager::ValidateAndDefault(v1::ExecutionRequest* r) {
                                                    " exceeds the manager's max_timeout_ms ",
                                                    config_.max_timeout_ms));
   }
+  if (r->placement().latency_bound_ms() < 0) {
+    return absl::InvalidArgumentError(
+        "placement.latency_bound_ms must be >= 0 (a duration such as 2s on the command line)");
+  }
+  if (!r->template_name().empty() && !IsValidId(r->template_name())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("template_name '", r->template_name(), "' is not a valid template name"));
+  }
   if (r->security().min_trust_level() < 0 || r->security().min_trust_level() > 10) {
     return absl::InvalidArgumentError(absl::StrCat(
         "security.min_trust_level ", r->security().min_trust_level(), " is out of range 0..10"));
@@ -884,6 +892,13 @@ void Manager::DispatchRound() {
           if (std::find(avoid.begin(), avoid.end(), v.id) != avoid.end()) v.draining = true;
         }
         d = selection_.Select(live.sched, cool, &rng_, &predictor);
+        // Say why an avoided node was passed over (it is not really draining).
+        for (auto& cand : d.candidates) {
+          if (cand.rejected_because == "node is draining" && !views[cand.index].draining &&
+              std::find(avoid.begin(), avoid.end(), cand.node_id) != avoid.end()) {
+            cand.rejected_because = "overloaded: the load balancer steers work to cooler nodes";
+          }
+        }
       }
       if (!d.chosen) d = selection_.Select(live.sched, views, &rng_, &predictor);
       std::vector<std::string> preempted;
