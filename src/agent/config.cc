@@ -11,14 +11,7 @@ namespace flotilla::agent {
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   AgentConfig c;
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat("cannot read agent config `", path, "`"));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
-  }
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path, "agent config"));
   if (!root || root.IsNull()) return c;
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
   const std::string where = path + ": ";

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/units.h"
 #include "google/protobuf/message.h"
 
 namespace flotilla::cli {
@@ -26,11 +27,8 @@ std::string FormatMillicores(int64_t millis);    // "1500m"
 std::string FormatDurationMs(int64_t ms);        // "1.2s", "350ms", "3m04s"
 std::string ToJson(const google::protobuf::Message& m);  // pretty, proto field names
 
-// "500m" -> 500, "2" -> 2000, "0.5" -> 500.
-absl::StatusOr<int64_t> ParseCpu(const std::string& text);
-// "256Mi", "1Gi", "512M", "1000" (bytes).
-absl::StatusOr<int64_t> ParseBytes(const std::string& text);
-// "30s", "500ms", "2m", "1h", or plain milliseconds.
-absl::StatusOr<int64_t> ParseDurationMs(const std::string& text);
+using ::flotilla::ParseBytes;
+using ::flotilla::ParseCpu;
+using ::flotilla::ParseDurationMs;
 
 }  // namespace flotilla::cli

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -43,6 +44,18 @@ inline absl::Status CheckKnownKeys(const YAML::Node& node, const std::string& wh
     }
   }
   return absl::OkStatus();
+}
+
+// Loads the YAML file at `path`. NotFound names the file and `what` it is
+// ("agent config"); a syntax error is InvalidArgument with the file and line.
+inline absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path, const std::string& what) {
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " `", path, "`"));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
 }
 
 }  // namespace flotilla

@@ -26,14 +26,7 @@ absl::Status ReadMs(const YAML::Node& root, const std::string& where, const std:
 
 absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   ManagerConfig c;
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat("cannot read manager config `", path, "`"));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
-  }
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path, "manager config"));
   if (!root || root.IsNull()) return c;
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
   const std::string where = path + ": ";

@@ -9,54 +9,29 @@
 #include "absl/strings/str_cat.h"
 #include "common/ids.h"
 #include "common/status_macros.h"
+#include "common/units.h"
 #include "common/yaml_util.h"
 
 namespace flotilla::pool {
 
 namespace {
 
-// "256Mi" / "1Gi" / "64M" / plain bytes.
+// A parser from common/units with the key named in its error.
+template <typename Parse>
+absl::StatusOr<int64_t> Quantity(Parse parse, const std::string& where, const std::string& text) {
+  auto v = parse(text);
+  if (!v.ok()) return Annotate(v.status(), where);
+  return v;
+}
+
 absl::StatusOr<int64_t> Bytes(const std::string& where, const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": '", text, "' is not a size"));
-  int64_t n = std::stoll(text.substr(0, i));
-  const std::string unit = text.substr(i);
-  static const std::map<std::string, int64_t> kUnits = {
-      {"", 1}, {"K", 1000}, {"M", 1000000}, {"G", 1000000000},
-      {"Ki", 1024}, {"Mi", 1ll << 20}, {"Gi", 1ll << 30}};
-  auto it = kUnits.find(unit);
-  if (it == kUnits.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": '", text, "' has an unknown unit (use Ki, Mi, Gi, K, M, G)"));
-  }
-  return n * it->second;
+  return Quantity(ParseBytes, where, text);
 }
-
 absl::StatusOr<int64_t> Millis(const std::string& where, const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": '", text, "' is not a duration"));
-  int64_t n = std::stoll(text.substr(0, i));
-  const std::string unit = text.substr(i);
-  if (unit == "" || unit == "ms") return n;
-  if (unit == "s") return n * 1000;
-  if (unit == "m") return n * 60000;
-  return absl::InvalidArgumentError(absl::StrCat(where, ": '", text, "' has an unknown unit (ms, s, m)"));
+  return Quantity(ParseDurationMs, where, text);
 }
-
 absl::StatusOr<int64_t> Cpu(const std::string& where, const std::string& text) {
-  if (!text.empty() && text.back() == 'm') {
-    ASSIGN_OR_RETURN(int64_t n, Bytes(where, text.substr(0, text.size() - 1)));
-    return n;
-  }
-  try {
-    size_t used = 0;
-    double cores = std::stod(text, &used);
-    if (used == text.size() && cores > 0) return static_cast<int64_t>(cores * 1000);
-  } catch (...) {
-  }
-  return absl::InvalidArgumentError(absl::StrCat(where, ": '", text, "' is not a cpu amount (500m, 2)"));
+  return Quantity(ParseCpu, where, text);
 }
 
 }  // namespace
@@ -65,14 +40,7 @@ const char* ToString(Lifecycle l) { return l == Lifecycle::kReuse ? "reuse" : "d
 const char* ToString(NetworkPolicy n) { return n == NetworkPolicy::kNone ? "none" : "egress"; }
 
 absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat("cannot read template `", path, "`"));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
-  }
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path, "template"));
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
   const std::string where = path + ": ";
   RETURN_IF_ERROR(CheckKnownKeys(root, where,
