@@ -51,7 +51,23 @@ class LinuxInstance final : public Instance {
     const auto mode =
         spec.python ? sandbox::GuestClient::Mode::kPythonForkServer : sandbox::GuestClient::Mode::kExec;
     auto before = container_->Usage();
+    const auto started = std::chrono::steady_clock::now();
     auto outcome = client_->Run(task, mode, sink, cancel);
+    if (!outcome.ok() && outcome.status().code() == absl::StatusCode::kDeadlineExceeded &&
+        std::chrono::steady_clock::now() - started >= spec.timeout) {
+      // The guest shares the sandbox's cpu quota with the task: under a fork
+      // bomb it can report late. Past the task's own timeout this is a
+      // time-out, not a failure to start; the sandbox (now unhealthy) is
+      // destroyed on release, and its cgroup with everything in it.
+      (void)container_->Kill();
+      sandbox::TaskOutcome timed_out;
+      timed_out.termination = sandbox::Termination::kTimedOut;
+      timed_out.signal = SIGKILL;
+      timed_out.wall_time_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now() - started)
+                                   .count();
+      return timed_out;
+    }
     if (outcome.ok() && outcome->termination == sandbox::Termination::kSignaled && before.ok()) {
       auto after = container_->Usage();
       if (after.ok() && after->oom_kills > before->oom_kills) {
