@@ -1205,7 +1205,10 @@ TEST_F(Hostile, OtherProcessesEnvironIsNotReadable) {
   }));
   // The detectors TearDown relies on see a running sandbox process: the
   // victim carries the marker and is no guest.
-  EXPECT_FALSE(MarkedProcesses(marker_).empty()) << "the marker scan cannot see sandbox processes";
+  // "running" is reported when the agent accepts the task, a moment before
+  // its process exists in the sandbox: wait for it (bounded).
+  EXPECT_TRUE(FederationHarness::WaitUntil(seconds(5), [&] { return !MarkedProcesses(marker_).empty(); }))
+      << "the marker scan cannot see sandbox processes";
   EXPECT_FALSE(SandboxLeftovers().empty()) << "the sandbox scan cannot see sandbox processes";
   auto e = Run(Python(PyWithEscapeTries(absl::StrCat(
       "AGENT, MANAGER, SECRET = ", agent_pid_, ", ", h_->manager_pid(), ", '", secret, "'\n", R"PY(
