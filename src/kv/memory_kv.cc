@@ -1,0 +1,224 @@
+#include "kv/memory_kv.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+
+namespace flotilla::kv {
+
+MemoryKv::MemoryKv(const Clock* clock, KvLimits limits)
+    : clock_(clock != nullptr ? clock : &real_clock_), limits_(limits) {}
+
+MemoryKv::~MemoryKv() = default;
+
+std::shared_ptr<MemoryKv::Namespace> MemoryKv::FindLocked(absl::string_view ns) {
+  auto it = namespaces_.find(ns);
+  return it == namespaces_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<MemoryKv::Namespace> MemoryKv::FindOrCreateLocked(absl::string_view ns) {
+  auto it = namespaces_.find(ns);
+  if (it != namespaces_.end()) return it->second;
+  auto space = std::make_shared<Namespace>();
+  namespaces_.emplace(std::string(ns), space);
+  return space;
+}
+
+void MemoryKv::RecordLocked(Namespace& space, WatchEvent event) {
+  space.history.push_back(std::move(event));
+  while (space.history.size() > std::max<size_t>(limits_.event_history, 1)) {
+    space.history.pop_front();
+  }
+  space.changed.SignalAll();
+}
+
+void MemoryKv::RemoveItemLocked(Namespace& space,
+                                std::map<std::string, Item, std::less<>>::iterator it,
+                                EventType type) {
+  if (it->second.expires_at_ms != 0) space.expiry.erase({it->second.expires_at_ms, it->first});
+  WatchEvent event;
+  event.type = type;
+  event.key = it->first;
+  event.version = it->second.version;
+  event.revision = ++space.revision;
+  space.items.erase(it);
+  RecordLocked(space, std::move(event));
+}
+
+size_t MemoryKv::ReapLocked(Namespace& space, int64_t now) {
+  size_t removed = 0;
+  while (!space.expiry.empty() && space.expiry.begin()->first <= now) {
+    auto item = space.items.find(space.expiry.begin()->second);
+    if (item == space.items.end()) {  // Unreachable: the index follows the items.
+      space.expiry.erase(space.expiry.begin());
+      continue;
+    }
+    RemoveItemLocked(space, item, EventType::kExpire);
+    ++removed;
+  }
+  return removed;
+}
+
+absl::StatusOr<std::optional<Entry>> MemoryKv::Get(absl::string_view ns, absl::string_view key) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  RETURN_IF_ERROR(ValidateKey(key, limits_));
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Namespace> space = FindLocked(ns);
+  if (space == nullptr) return std::nullopt;
+  ReapLocked(*space, clock_->NowMs());
+  auto it = space->items.find(key);
+  if (it == space->items.end()) return std::nullopt;
+  return Entry{it->second.value, it->second.version, it->second.expires_at_ms};
+}
+
+absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view key,
+                                      absl::string_view value, const PutOptions& options) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  RETURN_IF_ERROR(ValidateKey(key, limits_));
+  RETURN_IF_ERROR(ValidateValue(value, limits_));
+  RETURN_IF_ERROR(ValidatePutOptions(options));
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Namespace> space = FindOrCreateLocked(ns);
+  const int64_t now = clock_->NowMs();
+  ReapLocked(*space, now);
+  auto it = space->items.find(key);
+  const int64_t have = it == space->items.end() ? 0 : it->second.version;
+  if (options.if_version != kAnyVersion && have != options.if_version) {
+    return VersionMismatch(have, options.if_version, "put", ns, key);
+  }
+  if (it == space->items.end()) {
+    it = space->items.emplace(std::string(key), Item{}).first;
+  } else if (it->second.expires_at_ms != 0) {
+    space->expiry.erase({it->second.expires_at_ms, it->first});
+  }
+  Item& item = it->second;
+  item.value = std::string(value);
+  item.version = ++space->revision;
+  item.expires_at_ms = options.ttl_ms > 0 ? now + options.ttl_ms : 0;
+  if (item.expires_at_ms != 0) space->expiry.emplace(item.expires_at_ms, it->first);
+
+  WatchEvent event;
+  event.type = EventType::kPut;
+  event.key = it->first;
+  event.value = item.value;
+  event.version = item.version;
+  event.revision = item.version;
+  RecordLocked(*space, std::move(event));
+  return item.version;
+}
+
+absl::StatusOr<bool> MemoryKv::Delete(absl::string_view ns, absl::string_view key,
+                                      const DeleteOptions& options) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  RETURN_IF_ERROR(ValidateKey(key, limits_));
+  RETURN_IF_ERROR(ValidateIfVersion(options.if_version));
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Namespace> space = FindLocked(ns);
+  if (space == nullptr) {
+    if (options.if_version > 0) return VersionMismatch(0, options.if_version, "delete", ns, key);
+    return false;
+  }
+  ReapLocked(*space, clock_->NowMs());
+  auto it = space->items.find(key);
+  const int64_t have = it == space->items.end() ? 0 : it->second.version;
+  if (options.if_version != kAnyVersion && have != options.if_version) {
+    if (have == 0 && options.if_version == kMustNotExist) return false;
+    return VersionMismatch(have, options.if_version, "delete", ns, key);
+  }
+  if (it == space->items.end()) return false;
+  RemoveItemLocked(*space, it, EventType::kDelete);
+  return true;
+}
+
+absl::StatusOr<ListResult> MemoryKv::List(absl::string_view ns, absl::string_view prefix,
+                                          const ListOptions& options) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  RETURN_IF_ERROR(ValidatePrefix(prefix, limits_));
+  ASSIGN_OR_RETURN(const size_t limit, EffectiveListLimit(options, limits_));
+  absl::MutexLock lock(&mu_);
+  ListResult result;
+  std::shared_ptr<Namespace> space = FindLocked(ns);
+  if (space == nullptr) return result;
+  ReapLocked(*space, clock_->NowMs());
+  result.revision = space->revision;
+  for (auto it = space->items.lower_bound(prefix);
+       it != space->items.end() && absl::string_view(it->first).substr(0, prefix.size()) == prefix;
+       ++it) {
+    if (result.entries.size() == limit) {
+      result.truncated = true;
+      break;
+    }
+    result.entries.push_back(
+        KeyEntry{it->first, Entry{it->second.value, it->second.version, it->second.expires_at_ms}});
+  }
+  return result;
+}
+
+absl::StatusOr<WatchResult> MemoryKv::WaitForChange(absl::string_view ns, absl::string_view prefix,
+                                                    int64_t after_revision,
+                                                    const WatchOptions& options) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  RETURN_IF_ERROR(ValidatePrefix(prefix, limits_));
+  RETURN_IF_ERROR(ValidateWatchOptions(after_revision, options));
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(options.timeout_ms);
+  WatchResult result;
+  result.revision = after_revision;
+
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    // Looked up afresh each round: DeleteNamespace may have replaced it.
+    std::shared_ptr<Namespace> space = FindLocked(ns);
+    if (space == nullptr && after_revision > 0) return WatchAhead(ns, after_revision, 0);
+    if (space == nullptr) space = FindOrCreateLocked(ns);
+    const int64_t now_ms = clock_->NowMs();
+    ReapLocked(*space, now_ms);
+    if (result.revision > space->revision) return WatchAhead(ns, result.revision, space->revision);
+    if (result.revision < space->revision) {
+      const int64_t oldest = space->history.front().revision;
+      if (result.revision + 1 < oldest) return WatchCompacted(ns, result.revision, oldest);
+      for (size_t i = static_cast<size_t>(result.revision + 1 - oldest);
+           i < space->history.size() && result.events.size() < options.max_events; ++i) {
+        const WatchEvent& event = space->history[i];
+        result.revision = event.revision;
+        if (absl::string_view(event.key).substr(0, prefix.size()) == prefix) {
+          result.events.push_back(event);
+        }
+      }
+      if (!result.events.empty()) return result;
+    }
+    const absl::Time now = absl::Now();
+    if (now >= deadline) return result;
+    // Wake for the next expiry too, so a watcher of an idle namespace hears it.
+    absl::Time wake = deadline;
+    if (!space->expiry.empty()) {
+      wake = std::min(wake, now + absl::Milliseconds(
+                                      std::max<int64_t>(space->expiry.begin()->first - now_ms, 1)));
+    }
+    space->changed.WaitWithDeadline(&mu_, wake);
+  }
+}
+
+absl::Status MemoryKv::DeleteNamespace(absl::string_view ns) {
+  RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  absl::MutexLock lock(&mu_);
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) return absl::OkStatus();
+  // Watchers wake, find the namespace gone and report it.
+  it->second->changed.SignalAll();
+  namespaces_.erase(it);
+  return absl::OkStatus();
+}
+
+size_t MemoryKv::Sweep() {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_->NowMs();
+  size_t removed = 0;
+  for (auto& [name, space] : namespaces_) removed += ReapLocked(*space, now);
+  return removed;
+}
+
+}  // namespace flotilla::kv

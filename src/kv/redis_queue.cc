@@ -1,0 +1,266 @@
+// RedisQueue: the MessageQueue (queue.h) on Redis Streams; the key layout is
+// in queue.h. Consumer groups are created lazily (XGROUP CREATE ... 0
+// MKSTREAM, BUSYGROUP ignored) and remembered per process; a NOGROUP reply
+// (the queue was deleted meanwhile) forgets and recreates the group.
+//
+// XREADGROUP and XAUTOCLAIM are retried after a wire failure (Retry::kSafe)
+// although they change the group: a delivery whose reply was lost leaves the
+// message pending under this consumer, and it is redelivered after the
+// visibility timeout like any unacknowledged message. XADD is not retried,
+// since a retry could send the message twice.
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "kv/queue.h"
+#include "kv/redis_client.h"
+
+namespace flotilla::kv {
+namespace {
+
+// XAUTOCLAIM scans at most 10 * COUNT pending entries per call; this bounds
+// the calls one Receive makes to find due redeliveries.
+constexpr int kMaxAutoclaimRounds = 8;
+
+bool IsStreamId(absl::string_view id) {
+  size_t dash = id.find('-');
+  if (dash == absl::string_view::npos || dash == 0 || dash + 1 == id.size()) return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    if (i != dash && (id[i] < '0' || id[i] > '9')) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<const redisReply*> Element(const redisReply* reply, size_t index,
+                                          absl::string_view what) {
+  if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || index >= reply->elements) {
+    return absl::InternalError(absl::StrCat("redis ", what, ": expected an array of more than ",
+                                            index, " elements, got ", DescribeReply(reply)));
+  }
+  return reply->element[index];
+}
+
+// Parses one stream entry [id, [field, value, ...]] into a message; returns
+// nullopt for an entry whose message was deleted (nil).
+absl::StatusOr<std::optional<QueueMessage>> ParseEntry(const redisReply* entry,
+                                                       absl::string_view what) {
+  if (entry == nullptr || entry->type == REDIS_REPLY_NIL) return std::nullopt;
+  ASSIGN_OR_RETURN(const redisReply* id, Element(entry, 0, what));
+  ASSIGN_OR_RETURN(const redisReply* fields, Element(entry, 1, what));
+  if (fields->type != REDIS_REPLY_ARRAY) return std::nullopt;  // Deleted meanwhile.
+  QueueMessage message;
+  message.id = ReplyString(id);
+  for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+    if (ReplyString(fields->element[i]) == "p")
+      message.payload = ReplyString(fields->element[i + 1]);
+  }
+  return message;
+}
+
+class RedisQueue final : public MessageQueue {
+ public:
+  RedisQueue(std::unique_ptr<RedisClient> client, const QueueOptions& options)
+      : client_(std::move(client)), options_(options) {}
+
+  absl::StatusOr<std::string> Send(absl::string_view queue, absl::string_view payload) override {
+    RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
+    RETURN_IF_ERROR(ValidatePayload(payload, options_));
+    ASSIGN_OR_RETURN(RedisReplyPtr reply,
+                     client_->Command({"XADD", StreamKey(queue), "*", "p", std::string(payload)},
+                                      RedisClient::Retry::kNever));
+    if (reply->type != REDIS_REPLY_STRING) {
+      return absl::InternalError(
+          absl::StrCat("redis XADD on ", client_->address(), ": got ", DescribeReply(reply.get())));
+    }
+    return ReplyString(reply.get());
+  }
+
+  absl::StatusOr<std::vector<QueueMessage>> Receive(absl::string_view queue,
+                                                    absl::string_view group,
+                                                    absl::string_view consumer,
+                                                    const ReceiveOptions& options) override {
+    RETURN_IF_ERROR(ValidateReceive(queue, group, consumer, options, options_));
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(options.block_ms);
+    const std::string key = StreamKey(queue);
+    while (true) {
+      RETURN_IF_ERROR(EnsureGroup(key, group));
+      std::vector<QueueMessage> out;
+      absl::Status claimed = ClaimDue(key, group, consumer, options.max_messages, out);
+      if (absl::StrContains(claimed.message(), "NOGROUP")) {
+        ForgetGroup(key, group);
+        continue;
+      }
+      RETURN_IF_ERROR(claimed);
+      if (out.size() >= options.max_messages) return out;
+
+      int64_t block_ms = 0;
+      if (out.empty()) {
+        // Block in slices of one visibility timeout, so that messages whose
+        // consumer died are reclaimed while we wait.
+        block_ms = std::min(absl::ToInt64Milliseconds(deadline - absl::Now()),
+                            options_.visibility_timeout_ms);
+      }
+      std::vector<std::string> args = {
+          "XREADGROUP",          "GROUP", std::string(group),
+          std::string(consumer), "COUNT", absl::StrCat(options.max_messages - out.size())};
+      if (block_ms > 0) args.insert(args.end(), {"BLOCK", absl::StrCat(block_ms)});
+      args.insert(args.end(), {"STREAMS", key, ">"});
+      ASSIGN_OR_RETURN(RedisReplyPtr reply,
+                       client_->CommandAllowingErrorReply(args, RedisClient::Retry::kSafe,
+                                                          std::max<int64_t>(block_ms, 0)));
+      if (reply->type == REDIS_REPLY_ERROR) {
+        const std::string error = ReplyString(reply.get());
+        // NOGROUP: deleted before we read; UNBLOCKED: deleted while we blocked.
+        if (absl::StrContains(error, "NOGROUP") || absl::StrContains(error, "UNBLOCKED")) {
+          ForgetGroup(key, group);
+          if (!out.empty()) return out;
+          continue;
+        }
+        return absl::InternalError(
+            absl::StrCat("redis XREADGROUP on ", client_->address(), ": ", error));
+      }
+      if (reply->type == REDIS_REPLY_ARRAY) {
+        ASSIGN_OR_RETURN(const redisReply* stream, Element(reply.get(), 0, "XREADGROUP"));
+        ASSIGN_OR_RETURN(const redisReply* entries, Element(stream, 1, "XREADGROUP"));
+        for (size_t i = 0; i < entries->elements; ++i) {
+          ASSIGN_OR_RETURN(std::optional<QueueMessage> message,
+                           ParseEntry(entries->element[i], "XREADGROUP"));
+          if (!message.has_value()) continue;
+          message->delivery_count = 1;
+          out.push_back(std::move(*message));
+        }
+      }
+      if (!out.empty() || absl::Now() >= deadline) return out;
+    }
+  }
+
+  absl::Status Ack(absl::string_view queue, absl::string_view group,
+                   absl::string_view id) override {
+    RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
+    RETURN_IF_ERROR(ValidateQueueName("consumer group", group, options_));
+    if (!IsStreamId(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("message id \"%s\" is not an id this queue issued (<ms>-<seq>)", id));
+    }
+    ASSIGN_OR_RETURN(RedisReplyPtr reply,
+                     client_->CommandAllowingErrorReply(
+                         {"XACK", StreamKey(queue), std::string(group), std::string(id)},
+                         RedisClient::Retry::kSafe));
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) return absl::OkStatus();
+    if (reply->type == REDIS_REPLY_ERROR &&
+        !absl::StrContains(ReplyString(reply.get()), "NOGROUP")) {
+      return absl::InternalError(
+          absl::StrCat("redis XACK on ", client_->address(), ": ", ReplyString(reply.get())));
+    }
+    return absl::NotFoundError(
+        absl::StrFormat("ack of message %s in queue \"%s\" group \"%s\": not pending (never "
+                        "delivered to the group, or already acked)",
+                        id, queue, group));
+  }
+
+  absl::Status DeleteQueue(absl::string_view queue) override {
+    RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
+    const std::string key = StreamKey(queue);
+    RETURN_IF_ERROR(client_->Command({"DEL", key}, RedisClient::Retry::kSafe).status());
+    absl::MutexLock lock(&mu_);
+    for (auto it = groups_.lower_bound({key, ""}); it != groups_.end() && it->first == key;) {
+      it = groups_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string StreamKey(absl::string_view queue) const {
+    return absl::StrCat(client_->options().key_prefix, ":q:{", queue, "}");
+  }
+
+  absl::Status EnsureGroup(const std::string& key, absl::string_view group) {
+    std::pair<std::string, std::string> id(key, std::string(group));
+    {
+      absl::MutexLock lock(&mu_);
+      if (groups_.count(id) != 0) return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(RedisReplyPtr reply, client_->CommandAllowingErrorReply(
+                                              {"XGROUP", "CREATE", key, id.second, "0", "MKSTREAM"},
+                                              RedisClient::Retry::kSafe));
+    if (reply->type == REDIS_REPLY_ERROR &&
+        !absl::StartsWith(ReplyString(reply.get()), "BUSYGROUP")) {
+      return absl::InternalError(absl::StrCat("redis XGROUP CREATE on ", client_->address(), ": ",
+                                              ReplyString(reply.get())));
+    }
+    absl::MutexLock lock(&mu_);
+    groups_.insert(std::move(id));
+    return absl::OkStatus();
+  }
+
+  void ForgetGroup(const std::string& key, absl::string_view group) {
+    absl::MutexLock lock(&mu_);
+    groups_.erase({key, std::string(group)});
+  }
+
+  // Claims for consumer the group's messages idle for a visibility timeout,
+  // appending them to out (up to max in all).
+  absl::Status ClaimDue(const std::string& key, absl::string_view group, absl::string_view consumer,
+                        size_t max, std::vector<QueueMessage>& out) {
+    std::string cursor = "0-0";
+    for (int round = 0; round < kMaxAutoclaimRounds && out.size() < max; ++round) {
+      ASSIGN_OR_RETURN(
+          RedisReplyPtr reply,
+          client_->Command({"XAUTOCLAIM", key, std::string(group), std::string(consumer),
+                            absl::StrCat(options_.visibility_timeout_ms), cursor, "COUNT",
+                            absl::StrCat(max - out.size())},
+                           RedisClient::Retry::kSafe));
+      ASSIGN_OR_RETURN(const redisReply* next, Element(reply.get(), 0, "XAUTOCLAIM"));
+      ASSIGN_OR_RETURN(const redisReply* entries, Element(reply.get(), 1, "XAUTOCLAIM"));
+      for (size_t i = 0; i < entries->elements; ++i) {
+        ASSIGN_OR_RETURN(std::optional<QueueMessage> message,
+                         ParseEntry(entries->element[i], "XAUTOCLAIM"));
+        if (!message.has_value()) continue;
+        ASSIGN_OR_RETURN(message->delivery_count, DeliveryCount(key, group, message->id));
+        out.push_back(std::move(*message));
+      }
+      cursor = ReplyString(next);
+      if (cursor == "0-0") break;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> DeliveryCount(const std::string& key, absl::string_view group,
+                                        const std::string& id) {
+    ASSIGN_OR_RETURN(RedisReplyPtr reply,
+                     client_->Command({"XPENDING", key, std::string(group), id, id, "1"},
+                                      RedisClient::Retry::kSafe));
+    ASSIGN_OR_RETURN(const redisReply* entry, Element(reply.get(), 0, "XPENDING"));
+    ASSIGN_OR_RETURN(const redisReply* count, Element(entry, 3, "XPENDING"));
+    return ReplyInteger(count, "XPENDING delivery count");
+  }
+
+  std::unique_ptr<RedisClient> client_;
+  const QueueOptions options_;
+
+  absl::Mutex mu_;
+  // (stream key, group) pairs known to exist.
+  std::set<std::pair<std::string, std::string>> groups_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MessageQueue>> MakeRedisQueue(const RedisOptions& redis,
+                                                             const QueueOptions& options) {
+  RETURN_IF_ERROR(ValidateQueueOptions(options));
+  ASSIGN_OR_RETURN(std::unique_ptr<RedisClient> client, RedisClient::Connect(redis));
+  return std::unique_ptr<MessageQueue>(new RedisQueue(std::move(client), options));
+}
+
+}  // namespace flotilla::kv
