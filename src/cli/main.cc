@@ -17,6 +17,7 @@
 #include "cli/local_federation.h"
 #include "cli/output.h"
 #include "cli/request_file.h"
+#include "cli/forecast_command.h"
 #include "cli/sim_command.h"
 #include "pool/environment_template.h"
 #include "common/clock.h"
@@ -845,6 +846,7 @@ int Main(int argc, char** argv) {
   });
 
   AddSimCommand(app, &rc);
+  AddForecastCommand(app, &rc);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 
