@@ -17,9 +17,90 @@
 #                         with apt-get when missing and we are root)
 #   JOBS=N                build parallelism (default: nproc)
 # Results (JSON per round, the section as results.md) go to BUILD_DIR/bench-results.
+#
+# The sandbox step, separate (needs root, ~1 min):
+#   bench/run.sh sandbox [BUILD_DIR]
+# builds flotilla_sandbox_bench and flotilla-guest, installs bubblewrap, crun
+# and runc with apt-get when missing, and runs bench/sandbox_bench.cc: cold and
+# warm start of Flotilla's Linux sandboxes (no-op and `python3 -c pass`) side by
+# side with fork/exec, bwrap, crun run and runc run. Its output goes to
+# BUILD_DIR/bench-results/sandbox.{md,json}; with BENCH_WRITE_DOCS=1 it also
+# replaces the generated part of "Sandboxes: cold and warm start" in
+# docs/benchmarks.md. BENCH_QUICK=1 makes it a smoke run (~10 s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# ---- the sandbox step: bench/run.sh sandbox [BUILD_DIR]
+if [[ ${1:-} == sandbox ]]; then
+  BUILD_DIR=${2:-build}
+  OUT=$BUILD_DIR/bench-results
+  if [[ $(id -u) != 0 ]]; then
+    echo "bench: the sandbox benchmark needs root (containers, cgroups, crun/runc)" >&2
+    exit 1
+  fi
+  missing=()
+  for pair in bwrap:bubblewrap crun:crun runc:runc; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -x /usr/sbin/${pair%%:*} ]] || missing+=("${pair#*:}")
+  done
+  if ((${#missing[@]})); then
+    echo "bench: installing ${missing[*]} with apt-get (peers of the sandbox benchmark)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # No recommends: runc would pull in Debian's criu.
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+      { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } ||
+      echo "bench: could not install ${missing[*]}; those peers are left out" >&2
+  fi
+  if [[ ! -f $BUILD_DIR/build.ninja && ! -f $BUILD_DIR/Makefile ]]; then
+    echo "bench: configuring a Release build in $BUILD_DIR" >&2
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
+  fi
+  cmake --build "$BUILD_DIR" --target flotilla-guest flotilla_sandbox_bench -j "${JOBS:-$(nproc)}" >&2
+  if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    SB_ARGS=(-n 30 --slow-iterations 10 --warmup 3)
+  else
+    SB_ARGS=(-n 300 --slow-iterations 100 --warmup 10)
+  fi
+  SB_CMD=("$BUILD_DIR/bench/flotilla_sandbox_bench" --guest "$BUILD_DIR/src/flotilla-guest"
+    --templates templates "${SB_ARGS[@]}")
+  mkdir -p "$OUT"
+  LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+  RC=0
+  timeout -k 5 300 "${SB_CMD[@]}" --json "$OUT/sandbox.json" >"$OUT/sandbox-table.md" || RC=$?
+  LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+  COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then COMMIT="$COMMIT (with uncommitted changes)"; fi
+  BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
+  version() { "$@" 2>/dev/null | head -1 || true; }
+  {
+    echo "### Run of $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))," \
+      "$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r);" \
+      "load average $LOAD_BEFORE before, $LOAD_AFTER after."
+    echo "- Build: \`$BUILD_DIR\`, CMAKE_BUILD_TYPE=$BUILD_TYPE, commit $COMMIT."
+    echo "- Command: \`bench/run.sh sandbox $BUILD_DIR\`, which runs \`${SB_CMD[*]}\`."
+    echo "- Peers: $(version bwrap --version), $(version crun --version), $(version runc --version);" \
+      "Python $(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])') (/usr/bin/python3, as in the sandboxes)."
+    echo
+    cat "$OUT/sandbox-table.md"
+  } >"$OUT/sandbox.md"
+  cat "$OUT/sandbox.md"
+  if [[ ${BENCH_WRITE_DOCS:-0} == 1 && $RC == 0 ]]; then
+    /usr/bin/python3 - "$OUT/sandbox.md" docs/benchmarks.md <<'PY'
+import sys
+new, doc = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+begin, end = "<!-- sandbox-bench:begin -->", "<!-- sandbox-bench:end -->"
+if begin not in doc or end not in doc:
+    sys.exit("bench: docs/benchmarks.md has no sandbox-bench markers; not written")
+head, rest = doc.split(begin, 1)
+open(sys.argv[2], "w").write(head + begin + "\n\n" + new.strip() + "\n\n" + end + rest.split(end, 1)[1])
+print("bench: wrote the sandbox section of docs/benchmarks.md", file=sys.stderr)
+PY
+  fi
+  exit "$RC"
+fi
+
 BUILD_DIR=${1:-build}
 ROUNDS=${BENCH_ROUNDS:-3}
 OUT=$BUILD_DIR/bench-results
