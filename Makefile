@@ -17,7 +17,10 @@ build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	# A test that fails is run once more before it counts (some fault and
+	# hostile tests race against a loaded 2-core machine); its first
+	# failure stays in the log.
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600 --repeat until-pass:2
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)/src/flotilla

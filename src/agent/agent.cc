@@ -132,6 +132,13 @@ absl::Status Agent::Start() {
   spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
                config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
                sandbox_->kind(), config_.manager);
+  sampler_ = std::make_unique<monitor::Sampler>(
+      [this](const std::string& key) { return sandbox_->Sample(key); },
+      []() -> std::optional<int64_t> {
+        auto m = ReadMemAvailable("/proc");
+        return m.ok() ? std::optional<int64_t>(*m) : std::nullopt;
+      });
+  sampler_->Start();
   loops_.emplace_back([this] { ControlLoop(); });
   loops_.emplace_back([this] { ResultsLoop(); });
   loops_.emplace_back([this] { OutputLoop(); });
@@ -153,6 +160,7 @@ void Agent::Stop() {
   }
   for (auto& t : loops_) t.join();
   loops_.clear();
+  if (sampler_) sampler_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
 
@@ -244,6 +252,7 @@ void Agent::ControlLoop() {
       }
       if (auto la = ReadLoadAverage("/proc"); la.ok()) req.set_load_average(*la);
       AddPoolStatus(req.mutable_pools());
+      if (sampler_) AddUsage(&req);
       v1::ReportStatusResponse resp;
       auto ctx = Context();
       grpc::Status gst = manager_->ReportStatus(ctx.get(), req, &resp);
@@ -347,6 +356,26 @@ void Agent::AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* ou
     ps->set_cold_start_p50_us(s.cold_start_p50_us);
     ps->set_cold_start_p99_us(s.cold_start_p99_us);
   }
+}
+
+void Agent::AddUsage(v1::ReportStatusRequest* req) {
+  const int64_t now = NowUnixMs();
+  for (const auto& s : sampler_->Summaries()) {
+    v1::TaskUsage* u = req->add_usage();
+    u->set_execution_id(s.execution_id);
+    u->set_attempt(s.attempt);
+    u->set_cpu_cores(s.cpu_cores);
+    u->set_memory_bytes(s.memory_bytes);
+    u->set_memory_limit_bytes(s.memory_limit_bytes);
+    u->set_memory_peak_bytes(s.memory_peak_bytes);
+    u->set_pids(s.pids);
+    u->set_risk(s.risk);
+    u->set_samples(s.samples);
+    u->set_sampled_unix_ms(now);
+  }
+  monitor::HostSummary host = sampler_->Host();
+  req->set_cpu_cores_used(host.cpu_cores_used);
+  req->set_memory_available_bytes(host.memory_available_bytes);
 }
 
 void Agent::RefillLoop() {
@@ -465,7 +494,9 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   result.set_node_id(config_.node_id);
   result.set_started_unix_ms(NowUnixMs());
   Sink sink(this, *task);
+  if (sampler_) sampler_->Track(spec.id, task->id, task->attempt, task->resources.memory_bytes);
   absl::StatusOr<sandbox::TaskOutcome> outcome = sandbox_->Run(spec, sink, task->cancel);
+  if (sampler_) sampler_->Untrack(spec.id);
   result.set_finished_unix_ms(NowUnixMs());
   if (!outcome.ok()) {
     result.set_termination(v1::TERMINATION_START_FAILED);

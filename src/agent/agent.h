@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "agent/config.h"
 #include "flotilla/v1/federation.grpc.pb.h"
+#include "monitor/sampler.h"
 #include "pool/warm_pool.h"
 #include "sandbox/sandbox.h"
 
@@ -68,6 +69,7 @@ class Agent {
   void ResultsLoop();
   void OutputLoop();
   void RefillLoop();
+  void AddUsage(v1::ReportStatusRequest* req);
   void AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out);
   std::vector<v1::TaskRef> TaskRefs();
   v1::HypervisorNode Describe();
@@ -94,6 +96,9 @@ class Agent {
 
   std::vector<pool::WarmPool*> pools_;
   std::vector<std::thread> loops_;
+  // Samples every running task's sandbox (sandbox_->Sample) and the host at
+  // 10 Hz; summarised in every ReportStatus.
+  std::unique_ptr<monitor::Sampler> sampler_;
 };
 
 // Runs `flotilla agent` until SIGTERM or SIGINT.

@@ -19,6 +19,7 @@
 #include "cli/request_file.h"
 #include "cli/forecast_command.h"
 #include "cli/sim_command.h"
+#include "cli/top_command.h"
 #include "pool/environment_template.h"
 #include "common/clock.h"
 #include "common/logging.h"
@@ -847,6 +848,7 @@ int Main(int argc, char** argv) {
 
   AddSimCommand(app, &rc);
   AddForecastCommand(app, &rc);
+  AddTopCommand(app, &rc, &g.manager, &g.json);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 

@@ -102,6 +102,8 @@ struct Manager::Live {
   int64_t assigned_mono_ms = 0;  // when the current attempt was sent
   int dispatch_failures = 0;
   std::optional<scheduler::LatencyFeatures> features;  // of the current attempt
+  // The agent's latest usage report of the current attempt; in memory only.
+  std::optional<v1::TaskUsage> usage;
 };
 
 struct Manager::NodeState {
@@ -357,6 +359,9 @@ v1::Execution Manager::ToExecution(const Live& l) const {
   e.set_finished_unix_ms(l.rec.finished_ms);
   e.set_error(l.rec.error);
   e.set_cancel_requested(l.rec.cancel_requested);
+  if (l.rec.state == ExecutionState::kRunning && l.usage && l.usage->attempt() == l.rec.attempt) {
+    *e.mutable_usage() = *l.usage;
+  }
   return e;
 }
 
@@ -436,6 +441,8 @@ std::vector<v1::HypervisorNode> Manager::ListNodes() {
     n.set_version(spec.version());
     *n.mutable_pools() = spec.pools();
     n.set_unisolated(spec.unisolated());
+    n.set_cpu_cores_used(spec.cpu_cores_used());
+    n.set_memory_available_bytes(spec.memory_available_bytes());
     out.push_back(std::move(n));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
@@ -641,6 +648,8 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   *ns.spec.mutable_pools() = req.pools();
   ns.node.warm_sandboxes.clear();
   for (const auto& p : req.pools()) ns.node.warm_sandboxes[p.template_name()] = p.idle();
+  ns.spec.set_cpu_cores_used(req.cpu_cores_used());
+  ns.spec.set_memory_available_bytes(req.memory_available_bytes());
 
   v1::ReportStatusResponse resp;
   std::set<std::string> reported;
@@ -664,6 +673,16 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
       if (!t.finished() && live.rec.cancel_requested) *resp.add_cancel() = t;
     } else if (!t.finished()) {
       *resp.add_cancel() = t;  // superseded attempt: stop it
+    }
+  }
+  // Live usage of the node's current attempts (not persisted).
+  for (const auto& u : req.usage()) {
+    auto lit = live_.find(u.execution_id());
+    if (lit == live_.end()) continue;
+    Live& live = *lit->second;
+    if (live.rec.node_id == req.node_id() && live.rec.attempt == u.attempt() &&
+        live.rec.state == ExecutionState::kRunning) {
+      live.usage = u;
     }
   }
   for (const std::string& id : std::vector<std::string>(ns.assigned.begin(), ns.assigned.end())) {

@@ -81,6 +81,20 @@ class LinuxInstance final : public Instance {
   bool Reset() override { return client_->healthy() && client_->Reset(kResetTimeout).ok(); }
   bool healthy() const override { return client_->healthy(); }
 
+  std::optional<monitor::UsageSample> Usage() const override {
+    auto u = container_->Usage();
+    if (!u.ok()) return std::nullopt;
+    monitor::UsageSample s;
+    s.t_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+                 .count();
+    s.cpu_usage_us = u->cpu_usage_us;
+    s.memory_bytes = u->memory_current_bytes;
+    s.memory_limit_bytes = template_.limits.memory_bytes;
+    s.pids = u->pids_current;
+    return s;
+  }
+
  private:
   std::unique_ptr<sandbox::Container> container_;
   std::unique_ptr<sandbox::GuestClient> client_;

@@ -199,9 +199,24 @@ absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec&
   InstanceOptions options{.network_egress = spec.network_egress};
   auto lease = pool->Acquire(spec.tenant, spec.function, options);
   if (!lease.ok()) return lease.status();
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    running_[spec.id] = lease->instance.get();
+  }
   auto outcome = lease->instance->Run(spec, sink, cancel);
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    running_.erase(spec.id);
+  }
   pool->Release(std::move(*lease), spec.tenant, spec.function, options);
   return outcome;
+}
+
+std::optional<monitor::UsageSample> PooledSandbox::Sample(const std::string& task_id) {
+  std::lock_guard<std::mutex> lock(running_mu_);
+  auto it = running_.find(task_id);
+  if (it == running_.end()) return std::nullopt;
+  return it->second->Usage();
 }
 
 }  // namespace flotilla::pool

@@ -16,8 +16,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,9 @@ class Instance {
   // Cleans the instance for its next task; false if it cannot be reused.
   virtual bool Reset() = 0;
   virtual bool healthy() const = 0;
+  // Live usage while a task runs (cgroups); nullopt where not measured.
+  // May be called from another thread while Run is in progress.
+  virtual std::optional<monitor::UsageSample> Usage() const { return std::nullopt; }
 };
 
 struct InstanceOptions {
@@ -126,8 +131,14 @@ class PooledSandbox : public sandbox::Sandbox {
   absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
                                            const sandbox::CancelToken& cancel) override;
   std::string_view kind() const override { return kind_; }
+  // The usage of the instance running `task_id`: Run records task id →
+  // instance while the task runs; running_mu_ keeps the instance from being
+  // released during the call.
+  std::optional<monitor::UsageSample> Sample(const std::string& task_id) override;
 
  private:
+  std::mutex running_mu_;
+  std::map<std::string, Instance*> running_;  // guarded by running_mu_
   std::vector<WarmPool*> pools_;
   std::string default_template_;
   std::string kind_;

@@ -13,12 +13,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "model/model.h"
+#include "monitor/usage.h"
 
 namespace flotilla::sandbox {
 
@@ -105,6 +107,14 @@ class Sandbox {
 
   // A short name of the isolation this sandbox gives ("process").
   virtual std::string_view kind() const = 0;
+
+  // Live usage of the task `task_id` (TaskSpec::id) while its Run is in
+  // progress; nullopt when it is not running or the sandbox cannot measure
+  // it (the default). Thread-safe: called by the agent's sampler thread.
+  virtual std::optional<monitor::UsageSample> Sample(const std::string& task_id) {
+    (void)task_id;
+    return std::nullopt;
+  }
 };
 
 // Options of the unisolated process sandbox.
