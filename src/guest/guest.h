@@ -7,6 +7,8 @@
 // nothing here uses abseil, iostreams or threads.
 #pragma once
 
+#include "common/unique_fd.h"
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -28,27 +30,7 @@ std::string ErrnoMessage(std::string_view op, std::string_view object, int err);
 int64_t MonotonicUs();
 
 // An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void Reset();
-
- private:
-  int fd_ = -1;
-};
+using Fd = ::flotilla::UniqueFd;
 
 // Why a task could not start: errno of the failed step (0 if none) and a
 // message that names the step and the object.

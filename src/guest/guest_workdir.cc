@@ -26,11 +26,6 @@
 
 namespace flotilla::guest {
 
-void Fd::Reset() {
-  if (fd_ >= 0) close(fd_);
-  fd_ = -1;
-}
-
 void Log(const char* format, ...) {
   char buf[1024];
   int n = snprintf(buf, sizeof(buf), "flotilla-guest: ");

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 
 namespace flotilla::sandbox::isolation {
@@ -83,16 +84,6 @@ absl::StatusOr<int64_t> ReadKeyed(const std::string& path, absl::string_view key
     if (kv.first == key && absl::SimpleAtoi(kv.second, &value)) return value;
   }
   return absl::NotFoundError(absl::StrCat("`", path, "` has no ", key));
-}
-
-absl::Status MkdirParents(const std::string& path) {
-  std::string sofar;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    absl::StrAppend(&sofar, "/", part);
-    if (mkdir(sofar.c_str(), 0755) != 0 && errno != EEXIST)
-      return ErrnoError(errno, "mkdir", sofar);
-  }
-  return absl::OkStatus();
 }
 
 bool ValidName(absl::string_view name) {

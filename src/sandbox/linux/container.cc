@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 #include "sandbox/linux/caps.h"
 #include "sandbox/linux/child.h"
@@ -130,16 +131,6 @@ Described Describe(const ChildError& error, const ContainerSpec& spec,
               spec.program_fd >= 0 ? absl::StrCat("fd ", spec.program_fd) : spec.program_path};
   }
   return {absl::StrCat("step ", error.step), ""};
-}
-
-absl::Status MkdirParents(const std::string& path) {
-  std::string sofar;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    absl::StrAppend(&sofar, "/", part);
-    if (mkdir(sofar.c_str(), 0755) != 0 && errno != EEXIST)
-      return ErrnoError(errno, "mkdir", sofar);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
