@@ -899,22 +899,26 @@ void Manager::DispatchRound() {
     // Load balancing: overloaded nodes look draining to the first attempt at
     // placing each entry, so queued work goes to cooler nodes while they fit.
     balance_ = balancer_.Analyze(views, &balance_);
-    std::vector<std::string> avoid;
-    if (config_.load_balancing) avoid = scheduler::LoadBalancer::AvoidSet(balance_);
+    // The nodes to avoid, by index into views (ones already draining need no mark).
+    std::vector<size_t> avoided;
+    if (config_.load_balancing) {
+      for (const std::string& id : scheduler::LoadBalancer::AvoidSet(balance_)) {
+        for (size_t i = 0; i < views.size(); ++i) {
+          if (views[i].id == id && !views[i].draining) avoided.push_back(i);
+        }
+      }
+    }
     ModelPredictor predictor(latency_model_);
     for (const auto& entry : queue_.Peek(kPeekPerRound, now_ms)) {
       Live& live = *live_.at(entry.id);
       scheduler::Decision d;
-      if (!avoid.empty()) {
-        std::vector<model::HypervisorNode> cool = views;
-        for (auto& v : cool) {
-          if (std::find(avoid.begin(), avoid.end(), v.id) != avoid.end()) v.draining = true;
-        }
-        d = selection_.Select(live.sched, cool, &rng_, &predictor);
-        // Say why an avoided node was passed over (it is not really draining).
+      if (!avoided.empty()) {
+        // Avoided nodes look draining to this first try only.
+        for (size_t i : avoided) views[i].draining = true;
+        d = selection_.Select(live.sched, views, &rng_, &predictor);
+        for (size_t i : avoided) views[i].draining = false;
         for (auto& cand : d.candidates) {
-          if (cand.rejected_because == "node is draining" && !views[cand.index].draining &&
-              std::find(avoid.begin(), avoid.end(), cand.node_id) != avoid.end()) {
+          if (std::find(avoided.begin(), avoided.end(), cand.index) != avoided.end()) {
             cand.rejected_because = "overloaded: the load balancer steers work to cooler nodes";
           }
         }
@@ -1085,6 +1089,8 @@ void Manager::CheckLeasesForTest() { CheckLeases(); }
 
 std::string Manager::RenderMetrics() {
   Metrics::Gauges g;
+  std::vector<scheduler::LatencySample> history;
+  scheduler::LatencyModelOptions model_options;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, ns] : nodes_) g.nodes_by_status[model::ToString(ns->node.status)]++;
@@ -1092,14 +1098,17 @@ std::string Manager::RenderMetrics() {
     g.running = static_cast<int64_t>(live_.size() - queue_.size());
     g.preemptions = static_cast<int64_t>(preemptions_);
     for (const auto& n : balance_.nodes) g.overloaded_nodes += n.overloaded;
-    if (latency_history_.size() >= 20) {
-      std::vector<scheduler::LatencySample> history(latency_history_.begin(), latency_history_.end());
-      auto report = latency_model_.EvaluateHoldout(history, 0.2);
-      if (report.ok()) {
-        g.latency_model_mae_ms = report->mae_ms;
-        g.latency_baseline_mae_ms = report->baseline_mae_ms;
-        g.latency_model_samples = static_cast<int64_t>(history.size());
-      }
+    history.assign(latency_history_.begin(), latency_history_.end());
+    model_options = latency_model_.options();
+  }
+  // Training the held-out model is the only real work of a scrape: done
+  // outside the lock, on copies.
+  if (history.size() >= 20) {
+    auto report = scheduler::LatencyModel(model_options).EvaluateHoldout(history, 0.2);
+    if (report.ok()) {
+      g.latency_model_mae_ms = report->mae_ms;
+      g.latency_baseline_mae_ms = report->baseline_mae_ms;
+      g.latency_model_samples = static_cast<int64_t>(history.size());
     }
   }
   return metrics_.Render(g);
