@@ -32,21 +32,13 @@ namespace {
 
 using ::flotilla::kv::testing::FreeLoopbackPort;
 using ::flotilla::kv::testing::RedisServer;
+using ::flotilla::kv::testing::Backend;
+using ::flotilla::kv::testing::BackendName;
 using ::flotilla::kv::testing::SharedRedisServer;
+using ::flotilla::kv::testing::UniquePrefix;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-enum class Backend { kMemory, kRedis };
-
-std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  return info.param == Backend::kMemory ? "Memory" : "Redis";
-}
-
-// A key prefix no other store in this process (or an earlier run) uses.
-std::string UniquePrefix() {
-  static std::atomic<int> counter{0};
-  return absl::StrCat("kvtest", getpid(), "_", counter.fetch_add(1));
-}
 
 std::vector<std::string> Keys(const ListResult& result) {
   std::vector<std::string> keys;
@@ -77,7 +69,7 @@ class KvContractTest : public ::testing::TestWithParam<Backend> {
     if (GetParam() == Backend::kMemory) return std::make_unique<MemoryKv>(&clock_, limits);
     RedisKvOptions options;
     options.redis.port = server_->port();
-    options.redis.key_prefix = UniquePrefix();
+    options.redis.key_prefix = UniquePrefix("kvtest");
     options.limits = limits;
     absl::StatusOr<std::unique_ptr<RedisKv>> kv = RedisKv::Connect(options);
     EXPECT_TRUE(kv.ok()) << kv.status();
@@ -569,7 +561,7 @@ class RedisKvTest : public ::testing::Test {
 TEST_F(RedisKvTest, KeyLayoutIsAsDocumented) {
   RedisKvOptions options;
   options.redis.port = server_->port();
-  options.redis.key_prefix = UniquePrefix();
+  options.redis.key_prefix = UniquePrefix("kvtest");
   absl::StatusOr<std::unique_ptr<RedisKv>> kv = RedisKv::Connect(options);
   ASSERT_TRUE(kv.ok()) << kv.status();
   PutOptions ttl;

@@ -29,19 +29,12 @@ namespace {
 
 using ::flotilla::kv::testing::FreeLoopbackPort;
 using ::flotilla::kv::testing::RedisServer;
+using ::flotilla::kv::testing::Backend;
+using ::flotilla::kv::testing::BackendName;
 using ::flotilla::kv::testing::SharedRedisServer;
+using ::flotilla::kv::testing::UniquePrefix;
 using ::testing::HasSubstr;
 
-enum class Backend { kMemory, kRedis };
-
-std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  return info.param == Backend::kMemory ? "Memory" : "Redis";
-}
-
-std::string UniquePrefix() {
-  static std::atomic<int> counter{0};
-  return absl::StrCat("qtest", getpid(), "_", counter.fetch_add(1));
-}
 
 std::vector<std::string> Payloads(const std::vector<QueueMessage>& messages) {
   std::vector<std::string> payloads;
@@ -72,7 +65,7 @@ class QueueContractTest : public ::testing::TestWithParam<Backend> {
     } else {
       RedisOptions redis;
       redis.port = server_->port();
-      redis.key_prefix = UniquePrefix();
+      redis.key_prefix = UniquePrefix("qtest");
       queue = MakeRedisQueue(redis, options);
     }
     EXPECT_TRUE(queue.ok()) << queue.status();

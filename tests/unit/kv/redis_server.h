@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -211,5 +212,18 @@ inline RedisServer* SharedRedisServer() {
     }                                                                                      \
     FAIL() << "redis-server is installed but did not start";                               \
   }
+
+// The backends every contract suite runs against.
+enum class Backend { kMemory, kRedis };
+
+inline std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::kMemory ? "Memory" : "Redis";
+}
+
+// A key prefix no other store in this process (or an earlier run) uses.
+inline std::string UniquePrefix(const std::string& tag) {
+  static std::atomic<int> counter{0};
+  return absl::StrCat(tag, getpid(), "_", counter.fetch_add(1));
+}
 
 }  // namespace flotilla::kv::testing
