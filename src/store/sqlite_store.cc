@@ -97,6 +97,16 @@ CREATE TABLE results (
   PRIMARY KEY (execution_id, attempt)
 );
 )sql",
+    // 2: documents — functions and workflows, one serialized body per key.
+    R"sql(
+CREATE TABLE documents (
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  body BLOB NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (kind, key)
+);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -147,6 +157,15 @@ constexpr const char* kPutResultSql =
     "ON CONFLICT (execution_id, attempt) DO UPDATE SET result = excluded.result";
 constexpr const char* kGetResultSql =
     "SELECT result FROM results WHERE execution_id = ?1 AND attempt = ?2";
+
+constexpr const char* kPutDocumentSql =
+    "INSERT INTO documents (kind, key, body, updated_ms) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms";
+constexpr const char* kGetDocumentSql =
+    "SELECT kind, key, body, updated_ms FROM documents WHERE kind = ?1 AND key = ?2";
+constexpr const char* kListDocumentsSql =
+    "SELECT kind, key, body, updated_ms FROM documents WHERE kind = ?1 ORDER BY key";
+constexpr const char* kDeleteDocumentSql = "DELETE FROM documents WHERE kind = ?1 AND key = ?2";
 
 #undef FLOTILLA_EXECUTION_COLUMNS
 
@@ -382,6 +401,11 @@ class SqliteStore final : public Store {
                          const std::string& result) override;
   absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                        uint32_t attempt) override;
+  absl::Status PutDocument(const DocumentRecord& doc) override;
+  absl::StatusOr<std::optional<DocumentRecord>> GetDocument(const std::string& kind,
+                                                            const std::string& key) override;
+  absl::StatusOr<std::vector<DocumentRecord>> ListDocuments(const std::string& kind) override;
+  absl::StatusOr<bool> DeleteDocument(const std::string& kind, const std::string& key) override;
   absl::Status Transaction(absl::FunctionRef<absl::Status()> body) override;
 
  private:
@@ -411,7 +435,7 @@ class SqliteStore final : public Store {
   struct Statements {
     StmtPtr upsert_node, load_nodes, insert_execution, update_execution, get_execution,
         load_unfinished, list_all, list_states, put_attempt, list_attempts, put_result, get_result,
-        begin, commit, rollback;
+        put_document, get_document, list_documents, delete_document, begin, commit, rollback;
   };
 
   SqliteStore(DbPtr db, Statements stmts) : db_(std::move(db)), stmts_(std::move(stmts)) {}
@@ -534,6 +558,10 @@ absl::StatusOr<SqliteStore::Statements> SqliteStore::PrepareAll(sqlite3* db) {
   ASSIGN_OR_RETURN(s.list_attempts, Prepare(db, kListAttemptsSql));
   ASSIGN_OR_RETURN(s.put_result, Prepare(db, kPutResultSql));
   ASSIGN_OR_RETURN(s.get_result, Prepare(db, kGetResultSql));
+  ASSIGN_OR_RETURN(s.put_document, Prepare(db, kPutDocumentSql));
+  ASSIGN_OR_RETURN(s.get_document, Prepare(db, kGetDocumentSql));
+  ASSIGN_OR_RETURN(s.list_documents, Prepare(db, kListDocumentsSql));
+  ASSIGN_OR_RETURN(s.delete_document, Prepare(db, kDeleteDocumentSql));
   // IMMEDIATE: take the write lock at BEGIN, so a transaction never fails
   // half-way with SQLITE_BUSY when upgrading from a read lock.
   ASSIGN_OR_RETURN(s.begin, Prepare(db, "BEGIN IMMEDIATE"));
@@ -682,6 +710,45 @@ absl::StatusOr<std::optional<std::string>> SqliteStore::GetResult(const std::str
   ASSIGN_OR_RETURN(bool row, use.Step(absl::StrCat("get result ", id, "/", attempt)));
   if (!row) return std::optional<std::string>();
   return std::optional<std::string>(use.ColumnBytes(0));
+}
+
+absl::Status SqliteStore::PutDocument(const DocumentRecord& doc) {
+  Access access(this);
+  Use use(db_.get(), stmts_.put_document.get());
+  use.Text(1, doc.kind).Text(2, doc.key).Blob(3, doc.body).Int(4, doc.updated_ms);
+  return use.Run(absl::StrCat("put ", doc.kind, " ", doc.key));
+}
+
+absl::StatusOr<std::optional<DocumentRecord>> SqliteStore::GetDocument(const std::string& kind,
+                                                                       const std::string& key) {
+  Access access(this);
+  Use use(db_.get(), stmts_.get_document.get());
+  use.Text(1, kind).Text(2, key);
+  ASSIGN_OR_RETURN(bool row, use.Step(absl::StrCat("get ", kind, " ", key)));
+  if (!row) return std::optional<DocumentRecord>();
+  return std::optional<DocumentRecord>(DocumentRecord{use.ColumnBytes(0), use.ColumnBytes(1),
+                                                      use.ColumnBytes(2), use.ColumnInt(3)});
+}
+
+absl::StatusOr<std::vector<DocumentRecord>> SqliteStore::ListDocuments(const std::string& kind) {
+  Access access(this);
+  Use use(db_.get(), stmts_.list_documents.get());
+  use.Text(1, kind);
+  std::vector<DocumentRecord> out;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, use.Step(absl::StrCat("list ", kind)));
+    if (!row) return out;
+    out.push_back(DocumentRecord{use.ColumnBytes(0), use.ColumnBytes(1), use.ColumnBytes(2),
+                                 use.ColumnInt(3)});
+  }
+}
+
+absl::StatusOr<bool> SqliteStore::DeleteDocument(const std::string& kind, const std::string& key) {
+  Access access(this);
+  Use use(db_.get(), stmts_.delete_document.get());
+  use.Text(1, kind).Text(2, key);
+  RETURN_IF_ERROR(use.Run(absl::StrCat("delete ", kind, " ", key)));
+  return sqlite3_changes(db_.get()) > 0;
 }
 
 absl::Status SqliteStore::Transaction(absl::FunctionRef<absl::Status()> body) {

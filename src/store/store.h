@@ -56,6 +56,15 @@ struct AttemptRecord {
   std::string outcome;    // "", "succeeded", "node_lost", "dispatch_failed", ...
 };
 
+// A named document: functions ("function") and workflows ("workflow") are
+// kept this way, each one serialized body under (kind, key).
+struct DocumentRecord {
+  std::string kind;
+  std::string key;
+  std::string body;
+  int64_t updated_ms = 0;
+};
+
 struct ListFilter {
   std::vector<model::ExecutionState> states;  // empty: every state
   int limit = 100;                            // newest (highest seq) first
@@ -89,6 +98,16 @@ class Store {
   // The result of the given attempt; nullopt if none.
   virtual absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                                uint32_t attempt) = 0;
+
+  // Inserts or replaces the document (kind, key).
+  virtual absl::Status PutDocument(const DocumentRecord& doc) = 0;
+  // nullopt if there is no such document.
+  virtual absl::StatusOr<std::optional<DocumentRecord>> GetDocument(const std::string& kind,
+                                                                    const std::string& key) = 0;
+  // Every document of `kind`, ordered by key.
+  virtual absl::StatusOr<std::vector<DocumentRecord>> ListDocuments(const std::string& kind) = 0;
+  // Returns whether a document was there to delete.
+  virtual absl::StatusOr<bool> DeleteDocument(const std::string& kind, const std::string& key) = 0;
 
   // Runs body in one transaction: commits if it returns OK, else rolls back
   // and returns its error. Not reentrant.

@@ -309,6 +309,38 @@ TEST(SqliteStoreTest, ListExecutionsFiltersLimitsAndOrdersNewestFirst) {
   EXPECT_TRUE(none->empty());
 }
 
+TEST(SqliteStoreTest, DocumentsPutGetListDeleteAndSurviveReopen) {
+  TempDir dir;
+  const std::string path = dir.File("docs.db");
+  {
+    auto store = OpenOrDie(path);
+    ASSERT_TRUE(store->PutDocument({"function", "b", std::string("x\0y", 3), 5}).ok());
+    ASSERT_TRUE(store->PutDocument({"function", "a", "1", 6}).ok());
+    ASSERT_TRUE(store->PutDocument({"workflow", "a", "w", 7}).ok());
+    ASSERT_TRUE(store->PutDocument({"function", "a", "2", 8}).ok());  // replaces
+  }
+  auto store = OpenOrDie(path);
+  auto list = store->ListDocuments("function");
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].key, "a");
+  EXPECT_EQ((*list)[0].body, "2");
+  EXPECT_EQ((*list)[0].updated_ms, 8);
+  EXPECT_EQ((*list)[1].body, std::string("x\0y", 3));
+  auto one = store->GetDocument("workflow", "a");
+  ASSERT_TRUE(one.ok() && one->has_value());
+  EXPECT_EQ((*one)->body, "w");
+  auto deleted = store->DeleteDocument("function", "a");
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_TRUE(*deleted);
+  deleted = store->DeleteDocument("function", "a");
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_FALSE(*deleted);
+  auto missing = store->GetDocument("function", "a");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+}
+
 TEST(SqliteStoreTest, NodesUpsertAndLoad) {
   auto store = OpenMemory();
   NodeRecord n1{.id = "node-b",
@@ -568,7 +600,7 @@ TEST(SqliteStoreTest, FileDatabaseUsesWalAndRecordsSchemaVersion) {
     return out;
   };
   EXPECT_EQ(query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(query("PRAGMA user_version"), "1");
+  EXPECT_EQ(query("PRAGMA user_version"), "2");
   sqlite3_close(db);
 }
 
