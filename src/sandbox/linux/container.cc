@@ -275,6 +275,22 @@ absl::StatusOr<std::unique_ptr<Container>> Container::Launch(const ContainerSpec
   // ~Container reaps the child and removes the cgroups and root_dir.
 }
 
+absl::StatusOr<std::unique_ptr<Container>> Container::AdoptRestored(
+    std::string id, pid_t pid, std::unique_ptr<isolation::CgroupSet> cgroups,
+    std::string root_dir) {
+  std::unique_ptr<Container> container(new Container(std::move(id)));
+  container->cgroups_ = std::move(cgroups);
+  container->root_dir_ = std::move(root_dir);
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    return Annotate(ErrnoError(errno, "pidfd_open", absl::StrCat(pid)),
+                    absl::StrCat("container ", container->id_));
+  }
+  container->pid_ = pid;
+  container->pidfd_.Reset(pidfd);
+  return container;
+}
+
 Container::~Container() {
   if (pidfd_.valid() && !exit_.has_value()) {
     absl::Status killed = Kill();
@@ -313,6 +329,10 @@ absl::StatusOr<ContainerUsage> Container::Usage() const {
   auto usage = cgroups_->Usage();
   if (!usage.ok()) return Annotate(usage.status(), absl::StrCat("container ", id_));
   return usage;
+}
+
+absl::Status Container::UpdateLimits(const isolation::CgroupLimits& limits) {
+  return Annotate(cgroups_->UpdateLimits(limits), absl::StrCat("container ", id_));
 }
 
 absl::StatusOr<ContainerExit> Container::Wait(std::chrono::milliseconds timeout) {

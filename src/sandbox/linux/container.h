@@ -13,7 +13,7 @@
 // cgroups, reaps the init and removes the groups and the directory; a Launch
 // that fails half-way leaves nothing behind either.
 //
-// Thread-safety: Kill, Freeze, Thaw and Usage may be called from any thread,
+// Thread-safety: Kill, Freeze, Thaw, Usage and UpdateLimits may be called from any thread,
 // also while another thread is in Wait; Wait itself from one thread at a time.
 #pragma once
 
@@ -110,6 +110,13 @@ class Container {
   // "container ex-1: pivot_root `/run/flotilla/ex-1`: Invalid argument".
   static absl::StatusOr<std::unique_ptr<Container>> Launch(const ContainerSpec& spec,
                                                            const HostLayout& layout);
+  // Takes over a process tree restored from a checkpoint (checkpoint/):
+  // `pid` is its init, a child of the caller, already inside `cgroups`;
+  // `root_dir` is the (now unmounted, empty) directory it was restored on,
+  // removed by the destructor like a launched container's.
+  static absl::StatusOr<std::unique_ptr<Container>> AdoptRestored(
+      std::string id, pid_t pid, std::unique_ptr<isolation::CgroupSet> cgroups,
+      std::string root_dir);
   ~Container();
   Container(const Container&) = delete;
   Container& operator=(const Container&) = delete;
@@ -131,6 +138,8 @@ class Container {
   // namespace with it.
   absl::StatusOr<ContainerExit> Wait(std::chrono::milliseconds timeout);
   absl::StatusOr<ContainerUsage> Usage() const;
+  // Raises or lowers the memory and cpu limits in place (fields of 0 stay).
+  absl::Status UpdateLimits(const isolation::CgroupLimits& limits);
 
   std::vector<std::string> CgroupDirsForTest() const { return cgroups_->Dirs(); }
   const std::string& root_dir() const { return root_dir_; }

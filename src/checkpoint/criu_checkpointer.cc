@@ -1,0 +1,309 @@
+// The CRIU implementation of Checkpointer. The steps of each direction are
+// a flat list; each either succeeds or says which step failed.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "checkpoint/channel.h"
+#include "checkpoint/checkpointer.h"
+#include "checkpoint/criu_process.h"
+#include "checkpoint/externals.h"
+#include "checkpoint/root_archive.h"
+#include "common/files.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+
+namespace flotilla::checkpoint {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kManifest[] = "flotilla-manifest";
+constexpr char kRootTar[] = "flotilla-root.tar";
+constexpr char kNetnsKey[] = "flotilla-netns";
+// Fixed numbers for the fds CRIU inherits on restore.
+constexpr int kChannelFd = 10;
+constexpr int kNetnsFd = 11;
+constexpr int kFirstFileFd = 12;
+
+std::chrono::microseconds Since(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+}
+
+absl::StatusOr<std::string> Slurp(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return ErrnoError(errno, "open", path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return ErrnoError(errno ? errno : EIO, "write", path);
+  return absl::OkStatus();
+}
+
+int64_t DirBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (entry.is_regular_file(ec)) total += static_cast<int64_t>(entry.file_size(ec));
+  }
+  return total;
+}
+
+// The real uid and gid of `pid` (its first Uid:/Gid: fields).
+absl::Status TaskIds(const std::string& proc_dir, pid_t pid, int* uid, int* gid) {
+  ASSIGN_OR_RETURN(std::string status, Slurp(absl::StrCat(proc_dir, "/", pid, "/status")));
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    int* into = absl::ConsumePrefix(&line, "Uid:") ? uid : absl::ConsumePrefix(&line, "Gid:") ? gid : nullptr;
+    if (into == nullptr) continue;
+    std::vector<absl::string_view> f = absl::StrSplit(line, '\t', absl::SkipEmpty());
+    if (f.empty() || !absl::SimpleAtoi(f[0], into)) {
+      return absl::InternalError(absl::StrCat("bad id line in /proc/", pid, "/status"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Removes a half-made image on every early return of Checkpoint.
+class ImageDirGuard {
+ public:
+  explicit ImageDirGuard(std::string dir) : dir_(std::move(dir)) {}
+  ~ImageDirGuard() {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  void Keep() { dir_.clear(); }
+
+ private:
+  std::string dir_;
+};
+
+// Unmounts and removes a restore's root directory unless it was handed on.
+class RootDirGuard {
+ public:
+  explicit RootDirGuard(std::string dir) : dir_(std::move(dir)) {}
+  ~RootDirGuard() {
+    if (dir_.empty()) return;
+    if (mounted_) umount2(dir_.c_str(), MNT_DETACH);
+    rmdir(dir_.c_str());
+  }
+  void set_mounted() { mounted_ = true; }
+  // The restored tree holds its own copy of the root: the host's can go.
+  std::string Release() {
+    if (mounted_) umount2(dir_.c_str(), MNT_DETACH);
+    return std::exchange(dir_, "");
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+class CriuCheckpointer final : public Checkpointer {
+ public:
+  explicit CriuCheckpointer(CriuOptions options)
+      : options_(std::move(options)), criu_(options_.criu_path, options_.state_dir) {}
+
+  absl::StatusOr<CheckpointImage> Checkpoint(const CheckpointRequest& request) override {
+    const std::string context = absl::StrCat("checkpoint of sandbox ", request.id);
+    const auto start = Clock::now();
+    const std::string proc = "/proc";
+    auto manifest = FindExternals(proc, request.init_pid, request.channel_fd);
+    if (!manifest.ok()) return Annotate(manifest.status(), context);
+    int uid = -1, gid = -1;
+    if (absl::Status st = TaskIds(proc, request.init_pid, &uid, &gid); !st.ok()) {
+      return Annotate(st, context);
+    }
+    if (mkdir(request.image_dir.c_str(), 0700) != 0 && !(errno == EEXIST && IsEmptyDir(request.image_dir))) {
+      return Annotate(ErrnoError(errno, "mkdir", request.image_dir), context);
+    }
+    ImageDirGuard guard(request.image_dir);
+    // The root skeleton is read-only once the sandbox runs, so reading it
+    // before the dump is as good as during.
+    const std::string root_tar = absl::StrCat(request.image_dir, "/", kRootTar);
+    if (absl::Status st = SaveRoot(proc, request.init_pid, root_tar); !st.ok()) {
+      return Annotate(st, context);
+    }
+    if (absl::Status st = WriteText(absl::StrCat(request.image_dir, "/", kManifest),
+                                    manifest->Serialize());
+        !st.ok()) {
+      return Annotate(st, context);
+    }
+
+    CriuRun run;
+    run.log_path = absl::StrCat(request.image_dir, "/dump.log");
+    run.real_uid = uid;
+    run.real_gid = gid;
+    run.args = {"dump", "-t", absl::StrCat(request.init_pid), "-D", request.image_dir, "-o",
+                "dump.log", "-v4",
+                // Sandboxes have only loopback: nothing to lock.
+                "--network-lock", "skip",
+                // The cgroups are the agent's to recreate (limits may differ
+                // on the target), not CRIU's.
+                "--manage-cgroups=ignore", "--ext-unix-sk", "--external",
+                absl::StrCat("unix[", manifest->channel_inode, "]"), "--external",
+                absl::StrCat("net[", manifest->netns_inode, "]:", kNetnsKey)};
+    for (const ExternalMount& m : manifest->mounts) {
+      run.args.push_back("--external");
+      run.args.push_back(absl::StrCat("mnt[", m.mountpoint, "]:", m.key));
+    }
+    for (const ExternalFile& f : manifest->files) {
+      run.args.push_back("--external");
+      run.args.push_back(f.key);
+    }
+    if (request.after == AfterCheckpoint::kLeaveRunning) run.args.push_back("--leave-running");
+    if (absl::Status st = criu_.Run(context, run); !st.ok()) {
+      // Keep the log for the operator: the image itself is useless.
+      std::error_code ec;
+      const std::string kept = absl::StrCat(request.image_dir, ".failed.log");
+      std::filesystem::copy_file(run.log_path, kept, std::filesystem::copy_options::overwrite_existing, ec);
+      if (!ec) {
+        std::string message(st.message());
+        size_t at = message.find(run.log_path);
+        if (at != std::string::npos) message.replace(at, run.log_path.size(), kept);
+        st = absl::Status(st.code(), message);
+      }
+      return st;
+    }
+    guard.Keep();
+    CheckpointImage image;
+    image.dir = request.image_dir;
+    image.bytes = DirBytes(request.image_dir);
+    image.took = Since(start);
+    spdlog::info("sandbox {}: checkpointed to {} ({} bytes, {} ms)", request.id, image.dir,
+                 image.bytes, image.took.count() / 1000);
+    return image;
+  }
+
+  absl::StatusOr<RestoredSandbox> Restore(const RestoreRequest& request) override {
+    const std::string context = absl::StrCat("restore of sandbox ", request.id);
+    const auto start = Clock::now();
+    auto text = Slurp(absl::StrCat(request.image_dir, "/", kManifest));
+    if (!text.ok()) return Annotate(text.status(), absl::StrCat(context, ": not a sandbox image"));
+    auto manifest = Manifest::Parse(*text);
+    if (!manifest.ok()) return Annotate(manifest.status(), context);
+    for (const ExternalMount& m : manifest->mounts) {
+      if (access(m.host_path.c_str(), F_OK) != 0) {
+        return Annotate(ErrnoError(errno, "find the bind source", m.host_path),
+                        absl::StrCat(context, ": this agent lacks a path the sandbox binds"));
+      }
+    }
+    auto channel = NewChannelNamespace();
+    if (!channel.ok()) return Annotate(channel.status(), context);
+
+    auto cgroups = sandbox::isolation::CgroupSet::Create(
+        request.layout.cgroups, request.layout.cgroup_parent, request.id, request.limits);
+    if (!cgroups.ok()) return Annotate(cgroups.status(), context);
+    auto join = (*cgroups)->OpenJoinFds();
+    if (!join.ok()) return Annotate(join.status(), context);
+
+    if (access(request.layout.runtime_dir.c_str(), F_OK) != 0) {
+      if (absl::Status st = MkdirParents(request.layout.runtime_dir); !st.ok()) {
+        return Annotate(st, context);
+      }
+    }
+    const std::string root_dir = absl::StrCat(request.layout.runtime_dir, "/", request.id);
+    if (mkdir(root_dir.c_str(), 0755) != 0) {
+      return Annotate(ErrnoError(errno, "mkdir", root_dir), context);
+    }
+    RootDirGuard root_guard(root_dir);
+    if (absl::Status st = RestoreRoot(absl::StrCat(request.image_dir, "/", kRootTar), root_dir,
+                                      manifest->root_bytes);
+        !st.ok()) {
+      return Annotate(st, context);
+    }
+    root_guard.set_mounted();
+
+    std::vector<UniqueFd> files;
+    CriuRun run;
+    const std::string pidfile = absl::StrCat(request.image_dir, "/restored.pid");
+    unlink(pidfile.c_str());
+    run.log_path = absl::StrCat(request.image_dir, "/restore.log");
+    run.args = {"restore", "-D", request.image_dir, "-o", "restore.log", "-v4",
+                // Detached, and a sibling of criu: the restored init becomes
+                // the caller's child, like a launched container's.
+                "--restore-detached", "--restore-sibling", "--pidfile", pidfile, "--root", root_dir,
+                "--manage-cgroups=ignore", "--ext-unix-sk", "--inherit-fd",
+                absl::StrCat("fd[", kChannelFd, "]:socket:[", manifest->channel_inode, "]"),
+                "--inherit-fd", absl::StrCat("fd[", kNetnsFd, "]:", kNetnsKey)};
+    run.inherit = {{channel->sandbox_end.get(), kChannelFd}, {channel->netns.get(), kNetnsFd}};
+    for (const ExternalFile& f : manifest->files) {
+      UniqueFd fd(open(f.path.c_str(), O_RDWR | O_CLOEXEC));
+      if (!fd.valid()) return Annotate(ErrnoError(errno, "open", f.path), context);
+      const int target = kFirstFileFd + static_cast<int>(files.size());
+      run.inherit.push_back({fd.get(), target});
+      run.args.push_back("--inherit-fd");
+      run.args.push_back(absl::StrCat("fd[", target, "]:", f.key));
+      files.push_back(std::move(fd));
+    }
+    for (const ExternalMount& m : manifest->mounts) {
+      run.args.push_back("--external");
+      run.args.push_back(absl::StrCat("mnt[", m.key, "]:", m.host_path));
+    }
+    // criu runs inside the new cgroups; the tasks it forks stay there.
+    for (const UniqueFd& fd : *join) run.join_cgroup_fds.push_back(fd.get());
+    if (absl::Status st = criu_.Run(context, run); !st.ok()) return st;
+
+    auto pid_text = Slurp(pidfile);
+    int pid = 0;
+    if (!pid_text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*pid_text), &pid) || pid <= 0) {
+      return absl::InternalError(absl::StrCat(context, ": criu wrote no pid to ", pidfile));
+    }
+    auto container = sandbox::Container::AdoptRestored(request.id, pid, std::move(*cgroups),
+                                                       root_guard.Release());
+    if (!container.ok()) return Annotate(container.status(), context);
+    RestoredSandbox restored;
+    restored.container = std::move(*container);
+    restored.channel = std::move(channel->agent_end);
+    restored.took = Since(start);
+    spdlog::info("sandbox {}: restored from {} as pid {} ({} ms)", request.id, request.image_dir,
+                 pid, restored.took.count() / 1000);
+    return restored;
+  }
+
+ private:
+  static bool IsEmptyDir(const std::string& dir) {
+    std::error_code ec;
+    return std::filesystem::is_empty(dir, ec) && !ec;
+  }
+
+  const CriuOptions options_;
+  CriuProcess criu_;
+};
+
+}  // namespace
+
+absl::Status CriuAvailable(const std::string& criu_path) {
+  if (access(criu_path.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("criu is not installed at ", criu_path, " (run scripts/build-criu)"));
+  }
+  std::string command = absl::StrCat(criu_path, " check >/dev/null 2>&1");
+  if (std::system(command.c_str()) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "`", criu_path, " check` fails on this kernel (scripts/build-criu builds one that works)"));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<Checkpointer> NewCriuCheckpointer(CriuOptions options) {
+  return std::make_unique<CriuCheckpointer>(std::move(options));
+}
+
+}  // namespace flotilla::checkpoint

@@ -1,0 +1,106 @@
+#include "checkpoint/root_archive.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/unique_fd.h"
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+
+namespace flotilla::checkpoint {
+namespace {
+
+constexpr char kTar[] = "/usr/bin/tar";
+
+absl::Status Wait(pid_t pid, const std::string& what) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return ErrnoError(errno, "waitpid", what);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, " failed (status ", status, ")"));
+}
+
+}  // namespace
+
+absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path) {
+  const std::string ns_path = absl::StrCat(proc_dir, "/", init_pid, "/ns/mnt");
+  UniqueFd ns(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid()) return ErrnoError(errno, "open", ns_path);
+  UniqueFd host_root(open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!host_root.valid()) return ErrnoError(errno, "open", "/");
+  UniqueFd out(open(tar_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out.valid()) return ErrnoError(errno, "create", tar_path);
+
+  int err_pipe[2];
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe2");
+  UniqueFd err_read(err_pipe[0]);
+  UniqueFd err_write(err_pipe[1]);
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoError(errno, "fork", "root archive");
+  if (pid == 0) {
+    auto fail = [&](int step) {
+      int report[2] = {step, errno};
+      (void)!write(err_write.get(), report, sizeof(report));
+      _exit(126);
+    };
+    if (setns(ns.get(), CLONE_NEWNS) != 0) fail(1);
+    // The root mount alone, detached: none of its submounts come along.
+    int tree = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE));
+    if (tree < 0) fail(2);
+    // Back to the host's root for the tar binary, then into the clone.
+    if (fchdir(host_root.get()) != 0 || chroot(".") != 0) fail(3);
+    if (fchdir(tree) != 0) fail(4);
+    if (dup2(out.get(), 1) < 0) fail(5);
+    execl(kTar, "tar", "--numeric-owner", "--xattrs", "-cf", "-", ".", static_cast<char*>(nullptr));
+    fail(6);
+  }
+  err_write.Reset();
+  int report[2] = {0, 0};
+  ssize_t n = read(err_read.get(), report, sizeof(report));
+  absl::Status waited = Wait(pid, "tar of the container's root");
+  if (n == sizeof(report)) {
+    static const char* kSteps[] = {"", "setns mount namespace of", "open_tree `/` in", "chroot host root from",
+                                   "fchdir root clone of", "dup2 output for", "execve `/usr/bin/tar` for"};
+    unlink(tar_path.c_str());
+    return ErrnoError(report[1], kSteps[report[0]], absl::StrCat("pid ", init_pid));
+  }
+  if (!waited.ok()) unlink(tar_path.c_str());
+  return waited;
+}
+
+absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes) {
+  const std::string options = absl::StrCat("size=", bytes, ",mode=0755");
+  if (mount("flotilla-root", root_dir.c_str(), "tmpfs", MS_NOSUID, options.c_str()) != 0) {
+    return ErrnoError(errno, "mount tmpfs on", root_dir);
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    umount2(root_dir.c_str(), MNT_DETACH);
+    return ErrnoError(err, "fork", "root unpack");
+  }
+  if (pid == 0) {
+    execl(kTar, "tar", "--numeric-owner", "--xattrs", "-xpf", tar_path.c_str(), "-C",
+          root_dir.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  absl::Status waited = Wait(pid, absl::StrCat("unpack `", tar_path, "` on ", root_dir));
+  if (!waited.ok()) umount2(root_dir.c_str(), MNT_DETACH);
+  return waited;
+}
+
+}  // namespace flotilla::checkpoint

@@ -1,0 +1,215 @@
+// Tests of checkpoint/ with the real CRIU: a Python process in a sandbox
+// container, holding state in memory and an open file, is checkpointed and
+// restored into a new container, and must keep both. Skips loudly where
+// criu cannot run (not root, or no working criu: see scripts/build-criu).
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "checkpoint/channel.h"
+#include "checkpoint/checkpointer.h"
+#include "checkpoint/externals.h"
+#include "gtest/gtest.h"
+
+namespace flotilla::checkpoint {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Reads one line from `fd` within `timeout`; "" on timeout or EOF.
+std::string ReadLine(int fd, std::chrono::milliseconds timeout) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char c;
+    if (read(fd, &c, 1) != 1) break;
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+  return line;
+}
+
+// The program: fills memory with state, opens a file and writes to it, then
+// answers each line it gets on fd 3 with its counter and the file's content.
+constexpr char kProgram[] = R"(
+import os, socket
+sock = socket.socket(fileno=3)
+state = [i * i for i in range(200000)]
+f = open('/work/state.txt', 'w+')
+f.write('written-before-checkpoint')
+f.flush()
+n = 0
+r = sock.makefile('r')
+for line in r:
+    n += 1
+    f.seek(0)
+    sock.sendall(('%d %d %s %d\n' % (n, sum(state) % 1000003, f.read(), f.tell())).encode())
+)";
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "checkpoint tests need root (namespaces, criu)";
+    absl::Status criu = CriuAvailable(options_.criu_path);
+    if (!criu.ok()) GTEST_SKIP() << "criu cannot run here: " << criu.message();
+    const std::string key = absl::StrCat("ckpt-test.", getpid());
+    sandbox::HostLayout paths;
+    paths.runtime_dir = "/run/flotilla-test/" + key;
+    paths.cgroup_parent = key;
+    auto layout = sandbox::DetectHostLayout(paths);
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    layout_ = *layout;
+    image_dir_ = absl::StrCat("/tmp/", key, ".img");
+    options_.state_dir = absl::StrCat("/tmp/", key, ".criu");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(image_dir_, ec);
+    std::filesystem::remove_all(options_.state_dir, ec);
+    std::filesystem::remove_all(layout_.runtime_dir, ec);
+    // The (empty) per-test cgroup parents in every hierarchy.
+    auto remove_parent = [&](const std::string& mount, const std::string& own) {
+      rmdir((mount + (own == "/" ? "" : own) + "/" + layout_.cgroup_parent).c_str());
+    };
+    if (!layout_.cgroups.unified.empty()) {
+      remove_parent(layout_.cgroups.unified, layout_.cgroups.own_unified);
+    }
+    for (const auto& [controller, mount] : layout_.cgroups.v1) {
+      auto own = layout_.cgroups.own_v1.find(controller);
+      remove_parent(mount, own == layout_.cgroups.own_v1.end() ? "/" : own->second);
+    }
+  }
+
+  sandbox::ContainerSpec PythonSpec(const std::string& id) {
+    sandbox::ContainerSpec spec;
+    spec.id = id;
+    spec.program_path = "/usr/bin/python3";
+    spec.argv = {"python3", "-c", kProgram};
+    spec.limits.memory_bytes = 512 << 20;
+    spec.limits.pids_max = 64;
+    return spec;
+  }
+
+  CriuOptions options_;
+  sandbox::HostLayout layout_;
+  std::string image_dir_;
+};
+
+TEST_F(CheckpointTest, PythonKeepsMemoryAndOpenFileAcrossCheckpointAndRestore) {
+  auto source = LaunchCheckpointable(PythonSpec("ckpt-src"), layout_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  const std::string before = ReadLine(source->channel.get(), 10s);
+  ASSERT_EQ(before.rfind("1 ", 0), 0u) << before;
+
+  auto checkpointer = NewCriuCheckpointer(options_);
+  CheckpointRequest request;
+  request.init_pid = source->container->pid();
+  request.id = "ckpt-src";
+  request.image_dir = image_dir_;
+  request.after = AfterCheckpoint::kLeaveRunning;
+  auto image = checkpointer->Checkpoint(request);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_GT(image->bytes, 1 << 20);
+
+  // The source carried on and still answers.
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  EXPECT_EQ(ReadLine(source->channel.get(), 10s).rfind("2 ", 0), 0u);
+  ASSERT_TRUE(source->container->Kill().ok());
+
+  RestoreRequest restore;
+  restore.image_dir = image_dir_;
+  restore.id = "ckpt-dst";
+  restore.layout = layout_;
+  restore.limits.memory_bytes = 512 << 20;
+  auto restored = checkpointer->Restore(restore);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_EQ(write(restored->channel.get(), "x\n", 2), 2);
+  const std::string after = ReadLine(restored->channel.get(), 10s);
+  // Counter 2: the checkpoint was taken after the first answer; the sum of
+  // the in-memory list, the file's content and its offset are as before.
+  const std::string tail = before.substr(before.find(' '));
+  EXPECT_EQ(after, "2" + tail);
+  // The restored container cleans up like a launched one.
+  const std::vector<std::string> dirs = restored->container->CgroupDirsForTest();
+  const std::string root = restored->container->root_dir();
+  EXPECT_FALSE(dirs.empty());
+  restored->container.reset();
+  for (const std::string& dir : dirs) EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+  EXPECT_FALSE(std::filesystem::exists(root)) << root;
+}
+
+TEST_F(CheckpointTest, FailedCheckpointLeavesTheSourceRunningAndSaysWhy) {
+  auto source = LaunchCheckpointable(PythonSpec("ckpt-bad"), layout_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  auto checkpointer = NewCriuCheckpointer(options_);
+  CheckpointRequest request;
+  request.init_pid = source->container->pid();
+  request.id = "ckpt-bad";
+  request.channel_fd = 1;  // not a socket: the checkpoint must refuse
+  request.image_dir = image_dir_;
+  request.after = AfterCheckpoint::kKill;
+  auto image = checkpointer->Checkpoint(request);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kFailedPrecondition) << image.status();
+  EXPECT_FALSE(std::filesystem::exists(image_dir_));
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  EXPECT_EQ(ReadLine(source->channel.get(), 10s).rfind("1 ", 0), 0u);
+}
+
+TEST_F(CheckpointTest, MissingCriuIsReportedNotFatal) {
+  CriuOptions missing = options_;
+  missing.criu_path = "/nonexistent/criu";
+  auto source = LaunchCheckpointable(PythonSpec("ckpt-none"), layout_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  CheckpointRequest request;
+  request.init_pid = source->container->pid();
+  request.id = "ckpt-none";
+  request.image_dir = image_dir_;
+  request.after = AfterCheckpoint::kKill;
+  auto image = NewCriuCheckpointer(missing)->Checkpoint(request);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(image.status().message().find("criu is not installed"), std::string::npos);
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  EXPECT_EQ(ReadLine(source->channel.get(), 10s).rfind("1 ", 0), 0u);
+}
+
+TEST(Externals, MountinfoBindsBecomeExternalMountsAndOwnMountsDoNot) {
+  const char* mountinfo =
+      "67 45 0:41 / / ro,nosuid - tmpfs tmpfs rw\n"
+      "68 67 254:0 /usr /usr ro,nosuid - ext4 /dev/vda rw\n"
+      "69 67 254:0 /etc/ld.so.cache /etc/ld.so.cache ro - ext4 /dev/vda rw\n"
+      "71 67 0:42 / /tmp rw - tmpfs tmpfs rw\n"
+      "75 67 0:46 / /proc rw - proc proc rw\n";
+  auto mounts = ParseExternalMounts(mountinfo, "254:0");
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  ASSERT_EQ(mounts->size(), 2u);
+  EXPECT_EQ((*mounts)[0].mountpoint, "/usr");
+  EXPECT_EQ((*mounts)[1].host_path, "/etc/ld.so.cache");
+  auto other = ParseExternalMounts("68 67 8:1 /data /data ro - xfs /dev/sdb rw\n", "254:0");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(Externals, ManifestRoundTrips) {
+  Manifest m;
+  m.channel_inode = 42;
+  m.netns_inode = 7;
+  m.mounts = {{"m0", "/usr", "/usr"}};
+  m.files = {{"file[18:3]", "/dev/null"}};
+  auto parsed = Manifest::Parse(m.Serialize());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->channel_inode, 42u);
+  EXPECT_EQ(parsed->mounts[0].host_path, "/usr");
+  EXPECT_EQ(parsed->files[0].key, "file[18:3]");
+  EXPECT_FALSE(Manifest::Parse("channel 1\n").ok());
+}
+
+}  // namespace
+}  // namespace flotilla::checkpoint
