@@ -99,6 +99,12 @@ class CallModeTest(unittest.TestCase):
                         "args": args, "kwargs": j({})})
         self.assertEqual(unpickle(r.record["result"]), ((1, 2), {3}))
 
+    def test_args_pickle_pair_from_submit(self):
+        pair = base64.b64encode(pickle.dumps((((1, {2}),), {"b": (3,)}), protocol=4)).decode()
+        r = run_runner({"module": MODULE, "mode": "call", "entrypoint": "pair",
+                        "args_pickle": pair})
+        self.assertEqual(unpickle(r.record["result"]), ((1, {2}), (3,)))
+
     def test_user_class_result(self):
         r = call("make_point", [3])
         self.assertTrue(r.record["ok"])

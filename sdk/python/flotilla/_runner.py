@@ -14,10 +14,13 @@ Exit status 0 whether the user code raised or not; 2 when the runner itself
 could not work (malformed input), so the orchestrator retries.
 
 Modes:
-  call   run module.ENTRYPOINT(*args, **kwargs)
+  call   run module.ENTRYPOINT(*args, **kwargs). Instead of "args" and
+         "kwargs" the input may carry "args_pickle", the base64 pickle of an
+         (args_tuple, kwargs_dict) pair as POST /execution/submit receives it.
   piece  exec CODE in one dict (module globals + decoded inputs), export
          OUTPUTS (EXPAND ones as "items" encodings), evaluate RETURN.
-         Optional extension: with "entrypoint" and "args"/"kwargs" present the
+         Optional extension: with "entrypoint" and "args"/"kwargs" (or
+         "args_pickle") present the
          arguments are first bound to the entrypoint's parameters (defaults
          applied) as variables, so the first piece of a split call needs no
          other binding step.
@@ -306,8 +309,14 @@ def _entrypoint(module, name):
 
 
 def _decode_call_args(spec, module):
-    args = decode_value(spec["args"], fallback=module) if "args" in spec else []
-    kwargs = decode_value(spec["kwargs"], fallback=module) if "kwargs" in spec else {}
+    if "args_pickle" in spec:  # the submit's (args, kwargs) pickle, passed through
+        pair = decode_value({"encoding": "pickle", "data": spec["args_pickle"]}, fallback=module)
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise BadInput("'args_pickle' must be a pickled (args, kwargs) pair")
+        args, kwargs = pair
+    else:
+        args = decode_value(spec["args"], fallback=module) if "args" in spec else []
+        kwargs = decode_value(spec["kwargs"], fallback=module) if "kwargs" in spec else {}
     if not isinstance(args, (list, tuple)):
         raise BadInput("'args' must encode a list")
     if not isinstance(kwargs, dict):
@@ -348,7 +357,7 @@ def run_piece(spec, module, user):
     namespace = dict(module.__dict__)
     namespace.update(_decode_inputs(spec, module))
     binding = None
-    if "entrypoint" in spec and ("args" in spec or "kwargs" in spec):
+    if "entrypoint" in spec and ("args" in spec or "kwargs" in spec or "args_pickle" in spec):
         binding = _decode_call_args(spec, module)
     try:
         compiled = compile(code, "<piece>", "exec")

@@ -1,0 +1,358 @@
+"""The SDK against the in-process fake manager (tests/python/fake_manager.py)."""
+
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+import _support  # noqa: F401  (puts the SDK on sys.path)
+import flotilla
+from flotilla import _address, _units
+from fake_manager import FakeManager
+
+MODULE = '''
+import flotilla
+
+class Oops(Exception):
+    pass
+
+class Unpicklable(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+
+@flotilla.splitable
+@flotilla.geo_preference("eu-west", "us-east")
+@flotilla.resource_constraint(memory="256Mi", timeout="30s", cpu="500m")
+def add(a, b=1):
+    x = a + b
+    return x
+
+@flotilla.resource_constraint(memory=1024)
+@flotilla.splitable
+def shapes(n):
+    t = tuple(range(n))
+    return t, set(t), {1: "one"}
+
+@flotilla.remote
+def fails(kind):
+    if kind == "value":
+        raise ValueError("bad value")
+    if kind == "key":
+        raise KeyError("k")
+    if kind == "custom":
+        raise Oops("custom one")
+    raise Unpicklable("cannot rebuild", 2)
+
+@flotilla.remote
+def slow(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+'''
+
+
+class Env:
+    """Temporarily sets os.environ keys (None deletes)."""
+
+    def __init__(self, **kv):
+        self.kv, self.saved = kv, {}
+
+    def __enter__(self):
+        for k, v in self.kv.items():
+            self.saved[k] = os.environ.get(k)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def __exit__(self, *a):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class AddressTest(unittest.TestCase):
+    def test_argument_env_then_record(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "flotilla"))
+        with open(os.path.join(tmp, "flotilla", "federation.json"), "w") as f:
+            json.dump({"manager_http": "127.0.0.1:7001", "manager_grpc": "x"}, f)
+        env = {"XDG_DATA_HOME": tmp}
+        self.assertEqual(_address.resolve("h:1", env), "http://h:1")
+        self.assertEqual(_address.resolve(None, dict(env, FLOTILLA_HTTP="h:2")), "http://h:2")
+        self.assertEqual(_address.resolve(None, env), "http://127.0.0.1:7001")
+        self.assertEqual(_address.resolve("http://h:3/", env), "http://h:3")
+
+    def test_home_default_and_missing(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        env = {"HOME": tmp}
+        self.assertEqual(_address.federation_record_path(env),
+                         os.path.join(tmp, ".local", "share", "flotilla", "federation.json"))
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            _address.resolve(None, env)
+        self.assertIn("flotilla up", str(cm.exception))
+        self.assertIn("FLOTILLA_HTTP", str(cm.exception))
+
+
+class UnitsTest(unittest.TestCase):
+    def test_quantities(self):
+        self.assertEqual(_units.memory_bytes("256Mi"), 256 << 20)
+        self.assertEqual(_units.memory_bytes("1G"), 10**9)
+        self.assertEqual(_units.memory_bytes(4096), 4096)
+        self.assertEqual(_units.timeout_ms("30s"), 30000)
+        self.assertEqual(_units.timeout_ms("1m30s"), 90000)
+        self.assertEqual(_units.timeout_ms("250ms"), 250)
+        self.assertEqual(_units.timeout_ms(1.5), 1500)
+        self.assertEqual(_units.cpu_millis("500m"), 500)
+        self.assertEqual(_units.cpu_millis(2), 2000)
+        self.assertEqual(_units.resource_constraint({"memory_bytes": 5, "timeout_ms": 7}),
+                         {"memory_bytes": 5, "timeout_ms": 7})
+        for bad in [lambda: _units.memory_bytes("12 parsecs"), lambda: _units.timeout_ms("soon"),
+                    lambda: _units.cpu_millis("lots"), lambda: _units.memory_bytes(-1),
+                    lambda: _units.resource_constraint({"disk": 1})]:
+            with self.assertRaises(ValueError):
+                bad()
+
+
+class WithFake(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeManager().__enter__()
+        cls.client = flotilla.Client(cls.fake.address)
+        cls.tmp = tempfile.mkdtemp()
+        cls.module_name = "sdkmod_%d" % os.getpid()
+        cls.path = os.path.join(cls.tmp, cls.module_name + ".py")
+        with open(cls.path, "w") as f:
+            f.write(MODULE)
+        sys.path.insert(0, cls.tmp)
+        cls.mod = importlib.import_module(cls.module_name)
+        flotilla.configure(cls.fake.address)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.__exit__(None, None, None)
+        sys.path.remove(cls.tmp)
+        sys.modules.pop(cls.module_name, None)
+        shutil.rmtree(cls.tmp)
+
+
+class ClientTest(WithFake):
+    SRC = "def double(x):\n    y = x * 2\n    return y\n"
+
+    def test_deploy_list_show_delete(self):
+        f = self.client.deploy("t.double", self.SRC, "double",
+                               annotations={"splitable": True,
+                                            "resource_constraint": {"memory": "64Mi"}})
+        self.assertEqual((f["name"], f["version"]), ("t.double", 1))
+        self.assertEqual(f["annotations"]["resource_constraint"], {"memory_bytes": 64 << 20})
+        self.assertEqual(self.client.deploy("t.double", self.SRC, "double")["version"], 2)
+        self.assertIn("t.double", [g["name"] for g in self.client.functions()])
+        self.assertEqual(self.client.function("t.double")["source"], self.SRC)
+        self.assertTrue(self.client.delete_function("t.double"))
+        with self.assertRaises(flotilla.NotFoundError) as cm:
+            self.client.function("t.double")
+        self.assertIn("no function", str(cm.exception))
+        self.assertEqual(cm.exception.status, 404)
+
+    def test_invoke_submit_and_annotations(self):
+        self.client.deploy("t.double2", self.SRC, "double")
+        self.assertEqual(self.client.invoke("t.double2", 21), 42)
+        self.assertEqual(self.client.invoke("t.double2", x=(1,)), (1, 1))  # pickled args
+        fut = self.client.submit("t.double2", "ab")
+        self.assertEqual(fut.result(timeout=30), "abab")
+        self.assertTrue(fut.done())
+        self.assertEqual(fut.workflow["state"], "succeeded")
+        f = self.client.update_annotations("t.double2", geo_preference=["us-east"],
+                                           resource_constraint={"timeout": "5s"})
+        self.assertEqual(f["annotations"]["geo_preference"], ["us-east"])
+        self.assertEqual(f["annotations"]["resource_constraint"], {"timeout_ms": 5000})
+
+    def test_analyze(self):
+        plan = self.client.analyze(source=self.SRC, entrypoint="double")
+        self.assertTrue(plan["splittable"])
+        self.assertEqual(plan["analysis"]["params"], ["x"])
+        with self.assertRaises(ValueError):
+            self.client.analyze()
+
+    def test_plan_submit_and_workflow(self):
+        fut = self.client.submit_plan({"name": "p", "steps": [
+            {"name": "a", "run": "echo hi", "runtime": "shell", "inputs": []}]})
+        self.assertEqual(fut.result(timeout=10), ["a"])
+        self.assertEqual(self.client.workflow(fut.id)["id"], fut.id)
+        with self.assertRaises(flotilla.NotFoundError):
+            self.client.workflow("nope")
+
+    def test_server_error_message(self):
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            self.client.deploy("t.bad", "", "f")
+        self.assertIn("deploy needs 'source'", str(cm.exception))
+
+    def test_unreachable_manager(self):
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            flotilla.Client("127.0.0.1:%d" % port).functions()
+        self.assertIn("cannot reach", str(cm.exception))
+
+
+class DecoratorTest(WithFake):
+    def test_annotations_from_stacked_decorators(self):
+        add = self.mod.add
+        self.assertIsInstance(add, flotilla.RemoteFunction)
+        self.assertEqual(add.name, self.module_name + ".add")
+        self.assertEqual(add.annotations, {
+            "splitable": True, "geo_preference": ["eu-west", "us-east"],
+            "resource_constraint": {"memory_bytes": 256 << 20, "timeout_ms": 30000,
+                                    "cpu_millis": 500}})
+        self.assertEqual(self.mod.shapes.annotations,
+                         {"splitable": True, "resource_constraint": {"memory_bytes": 1024}})
+        self.assertEqual(add.__name__, "add")
+        self.assertEqual(add.local(2, 3), 5)
+
+    def test_call_deploys_once_then_reuses(self):
+        before = self.fake.deploys()
+        self.assertEqual(self.mod.add(2, b=5), 7)
+        self.assertEqual(self.mod.add(1), 2)
+        self.assertEqual(self.fake.deploys() - before, 1)
+        f = self.client.function(self.mod.add.name)
+        self.assertTrue(f["annotations"]["splitable"])
+        self.assertEqual(f["annotations"]["geo_preference"], ["eu-west", "us-east"])
+
+    def test_results_keep_their_types(self):
+        t, s, d = self.mod.shapes(3)
+        self.assertEqual((t, s, d), ((0, 1, 2), {0, 1, 2}, {1: "one"}))
+
+    def test_future(self):
+        fut = self.mod.slow.remote(0.2)
+        self.assertIsInstance(fut, flotilla.Future)
+        self.assertTrue(fut.id)
+        self.assertEqual(fut.result(timeout=30), 0.2)
+        with self.assertRaises(TimeoutError):
+            self.mod.slow.remote(3).result(timeout=0.3)
+
+    def test_cancel(self):
+        fut = self.mod.slow.remote(5)
+        self.assertTrue(fut.cancel())
+        with self.assertRaises(flotilla.FlotillaError):
+            fut.result(timeout=5)
+
+    def test_remote_exceptions_keep_their_type(self):
+        with self.assertRaises(ValueError) as cm:
+            self.mod.fails("value")
+        self.assertEqual(str(cm.exception), "bad value")
+        self.assertIsInstance(cm.exception.__cause__, flotilla.RemoteError)
+        self.assertIn("raise ValueError", cm.exception.__cause__.traceback)
+        with self.assertRaises(KeyError):
+            self.mod.fails("key")
+        with self.assertRaises(self.mod.Oops) as cm:
+            self.mod.fails("custom")
+        self.assertIs(type(cm.exception), self.mod.Oops)
+        with self.assertRaises(flotilla.RemoteError) as cm:
+            self.mod.fails("other")
+        self.assertEqual(cm.exception.type, "Unpicklable")
+        self.assertIn("cannot rebuild", str(cm.exception))
+
+    def test_update_annotations_applies_to_next_call(self):
+        add = self.mod.add
+        add(1)
+        self.client.update_annotations(add.name, splitable=False)
+        fut = add.remote(1)
+        fut.result(timeout=30)
+        self.assertFalse(fut.workflow["annotations"]["splitable"])
+        self.assertFalse(fut.workflow["split"])
+        before = self.fake.deploys()
+        add(1)  # same source: no redeploy, the update stays
+        self.assertEqual(self.fake.deploys(), before)
+        self.assertFalse(self.client.function(add.name)["annotations"]["splitable"])
+
+    def test_redeploys_when_the_source_changes(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        name = "sdkchange_%d" % os.getpid()
+        path = os.path.join(tmp, name + ".py")
+        with open(path, "w") as f:
+            f.write("import flotilla\n@flotilla.remote\ndef v():\n    return 1\n")
+        sys.path.insert(0, tmp)
+        self.addCleanup(sys.path.remove, tmp)
+        mod = importlib.import_module(name)
+        self.addCleanup(sys.modules.pop, name, None)
+        self.assertEqual(mod.v(), 1)
+        version = self.client.function(mod.v.name)["version"]
+        with open(path, "w") as f:
+            f.write("import flotilla\n@flotilla.remote\ndef v():\n    return 2  # new\n")
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        self.assertEqual(mod.v(), 2)
+        self.assertEqual(self.client.function(mod.v.name)["version"], version + 1)
+
+    def test_decorator_misuse(self):
+        with self.assertRaises(TypeError):
+            flotilla.geo_preference(lambda: 1)
+        with self.assertRaises(TypeError):
+            flotilla.remote(42)
+        with self.assertRaises(ValueError):
+            flotilla.resource_constraint(memory="lots")
+
+
+class StateTest(WithFake):
+    def test_kv(self):
+        kv = self.client.kv("ns/with slash")
+        self.assertIsNone(kv.get("a"))
+        v1 = kv.put("a", b"1")
+        self.assertEqual(kv.get("a"), b"1")
+        self.assertEqual(kv.entry("a").version, v1)
+        with self.assertRaises(flotilla.ConflictError):
+            kv.put("a", "2", if_version=0)
+        v2 = kv.put("a", "2", if_version=v1)
+        self.assertGreater(v2, v1)
+        kv.put("b/1", "x")
+        listing = kv.list("b/")
+        self.assertEqual([(e.key, e.value) for e in listing], [("b/1", b"x")])
+        self.assertIsInstance(listing.revision, int)
+        self.assertTrue(kv.cas("a", b"2", b"3"))
+        self.assertFalse(kv.cas("a", b"2", b"4"))
+        self.assertTrue(kv.cas("new", None, b"n"))
+        self.assertFalse(kv.cas("new", None, b"n"))
+        self.assertTrue(kv.delete("a"))
+        self.assertFalse(kv.delete("a"))
+        with self.assertRaises(TypeError):
+            kv.put("c", 3)
+
+    def test_ttl_and_watch(self):
+        kv = self.client.kv("watch")
+        rev = kv.list().revision
+        kv.put("w/1", "a", ttl=0.2)
+        events = kv.watch("w/", after=rev, timeout=2)
+        self.assertEqual([(e.type, e.key, e.value) for e in events], [("put", "w/1", b"a")])
+        time.sleep(0.3)
+        self.assertIsNone(kv.get("w/1"))
+        later = kv.watch("w/", after=events.revision, timeout=2)
+        self.assertEqual([e.type for e in later], ["expire"])
+        self.assertEqual(list(kv.watch("w/", timeout=0.1)), [])
+
+    def test_queue(self):
+        q = self.client.queue("jobs")
+        ids = [q.send("one"), q.send(b"two")]
+        got = q.receive("g", "c1", max=5, block_ms=100)
+        self.assertEqual([m.message for m in got], [b"one", b"two"])
+        self.assertEqual([m.id for m in got], ids)
+        q.ack("g", got[0].id)
+        again = q.receive("g", "c1", max=5)
+        self.assertEqual([(m.message, m.deliveries) for m in again], [(b"two", 2)])
+        q.ack("g", again[0].id)
+        self.assertEqual(q.receive("g", "c1", block_ms=50), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
