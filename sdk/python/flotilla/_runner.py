@@ -373,7 +373,7 @@ def run_piece(spec, module, user):
 
     result = user(body)
     exported = {}
-    for name in outputs:
+    for name in outputs + sorted(n for n in expand if n not in outputs):
         if name not in namespace:  # e.g. assigned only on a branch not taken
             continue
         value = namespace[name]

@@ -130,11 +130,20 @@ class RemoteFunction:
         client = self.client or default_client()
         self.deploy(client)
         module = sys.modules.get(self._fn.__module__)
+        if module is None or getattr(module, "__dict__", None) is not self._fn.__globals__:
+            module = _GlobalsView(self._fn.__globals__)  # loaded outside sys.modules
         return client._submit_call(self.name, args, kwargs, module=module,
                                    wait_ms=25000 if wait else None)
 
     def __repr__(self):
         return "<flotilla function %s %s>" % (self.name, self.annotations)
+
+
+class _GlobalsView:
+    """Attribute access to a module's globals, for finding its classes by name."""
+
+    def __init__(self, namespace):
+        self.__dict__.update(namespace)
 
 
 def _wrap(fn):
