@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "agent/host_resources.h"
+#include "monitor/resize_policy.h"
 #include "pool/environment_template.h"
 #include "pool/linux_instance.h"
 #include "common/clock.h"
@@ -66,6 +68,18 @@ struct Agent::Task {
   model::Resources resources;
   sandbox::CancelToken cancel;
   bool finished = false;  // its result is in results_
+  // Adaptive allocation, guarded by mu_. resize_delta is what resizes added
+  // to (or took from) the task's reservation, so reserved_ stays the sum of
+  // what the node has handed out.
+  model::Resources resize_delta;
+  int64_t memory_floor = 0;  // the limits the sandbox started with
+  int64_t cpu_floor = 0;
+  int resizes = 0;
+  int64_t last_resize_unix_ms = 0;
+  int64_t last_change_mono_ms = 0;
+  std::string last_resize;
+  bool needs_migration = false;
+  std::string pressure_reason;
 };
 
 // Batches a task's output into the agent's live-output buffer.
@@ -143,6 +157,7 @@ absl::Status Agent::Start() {
   loops_.emplace_back([this] { ResultsLoop(); });
   loops_.emplace_back([this] { OutputLoop(); });
   if (!pools_.empty()) loops_.emplace_back([this] { RefillLoop(); });
+  if (config_.resize.enabled) loops_.emplace_back([this] { ResizeLoop(); });
   return absl::OkStatus();
 }
 
@@ -372,6 +387,15 @@ void Agent::AddUsage(v1::ReportStatusRequest* req) {
     u->set_risk(s.risk);
     u->set_samples(s.samples);
     u->set_sampled_unix_ms(now);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = tasks_.find(s.key); it != tasks_.end()) {
+      const Task& t = *it->second;
+      u->set_needs_migration(t.needs_migration);
+      u->set_pressure_reason(t.pressure_reason);
+      u->set_resizes(t.resizes);
+      u->set_last_resize_unix_ms(t.last_resize_unix_ms);
+      u->set_last_resize(t.last_resize);
+    }
   }
   monitor::HostSummary host = sampler_->Host();
   req->set_cpu_cores_used(host.cpu_cores_used);
@@ -390,6 +414,98 @@ void Agent::RefillLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
     if (stopping_) return;
+  }
+}
+
+void Agent::ResizeLoop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(config_.resize.interval_ms),
+                   [&] { return stopping_; });
+      if (stopping_) return;
+    }
+    if (sampler_) ResizeOnce();
+  }
+}
+
+void Agent::ResizeOnce() {
+  const monitor::ResizeOptions& o = config_.resize;
+  monitor::RiskOptions risk;
+  risk.seconds = o.horizon_s;
+  const int64_t host_free = sampler_->Host().memory_available_bytes;
+  for (const monitor::TaskSummary& s : sampler_->Summaries(risk)) {
+    std::optional<monitor::UsageRing> ring = sampler_->RingOf(s.key);
+    if (!ring || ring->empty()) continue;
+    const monitor::UsageSample latest = *ring->Latest();
+    // The ring's clock: steady milliseconds, as the samples are taken.
+    const int64_t now_mono = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    monitor::ResizeInput in;
+    in.now_ms = now_mono;
+    in.ring = &*ring;
+    in.risk = s.risk;
+    in.memory_limit_bytes = s.memory_limit_bytes;
+    in.cpu_limit_millis = latest.cpu_limit_millis;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = tasks_.find(s.key);
+      if (it == tasks_.end() || it->second->finished) continue;
+      Task& t = *it->second;
+      if (t.memory_floor == 0) t.memory_floor = s.memory_limit_bytes;
+      if (t.cpu_floor == 0) t.cpu_floor = latest.cpu_limit_millis;
+      in.memory_floor_bytes = t.memory_floor;
+      in.cpu_floor_millis = t.cpu_floor;
+      in.last_change_ms = t.last_change_mono_ms;
+      const model::Resources left = capacity_ - reserved_;
+      in.room_memory_bytes = left.memory_bytes;
+      // What the scheduler may still place is not all there is: the host
+      // itself must have the memory, less a reserve for everything else.
+      if (host_free > 0) {
+        in.room_memory_bytes =
+            std::min(in.room_memory_bytes, host_free - o.host_reserve_bytes);
+      }
+      in.room_cpu_millis = left.cpu_millis;
+    }
+    in.memory_upper_bytes = monitor::MemoryUpperBound(*ring, o.horizon_s, o.level);
+    const monitor::ResizeDecision d = monitor::DecideResize(in, o);
+
+    model::Resources change;
+    if (d.memory_limit_bytes != in.memory_limit_bytes) change.memory_bytes = d.memory_limit_bytes;
+    if (d.cpu_limit_millis != in.cpu_limit_millis) change.cpu_millis = d.cpu_limit_millis;
+    absl::Status applied = absl::OkStatus();
+    const bool resize = change.memory_bytes > 0 || change.cpu_millis > 0;
+    if (resize) applied = sandbox_->Resize(s.key, change);
+
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tasks_.find(s.key);
+    if (it == tasks_.end() || it->second->finished) continue;
+    Task& t = *it->second;
+    if (resize && applied.ok()) {
+      model::Resources delta;
+      if (change.memory_bytes > 0) delta.memory_bytes = change.memory_bytes - in.memory_limit_bytes;
+      if (change.cpu_millis > 0) delta.cpu_millis = change.cpu_millis - in.cpu_limit_millis;
+      t.resize_delta += delta;
+      reserved_ += delta;
+      ++t.resizes;
+      t.last_resize_unix_ms = NowUnixMs();
+      t.last_change_mono_ms = now_mono;
+      t.last_resize = d.reason;
+      spdlog::info("[{}] attempt {} on {}: resized in place: {}", t.id, t.attempt,
+                   config_.node_id, d.reason);
+    } else if (resize) {
+      spdlog::warn("[{}] attempt {} on {}: resize failed ({}): {}", t.id, t.attempt,
+                   config_.node_id, d.reason, applied.message());
+    }
+    if (d.needs_migration && !t.needs_migration) {
+      spdlog::warn("[{}] attempt {} on {}: {}", t.id, t.attempt, config_.node_id, d.reason);
+    }
+    t.needs_migration = d.needs_migration;
+    t.pressure_reason = s.risk >= o.raise_risk ? d.reason : std::string();
+    if (t.pressure_reason.empty() && s.risk >= o.raise_risk) {
+      t.pressure_reason = absl::StrFormat("risk %.2f >= %.2f (cooling down)", s.risk, o.raise_risk);
+    }
   }
 }
 
@@ -523,6 +639,7 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   std::lock_guard<std::mutex> lock(mu_);
   task->finished = true;
   reserved_ -= task->resources;
+  reserved_ -= task->resize_delta;
   results_.push_back(std::move(result));
   --running_threads_;
   cv_.notify_all();

@@ -69,6 +69,10 @@ class Agent {
   void ResultsLoop();
   void OutputLoop();
   void RefillLoop();
+  // Adaptive allocation: every resize.interval_ms, runs monitor::DecideResize
+  // for each running task and applies its decision in place.
+  void ResizeLoop();
+  void ResizeOnce();
   void AddUsage(v1::ReportStatusRequest* req);
   void AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out);
   std::vector<v1::TaskRef> TaskRefs();

@@ -20,7 +20,33 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
        "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
        "trusted_development_node", "templates_dir", "guest_binary", "default_template",
-       "sandbox_uid", "cost"}));
+       "sandbox_uid", "cost", "resize"}));
+  if (const YAML::Node rz = root["resize"]) {
+    const std::string w = where + "resize.";
+    monitor::ResizeOptions& o = c.resize;
+    RETURN_IF_ERROR(CheckKnownKeys(
+        rz, w,
+        {"enabled", "raise_risk", "horizon_s", "level", "headroom", "lower_utilisation",
+         "lower_after_ms", "lower_margin", "min_step_bytes", "cooldown_ms",
+         "cpu_raise_utilisation", "min_cpu_step_millis", "max_memory_bytes", "max_cpu_millis",
+         "interval_ms", "host_reserve_bytes"}));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "enabled", &o.enabled));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "raise_risk", &o.raise_risk));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "horizon_s", &o.horizon_s));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "level", &o.level));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "headroom", &o.headroom));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "lower_utilisation", &o.lower_utilisation));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "lower_after_ms", &o.lower_after_ms));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "lower_margin", &o.lower_margin));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "min_step_bytes", &o.min_step_bytes));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "cooldown_ms", &o.cooldown_ms));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "cpu_raise_utilisation", &o.cpu_raise_utilisation));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "min_cpu_step_millis", &o.min_cpu_step_millis));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "max_memory_bytes", &o.max_memory_bytes));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "max_cpu_millis", &o.max_cpu_millis));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "interval_ms", &o.interval_ms));
+    RETURN_IF_ERROR(ReadYaml(rz, w, "host_reserve_bytes", &o.host_reserve_bytes));
+  }
   if (const YAML::Node cost = root["cost"]) {
     const std::string w = where + "cost.";
     RETURN_IF_ERROR(CheckKnownKeys(cost, w, {"per_cpu_second", "per_gib_second"}));
@@ -112,6 +138,7 @@ absl::Status Validate(const AgentConfig& c) {
   if (c.heartbeat_interval.count() <= 0) {
     return absl::InvalidArgumentError("heartbeat_interval_ms: must be > 0");
   }
+  if (c.resize.enabled) RETURN_IF_ERROR(monitor::ValidateResizeOptions(c.resize));
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/model.h"
+#include "monitor/resize_policy.h"
 
 namespace flotilla::agent {
 
@@ -38,6 +39,9 @@ struct AgentConfig {
   std::string guest_binary;    // default: flotilla-guest beside the flotilla binary
   std::string default_template = "shell";
   int64_t sandbox_uid = 65534;  // the unprivileged user code runs as
+  // Adaptive allocation: raise / lower running sandboxes' limits in place
+  // (the `resize:` section; off unless resize.enabled).
+  monitor::ResizeOptions resize;
 };
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);

@@ -72,6 +72,7 @@ absl::Status ValidateResizeOptions(const ResizeOptions& o) {
   if (o.min_cpu_step_millis < 1) return bad("min_cpu_step_millis", "must be >= 1");
   if (o.max_memory_bytes < 0 || o.max_cpu_millis < 0) return bad("max_*", "must be >= 0");
   if (o.interval_ms < 50) return bad("interval_ms", "must be >= 50");
+  if (o.host_reserve_bytes < 0) return bad("host_reserve_bytes", "must be >= 0");
   return absl::OkStatus();
 }
 

@@ -47,7 +47,10 @@ struct ResizeOptions {
   int64_t min_cpu_step_millis = 100;
   int64_t max_memory_bytes = 0;  // 0: no cap but the room
   int64_t max_cpu_millis = 0;    // 0: no cap but the room
-  int64_t interval_ms = 250;     // how often the agent evaluates (not used by Decide)
+  // Used by the agent, not by DecideResize: how often it evaluates, and how
+  // much of the host's MemAvailable it never hands out.
+  int64_t interval_ms = 250;
+  int64_t host_reserve_bytes = 256ll << 20;
 };
 
 // Returns InvalidArgument naming the bad key ("resize.raise_risk: ...").

@@ -118,6 +118,13 @@ void Sampler::SampleOnce() {
   if (mem) host_.memory_available_bytes = *mem;
 }
 
+std::optional<UsageRing> Sampler::RingOf(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tasks_.find(key);
+  if (it == tasks_.end()) return std::nullopt;
+  return it->second.ring;
+}
+
 std::vector<TaskSummary> Sampler::Summaries(const RiskOptions& risk) const {
   std::vector<std::pair<TaskSummary, UsageRing>> copies;
   {

@@ -79,6 +79,9 @@ class Sampler {
   // One summary per tracked task with at least one sample.
   std::vector<TaskSummary> Summaries(const RiskOptions& risk = {}) const;
   HostSummary Host() const;
+  // A copy of task `key`'s ring (the resize policy reads it); nullopt when
+  // the task is not tracked.
+  std::optional<UsageRing> RingOf(const std::string& key) const;
 
  private:
   struct Tracked {

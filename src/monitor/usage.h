@@ -12,6 +12,7 @@ struct UsageSample {
   int64_t cpu_usage_us = 0;        // cumulative cpu time of the sandbox
   int64_t memory_bytes = 0;        // memory.current
   int64_t memory_limit_bytes = 0;  // the sandbox's memory limit; 0: unknown
+  int64_t cpu_limit_millis = 0;    // its cpu quota (1000 = one core); 0: unknown or none
   int64_t pids = 0;
 };
 

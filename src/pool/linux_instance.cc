@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -72,13 +73,34 @@ class LinuxInstance final : public Instance {
       auto after = container_->Usage();
       if (after.ok() && after->oom_kills > before->oom_kills) {
         outcome->stderr_data += absl::StrCat("\n[flotilla] killed: out of memory (limit ",
-                                             template_.limits.memory_bytes >> 20, " MiB)\n");
+                                             memory_limit_.load() >> 20, " MiB)\n");
       }
     }
     return outcome;
   }
 
-  bool Reset() override { return client_->healthy() && client_->Reset(kResetTimeout).ok(); }
+  bool Reset() override {
+    // A resized sandbox goes back to its template's limits before it is
+    // parked: the next task gets what the template promises, no more.
+    if (memory_limit_.load() != template_.limits.memory_bytes ||
+        cpu_limit_.load() != template_.limits.cpu_millis) {
+      model::Resources back;
+      back.memory_bytes = template_.limits.memory_bytes;
+      back.cpu_millis = template_.limits.cpu_millis;
+      if (!Resize(back).ok()) return false;
+    }
+    return client_->healthy() && client_->Reset(kResetTimeout).ok();
+  }
+
+  absl::Status Resize(const model::Resources& limits) override {
+    sandbox::isolation::CgroupLimits l;
+    l.memory_bytes = limits.memory_bytes;
+    l.cpu_millis = limits.cpu_millis;
+    RETURN_IF_ERROR(container_->UpdateLimits(l));
+    if (l.memory_bytes > 0) memory_limit_ = l.memory_bytes;
+    if (l.cpu_millis > 0) cpu_limit_ = l.cpu_millis;
+    return absl::OkStatus();
+  }
   bool healthy() const override { return client_->healthy(); }
 
   std::optional<monitor::UsageSample> Usage() const override {
@@ -90,7 +112,8 @@ class LinuxInstance final : public Instance {
                  .count();
     s.cpu_usage_us = u->cpu_usage_us;
     s.memory_bytes = u->memory_current_bytes;
-    s.memory_limit_bytes = template_.limits.memory_bytes;
+    s.memory_limit_bytes = memory_limit_.load();
+    s.cpu_limit_millis = cpu_limit_.load();
     s.pids = u->pids_current;
     return s;
   }
@@ -99,6 +122,9 @@ class LinuxInstance final : public Instance {
   std::unique_ptr<sandbox::Container> container_;
   std::unique_ptr<sandbox::GuestClient> client_;
   const EnvironmentTemplate& template_;
+  // The limits in force: the template's until Resize changes them.
+  std::atomic<int64_t> memory_limit_{template_.limits.memory_bytes};
+  std::atomic<int64_t> cpu_limit_{template_.limits.cpu_millis};
 };
 
 class LinuxInstanceFactory final : public InstanceFactory {

@@ -219,4 +219,13 @@ std::optional<monitor::UsageSample> PooledSandbox::Sample(const std::string& tas
   return it->second->Usage();
 }
 
+absl::Status PooledSandbox::Resize(const std::string& task_id, const model::Resources& limits) {
+  std::lock_guard<std::mutex> lock(running_mu_);
+  auto it = running_.find(task_id);
+  if (it == running_.end()) {
+    return absl::NotFoundError(absl::StrCat("task ", task_id, " is not running here"));
+  }
+  return it->second->Resize(limits);
+}
+
 }  // namespace flotilla::pool

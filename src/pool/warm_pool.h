@@ -42,6 +42,13 @@ class Instance {
   // Live usage while a task runs (cgroups); nullopt where not measured.
   // May be called from another thread while Run is in progress.
   virtual std::optional<monitor::UsageSample> Usage() const { return std::nullopt; }
+  // Changes the running task's memory / cpu limits in place (0: unchanged);
+  // the next Reset puts the template's limits back. May be called from
+  // another thread while Run is in progress.
+  virtual absl::Status Resize(const model::Resources& limits) {
+    (void)limits;
+    return absl::UnimplementedError("this instance cannot be resized");
+  }
 };
 
 struct InstanceOptions {
@@ -135,6 +142,7 @@ class PooledSandbox : public sandbox::Sandbox {
   // instance while the task runs; running_mu_ keeps the instance from being
   // released during the call.
   std::optional<monitor::UsageSample> Sample(const std::string& task_id) override;
+  absl::Status Resize(const std::string& task_id, const model::Resources& limits) override;
 
  private:
   std::mutex running_mu_;

@@ -115,6 +115,16 @@ class Sandbox {
     (void)task_id;
     return std::nullopt;
   }
+
+  // Changes the memory and cpu limits of the running task `task_id` in place
+  // (adaptive allocation; fields of 0 stay as they are). Unimplemented where
+  // the sandbox cannot (the default); NotFound when the task is not running.
+  // Thread-safe, like Sample.
+  virtual absl::Status Resize(const std::string& task_id, const model::Resources& limits) {
+    (void)task_id;
+    (void)limits;
+    return absl::UnimplementedError("this sandbox cannot change a running task's limits");
+  }
 };
 
 // Options of the unisolated process sandbox.

@@ -34,6 +34,8 @@ struct AgentSpec {
   int trust = 5;
   std::vector<std::pair<std::string, int64_t>> data;
   int64_t cpu_millis = 2000;
+  int64_t memory_bytes = 0;  // 0: the host's
+  std::string extra_config;  // appended to the agent's YAML (e.g. a resize: section)
 };
 
 class FederationHarness {
@@ -91,10 +93,13 @@ class FederationHarness {
           << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
           << "labels: {region: " << spec.region << "}\n"
           << "security: {trust_level: " << spec.trust << "}\n"
-          << "resources: {cpu_millis: " << spec.cpu_millis << "}\n"
+          << "resources: {cpu_millis: " << spec.cpu_millis
+          << (spec.memory_bytes > 0 ? ", memory_bytes: " + std::to_string(spec.memory_bytes) : "")
+          << "}\n"
           << "data_sets:\n";
       for (const auto& [k, v] : spec.data) out << "  - {key: " << k << ", size_bytes: " << v << "}\n";
       if (spec.data.empty()) out << "  []\n";
+      out << spec.extra_config;
     }
     std::filesystem::create_directories(dir_ + "/work-" + spec.id);
     agents_[spec.id] = Spawn({FLOTILLA_BIN, "agent", "--config", config, "--log-level", "warn"},

@@ -504,6 +504,47 @@ absl::StatusOr<CgroupUsage> CgroupSet::Usage() const {
   return usage;
 }
 
+absl::Status CgroupSet::UpdateLimits(const CgroupLimits& limits) {
+  auto v1 = [&](const char* controller) -> std::string {
+    auto it = v1_.find(controller);
+    return it == v1_.end() ? std::string() : it->second;
+  };
+  if (limits.memory_bytes > 0) {
+    const std::string value = absl::StrCat(limits.memory_bytes);
+    if (std::string dir = v1("memory"); !dir.empty()) {
+      // v1 keeps memsw.limit >= limit at every moment: raise memsw first,
+      // lower it last.
+      const std::string limit = JoinPath(dir, "memory.limit_in_bytes");
+      const std::string memsw = JoinPath(dir, "memory.memsw.limit_in_bytes");
+      const bool has_memsw = Exists(memsw);
+      ASSIGN_OR_RETURN(int64_t current, ReadInt(limit));
+      if (limits.memory_bytes >= current) {
+        if (has_memsw) RETURN_IF_ERROR(WriteFile(memsw, value));
+        RETURN_IF_ERROR(WriteFile(limit, value));
+      } else {
+        RETURN_IF_ERROR(WriteFile(limit, value));
+        if (has_memsw) RETURN_IF_ERROR(WriteFile(memsw, value));
+      }
+    } else if (!unified_dir_.empty() && Exists(JoinPath(unified_dir_, "memory.max"))) {
+      RETURN_IF_ERROR(WriteFile(JoinPath(unified_dir_, "memory.max"), value));
+    } else {
+      return absl::FailedPreconditionError("update limits: the group has no memory controller");
+    }
+  }
+  if (limits.cpu_millis > 0) {
+    const int64_t quota = std::max(kMinCfsQuotaUs, limits.cpu_millis * kCfsPeriodUs / 1000);
+    if (std::string dir = v1("cpu"); !dir.empty()) {
+      RETURN_IF_ERROR(WriteFile(JoinPath(dir, "cpu.cfs_quota_us"), absl::StrCat(quota)));
+    } else if (!unified_dir_.empty() && Exists(JoinPath(unified_dir_, "cpu.max"))) {
+      RETURN_IF_ERROR(WriteFile(JoinPath(unified_dir_, "cpu.max"),
+                                absl::StrCat(quota, " ", kCfsPeriodUs)));
+    } else {
+      return absl::FailedPreconditionError("update limits: the group has no cpu controller");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CgroupSet::Remove(std::chrono::milliseconds timeout) {
   if (removed_) return absl::OkStatus();
   removed_ = true;

@@ -96,6 +96,10 @@ class CgroupSet {
   absl::Status Freeze();
   absl::Status Thaw();
   absl::StatusOr<CgroupUsage> Usage() const;
+  // Changes the memory and cpu limits of a running group in place (adaptive
+  // allocation); a field of 0 is left as it is. Lowering memory below what
+  // the group uses fails (EBUSY) and leaves the old limit.
+  absl::Status UpdateLimits(const CgroupLimits& limits);
   // The directories, for tests and logs.
   std::vector<std::string> Dirs() const;
   // Kills, then removes the directories (retrying while exiting tasks keep
