@@ -34,7 +34,7 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       root, where,
       {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
        "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
-       "default_timeout_ms", "max_timeout_ms", "max_request_bytes"}));
+       "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions"}));
   RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
@@ -102,6 +102,22 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "default_timeout_ms", &c.default_timeout_ms));
   RETURN_IF_ERROR(ReadYaml(root, where, "max_timeout_ms", &c.max_timeout_ms));
   RETURN_IF_ERROR(ReadYaml(root, where, "max_request_bytes", &c.max_request_bytes));
+  if (const YAML::Node st = root["state"]) {
+    const std::string w = where + "state.";
+    RETURN_IF_ERROR(CheckKnownKeys(st, w, {"backend", "redis_address", "redis_key_prefix"}));
+    RETURN_IF_ERROR(ReadYaml(st, w, "backend", &c.state_backend));
+    RETURN_IF_ERROR(ReadYaml(st, w, "redis_address", &c.redis_address));
+    RETURN_IF_ERROR(ReadYaml(st, w, "redis_key_prefix", &c.redis_key_prefix));
+  }
+  if (const YAML::Node fn = root["functions"]) {
+    const std::string w = where + "functions.";
+    RETURN_IF_ERROR(CheckKnownKeys(fn, w, {"max_tries", "max_instances", "target_concurrency",
+                                           "min_piece_cost"}));
+    RETURN_IF_ERROR(ReadYaml(fn, w, "max_tries", &c.workflow_max_tries));
+    RETURN_IF_ERROR(ReadYaml(fn, w, "max_instances", &c.function_max_instances));
+    RETURN_IF_ERROR(ReadYaml(fn, w, "target_concurrency", &c.function_target_concurrency));
+    RETURN_IF_ERROR(ReadYaml(fn, w, "min_piece_cost", &c.split_min_piece_cost));
+  }
   RETURN_IF_ERROR(Annotate(Validate(c), path));
   return c;
 }
@@ -136,6 +152,18 @@ absl::Status Validate(const ManagerConfig& c) {
   if (c.preemption_min_gap < 1 || c.preemption_min_gap > 100) {
     return absl::InvalidArgumentError(absl::StrCat(
         "scheduler.preemption_min_gap: ", c.preemption_min_gap, " is out of range 1..100"));
+  }
+  if (c.state_backend != "embedded" && c.state_backend != "redis") {
+    return absl::InvalidArgumentError(absl::StrCat("state.backend: '", c.state_backend,
+                                                   "' is not one of embedded, redis"));
+  }
+  RETURN_IF_ERROR(positive("functions.max_tries", c.workflow_max_tries));
+  RETURN_IF_ERROR(positive("functions.max_instances", c.function_max_instances));
+  if (c.function_target_concurrency <= 0) {
+    return absl::InvalidArgumentError("functions.target_concurrency: must be > 0");
+  }
+  if (c.split_min_piece_cost < 0) {
+    return absl::InvalidArgumentError("functions.min_piece_cost: must not be negative");
   }
   if (c.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: must not be empty");
   if (c.db_path.empty()) return absl::InvalidArgumentError("db_path: must not be empty");

@@ -37,6 +37,16 @@ struct ManagerConfig {
   int64_t max_timeout_ms = 24ll * 3600 * 1000;
   int64_t max_request_bytes = 4ll << 20;
   std::string ready_file;  // written (JSON: grpc, http, pid) once serving
+  // Shared state of functions and workflows (key-value store and queues):
+  // "embedded" (in the manager's memory) or "redis" at redis_address.
+  std::string state_backend = "embedded";
+  std::string redis_address = "127.0.0.1:6379";
+  std::string redis_key_prefix = "flotilla";
+  // Workflows (the orchestrator).
+  int workflow_max_tries = 3;
+  int function_max_instances = 16;    // in-flight executions per function
+  double function_target_concurrency = 1.0;
+  double split_min_piece_cost = 3.0;  // pieces below this merge (cost units ~ ms)
 };
 
 // Returns the defaults overridden by the YAML file at `path`.

@@ -21,7 +21,8 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
-    const std::string& listen, std::function<std::string()> metrics) {
+    const std::string& listen, std::function<std::string()> metrics,
+    std::function<void(httplib::Server&)> routes) {
   auto hp = SplitHostPort(listen);
   if (!hp.ok()) return hp.status();
   std::unique_ptr<HttpServer> s(new HttpServer());
@@ -32,6 +33,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   s->server_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics(), "text/plain; version=0.0.4");
   });
+  if (routes) routes(*s->server_);
   int port = hp->second;
   if (port == 0) {
     port = s->server_->bind_to_any_port(hp->first);

@@ -1,4 +1,5 @@
-// The manager's HTTP port: /healthz and /metrics (Prometheus text format).
+// The manager's HTTP port: /healthz, /metrics (Prometheus text format) and
+// the REST API (rest.h).
 // Runs its own listener thread; stopping joins it.
 #pragma once
 
@@ -19,8 +20,10 @@ class HttpServer {
  public:
   ~HttpServer();
   // Binds `listen` ("host:port", port 0 picks one) and serves in a thread.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
-                                                           std::function<std::string()> metrics);
+  // `routes`, when set, registers more handlers (the REST API) before serving.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const std::string& listen, std::function<std::string()> metrics,
+      std::function<void(httplib::Server&)> routes = nullptr);
   // "host:port" actually bound.
   const std::string& address() const { return address_; }
   void Stop();

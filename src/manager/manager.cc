@@ -864,7 +864,37 @@ void Manager::Finish(Live& live, model::ExecutionState state, const v1::Executio
   spdlog::debug("[{}] attempt {} {} on '{}'", live.rec.id, live.rec.attempt, model::ToString(state),
                 live.rec.node_id);
   Changed(live);
+  if (finish_listener_) finish_listener_(live.rec.id);
   live_.erase(live.rec.id);  // watchers keep their own reference
+}
+
+void Manager::SetFinishListener(std::function<void(const std::string&)> listener) {
+  absl::MutexLock lock(&mu_);
+  finish_listener_ = std::move(listener);
+}
+
+void Manager::AddNodeData(const std::string& node_id, const std::string& key, int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  node_data_[node_id][key] = bytes;
+}
+
+void Manager::ForgetNodeData(const std::string& key_prefix) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [node, keys] : node_data_) {
+    for (auto it = keys.lower_bound(key_prefix);
+         it != keys.end() && it->first.compare(0, key_prefix.size(), key_prefix) == 0;) {
+      it = keys.erase(it);
+    }
+  }
+}
+
+int Manager::OnlineNodeCount() {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  for (const auto& v : NodeViews()) {
+    if (v.status == model::NodeStatus::kOnline && !v.draining) n++;
+  }
+  return n;
 }
 
 // --------------------------------------------------------------- dispatching
@@ -878,6 +908,9 @@ std::vector<model::HypervisorNode> Manager::NodeViews() const {
     v.available = ns->node.capacity - ns->reserved;
     v.running_executions = static_cast<int>(ns->assigned.size());
     if (ns->suspect_until_mono_ms > now) v.status = model::NodeStatus::kOffline;
+    if (auto data = node_data_.find(id); data != node_data_.end()) {
+      for (const auto& [key, bytes] : data->second) v.data_sets.push_back({key, bytes});
+    }
     views.push_back(std::move(v));
   }
   std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) { return a.id < b.id; });

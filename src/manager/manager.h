@@ -16,6 +16,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -77,6 +78,20 @@ class Manager {
   absl::StatusOr<v1::SendResultsResponse> SendResults(const v1::SendResultsRequest& req);
   void SendOutput(const v1::SendOutputRequest& req);
 
+  // Called with the manager's lock held whenever an execution reaches a
+  // terminal state; it must only note the id (e.g. queue it) and never call
+  // back into the Manager. Set once, before Start.
+  void SetFinishListener(std::function<void(const std::string& execution_id)> listener);
+
+  // Values a node produced and still has (workflow outputs): the locality
+  // scorer sees them as data sets of that node, so a piece that reads them
+  // prefers it. Forgotten by key prefix when the workflow ends.
+  void AddNodeData(const std::string& node_id, const std::string& key, int64_t bytes);
+  void ForgetNodeData(const std::string& key_prefix);
+
+  // Online nodes that could take work now.
+  int OnlineNodeCount();
+
   std::string RenderMetrics();
   const ManagerConfig& config() const { return config_; }
 
@@ -133,6 +148,9 @@ class Manager {
   scheduler::LatencyModel latency_model_ ABSL_GUARDED_BY(mu_);
   std::deque<scheduler::LatencySample> latency_history_ ABSL_GUARDED_BY(mu_);
   uint64_t preemptions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(const std::string&)> finish_listener_;
+  // node id -> produced key -> bytes (see AddNodeData).
+  std::unordered_map<std::string, std::map<std::string, int64_t>> node_data_ ABSL_GUARDED_BY(mu_);
   bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar dispatch_cv_;

@@ -12,6 +12,14 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "manager/http_server.h"
+#include <httplib.h>
+#include "kv/memory_kv.h"
+#include "kv/queue.h"
+#include "kv/redis_kv.h"
+#include "manager/functions.h"
+#include "manager/orchestrator.h"
+#include "manager/python_sources.h"
+#include "manager/rest.h"
 #include "manager/manager.h"
 #include "manager/services.h"
 
@@ -53,8 +61,38 @@ absl::Status RunManager(const ManagerConfig& config) {
 
   ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
                    store::OpenSqliteStore(config.db_path, config.durability));
+  // The store is shared: the manager owns it, functions and workflows use it.
+  store::Store* store_ptr = store.get();
   Manager manager(config, std::move(store), NewGrpcAgentClientFactory());
   RETURN_IF_ERROR(Annotate(manager.Recover(), "recovering state from " + config.db_path));
+
+  // Shared state for functions and workflows.
+  std::unique_ptr<kv::KvStore> kv;
+  std::unique_ptr<kv::MessageQueue> queue;
+  if (config.state_backend == "redis") {
+    auto hp = SplitHostPort(config.redis_address);
+    if (!hp.ok()) return Annotate(hp.status(), "state.redis_address");
+    kv::RedisKvOptions ro;
+    ro.redis.host = hp->first;
+    ro.redis.port = hp->second;
+    ro.redis.key_prefix = config.redis_key_prefix;
+    ASSIGN_OR_RETURN(auto rkv, kv::RedisKv::Connect(ro));
+    kv = std::move(rkv);
+    ASSIGN_OR_RETURN(queue, kv::MakeRedisQueue(ro.redis));
+  } else {
+    kv = std::make_unique<kv::MemoryKv>();
+    ASSIGN_OR_RETURN(queue, kv::MakeMemoryQueue());
+  }
+  FunctionRegistry functions(store_ptr);
+  OrchestratorOptions oo;
+  oo.max_tries = config.workflow_max_tries;
+  oo.max_instances = config.function_max_instances;
+  oo.target_concurrency = config.function_target_concurrency;
+  oo.min_piece_cost = config.split_min_piece_cost;
+  Orchestrator orchestrator(&manager, store_ptr, &functions, kv.get(), oo, PythonRunnerSource(),
+                            PythonAnalyzerSource());
+  manager.SetFinishListener([&orchestrator](const std::string& id) { orchestrator.NoteFinished(id); });
+  RETURN_IF_ERROR(Annotate(orchestrator.Recover(), "recovering workflows"));
 
   auto federation = NewFederationService(&manager);
   auto api = NewApiService(&manager);
@@ -77,10 +115,13 @@ absl::Status RunManager(const ManagerConfig& config) {
 
   std::unique_ptr<HttpServer> http;
   if (!config.http_listen.empty()) {
-    ASSIGN_OR_RETURN(http,
-                     HttpServer::Start(config.http_listen, [&] { return manager.RenderMetrics(); }));
+    RestServices rest{&functions, &orchestrator, kv.get(), queue.get()};
+    ASSIGN_OR_RETURN(http, HttpServer::Start(
+                               config.http_listen, [&] { return manager.RenderMetrics(); },
+                               [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }));
   }
   manager.Start();
+  orchestrator.Start();
   spdlog::info("manager serving gRPC on {} and HTTP on {} (state: {})", grpc_addr,
                http ? http->address() : "-", config.db_path);
   if (!config.ready_file.empty()) {
@@ -89,6 +130,8 @@ absl::Status RunManager(const ManagerConfig& config) {
 
   int sig = WaitForTermination(set);
   spdlog::info("manager: signal {}, shutting down", sig);
+  if (http) http->Stop();
+  orchestrator.Stop();
   manager.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (http) http->Stop();

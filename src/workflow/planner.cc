@@ -465,6 +465,12 @@ class Builder {
       parts.push_back(absl::StrFormat("%s (line %d)", unit.stmt->id, unit.stmt->line));
     }
     std::string what = absl::StrJoin(parts, ", ");
+    if (parts.empty()) {
+      // Only the items of a fan-out: computed upstream so the map knows its width.
+      const Statement* map = units_[members.front()].stmt;
+      return absl::StrFormat("the items of %s (line %d), evaluated before the fan-out", map->id,
+                             map->line);
+    }
     if (IsMapGroup(g)) {
       return absl::StrCat(what, ": independent iterations, fanned out over the items");
     }

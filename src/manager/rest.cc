@@ -1,0 +1,248 @@
+#include "manager/rest.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kv/kv.h"
+#include "kv/queue.h"
+#include "manager/functions.h"
+#include "manager/orchestrator.h"
+
+namespace flotilla::manager {
+namespace {
+
+using nlohmann::json;
+
+int HttpStatus(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+void Reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump() + "\n", "application/json");
+}
+
+void Error(httplib::Response& res, const absl::Status& s) {
+  Reply(res, HttpStatus(s), {{"error", std::string(s.message())}});
+}
+
+// Parses the body as a JSON object, or answers 400 and returns nullopt.
+std::optional<json> Body(const httplib::Request& req, httplib::Response& res) {
+  json j = json::parse(req.body.empty() ? std::string("{}") : req.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    Reply(res, 400, {{"error", "the request body must be a JSON object"}});
+    return std::nullopt;
+  }
+  return j;
+}
+
+int64_t QueryInt(const httplib::Request& req, const char* name, int64_t fallback) {
+  if (!req.has_param(name)) return fallback;
+  int64_t v = fallback;
+  if (!absl::SimpleAtoi(req.get_param_value(name), &v)) return fallback;
+  return v;
+}
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+std::string B64(const std::string& s) { return absl::Base64Escape(s); }
+
+std::optional<std::string> Unb64(const json& v) {
+  if (!v.is_string()) return std::nullopt;
+  std::string out;
+  if (!absl::Base64Unescape(v.get<std::string>(), &out)) return std::nullopt;
+  return out;
+}
+
+void FunctionRoutes(httplib::Server& s, RestServices svc) {
+  s.Post("/function/deploy", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto f = svc.functions->Deploy(*body, NowMs());
+    if (!f.ok()) return Error(res, f.status());
+    Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
+  });
+  s.Get("/v1/functions", [svc](const httplib::Request&, httplib::Response& res) {
+    auto list = svc.functions->List();
+    if (!list.ok()) return Error(res, list.status());
+    json scaling = svc.orchestrator->Scaling();
+    json out = json::array();
+    for (const auto& f : *list) {
+      json j = FunctionToJson(f, false);
+      if (scaling.contains(f.name)) j["scaling"] = scaling[f.name];
+      out.push_back(std::move(j));
+    }
+    Reply(res, 200, {{"functions", out}});
+  });
+  s.Get(R"(/v1/functions/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto f = svc.functions->Get(req.matches[1]);
+    if (!f.ok()) return Error(res, f.status());
+    json j = FunctionToJson(*f, true);
+    json scaling = svc.orchestrator->Scaling();
+    if (scaling.contains(f->name)) j["scaling"] = scaling[f->name];
+    Reply(res, 200, {{"function", j}});
+  });
+  s.Delete(R"(/v1/functions/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto st = svc.functions->Delete(req.matches[1]);
+    if (!st.ok()) return Error(res, st);
+    Reply(res, 200, {{"deleted", true}});
+  });
+  s.Post("/annotation/update", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    if (!body->contains("function") || !(*body)["function"].is_string()) {
+      return Reply(res, 400, {{"error", "annotation/update needs \"function\": NAME"}});
+    }
+    auto f = svc.functions->UpdateAnnotations((*body)["function"].get<std::string>(),
+                                              body->value("annotations", json::object()), NowMs());
+    if (!f.ok()) return Error(res, f.status());
+    Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
+  });
+}
+
+void WorkflowRoutes(httplib::Server& s, RestServices svc) {
+  s.Post("/split/analyze", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto out = svc.orchestrator->Analyze(*body);
+    if (!out.ok()) return Error(res, out.status());
+    Reply(res, 200, *out);
+  });
+  s.Post("/execution/submit", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto wf = svc.orchestrator->Submit(*body);
+    if (!wf.ok()) return Error(res, wf.status());
+    Reply(res, 200, {{"workflow", *wf}});
+  });
+  s.Get("/v1/workflows", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto list = svc.orchestrator->List(static_cast<size_t>(QueryInt(req, "limit", 100)));
+    Reply(res, 200, {{"workflows", list}});
+  });
+  s.Get(R"(/v1/workflows/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto wf = svc.orchestrator->Get(req.matches[1], QueryInt(req, "wait_ms", 0));
+    if (!wf.ok()) return Error(res, wf.status());
+    Reply(res, 200, {{"workflow", *wf}});
+  });
+  s.Post(R"(/v1/workflows/([^/]+)/cancel)", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto wf = svc.orchestrator->Cancel(req.matches[1]);
+    if (!wf.ok()) return Error(res, wf.status());
+    Reply(res, 200, {{"workflow", *wf}});
+  });
+}
+
+void KvRoutes(httplib::Server& s, RestServices svc) {
+  s.Get(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto e = svc.kv->Get(req.matches[1].str(), req.matches[2].str());
+    if (!e.ok()) return Error(res, e.status());
+    if (!*e) return Reply(res, 404, {{"error", absl::StrCat("no key '", req.matches[2].str(), "'")}});
+    Reply(res, 200, {{"value", B64((*e)->value)}, {"version", (*e)->version}});
+  });
+  s.Put(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto value = Unb64(body->value("value", json("")));
+    if (!value) return Reply(res, 400, {{"error", "\"value\" must be base64 text"}});
+    kv::PutOptions o;
+    o.ttl_ms = body->value("ttl_ms", int64_t{0});
+    if (body->contains("if_version")) o.if_version = (*body)["if_version"].get<int64_t>();
+    auto v = svc.kv->Put(req.matches[1].str(), req.matches[2].str(), *value, o);
+    if (!v.ok()) return Error(res, v.status());
+    Reply(res, 200, {{"version", *v}});
+  });
+  s.Delete(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    kv::DeleteOptions o;
+    o.if_version = QueryInt(req, "if_version", kv::kAnyVersion);
+    auto d = svc.kv->Delete(req.matches[1].str(), req.matches[2].str(), o);
+    if (!d.ok()) return Error(res, d.status());
+    Reply(res, 200, {{"deleted", *d}});
+  });
+  s.Get(R"(/v1/kv/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    const std::string ns = req.matches[1].str();
+    if (req.has_param("watch_prefix") || req.has_param("after")) {
+      kv::WatchOptions o;
+      o.timeout_ms = std::clamp<int64_t>(QueryInt(req, "timeout_ms", 10'000), 0, 60'000);
+      auto w = svc.kv->WaitForChange(ns, req.get_param_value("watch_prefix"),
+                                     QueryInt(req, "after", 0), o);
+      if (!w.ok()) return Error(res, w.status());
+      json events = json::array();
+      for (const auto& e : w->events) {
+        events.push_back({{"type", std::string(kv::EventTypeName(e.type))},
+                          {"key", e.key},
+                          {"value", B64(e.value)},
+                          {"version", e.version},
+                          {"revision", e.revision}});
+      }
+      return Reply(res, 200, {{"events", events}, {"revision", w->revision}});
+    }
+    auto l = svc.kv->List(ns, req.get_param_value("prefix"));
+    if (!l.ok()) return Error(res, l.status());
+    json entries = json::array();
+    for (const auto& e : l->entries) {
+      entries.push_back({{"key", e.key}, {"value", B64(e.entry.value)}, {"version", e.entry.version}});
+    }
+    Reply(res, 200, {{"entries", entries}, {"revision", l->revision}, {"truncated", l->truncated}});
+  });
+}
+
+void QueueRoutes(httplib::Server& s, RestServices svc) {
+  s.Post(R"(/v1/queues/([^/]+)/send)", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto payload = Unb64(body->value("message", json("")));
+    if (!payload) return Reply(res, 400, {{"error", "\"message\" must be base64 text"}});
+    auto id = svc.queue->Send(req.matches[1].str(), *payload);
+    if (!id.ok()) return Error(res, id.status());
+    Reply(res, 200, {{"id", *id}});
+  });
+  s.Post(R"(/v1/queues/([^/]+)/receive)", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    kv::ReceiveOptions o;
+    o.max_messages = static_cast<size_t>(std::max<int64_t>(1, body->value("max", int64_t{1})));
+    o.block_ms = std::clamp<int64_t>(body->value("block_ms", int64_t{0}), 0, 60'000);
+    auto msgs = svc.queue->Receive(req.matches[1].str(), body->value("group", "default"),
+                                   body->value("consumer", "default"), o);
+    if (!msgs.ok()) return Error(res, msgs.status());
+    json out = json::array();
+    for (const auto& m : *msgs) {
+      out.push_back({{"id", m.id}, {"message", B64(m.payload)}, {"deliveries", m.delivery_count}});
+    }
+    Reply(res, 200, {{"messages", out}});
+  });
+  s.Post(R"(/v1/queues/([^/]+)/ack)", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto body = Body(req, res);
+    if (!body) return;
+    auto st = svc.queue->Ack(req.matches[1].str(), body->value("group", "default"),
+                             body->value("id", ""));
+    if (!st.ok()) return Error(res, st);
+    Reply(res, 200, json::object());
+  });
+}
+
+}  // namespace
+
+void RegisterRestRoutes(httplib::Server& server, RestServices services) {
+  FunctionRoutes(server, services);
+  WorkflowRoutes(server, services);
+  KvRoutes(server, services);
+  QueueRoutes(server, services);
+}
+
+}  // namespace flotilla::manager

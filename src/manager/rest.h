@@ -1,0 +1,33 @@
+// The manager's REST API (docs/workflows.md): functions, annotations, split
+// analysis, workflow submission and state, the shared key-value store and
+// message queues — JSON over HTTP on the manager's HTTP port, beside
+// /healthz and /metrics. Handlers are thin: they parse, call the
+// FunctionRegistry, the Orchestrator, the KvStore or the MessageQueue, and
+// map absl::Status codes to HTTP statuses with {"error": "..."} bodies.
+#pragma once
+
+namespace httplib {
+class Server;
+}
+
+namespace flotilla::kv {
+class KvStore;
+class MessageQueue;
+}  // namespace flotilla::kv
+
+namespace flotilla::manager {
+
+class FunctionRegistry;
+class Orchestrator;
+
+struct RestServices {
+  FunctionRegistry* functions = nullptr;
+  Orchestrator* orchestrator = nullptr;
+  kv::KvStore* kv = nullptr;
+  kv::MessageQueue* queue = nullptr;
+};
+
+// Registers the routes on `server`; the services must outlive it.
+void RegisterRestRoutes(httplib::Server& server, RestServices services);
+
+}  // namespace flotilla::manager
