@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/output.h"
+#include "sim/prewarm_sim.h"
 #include "sim/simulator.h"
 #include "sim/trace.h"
 
@@ -22,6 +23,9 @@ struct SimFlags {
   sim::SimOptions sim;
   std::string policy = "all";
   bool json = false;
+  bool prewarm = false;
+  sim::PrewarmTraceOptions prewarm_trace;
+  sim::PrewarmSimOptions prewarm_sim;
 };
 
 int FailSim(const absl::Status& st) {
@@ -98,7 +102,62 @@ nlohmann::json ToJson(const sim::Metrics& m) {
   };
 }
 
+// `flotilla sim --prewarm`: the three warm-pool policies on one generated
+// invocation trace, one row each.
+int RunPrewarmSim(const SimFlags& f, bool json) {
+  sim::PrewarmTraceOptions to = f.prewarm_trace;
+  to.seed = f.trace.seed;
+  if (absl::Status st = to.Validate(); !st.ok()) return FailSim(st);
+  const sim::PrewarmTrace trace = sim::GeneratePrewarmTrace(to);
+  std::vector<sim::PrewarmMetrics> rows;
+  const auto began = std::chrono::steady_clock::now();
+  for (const std::string& name : sim::PrewarmPolicyNames()) {
+    auto m = sim::SimulatePrewarm(trace, name, f.prewarm_sim);
+    if (!m.ok()) return FailSim(m.status());
+    rows.push_back(*m);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+  if (json) {
+    nlohmann::json out;
+    out["seed"] = to.seed;
+    out["functions"] = to.functions;
+    out["days"] = to.days;
+    out["invocations"] = trace.invocations.size();
+    out["policies"] = nlohmann::json::array();
+    for (const auto& m : rows) {
+      out["policies"].push_back({{"policy", m.policy},
+                                 {"invocations", m.invocations},
+                                 {"cold_starts", m.cold_starts},
+                                 {"cold_start_rate", m.cold_start_rate},
+                                 {"idle_sandbox_s", m.idle_sandbox_s},
+                                 {"sandboxes_created", m.sandboxes_created},
+                                 {"cold_wait_s", m.cold_wait_s}});
+    }
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat(
+      "prewarm trace: seed %d; %d functions over %.1f days, %d invocations (base rates %.2g..%.2g/s "
+      "log-uniform, daily cycle, %.0f%% sleep %.0fh a night, %.1f bursts/day of %.0fs); "
+      "sandbox start %.1fs\n\n",
+      to.seed, to.functions, to.days, trace.invocations.size(), to.min_rate_per_s,
+      to.max_rate_per_s, 100 * to.idle_fraction, to.idle_hours, to.bursts_per_day, to.burst_s,
+      f.prewarm_sim.start_time_s);
+  Table t({"POLICY", "INVOCATIONS", "COLD STARTS", "COLD RATE", "IDLE SANDBOX-S", "CREATED",
+           "COLD WAIT"});
+  for (const auto& m : rows) {
+    t.Add({m.policy, absl::StrCat(m.invocations), absl::StrCat(m.cold_starts),
+           absl::StrFormat("%.3f%%", 100 * m.cold_start_rate), absl::StrFormat("%.0f", m.idle_sandbox_s),
+           absl::StrCat(m.sandboxes_created), absl::StrFormat("%.0fs", m.cold_wait_s)});
+  }
+  std::cout << t.Render() << std::flush;
+  std::fprintf(stderr, "simulated %zu policies in %.2fs\n", rows.size(), seconds);
+  return 0;
+}
+
 int RunSim(const SimFlags& f, bool json) {
+  if (f.prewarm) return RunPrewarmSim(f, json);
   if (absl::Status st = f.trace.Validate(); !st.ok()) return FailSim(st);
   std::vector<std::string> policies = sim::PolicyNames();
   if (f.policy != "all") policies = {f.policy};
@@ -163,6 +222,16 @@ void AddSimCommand(CLI::App& app, int* rc) {
                   "queued executions a scheduling pass may skip (backfilling depth)")
       ->capture_default_str();
   sim->add_flag("--json", flags->json, "print JSON instead of a table");
+  sim->add_flag("--prewarm", flags->prewarm,
+                "simulate warm-pool policies instead (fixed 10-minute keep-alive, reactive, "
+                "predictive) on a generated invocation trace");
+  sim->add_option("--functions", flags->prewarm_trace.functions, "with --prewarm: functions")
+      ->capture_default_str();
+  sim->add_option("--days", flags->prewarm_trace.days, "with --prewarm: days of invocations")
+      ->capture_default_str();
+  sim->add_option("--start-time", flags->prewarm_sim.start_time_s,
+                  "with --prewarm: seconds to make one sandbox")
+      ->capture_default_str();
   sim->callback([&app, flags, rc] {
     // `flotilla --json sim` sets the global flag rather than ours.
     const CLI::Option* global_json = app.get_option_no_throw("--json");
