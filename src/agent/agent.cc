@@ -279,6 +279,7 @@ void Agent::ControlLoop() {
         continue;
       }
       st = wire::FromGrpcStatus(gst, "ReportStatus to " + config_.manager);
+      if (gst.ok()) ApplyPoolTargets(resp);
       for (const auto& t : resp.cancel()) {
         spdlog::info("[{}] attempt {} is superseded: stopping it", t.execution_id(), t.attempt());
         CancelTask(t.execution_id(), t.attempt());
@@ -414,6 +415,25 @@ void Agent::RefillLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
     if (stopping_) return;
+  }
+}
+
+void Agent::ApplyPoolTargets(const v1::ReportStatusResponse& resp) {
+  for (pool::WarmPool* p : pools_) {
+    int target = 0;
+    std::string reason;
+    for (const auto& t : resp.pool_targets()) {
+      if (t.template_name() == p->environment().name) {
+        target = t.min_idle();
+        reason = t.reason();
+      }
+    }
+    // The pool keeps the larger of its own floor and this, below its max.
+    if (target != p->Stats().idle && target > p->environment().pool_min) {
+      spdlog::debug("agent {}: pool {} pre-warms {} idle: {}", config_.node_id,
+                    p->environment().name, target, reason);
+    }
+    p->SetTargetIdle(target);
   }
 }
 

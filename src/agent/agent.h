@@ -73,6 +73,8 @@ class Agent {
   // for each running task and applies its decision in place.
   void ResizeLoop();
   void ResizeOnce();
+  // Pre-warming: the manager's pool targets become the pools' idle floors.
+  void ApplyPoolTargets(const v1::ReportStatusResponse& resp);
   void AddUsage(v1::ReportStatusRequest* req);
   void AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out);
   std::vector<v1::TaskRef> TaskRefs();

@@ -314,6 +314,7 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
     }
   }
   RETURN_IF_ERROR(ValidateAndDefault(&request));
+  prewarmer_.RecordInvocation(request, NowUnixMs());
   if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
   const std::string id = request.request_id();
   auto live = std::make_shared<Live>();
@@ -652,6 +653,9 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   ns.spec.set_memory_available_bytes(req.memory_available_bytes());
 
   v1::ReportStatusResponse resp;
+  for (auto& t : prewarmer_.TargetsFor(NowUnixMs(), static_cast<int>(nodes_.size()))) {
+    *resp.add_pool_targets() = std::move(t);
+  }
   std::set<std::string> reported;
   for (const auto& t : req.tasks()) {
     auto lit = live_.find(t.execution_id());

@@ -32,6 +32,7 @@
 #include "manager/agent_client.h"
 #include "manager/config.h"
 #include "manager/metrics.h"
+#include "manager/prewarmer.h"
 #include <deque>
 #include <random>
 
@@ -158,6 +159,14 @@ class Manager {
 
   std::thread dispatcher_;
   std::thread lease_checker_;
+
+ public:
+  // Predictive pre-warming: counts submissions, answers each ReportStatus
+  // with pool targets. Other components add theirs with SetExternalTarget.
+  Prewarmer& prewarmer() { return prewarmer_; }
+
+ private:
+  Prewarmer prewarmer_;
 };
 
 }  // namespace flotilla::manager

@@ -136,7 +136,7 @@ int WarmPool::Refill() {
       std::lock_guard<std::mutex> lock(mu_);
       int fresh = static_cast<int>(std::count_if(idle_.begin(), idle_.end(),
                                                  [](const Parked& p) { return p.owner.empty(); }));
-      if (fresh + creating_ >= template_.pool_min ||
+      if (fresh + creating_ >= std::max(template_.pool_min, target_idle_) ||
           busy_ + creating_ + static_cast<int>(idle_.size()) >= template_.pool_max) {
         return made;
       }
@@ -155,6 +155,11 @@ int WarmPool::Refill() {
     idle_.push_back({std::move(created).value(), ""});
     ++made;
   }
+}
+
+void WarmPool::SetTargetIdle(int target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  target_idle_ = std::max(0, target);
 }
 
 void WarmPool::Drain() {

@@ -104,6 +104,10 @@ class WarmPool {
   int Refill();
   // Destroys every idle instance.
   void Drain();
+  // A floor of fresh idle instances set from outside (the manager's
+  // pre-warming targets): Refill keeps max(min, target) idle, never more
+  // than `max` in all. 0 goes back to the template's own floor.
+  void SetTargetIdle(int target);
 
   PoolStats Stats() const;
   const EnvironmentTemplate& environment() const { return template_; }
@@ -122,6 +126,7 @@ class WarmPool {
   std::deque<Parked> idle_;  // guarded by mu_
   int busy_ = 0;             // guarded by mu_
   int creating_ = 0;         // guarded by mu_
+  int target_idle_ = 0;      // guarded by mu_
   PoolStats stats_;          // counters, guarded by mu_
   std::vector<int64_t> warm_starts_, cold_starts_;  // ring buffers, guarded by mu_
   size_t warm_next_ = 0, cold_next_ = 0;             // guarded by mu_
