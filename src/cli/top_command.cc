@@ -34,7 +34,8 @@ std::string RiskText(double risk) {
 }
 
 std::string Render(const v1::ListExecutionsResponse& resp) {
-  Table t({"ID", "NODE", "CPU", "MEMORY", "PEAK", "PIDS", "RISK", "COMMAND"});
+  Table t({"ID", "NODE", "CPU", "MEMORY", "PEAK", "PIDS", "RISK", "RESIZES", "PRESSURE",
+           "COMMAND"});
   for (const auto& e : resp.executions()) {
     const bool has = e.has_usage();
     const auto& u = e.usage();
@@ -47,7 +48,13 @@ std::string Render(const v1::ListExecutionsResponse& resp) {
     t.Add({e.id(), e.node_id().empty() ? "-" : e.node_id(),
            has ? absl::StrFormat("%.2f", u.cpu_cores()) : "-", memory,
            has ? FormatBytes(u.memory_peak_bytes()) : "-", has ? std::to_string(u.pids()) : "-",
-           has ? RiskText(u.risk()) : "-", Command(e.request())});
+           has ? RiskText(u.risk()) : "-", has ? std::to_string(u.resizes()) : "-",
+           // Why the task is under pressure (needs migration first), else the last resize.
+           !has ? "-"
+           : u.needs_migration() ? "MIGRATE: " + u.pressure_reason()
+           : !u.last_resize().empty() ? u.last_resize()
+                                      : "-",
+           Command(e.request())});
   }
   return t.Render();
 }
