@@ -27,6 +27,18 @@
 # BUILD_DIR/bench-results/sandbox.{md,json}; with BENCH_WRITE_DOCS=1 it also
 # replaces the generated part of "Sandboxes: cold and warm start" in
 # docs/benchmarks.md. BENCH_QUICK=1 makes it a smoke run (~10 s).
+#
+# The workflow step, separate (~2 min; needs root for the agents' sandboxes):
+#   bench/run.sh workflow [BUILD_DIR]
+# builds flotilla and flotilla-guest, installs python3-distributed with apt-get
+# when missing, and runs bench/workflow_bench.py with /usr/bin/python3: its own
+# `flotilla up --agents 3` federation in a temporary XDG_DATA_HOME, a split
+# fan-out of 16 CPU-bound pieces against a local call (speedup), and the
+# per-node overhead of no-op DAGs side by side with a Dask LocalCluster (3
+# workers). Output: BUILD_DIR/bench-results/workflow.{md,json}; with
+# BENCH_WRITE_DOCS=1 it also replaces the generated part of "Workflows:
+# split fan-out speedup and per-node overhead" in docs/benchmarks.md.
+# BENCH_QUICK=1 makes it a smoke run (~30 s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -96,6 +108,43 @@ if begin not in doc or end not in doc:
 head, rest = doc.split(begin, 1)
 open(sys.argv[2], "w").write(head + begin + "\n\n" + new.strip() + "\n\n" + end + rest.split(end, 1)[1])
 print("bench: wrote the sandbox section of docs/benchmarks.md", file=sys.stderr)
+PY
+  fi
+  exit "$RC"
+fi
+
+# ---- the workflow step: bench/run.sh workflow [BUILD_DIR]
+if [[ ${1:-} == workflow ]]; then
+  BUILD_DIR=${2:-build}
+  OUT=$BUILD_DIR/bench-results
+  if [[ ! -f $BUILD_DIR/build.ninja && ! -f $BUILD_DIR/Makefile ]]; then
+    echo "bench: configuring a Release build in $BUILD_DIR" >&2
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
+  fi
+  cmake --build "$BUILD_DIR" --target flotilla flotilla-guest -j "${JOBS:-$(nproc)}" >&2
+  if ! dpkg -s python3-distributed >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    echo "bench: installing python3-distributed (Dask) with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q python3-distributed >&2 ||
+      { apt-get update -q >&2 && apt-get install -y -q python3-distributed >&2; } || true
+  fi
+  WF_ARGS=(--flotilla "$BUILD_DIR/src/flotilla")
+  if [[ ${BENCH_QUICK:-0} == 1 ]]; then WF_ARGS+=(--speedup-rounds 1 --overhead-rounds 2 --piece-ms 100); fi
+  if ! /usr/bin/python3 -c 'import distributed' 2>/dev/null; then WF_ARGS+=(--no-dask); fi
+  mkdir -p "$OUT"
+  RC=0
+  timeout -k 10 600 /usr/bin/python3 bench/workflow_bench.py "${WF_ARGS[@]}" \
+    --json "$OUT/workflow.json" --md "$OUT/workflow.md" || RC=$?
+  if [[ ${BENCH_WRITE_DOCS:-0} == 1 && $RC == 0 ]]; then
+    /usr/bin/python3 - "$OUT/workflow.md" docs/benchmarks.md <<'PY'
+import sys
+new, doc = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+begin, end = "<!-- workflow-bench:begin -->", "<!-- workflow-bench:end -->"
+if begin not in doc or end not in doc:
+    sys.exit("bench: docs/benchmarks.md has no workflow-bench markers; not written")
+head, rest = doc.split(begin, 1)
+open(sys.argv[2], "w").write(head + begin + "\n\n" + new.strip() + "\n\n" + end + rest.split(end, 1)[1])
+print("bench: wrote the workflow section of docs/benchmarks.md", file=sys.stderr)
 PY
   fi
   exit "$RC"
