@@ -308,6 +308,10 @@ class Guest {
   bool Start(const RunRequest& run, Pipe* in, Pipe* out, Pipe* err, StartError* error);
   Quit Supervise();
   Quit OnTaskFrame(const Frame& frame);
+  // Reads and handles the agent's frames; kNo while the channel is open.
+  Quit ReadAgentFrames();
+  void Pause();
+  void Resume();
   void ReadOutput(int index);
   void PumpStdin();
   void SignalTask(int sig);
@@ -354,6 +358,9 @@ class Guest {
     bool truncated[2] = {false, false};
     int64_t cpu_us = 0;
     int64_t max_rss_bytes = 0;
+    // Between PAUSE and RESUME (see protocol.h): nothing is sent or reaped.
+    bool paused = false;
+    int64_t paused_at_us = 0;
   } task_;
   const RunRequest* run_ = nullptr;
   PythonServer::TaskEnd python_end_;
@@ -536,6 +543,11 @@ Quit Guest::OnIdleFrame(const Frame& frame) {
     }
     case MessageType::kCancel:
       return Quit::kNo;  // the task it meant already ended
+    case MessageType::kPause:
+      // The task ended before the PAUSE arrived: nothing to hold.
+      return Send(EncodePaused({})) ? Quit::kNo : Quit::kPeerGone;
+    case MessageType::kResume:
+      return Quit::kNo;
     case MessageType::kShutdown:
       return Quit::kShutdown;
     default:
@@ -642,6 +654,21 @@ bool Guest::Start(const RunRequest& run, Pipe* in, Pipe* out, Pipe* err, StartEr
 Quit Guest::Supervise() {
   enum Slot { kAgent, kSigchld, kOut, kErr, kStdin, kPython, kSlots };
   while (true) {
+    if (task_.paused) {
+      // Only the channel: the task's pipes, its exit and its deadlines wait
+      // for RESUME, so the state a checkpoint takes is a frame boundary.
+      pollfd p{agent_.get(), POLLIN, 0};
+      if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+        Log("%s", ErrnoMessage("poll", "", errno).c_str());
+        return Quit::kPeerGone;
+      }
+      if (p.revents != 0) {
+        Quit quit = ReadAgentFrames();
+        if (quit != Quit::kNo) return quit;
+      }
+      if (!agent_.valid()) return Quit::kPeerGone;
+      continue;
+    }
     bool drained = !task_.out[0].valid() && !task_.out[1].valid();
     int64_t now = MonotonicUs();
     if (task_.leader_done && (drained || now >= task_.drain_until_us)) break;
@@ -679,19 +706,8 @@ Quit Guest::Supervise() {
       if (fds[kPython].revents != 0) OnPythonEvent(python_.OnReadable(task_.leader, &python_end_));
       if (fds[kSigchld].revents != 0) ReapZombies();
       if (fds[kAgent].revents != 0) {
-        ssize_t n = reader_.ReadFrom(agent_.get());
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Quit::kPeerGone;
-        Frame frame;
-        std::string error;
-        FrameReader::Result r;
-        while ((r = reader_.Next(&frame, &error)) == FrameReader::Result::kFrame) {
-          Quit quit = OnTaskFrame(frame);
-          if (quit != Quit::kNo) return quit;
-        }
-        if (r == FrameReader::Result::kError) {
-          ProtocolError(error);
-          return Quit::kProtocolError;
-        }
+        Quit quit = ReadAgentFrames();
+        if (quit != Quit::kNo) return quit;
       }
     }
     if (!agent_.valid()) return Quit::kPeerGone;  // a send failed
@@ -701,9 +717,66 @@ Quit Guest::Supervise() {
   return agent_.valid() ? Quit::kNo : Quit::kPeerGone;
 }
 
+Quit Guest::ReadAgentFrames() {
+  ssize_t n = reader_.ReadFrom(agent_.get());
+  if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Quit::kPeerGone;
+  Frame frame;
+  std::string error;
+  FrameReader::Result r;
+  while ((r = reader_.Next(&frame, &error)) == FrameReader::Result::kFrame) {
+    Quit quit = OnTaskFrame(frame);
+    if (quit != Quit::kNo) return quit;
+  }
+  if (r == FrameReader::Result::kError) {
+    ProtocolError(error);
+    return Quit::kProtocolError;
+  }
+  return Quit::kNo;
+}
+
+void Guest::Pause() {
+  if (task_.paused) return;
+  Paused paused;
+  paused.running = true;
+  paused.task_id = run_->task_id;
+  const uint64_t limit = run_->output_limit_bytes;
+  paused.stdout_sent = std::min(task_.seen[0], limit);
+  paused.stderr_sent = std::min(task_.seen[1], limit);
+  task_.paused = true;
+  task_.paused_at_us = MonotonicUs();
+  if (!Send(EncodePaused(paused))) agent_.Reset();
+}
+
+void Guest::Resume() {
+  if (!task_.paused) return;
+  // The task's clock stood still while paused (frozen, or not yet restored
+  // on another host whose monotonic clock differs): its deadlines move by
+  // the pause, so a migration costs the task none of its timeout.
+  const int64_t shift = MonotonicUs() - task_.paused_at_us;
+  task_.deadline_us += shift;
+  task_.start_us += shift;
+  if (task_.kill_at_us != 0) task_.kill_at_us += shift;
+  if (task_.give_up_us != 0) task_.give_up_us += shift;
+  if (task_.drain_until_us != 0) task_.drain_until_us += shift;
+  if (task_.exit_us != 0) task_.exit_us += shift;
+  task_.paused = false;
+}
+
 Quit Guest::OnTaskFrame(const Frame& frame) {
   std::string error;
   switch (frame.type) {
+    case MessageType::kPause:
+    case MessageType::kResume:
+      if (!DecodeEmpty(frame.payload, &error)) {
+        ProtocolError(std::string("bad ") + std::string(MessageTypeName(frame.type)) + ": " + error);
+        return Quit::kProtocolError;
+      }
+      if (frame.type == MessageType::kPause) {
+        Pause();
+      } else {
+        Resume();
+      }
+      return agent_.valid() ? Quit::kNo : Quit::kPeerGone;
     case MessageType::kCancel: {
       Cancel cancel;
       if (!DecodeCancel(frame.payload, &cancel, &error)) {

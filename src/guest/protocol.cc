@@ -150,7 +150,7 @@ uint32_t LoadU32(const char* p) {
 
 bool KnownType(uint8_t t) {
   return t >= static_cast<uint8_t>(MessageType::kHello) &&
-         t <= static_cast<uint8_t>(MessageType::kError);
+         t <= static_cast<uint8_t>(MessageType::kResume);
 }
 
 int64_t NowMs() {
@@ -185,6 +185,12 @@ std::string_view MessageTypeName(MessageType type) {
       return "PONG";
     case MessageType::kError:
       return "ERROR";
+    case MessageType::kPause:
+      return "PAUSE";
+    case MessageType::kPaused:
+      return "PAUSED";
+    case MessageType::kResume:
+      return "RESUME";
   }
   return "UNKNOWN";
 }
@@ -374,6 +380,24 @@ bool DecodePing(std::string_view payload, Ping* out, std::string* error) {
 bool DecodeError(std::string_view payload, Error* out, std::string* error) {
   Reader r(payload);
   r.Bytes("message", &out->message);
+  return r.Finish(error);
+}
+
+std::string EncodePaused(const Paused& m) {
+  Writer w;
+  w.Bool(m.running);
+  w.Bytes(m.task_id);
+  w.U64(m.stdout_sent);
+  w.U64(m.stderr_sent);
+  return w.Frame(MessageType::kPaused);
+}
+
+bool DecodePaused(std::string_view payload, Paused* out, std::string* error) {
+  Reader r(payload);
+  r.Bool("running", &out->running);
+  r.Bytes("task_id", &out->task_id);
+  r.U64("stdout_sent", &out->stdout_sent);
+  r.U64("stderr_sent", &out->stderr_sent);
   return r.Finish(error);
 }
 

@@ -21,6 +21,14 @@
 //     agent → PING; guest → PONG          any time
 //     agent → SHUTDOWN, or closes         guest kills everything and exits
 //     either → ERROR                      fatal protocol error, then close
+//   since version 2 (checkpoint and migration):
+//     agent → PAUSE; guest → PAUSED       stop streaming, report what was sent
+//     agent → RESUME                      carry on (the same or a new channel)
+// PAUSE makes the guest stop at a frame boundary: it answers PAUSED with the
+// bytes of each stream it has sent, then only reads its channel (no output,
+// no EXIT, no reaping) until RESUME. A checkpoint taken while paused thus
+// holds no half-sent frame, and a restored guest, handed a fresh channel,
+// continues the stream exactly where the PAUSED frame said it stood.
 //
 // Decoding is fed untrusted bytes (a compromised guest can send anything to
 // the agent): every Decode* and FrameReader::Next checks bounds, enum ranges
@@ -43,7 +51,8 @@
 namespace flotilla::guest {
 
 // Bumped on every incompatible change of a frame's layout.
-inline constexpr uint32_t kProtocolVersion = 1;
+// Version 2 added PAUSE, PAUSED and RESUME.
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kFrameHeaderSize = 5;
 // The default and largest payload a reader accepts. RUN carries the task's
 // files and stdin, so it is the frame that needs room.
@@ -67,6 +76,9 @@ enum class MessageType : uint8_t {
   kPing = 9,
   kPong = 10,
   kError = 11,
+  kPause = 12,   // since version 2
+  kPaused = 13,  // since version 2
+  kResume = 14,  // since version 2
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -152,6 +164,14 @@ struct Error {
   std::string message;
 };
 
+// The guest's answer to PAUSE.
+struct Paused {
+  bool running = false;   // a task is in flight (false: the guest was idle)
+  std::string task_id;    // the RUN's task id, when running
+  uint64_t stdout_sent = 0;  // bytes of the stream sent in OUTPUT frames
+  uint64_t stderr_sent = 0;
+};
+
 // A frame taken off the wire, payload not yet decoded.
 struct Frame {
   MessageType type = MessageType::kError;
@@ -169,7 +189,8 @@ std::string EncodeCancel(const Cancel& m);
 std::string EncodePing(const Ping& m);
 std::string EncodePong(const Ping& m);
 std::string EncodeError(const Error& m);
-std::string EncodeEmpty(MessageType type);  // RESET, SHUTDOWN
+std::string EncodePaused(const Paused& m);
+std::string EncodeEmpty(MessageType type);  // RESET, SHUTDOWN, PAUSE, RESUME
 
 // Decoders return true and fill *out if `payload` is a well-formed message
 // of that type; otherwise false with *error saying what was wrong.
@@ -181,6 +202,7 @@ bool DecodeExit(std::string_view payload, Exit* out, std::string* error);
 bool DecodeCancel(std::string_view payload, Cancel* out, std::string* error);
 bool DecodePing(std::string_view payload, Ping* out, std::string* error);
 bool DecodeError(std::string_view payload, Error* out, std::string* error);
+bool DecodePaused(std::string_view payload, Paused* out, std::string* error);
 bool DecodeEmpty(std::string_view payload, std::string* error);
 
 // Returns true if the peer's HELLO speaks our version; otherwise false with

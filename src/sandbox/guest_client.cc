@@ -68,10 +68,47 @@ GuestClient::GuestClient(int fd, GuestClientOptions options)
     healthy_ = false;
     spdlog::warn("guest channel fd {}: fcntl O_NONBLOCK: {}", fd_, std::strerror(errno));
   }
+  if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
+    // Without it Pause cannot reach the Run loop; it then says so.
+    wake_[0] = wake_[1] = -1;
+  }
 }
 
 GuestClient::~GuestClient() {
   if (fd_ >= 0) close(fd_);
+  if (wake_[0] >= 0) close(wake_[0]);
+  if (wake_[1] >= 0) close(wake_[1]);
+}
+
+absl::StatusOr<PausePoint> GuestClient::Pause(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(control_mu_);
+  if (wake_[1] < 0) return absl::InternalError("the guest client has no wakeup pipe");
+  if (!in_run_) return absl::FailedPreconditionError("no task is running in this sandbox");
+  if (paused_) return pause_point_;
+  const uint64_t round = pause_round_;
+  pause_wanted_ = true;
+  resume_wanted_ = false;
+  (void)!write(wake_[1], "p", 1);
+  const bool answered = control_cv_.wait_for(
+      lock, timeout, [&] { return pause_round_ != round || !in_run_; });
+  if (pause_round_ != round && paused_) return pause_point_;
+  pause_wanted_ = false;
+  if (!answered) {
+    // The PAUSE may still reach the guest: have it carry on either way.
+    resume_wanted_ = true;
+    (void)!write(wake_[1], "r", 1);
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the guest did not pause within ", timeout.count(), " ms; the task carries on"));
+  }
+  return absl::FailedPreconditionError("the task ended before it could be paused");
+}
+
+void GuestClient::Resume() {
+  std::lock_guard<std::mutex> lock(control_mu_);
+  if (!in_run_ || wake_[1] < 0) return;
+  pause_wanted_ = false;
+  resume_wanted_ = true;
+  (void)!write(wake_[1], "r", 1);
 }
 
 absl::Status GuestClient::Broken(absl::Status status) {
@@ -148,7 +185,10 @@ absl::Status GuestClient::OnReady(const guest::Frame& frame) {
 absl::Status GuestClient::AwaitReady(Clock::time_point deadline) {
   while (!ready_) {
     ASSIGN_OR_RETURN(guest::Frame frame, ReadFrame(deadline, "READY"));
-    if (frame.type == guest::MessageType::kPong) continue;
+    // A PAUSED here answers a PAUSE that crossed the end of the last task.
+    if (frame.type == guest::MessageType::kPong || frame.type == guest::MessageType::kPaused) {
+      continue;
+    }
     if (frame.type != guest::MessageType::kReady)
       return Unexpected(frame, "while waiting for READY");
     RETURN_IF_ERROR(OnReady(frame));
@@ -204,10 +244,54 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
   RETURN_IF_ERROR(Send(run_frame, Clock::now() + kSendTimeout));
   ready_ = false;
 
+  return StreamTask(spec, sink, cancel, TaskOutcome());
+}
+
+absl::StatusOr<TaskOutcome> GuestClient::ResumeRestored(const TaskSpec& spec,
+                                                        const PausePoint& point, OutputSink& sink,
+                                                        const CancelToken& cancel) {
+  if (!healthy_) return absl::FailedPreconditionError("the guest channel is broken");
+  if (point.stdout_data.size() > spec.output_limit_bytes ||
+      point.stderr_data.size() > spec.output_limit_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task ", spec.id, ": the pause point holds more output than its limit of ",
+        spec.output_limit_bytes, " bytes"));
+  }
+  // The restored guest spoke HELLO to the agent it started with; it is
+  // paused in the middle of the task and resumes on this channel.
+  handshaken_ = true;
+  ready_ = false;
+  RETURN_IF_ERROR(
+      Send(guest::EncodeEmpty(guest::MessageType::kResume), Clock::now() + kSendTimeout));
+  TaskOutcome outcome;
+  outcome.stdout_data = point.stdout_data;
+  outcome.stderr_data = point.stderr_data;
+  return StreamTask(spec, sink, cancel, std::move(outcome));
+}
+
+absl::StatusOr<TaskOutcome> GuestClient::StreamTask(const TaskSpec& spec, OutputSink& sink,
+                                                const CancelToken& cancel, TaskOutcome outcome) {
+  {
+    std::lock_guard<std::mutex> lock(control_mu_);
+    in_run_ = true;
+    paused_ = false;
+    pause_wanted_ = resume_wanted_ = false;
+  }
+  struct EndRun {
+    GuestClient* c;
+    ~EndRun() {
+      std::lock_guard<std::mutex> lock(c->control_mu_);
+      c->in_run_ = false;
+      c->paused_ = false;
+      c->control_cv_.notify_all();
+    }
+  } end_run{this};
   Clock::time_point deadline = Clock::now() + spec.timeout + options_.guest_grace;
   bool cancel_sent = false;
-  TaskOutcome outcome;
-  uint64_t received[2] = {0, 0};
+  bool pause_sent = false;
+  bool paused = false;
+  Clock::time_point paused_since{};
+  uint64_t received[2] = {outcome.stdout_data.size(), outcome.stderr_data.size()};
   while (true) {
     // Frames already buffered first: one read may carry many.
     guest::Frame frame;
@@ -215,6 +299,29 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
     guest::FrameReader::Result r;
     while ((r = reader_.Next(&frame, &error)) == guest::FrameReader::Result::kFrame) {
       switch (frame.type) {
+        case guest::MessageType::kPaused: {
+          guest::Paused p;
+          if (!guest::DecodePaused(frame.payload, &p, &error)) {
+            return Broken(absl::DataLossError(absl::StrCat("guest sent a bad PAUSED: ", error)));
+          }
+          // Frames are ordered: every OUTPUT before the PAUSED is consumed,
+          // so the guest's count must be exactly what arrived.
+          if (!pause_sent || !p.running || p.task_id != spec.id || p.stdout_sent != received[0] ||
+              p.stderr_sent != received[1]) {
+            return Broken(absl::DataLossError(absl::StrCat(
+                "guest protocol violation: PAUSED for '", p.task_id, "' at ", p.stdout_sent, "/",
+                p.stderr_sent, " bytes; the agent has ", received[0], "/", received[1],
+                " of task ", spec.id, "; destroy the sandbox")));
+          }
+          paused = true;
+          paused_since = Clock::now();
+          std::lock_guard<std::mutex> lock(control_mu_);
+          paused_ = true;
+          ++pause_round_;
+          pause_point_ = {spec.id, outcome.stdout_data, outcome.stderr_data};
+          control_cv_.notify_all();
+          break;
+        }
         case guest::MessageType::kOutput: {
           guest::Output out;
           if (!guest::DecodeOutput(frame.payload, &out, &error)) {
@@ -269,6 +376,33 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
       return Broken(absl::DataLossError(absl::StrCat("guest protocol violation: ", error)));
     }
 
+    {
+      bool send_pause = false, send_resume = false;
+      {
+        std::lock_guard<std::mutex> lock(control_mu_);
+        if (pause_wanted_ && !pause_sent) {
+          send_pause = true;
+          pause_wanted_ = false;
+        }
+        if (resume_wanted_) {
+          send_resume = pause_sent;
+          resume_wanted_ = false;
+          paused_ = false;
+        }
+      }
+      if (send_pause) {
+        RETURN_IF_ERROR(
+            Send(guest::EncodeEmpty(guest::MessageType::kPause), Clock::now() + kSendTimeout));
+        pause_sent = true;
+      }
+      if (send_resume) {
+        RETURN_IF_ERROR(
+            Send(guest::EncodeEmpty(guest::MessageType::kResume), Clock::now() + kSendTimeout));
+        // The guest moves its deadlines by the pause; so does the agent.
+        if (paused) deadline += Clock::now() - paused_since;
+        pause_sent = paused = false;
+      }
+    }
     if (!cancel_sent && cancel.cancelled()) {
       RETURN_IF_ERROR(Send(guest::EncodeCancel({static_cast<uint32_t>(
                                std::clamp<int64_t>(options_.cancel_grace.count(), 0, UINT32_MAX))}),
@@ -277,6 +411,7 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
       deadline = std::max(deadline, Clock::now() + options_.cancel_grace + options_.guest_grace);
     }
     Clock::time_point now = Clock::now();
+    if (paused) deadline = std::max(deadline, now + spec.timeout + options_.guest_grace);
     if (now >= deadline) {
       return Broken(absl::DeadlineExceededError(
           absl::StrCat("the guest did not report the end of task ", spec.id, " within its ",
@@ -284,7 +419,7 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
                        " ms; destroy the sandbox")));
     }
     Clock::time_point until = deadline;
-    pollfd fds[2] = {{fd_, POLLIN, 0}, {-1, 0, 0}};
+    pollfd fds[3] = {{fd_, POLLIN, 0}, {-1, 0, 0}, {wake_[0], POLLIN, 0}};
     if (!cancel_sent) {
       if (cancel.fd() >= 0) {
         fds[1] = {cancel.fd(), POLLIN, 0};
@@ -292,8 +427,13 @@ absl::StatusOr<TaskOutcome> GuestClient::Run(const TaskSpec& spec, Mode mode, Ou
         until = std::min(until, now + kCancelPollInterval);
       }
     }
-    int rc = poll(fds, 2, PollTimeoutMs(now, until));
+    int rc = poll(fds, 3, PollTimeoutMs(now, until));
     if (rc < 0 && errno != EINTR) return Broken(ErrnoError(errno, "poll", "guest channel"));
+    if (rc > 0 && fds[2].revents != 0) {
+      char drain[64];
+      while (read(wake_[0], drain, sizeof(drain)) > 0) {
+      }
+    }
     if (rc > 0 && fds[0].revents != 0) {
       ssize_t n = reader_.ReadFrom(fd_);
       if (n == 0) {

@@ -11,11 +11,15 @@
 // reuse it (healthy() says so, and every later call fails).
 //
 // Not thread-safe: one call at a time (the pool hands a sandbox to one
-// runner). Only the CancelToken passed to Run is touched by other threads.
+// runner). Only the CancelToken passed to Run, and Pause / Resume (which
+// talk to the Run in flight through a wakeup pipe), are used from other
+// threads.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -34,6 +38,13 @@ struct GuestClientOptions {
   // How long the guest may take to clean its working directory and report
   // READY after a task or a RESET.
   std::chrono::milliseconds ready_timeout{30000};
+};
+
+// Where a paused task's streams stand: what a restored copy continues from.
+struct PausePoint {
+  std::string task_id;
+  std::string stdout_data;  // everything received of each stream so far
+  std::string stderr_data;
 };
 
 class GuestClient {
@@ -61,6 +72,21 @@ class GuestClient {
   // timeout plus the graces, an error after which healthy() is false.
   absl::StatusOr<TaskOutcome> Run(const TaskSpec& spec, Mode mode, OutputSink& sink,
                                   const CancelToken& cancel);
+
+  // From another thread while Run is in flight: has the guest stop at a
+  // frame boundary (PAUSE), waits until every frame it sent before is
+  // consumed (PAUSED), and returns the streams so far. FailedPrecondition
+  // when no task is in flight or it ended first, DeadlineExceeded (and the
+  // task carries on) when the guest does not answer in `timeout`.
+  absl::StatusOr<PausePoint> Pause(std::chrono::milliseconds timeout);
+  // From another thread: lets a paused task carry on (RESUME).
+  void Resume();
+
+  // For a client on the channel of a restored guest that was paused at
+  // `point`: sends RESUME and continues the task as Run would, streaming
+  // output from the point on; the outcome carries the whole output.
+  absl::StatusOr<TaskOutcome> ResumeRestored(const TaskSpec& spec, const PausePoint& point,
+                                             OutputSink& sink, const CancelToken& cancel);
 
   // Has the guest kill anything left and clean its working directory.
   absl::Status Reset(std::chrono::milliseconds timeout);
@@ -90,6 +116,9 @@ class GuestClient {
   // Marks the client unhealthy and returns `status`.
   absl::Status Broken(absl::Status status);
   absl::Status Unexpected(const guest::Frame& frame, const char* during);
+  // The loop of Run and ResumeRestored: frames of the task in flight until EXIT.
+  absl::StatusOr<TaskOutcome> StreamTask(const TaskSpec& spec, OutputSink& sink,
+                                         const CancelToken& cancel, TaskOutcome outcome);
 
   const GuestClientOptions options_;
   int fd_;
@@ -99,6 +128,17 @@ class GuestClient {
   bool ready_ = false;
   guest::Ready last_ready_;
   uint64_t next_nonce_ = 1;
+
+  // Pause / Resume from other threads; the Run loop polls wake_[0].
+  int wake_[2] = {-1, -1};
+  std::mutex control_mu_;
+  std::condition_variable control_cv_;
+  bool in_run_ = false;           // guarded by control_mu_
+  bool pause_wanted_ = false;     // guarded by control_mu_
+  bool resume_wanted_ = false;    // guarded by control_mu_
+  bool paused_ = false;           // guarded by control_mu_
+  uint64_t pause_round_ = 0;      // guarded by control_mu_; bumped on each PAUSED
+  PausePoint pause_point_;        // guarded by control_mu_
 };
 
 }  // namespace flotilla::sandbox

@@ -217,8 +217,23 @@ TEST(ProtocolTest, OversizedFrameIsRejectedFromItsHeader) {
   EXPECT_EQ(big.Next(&frame, &error), FrameReader::Result::kError);
 }
 
+TEST(ProtocolTest, PausedRoundTripsAndRejectsTrailingBytes) {
+  Paused in{true, "t-1/1", 70000, 3};
+  Frame frame = Parse(EncodePaused(in));
+  EXPECT_EQ(frame.type, MessageType::kPaused);
+  Paused out;
+  std::string error;
+  ASSERT_TRUE(DecodePaused(frame.payload, &out, &error)) << error;
+  EXPECT_TRUE(out.running);
+  EXPECT_EQ(out.task_id, "t-1/1");
+  EXPECT_EQ(out.stdout_sent, 70000u);
+  EXPECT_EQ(out.stderr_sent, 3u);
+  EXPECT_FALSE(DecodePaused(frame.payload + "x", &out, &error));
+  EXPECT_FALSE(DecodePaused(frame.payload.substr(0, 5), &out, &error));
+}
+
 TEST(ProtocolTest, UnknownTypesAreRejected) {
-  for (uint8_t type : {0, 12, 200, 255}) {
+  for (uint8_t type : {0, 15, 200, 255}) {
     FrameReader reader;
     std::string bytes = EncodeFrame(MessageType::kPing, "12345678");
     bytes[4] = static_cast<char>(type);
