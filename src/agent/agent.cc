@@ -13,7 +13,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/agent_task.h"
 #include "agent/host_resources.h"
+#include "checkpoint/checkpointer.h"
 #include "monitor/resize_policy.h"
 #include "pool/environment_template.h"
 #include "pool/linux_instance.h"
@@ -28,8 +30,6 @@ namespace flotilla::agent {
 namespace {
 
 constexpr auto kRpcTimeout = std::chrono::seconds(3);
-constexpr size_t kMaxChunk = 64 << 10;
-constexpr size_t kMaxBufferedOutput = 8 << 20;
 constexpr auto kOutputFlushPeriod = std::chrono::milliseconds(20);
 const char* const kVersion = "0.1.0";
 
@@ -55,57 +55,34 @@ class AgentServiceImpl final : public v1::AgentService::Service {
     resp->set_found(agent_->CancelTask(req->execution_id(), req->attempt()));
     return grpc::Status::OK;
   }
+  grpc::Status MigrateTask(grpc::ServerContext*, const v1::MigrateTaskRequest* req,
+                           v1::MigrateTaskResponse* resp) override {
+    auto r = agent_->MigrateTask(*req);
+    if (r.ok()) *resp = std::move(*r);
+    return wire::ToGrpcStatus(r.status());
+  }
+  grpc::Status RestoreTask(grpc::ServerContext*, grpc::ServerReader<v1::RestoreTaskChunk>* reader,
+                           v1::RestoreTaskResponse* resp) override {
+    auto r = agent_->RestoreTask([reader](v1::RestoreTaskChunk* c) { return reader->Read(c); });
+    if (r.ok()) *resp = std::move(*r);
+    return wire::ToGrpcStatus(r.status());
+  }
+  grpc::Status FinishMigration(grpc::ServerContext*, const v1::FinishMigrationRequest* req,
+                               v1::FinishMigrationResponse*) override {
+    return wire::ToGrpcStatus(agent_->FinishMigration(*req));
+  }
+  grpc::Status CheckpointTask(grpc::ServerContext*, const v1::CheckpointTaskRequest* req,
+                              v1::CheckpointTaskResponse* resp) override {
+    auto r = agent_->CheckpointTask(*req);
+    if (r.ok()) *resp = std::move(*r);
+    return wire::ToGrpcStatus(r.status());
+  }
 
  private:
   Agent* agent_;
 };
 
 }  // namespace
-
-struct Agent::Task {
-  std::string id;
-  uint32_t attempt = 0;
-  model::Resources resources;
-  sandbox::CancelToken cancel;
-  bool finished = false;  // its result is in results_
-  // Adaptive allocation, guarded by mu_. resize_delta is what resizes added
-  // to (or took from) the task's reservation, so reserved_ stays the sum of
-  // what the node has handed out.
-  model::Resources resize_delta;
-  int64_t memory_floor = 0;  // the limits the sandbox started with
-  int64_t cpu_floor = 0;
-  int resizes = 0;
-  int64_t last_resize_unix_ms = 0;
-  int64_t last_change_mono_ms = 0;
-  std::string last_resize;
-  bool needs_migration = false;
-  std::string pressure_reason;
-};
-
-// Batches a task's output into the agent's live-output buffer.
-class Agent::Sink final : public sandbox::OutputSink {
- public:
-  Sink(Agent* agent, const Task& task) : agent_(agent), task_(task) {}
-  void OnOutput(sandbox::Stream stream, int64_t offset, std::string_view data) override {
-    std::lock_guard<std::mutex> lock(agent_->mu_);
-    for (size_t pos = 0; pos < data.size(); pos += kMaxChunk) {
-      if (agent_->chunk_bytes_ > kMaxBufferedOutput) return;  // live output is best effort
-      size_t n = std::min(kMaxChunk, data.size() - pos);
-      v1::OutputChunk c;
-      c.set_execution_id(task_.id);
-      c.set_attempt(task_.attempt);
-      c.set_stream(stream == sandbox::Stream::kStdout ? v1::OUTPUT_STDOUT : v1::OUTPUT_STDERR);
-      c.set_offset(offset + static_cast<int64_t>(pos));
-      c.set_data(data.data() + pos, n);
-      agent_->chunk_bytes_ += n;
-      agent_->chunks_.push_back(std::move(c));
-    }
-  }
-
- private:
-  Agent* agent_;
-  const Task& task_;
-};
 
 Agent::Agent(AgentConfig config, std::unique_ptr<sandbox::Sandbox> sandbox)
     : config_(std::move(config)), sandbox_(std::move(sandbox)) {}
@@ -559,6 +536,7 @@ absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
   task->id = req.execution_id();
   task->attempt = req.attempt();
   task->resources = wire::FromProto(r.resources());
+  task->request = r;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the agent is shutting down");
@@ -581,6 +559,11 @@ bool Agent::CancelTask(const std::string& execution_id, uint32_t attempt) {
   bool found = false;
   for (auto& [key, task] : tasks_) {
     if (task->id == execution_id && (attempt == 0 || task->attempt == attempt) && !task->finished) {
+      // A copy held by a migration is ended or resumed by its verdict.
+      if (task->held) {
+        found = true;
+        continue;
+      }
       task->cancel.Cancel();
       found = true;
     }
@@ -589,6 +572,17 @@ bool Agent::CancelTask(const std::string& execution_id, uint32_t attempt) {
 }
 
 void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
+  sandbox::TaskSpec spec = SpecFor(*task, request);
+  const int64_t started = NowUnixMs();
+  Sink sink(this, *task);
+  if (sampler_) sampler_->Track(spec.id, task->id, task->attempt, task->resources.memory_bytes);
+  absl::StatusOr<sandbox::TaskOutcome> outcome = sandbox_->Run(spec, sink, task->cancel);
+  if (sampler_) sampler_->Untrack(spec.id);
+  FinishTask(task, started, std::move(outcome));
+}
+
+sandbox::TaskSpec Agent::SpecFor(const Task& t, const v1::ExecutionRequest& request) const {
+  const Task* task = &t;
   sandbox::TaskSpec spec;
   spec.id = TaskKey(task->id, task->attempt);
   const auto& code = request.code();
@@ -623,22 +617,38 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   for (const auto& cap : request.security().required_capabilities()) {
     if (cap == "network-egress") spec.network_egress = true;
   }
+  return spec;
+}
 
+void Agent::FinishTask(const std::shared_ptr<Task>& task, int64_t started_unix_ms,
+                       absl::StatusOr<sandbox::TaskOutcome> outcome) {
+  const std::string key = TaskKey(task->id, task->attempt);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (task->migrated) {
+      // A restored copy on another node carries the execution on; the
+      // manager already assigns it there and would drop this result.
+      spdlog::info("[{}] attempt {} moved to {}; the copy on {} is gone", task->id, task->attempt,
+                   task->moved_to, config_.node_id);
+      tasks_.erase(key);
+      reserved_ -= task->resources;
+      reserved_ -= task->resize_delta;
+      --running_threads_;
+      cv_.notify_all();
+      return;
+    }
+  }
   v1::ExecutionResult result;
   result.set_execution_id(task->id);
   result.set_attempt(task->attempt);
   result.set_node_id(config_.node_id);
-  result.set_started_unix_ms(NowUnixMs());
-  Sink sink(this, *task);
-  if (sampler_) sampler_->Track(spec.id, task->id, task->attempt, task->resources.memory_bytes);
-  absl::StatusOr<sandbox::TaskOutcome> outcome = sandbox_->Run(spec, sink, task->cancel);
-  if (sampler_) sampler_->Untrack(spec.id);
+  result.set_started_unix_ms(started_unix_ms);
   result.set_finished_unix_ms(NowUnixMs());
   if (!outcome.ok()) {
     result.set_termination(v1::TERMINATION_START_FAILED);
     result.set_exit_code(outcome.status().code() == absl::StatusCode::kNotFound ? 127 : 126);
     result.set_error(std::string(outcome.status().message()));
-    spdlog::info("[{}] could not start: {}", spec.id, outcome.status().message());
+    spdlog::info("[{}] could not start: {}", key, outcome.status().message());
   } else {
     switch (outcome->termination) {
       case sandbox::Termination::kExited: result.set_termination(v1::TERMINATION_EXITED); break;
@@ -701,6 +711,7 @@ absl::Status RunAgent(const AgentConfig& input) {
   // child processes only on a node marked as a trusted development node.
   std::unique_ptr<sandbox::Sandbox> sb;
   std::optional<sandbox::HostLayout> sandbox_root;
+  std::unique_ptr<checkpoint::Checkpointer> checkpointer;  // outlives the factory
   std::unique_ptr<pool::InstanceFactory> factory;
   std::vector<std::unique_ptr<pool::WarmPool>> pools;
   std::vector<pool::WarmPool*> pool_ptrs;
@@ -728,6 +739,19 @@ absl::Status RunAgent(const AgentConfig& input) {
       sandbox_root = *detected;
     }
     lo.uid = static_cast<uid_t>(config.sandbox_uid);
+    // Checkpointing needs a working CRIU; without one tasks run as usual and
+    // a checkpoint or migration says why it cannot be taken.
+    if (absl::Status criu = checkpoint::CriuAvailable(config.checkpoint.criu_path); criu.ok()) {
+      checkpoint::CriuOptions co;
+      co.criu_path = config.checkpoint.criu_path;
+      co.state_dir = config.work_dir + "/criu";
+      checkpointer = checkpoint::NewCriuCheckpointer(co);
+      lo.checkpointer = checkpointer.get();
+    } else {
+      lo.checkpoint_unavailable = absl::StrCat("node ", config.node_id,
+                                               " cannot checkpoint: ", criu.message());
+      spdlog::info("agent {}: {}", config.node_id, lo.checkpoint_unavailable);
+    }
     ASSIGN_OR_RETURN(factory, pool::NewLinuxInstanceFactory(lo));
     bool has_default = false;
     for (auto& t : templates) {

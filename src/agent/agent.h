@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,12 +59,27 @@ class Agent {
   // AgentService.
   absl::Status RequestTask(const v1::RequestTaskRequest& request);
   bool CancelTask(const std::string& execution_id, uint32_t attempt);
+  // Migration (agent_migration.cc; see federation.proto for the protocol).
+  absl::StatusOr<v1::MigrateTaskResponse> MigrateTask(const v1::MigrateTaskRequest& request);
+  absl::StatusOr<v1::RestoreTaskResponse> RestoreTask(
+      const std::function<bool(v1::RestoreTaskChunk*)>& next);
+  absl::Status FinishMigration(const v1::FinishMigrationRequest& request);
+  absl::StatusOr<v1::CheckpointTaskResponse> CheckpointTask(const v1::CheckpointTaskRequest& request);
 
  private:
   struct Task;
   class Sink;
 
+  struct Incoming;
   void RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request);
+  sandbox::TaskSpec SpecFor(const Task& task, const v1::ExecutionRequest& request) const;
+  // Turns an outcome into the task's result and queues it; a task that moved
+  // away (migrated) leaves without one.
+  void FinishTask(const std::shared_ptr<Task>& task, int64_t started_unix_ms,
+                  absl::StatusOr<sandbox::TaskOutcome> outcome);
+  void RunRestoredTask(std::shared_ptr<Task> task, std::shared_ptr<Incoming> incoming,
+                       sandbox::TaskSpec spec, sandbox::TaskCheckpoint from);
+  std::string ImageRoot() const;
   absl::Status Register();
   void ControlLoop();
   void ResultsLoop();
@@ -99,6 +115,14 @@ class Agent {
   std::vector<v1::TaskRef> started_;                       // guarded by mu_
   int running_threads_ = 0;                                // guarded by mu_
   model::Resources reserved_;                              // guarded by mu_
+  // Migration: restored copies waiting for the manager's switch (target),
+  // and held sources waiting for its verdict, by migration id; guarded by mu_.
+  std::map<std::string, std::shared_ptr<Incoming>> incoming_;
+  struct Outgoing {
+    std::string key;  // TaskKey of the held task
+    bool decided = false;
+  };
+  std::map<std::string, Outgoing> outgoing_;
 
   std::vector<pool::WarmPool*> pools_;
   std::vector<std::thread> loops_;

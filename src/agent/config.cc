@@ -20,7 +20,14 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
        "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
        "trusted_development_node", "templates_dir", "guest_binary", "default_template",
-       "sandbox_uid", "cost", "resize"}));
+       "sandbox_uid", "cost", "resize", "checkpoint"}));
+  if (const YAML::Node cp = root["checkpoint"]) {
+    const std::string w = where + "checkpoint.";
+    RETURN_IF_ERROR(CheckKnownKeys(cp, w, {"criu_path", "image_dir", "fault_injection"}));
+    RETURN_IF_ERROR(ReadYaml(cp, w, "criu_path", &c.checkpoint.criu_path));
+    RETURN_IF_ERROR(ReadYaml(cp, w, "image_dir", &c.checkpoint.image_dir));
+    RETURN_IF_ERROR(ReadYaml(cp, w, "fault_injection", &c.checkpoint.fault_injection));
+  }
   if (const YAML::Node rz = root["resize"]) {
     const std::string w = where + "resize.";
     monitor::ResizeOptions& o = c.resize;

@@ -42,6 +42,13 @@ struct AgentConfig {
   // Adaptive allocation: raise / lower running sandboxes' limits in place
   // (the `resize:` section; off unless resize.enabled).
   monitor::ResizeOptions resize;
+  // Migration by checkpoint and restore (the `checkpoint:` section).
+  struct Checkpoint {
+    std::string criu_path = "/usr/local/sbin/criu";  // scripts/build-criu installs it there
+    std::string image_dir;  // where images are written and received; default <work_dir>/checkpoints
+    // Honour MigrateTaskRequest.fail_after (tests of the failure paths only).
+    bool fault_injection = false;
+  } checkpoint;
 };
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);

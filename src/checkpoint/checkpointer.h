@@ -91,7 +91,9 @@ class Checkpointer {
 struct CriuOptions {
   std::string criu_path = "/usr/local/sbin/criu";  // scripts/build-criu puts it there
   // For CRIU's kernel-feature cache between runs (see criu_checkpointer.cc).
-  std::string state_dir = "/run/flotilla/criu";
+  // Not under /run: the probe runs with a private tmpfs on /run and copies
+  // its result here, which must be the host's directory.
+  std::string state_dir = "/var/lib/flotilla/criu";
 };
 
 // Returns OK if `criu_path` runs and passes `criu check`; otherwise

@@ -69,6 +69,24 @@ absl::StatusOr<v1::Execution> Client::Cancel(const std::string& id) {
   return resp.execution();
 }
 
+absl::StatusOr<v1::CheckpointResponse> Client::Checkpoint(const std::string& id) {
+  v1::CheckpointRequest req;
+  req.set_execution_id(id);
+  v1::CheckpointResponse resp;
+  auto ctx = Ctx(300);  // a dump of a large sandbox takes a while
+  grpc::Status st = stub_->Checkpoint(ctx.get(), req, &resp);
+  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_));
+  return resp;
+}
+
+absl::StatusOr<v1::MigrateResponse> Client::Migrate(const v1::MigrateRequest& req) {
+  v1::MigrateResponse resp;
+  auto ctx = Ctx(600);  // checkpoint, transfer and restore of a large sandbox
+  grpc::Status st = stub_->Migrate(ctx.get(), req, &resp);
+  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_));
+  return resp;
+}
+
 absl::StatusOr<v1::ListNodesResponse> Client::ListNodes() {
   v1::ListNodesRequest req;
   FLOTILLA_UNARY(ListNodes, req, v1::ListNodesResponse);

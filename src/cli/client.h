@@ -23,6 +23,8 @@ class Client {
   absl::StatusOr<flotilla::v1::Execution> Get(const std::string& id);
   absl::StatusOr<flotilla::v1::Execution> Cancel(const std::string& id);
   absl::StatusOr<flotilla::v1::ListNodesResponse> ListNodes();
+  absl::StatusOr<flotilla::v1::CheckpointResponse> Checkpoint(const std::string& id);
+  absl::StatusOr<flotilla::v1::MigrateResponse> Migrate(const flotilla::v1::MigrateRequest& r);
   absl::StatusOr<flotilla::v1::ListExecutionsResponse> ListExecutions(
       const flotilla::v1::ListExecutionsRequest& r);
   // Calls on_event for each event until the stream ends. Returns the stream's status.

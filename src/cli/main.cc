@@ -789,6 +789,52 @@ int Main(int argc, char** argv) {
     }
   });
 
+  // ---- checkpoint, migrate
+  auto* ckpt = app.add_subcommand("checkpoint",
+                                  "checkpoint a running execution on its node (it carries on)");
+  std::string ckpt_id;
+  ckpt->add_option("id", ckpt_id, "execution id")->required();
+  ckpt->callback([&] {
+    auto client = Connect(g);
+    auto r = client.ok() ? client->Checkpoint(ckpt_id)
+                         : absl::StatusOr<v1::CheckpointResponse>(client.status());
+    if (!r.ok()) {
+      rc = Fail(r.status());
+      return;
+    }
+    if (g.json) {
+      std::cout << ToJson(*r) << "\n";
+    } else {
+      std::cout << ckpt_id << ": checkpoint on " << r->node_id() << " at " << r->image_dir() << " ("
+                << FormatBytes(r->image_bytes()) << ", " << r->checkpoint_us() / 1000
+                << " ms); it carries on\n";
+    }
+  });
+  auto* mig = app.add_subcommand("migrate", "move a running execution to another node");
+  std::string mig_id, mig_to;
+  mig->add_option("id", mig_id, "execution id")->required();
+  mig->add_option("--to", mig_to, "target node (default: the cheapest feasible node)");
+  mig->callback([&] {
+    auto client = Connect(g);
+    v1::MigrateRequest req;
+    req.set_execution_id(mig_id);
+    req.set_target_node_id(mig_to);
+    auto r = client.ok() ? client->Migrate(req) : absl::StatusOr<v1::MigrateResponse>(client.status());
+    if (!r.ok()) {
+      rc = Fail(r.status());
+      return;
+    }
+    if (g.json) {
+      std::cout << ToJson(*r) << "\n";
+    } else {
+      std::cout << mig_id << ": moved from " << r->from_node_id() << " to " << r->to_node_id()
+                << " (image " << FormatBytes(r->image_bytes()) << "; checkpoint "
+                << r->checkpoint_us() / 1000 << " ms, transfer " << r->transfer_us() / 1000
+                << " ms, restore " << r->restore_us() / 1000 << " ms, total "
+                << r->total_us() / 1000 << " ms)\n  reason: " << r->reason() << "\n";
+    }
+  });
+
   // ---- template
   auto* tmpl = app.add_subcommand("template", "environment templates: list, show");
   tmpl->require_subcommand(1);

@@ -1,4 +1,5 @@
 #include "manager/manager.h"
+#include "manager/migration.h"
 
 #include "common/logging.h"
 
@@ -130,7 +131,8 @@ Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
         scheduler::LoadBalancerOptions o;
         o.overload_margin = config_.overload_margin;
         return o;
-      }()) {}
+      }()),
+      migrator_(std::make_unique<Migrator>(this)) {}
 
 Manager::~Manager() { Stop(); }
 
@@ -195,6 +197,7 @@ absl::Status Manager::Recover() {
 void Manager::Start() {
   dispatcher_ = std::thread([this] { DispatcherLoop(); });
   lease_checker_ = std::thread([this] { LeaseLoop(); });
+  migrator_->Start();
 }
 
 void Manager::Stop() {
@@ -208,6 +211,7 @@ void Manager::Stop() {
   }
   if (dispatcher_.joinable()) dispatcher_.join();
   if (lease_checker_.joinable()) lease_checker_.join();
+  migrator_->Stop();
 }
 
 // ---------------------------------------------------------------- validation
@@ -514,6 +518,7 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
   bool first = true;
   v1::ExecutionState last_state = v1::EXECUTION_STATE_UNSPECIFIED;
   uint32_t last_attempt = 0;
+  std::string last_node;
   size_t sent[2] = {0, 0};
   while (true) {
     std::vector<v1::WatchEvent> events;
@@ -529,7 +534,9 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
       seen_version = live->version;
       const v1::ExecutionState state = wire::ToProto(live->rec.state);
       if (live->rec.attempt != last_attempt) sent[0] = sent[1] = 0;
-      if (state != last_state || live->rec.attempt != last_attempt) {
+      // A migration keeps the attempt and its output offsets; only the node changes.
+      if (state != last_state || live->rec.attempt != last_attempt ||
+          live->rec.node_id != last_node) {
         v1::WatchEvent ev;
         ev.set_state(state);
         ev.set_attempt(live->rec.attempt);
@@ -537,6 +544,7 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
         events.push_back(std::move(ev));
         last_state = state;
         last_attempt = live->rec.attempt;
+        last_node = live->rec.node_id;
       }
       if (model::IsTerminal(live->rec.state)) {
         v1::WatchEvent ev;
@@ -1119,6 +1127,101 @@ void Manager::LeaseLoop() {
     }
     CheckLeases();
   }
+}
+
+// ---------------------------------------------------------------- migration
+
+absl::StatusOr<v1::CheckpointResponse> Manager::Checkpoint(const std::string& id) {
+  return migrator_->Checkpoint(id);
+}
+
+absl::StatusOr<v1::MigrateResponse> Manager::Migrate(const v1::MigrateRequest& request) {
+  return migrator_->Migrate(request.execution_id(), request.target_node_id(), request.fail_after(),
+                            "requested by an operator");
+}
+
+namespace {
+bool IsRunning(ExecutionState s) { return s == ExecutionState::kRunning; }
+}  // namespace
+
+absl::StatusOr<Manager::RunningView> Manager::RunningExecution(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) {
+    auto done = LoadFinished(id);
+    if (!done.ok()) return done.status();
+    return absl::FailedPreconditionError(
+        absl::StrCat("execution ", id, " is not running (", v1::ExecutionState_Name(done->state()), ")"));
+  }
+  const Live& live = *it->second;
+  if (!IsRunning(live.rec.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("execution ", id, " is not running (",
+                                                      model::ToString(live.rec.state), ")"));
+  }
+  RunningView v;
+  v.execution_id = id;
+  v.attempt = live.rec.attempt;
+  v.node_id = live.rec.node_id;
+  if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) v.node_address = n->second->spec.address();
+  v.request = live.request;
+  if (live.usage && live.usage->attempt() == live.rec.attempt) v.usage = live.usage;
+  v.running_ms = live.rec.started_ms > 0 ? NowUnixMs() - live.rec.started_ms : 0;
+  return v;
+}
+
+std::vector<Manager::RunningView> Manager::NeedingMigration() {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, live] : live_) {
+      if (IsRunning(live->rec.state) && live->usage && live->usage->attempt() == live->rec.attempt &&
+          live->usage->needs_migration()) {
+        ids.push_back(id);
+      }
+    }
+  }
+  std::vector<RunningView> out;
+  for (const auto& id : ids) {
+    if (auto v = RunningExecution(id); v.ok()) out.push_back(std::move(*v));
+  }
+  return out;
+}
+
+absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
+                                     const std::string& from, const std::string& to) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) return absl::FailedPreconditionError(absl::StrCat("execution ", id, " ended"));
+  Live& live = *it->second;
+  if (live.rec.attempt != attempt || live.rec.node_id != from || !IsRunning(live.rec.state)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "execution ", id, " is no longer attempt ", attempt, " running on ", from, " (attempt ",
+        live.rec.attempt, " ", model::ToString(live.rec.state), " on '", live.rec.node_id, "')"));
+  }
+  auto src = nodes_.find(from);
+  auto dst = nodes_.find(to);
+  if (dst == nodes_.end() || dst->second->node.status != model::NodeStatus::kOnline) {
+    return absl::FailedPreconditionError(absl::StrCat("node ", to, " is not online"));
+  }
+  live.rec.node_id = to;
+  if (absl::Status st = Persist(live); !st.ok()) {
+    live.rec.node_id = from;
+    return Annotate(st, absl::StrCat("moving execution ", id, " to ", to));
+  }
+  if (src != nodes_.end() && src->second->assigned.erase(id) > 0) {
+    src->second->reserved -= live.sched.resources;
+  }
+  dst->second->assigned.insert(id);
+  dst->second->reserved += live.sched.resources;
+  live.placement.set_node_id(to);
+  live.placement.set_reason(absl::StrCat("migrated from ", from));
+  // The new node reports the attempt from its next heartbeat on.
+  live.assigned_mono_ms = MonoMs();
+  live.usage.reset();
+  dispatch_wanted_ = true;
+  Changed(live);
+  spdlog::info("[{}] attempt {} moved from {} to {}", id, attempt, from, to);
+  return absl::OkStatus();
 }
 
 void Manager::DispatchOnceForTest() { DispatchRound(); }

@@ -46,6 +46,8 @@ namespace flotilla::manager {
 
 namespace v1 = ::flotilla::v1;
 
+class Migrator;
+
 class Manager {
  public:
   Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
@@ -95,6 +97,32 @@ class Manager {
 
   std::string RenderMetrics();
   const ManagerConfig& config() const { return config_; }
+
+  // --- Migration (manager/migration.cc drives it) ---
+  // ApiService.Checkpoint / Migrate.
+  absl::StatusOr<v1::CheckpointResponse> Checkpoint(const std::string& id);
+  absl::StatusOr<v1::MigrateResponse> Migrate(const v1::MigrateRequest& request);
+  // A running execution as a migration sees it.
+  struct RunningView {
+    std::string execution_id;
+    uint32_t attempt = 0;
+    std::string node_id;
+    std::string node_address;
+    v1::ExecutionRequest request;
+    std::optional<v1::TaskUsage> usage;
+    int64_t running_ms = 0;  // since it started
+  };
+  // FailedPrecondition unless `id` is running on a node.
+  absl::StatusOr<RunningView> RunningExecution(const std::string& id);
+  // Running executions whose node reported needs_migration.
+  std::vector<RunningView> NeedingMigration();
+  // The switch of a migration: atomically makes `to` the node of attempt
+  // `attempt` of `id` (now on `from`) — same execution and attempt, watchers
+  // carry on and see the new node, results and output from `from` are stale
+  // from here on. FailedPrecondition when the execution is no longer that
+  // attempt on `from` (it ended, was cancelled or re-queued meanwhile).
+  absl::Status MoveAssignment(const std::string& id, uint32_t attempt, const std::string& from,
+                              const std::string& to);
 
   // Runs one dispatch round and one lease check now (tests drive time this way).
   void DispatchOnceForTest();
@@ -159,6 +187,8 @@ class Manager {
 
   std::thread dispatcher_;
   std::thread lease_checker_;
+  // Checkpoint, migration and its automatic trigger (manager/migration.h).
+  std::unique_ptr<Migrator> migrator_;
 
  public:
   // Predictive pre-warming: counts submissions, answers each ReportStatus

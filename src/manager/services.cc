@@ -82,6 +82,13 @@ class ApiServiceImpl final : public v1::ApiService::Service {
     for (auto& e : *list) *resp->add_executions() = std::move(e);
     return Status::OK;
   }
+  Status Checkpoint(ServerContext*, const v1::CheckpointRequest* req,
+                    v1::CheckpointResponse* resp) override {
+    return Reply(m_->Checkpoint(req->execution_id()), resp);
+  }
+  Status Migrate(ServerContext*, const v1::MigrateRequest* req, v1::MigrateResponse* resp) override {
+    return Reply(m_->Migrate(*req), resp);
+  }
 
  private:
   Manager* m_;

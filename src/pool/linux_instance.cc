@@ -7,12 +7,15 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sys/stat.h>
 #include <set>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/channel.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -24,12 +27,20 @@ namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr auto kResetTimeout = std::chrono::seconds(3);
+// A guest answers PAUSE between two frames; a busy one within milliseconds.
+constexpr auto kPauseTimeout = std::chrono::seconds(5);
+constexpr int kChannelFd = 3;  // the guest's --fd
 
 class LinuxInstance final : public Instance {
  public:
   LinuxInstance(std::unique_ptr<sandbox::Container> container,
-                std::unique_ptr<sandbox::GuestClient> client, const EnvironmentTemplate& t)
-      : container_(std::move(container)), client_(std::move(client)), template_(t) {}
+                std::unique_ptr<sandbox::GuestClient> client, const EnvironmentTemplate& t,
+                const LinuxInstanceOptions& options, bool checkpointable)
+      : container_(std::move(container)),
+        client_(std::move(client)),
+        template_(t),
+        options_(options),
+        checkpointable_(checkpointable) {}
 
   ~LinuxInstance() override {
     (void)client_->Shutdown();
@@ -54,6 +65,82 @@ class LinuxInstance final : public Instance {
     auto before = container_->Usage();
     const auto started = std::chrono::steady_clock::now();
     auto outcome = client_->Run(task, mode, sink, cancel);
+    return Finish(std::move(outcome), spec, before, started);
+  }
+
+  absl::StatusOr<sandbox::TaskOutcome> ResumeRestored(const sandbox::TaskSpec& spec,
+                                                      const sandbox::TaskCheckpoint& from,
+                                                      sandbox::OutputSink& sink,
+                                                      const sandbox::CancelToken& cancel) override {
+    auto before = container_->Usage();
+    const auto started = std::chrono::steady_clock::now();
+    sandbox::PausePoint point{spec.id, from.stdout_data, from.stderr_data};
+    return Finish(client_->ResumeRestored(spec, point, sink, cancel), spec, before, started);
+  }
+
+  absl::StatusOr<sandbox::TaskCheckpoint> Checkpoint(const std::string& image_dir) override {
+    if (!options_.checkpointer) return absl::FailedPreconditionError(options_.checkpoint_unavailable);
+    if (!checkpointable_) {
+      return absl::FailedPreconditionError(
+          "the sandbox shares the host's network (network egress) and cannot be checkpointed");
+    }
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    if (held_) return absl::FailedPreconditionError("a checkpoint of this task is in progress");
+    // The guest stops at a frame boundary first, so the image holds no
+    // half-sent frame and the output received so far is exactly its count.
+    ASSIGN_OR_RETURN(sandbox::PausePoint point, client_->Pause(kPauseTimeout));
+    checkpoint::CheckpointRequest req;
+    req.init_pid = container_->pid();
+    req.id = point.task_id;
+    req.channel_fd = kChannelFd;
+    req.image_dir = image_dir;
+    req.after = checkpoint::AfterCheckpoint::kLeaveRunning;
+    auto image = options_.checkpointer->Checkpoint(req);
+    if (!image.ok()) {
+      client_->Resume();
+      return image.status();
+    }
+    // Held until EndCheckpoint: the source must not run ahead of its image.
+    if (absl::Status st = container_->Freeze(); !st.ok()) {
+      spdlog::warn("checkpoint of {}: could not freeze the source ({}); its guest stays paused",
+                   point.task_id, st.message());
+    }
+    held_ = true;
+    sandbox::TaskCheckpoint out;
+    out.image_dir = image->dir;
+    out.image_bytes = image->bytes;
+    out.checkpoint_us = image->took.count();
+    out.stdout_data = std::move(point.stdout_data);
+    out.stderr_data = std::move(point.stderr_data);
+    out.memory_limit_bytes = memory_limit_.load();
+    out.cpu_limit_millis = cpu_limit_.load();
+    return out;
+  }
+
+  absl::Status EndCheckpoint(bool moved) override {
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    if (!held_) return absl::FailedPreconditionError("no checkpoint of this task is in progress");
+    held_ = false;
+    if (moved) {
+      // The restored copy carries on elsewhere: this one ends, and Run
+      // reports that it moved rather than how it ended.
+      moved_ = true;
+      return container_->Kill();
+    }
+    absl::Status thawed = container_->Thaw();
+    client_->Resume();
+    return thawed;
+  }
+
+ private:
+  absl::StatusOr<sandbox::TaskOutcome> Finish(absl::StatusOr<sandbox::TaskOutcome> outcome,
+                                              const sandbox::TaskSpec& spec,
+                                              const absl::StatusOr<sandbox::ContainerUsage>& before,
+                                              std::chrono::steady_clock::time_point started) {
+    if (moved_) {
+      return absl::AbortedError(
+          absl::StrCat("task ", spec.id, " moved to another node; this copy was stopped"));
+    }
     if (!outcome.ok() && outcome.status().code() == absl::StatusCode::kDeadlineExceeded &&
         std::chrono::steady_clock::now() - started >= spec.timeout) {
       // The guest shares the sandbox's cpu quota with the task: under a fork
@@ -79,6 +166,7 @@ class LinuxInstance final : public Instance {
     return outcome;
   }
 
+ public:
   bool Reset() override {
     // A resized sandbox goes back to its template's limits before it is
     // parked: the next task gets what the template promises, no more.
@@ -102,6 +190,11 @@ class LinuxInstance final : public Instance {
     return absl::OkStatus();
   }
   bool healthy() const override { return client_->healthy(); }
+  // The limits a restored instance runs under (the source's, resized or not).
+  void NoteLimits(const model::Resources& limits) {
+    memory_limit_ = limits.memory_bytes;
+    cpu_limit_ = limits.cpu_millis;
+  }
 
   std::optional<monitor::UsageSample> Usage() const override {
     auto u = container_->Usage();
@@ -122,15 +215,58 @@ class LinuxInstance final : public Instance {
   std::unique_ptr<sandbox::Container> container_;
   std::unique_ptr<sandbox::GuestClient> client_;
   const EnvironmentTemplate& template_;
+  const LinuxInstanceOptions& options_;
+  const bool checkpointable_;
+  std::mutex checkpoint_mu_;
+  bool held_ = false;              // guarded by checkpoint_mu_: between Checkpoint and EndCheckpoint
+  std::atomic<bool> moved_{false};  // EndCheckpoint(moved) killed it
   // The limits in force: the template's until Resize changes them.
   std::atomic<int64_t> memory_limit_{template_.limits.memory_bytes};
   std::atomic<int64_t> cpu_limit_{template_.limits.cpu_millis};
 };
 
+// Copies the guest binary to <root>/<fnv-1a of its bytes>/flotilla-guest
+// (once; a copy already there is kept) and returns that path.
+absl::StatusOr<std::string> StageGuest(const std::string& binary, const std::string& root) {
+  std::ifstream in(binary, std::ios::binary);
+  if (!in) return ErrnoError(errno, "open", binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  const std::string dir = absl::StrCat(root, "/", hex);
+  const std::string path = dir + "/flotilla-guest";
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) == bytes.size() && !ec) return path;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir, ": ", ec.message()));
+  const std::string tmp = absl::StrCat(path, ".", getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out.flush()) return ErrnoError(errno, "write", tmp);
+  }
+  chmod(tmp.c_str(), 0755);
+  chmod(dir.c_str(), 0755);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError(errno, "rename", tmp);
+  return path;
+}
+
 class LinuxInstanceFactory final : public InstanceFactory {
  public:
   LinuxInstanceFactory(LinuxInstanceOptions options, int guest_fd)
-      : options_(std::move(options)), guest_fd_(guest_fd) {}
+      : options_(std::move(options)), guest_fd_(guest_fd) {
+    if (options_.checkpointer) {
+      auto staged = StageGuest(options_.guest_binary, options_.guest_stage_root);
+      if (staged.ok()) {
+        staged_guest_ = *staged;
+      } else {
+        spdlog::warn("staging the guest for checkpointable sandboxes: {}; their checkpoints will fail",
+                     staged.status().message());
+      }
+    }
+  }
   ~LinuxInstanceFactory() override { close(guest_fd_); }
 
   absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
@@ -138,10 +274,6 @@ class LinuxInstanceFactory final : public InstanceFactory {
     if (o.network_egress && t.network != NetworkPolicy::kEgress) {
       return absl::FailedPreconditionError(absl::StrCat(
           "template '", t.name, "' does not allow network egress (its network policy is none)"));
-    }
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-      return ErrnoError(errno, "socketpair");
     }
     sandbox::ContainerSpec spec;
     spec.id = NewId("sbx-");
@@ -166,25 +298,72 @@ class LinuxInstanceFactory final : public InstanceFactory {
       }
     }
     spec.env = t.env;
-    spec.fds = {{fds[1], 3}};
-    auto container = sandbox::Container::Launch(spec, options_.layout);
-    close(fds[1]);
-    if (!container.ok()) {
-      close(fds[0]);
-      return Annotate(container.status(), absl::StrCat("template '", t.name, "'"));
+    std::unique_ptr<sandbox::Container> container;
+    int agent_end = -1;
+    const bool checkpointable = spec.network == sandbox::NetworkNamespace::kNew;
+    if (checkpointable && !staged_guest_.empty() && spec.template_rootfs.empty()) {
+      const std::string dir = staged_guest_.substr(0, staged_guest_.rfind('/'));
+      spec.host_binds.push_back(dir);
+      spec.program_fd = -1;
+      spec.program_path = staged_guest_;
     }
-    auto client = std::make_unique<sandbox::GuestClient>(fds[0]);
+    if (checkpointable) {
+      // The channel is made inside the sandbox's own net namespace, where
+      // CRIU can see it (checkpoint/channel.h).
+      auto launched = checkpoint::LaunchCheckpointable(spec, options_.layout, kChannelFd);
+      if (!launched.ok()) return Annotate(launched.status(), absl::StrCat("template '", t.name, "'"));
+      container = std::move(launched->container);
+      agent_end = launched->channel.Release();
+    } else {
+      int fds[2];
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+        return ErrnoError(errno, "socketpair");
+      }
+      spec.fds = {{fds[1], kChannelFd}};
+      auto launched = sandbox::Container::Launch(spec, options_.layout);
+      close(fds[1]);
+      if (!launched.ok()) {
+        close(fds[0]);
+        return Annotate(launched.status(), absl::StrCat("template '", t.name, "'"));
+      }
+      container = std::move(*launched);
+      agent_end = fds[0];
+    }
+    auto client = std::make_unique<sandbox::GuestClient>(agent_end);
     if (absl::Status st = client->Handshake(kHandshakeTimeout); !st.ok()) {
-      (void)(*container)->Kill();
+      (void)container->Kill();
       return Annotate(st, absl::StrCat("template '", t.name, "': the guest did not start"));
     }
     return std::unique_ptr<Instance>(
-        new LinuxInstance(std::move(container).value(), std::move(client), t));
+        new LinuxInstance(std::move(container), std::move(client), t, options_, checkpointable));
+  }
+
+  absl::StatusOr<std::unique_ptr<Instance>> Restore(const EnvironmentTemplate& t,
+                                                    const sandbox::TaskCheckpoint& from) override {
+    if (!options_.checkpointer) return absl::FailedPreconditionError(options_.checkpoint_unavailable);
+    checkpoint::RestoreRequest req;
+    req.image_dir = from.image_dir;
+    req.id = NewId("sbx-");
+    req.layout = options_.layout;
+    req.limits.cpu_millis = from.cpu_limit_millis > 0 ? from.cpu_limit_millis : t.limits.cpu_millis;
+    req.limits.memory_bytes =
+        from.memory_limit_bytes > 0 ? from.memory_limit_bytes : t.limits.memory_bytes;
+    req.limits.pids_max = t.limits.pids;
+    ASSIGN_OR_RETURN(checkpoint::RestoredSandbox restored, options_.checkpointer->Restore(req));
+    auto client = std::make_unique<sandbox::GuestClient>(restored.channel.Release());
+    auto instance = std::make_unique<LinuxInstance>(std::move(restored.container),
+                                                    std::move(client), t, options_, true);
+    model::Resources limits;
+    limits.memory_bytes = req.limits.memory_bytes;
+    limits.cpu_millis = req.limits.cpu_millis;
+    instance->NoteLimits(limits);
+    return std::unique_ptr<Instance>(std::move(instance));
   }
 
  private:
   const LinuxInstanceOptions options_;
   const int guest_fd_;
+  std::string staged_guest_;  // empty: sandboxes run the guest from guest_fd_
 };
 
 // The directories that hold <cgroup_parent>/<key> in every hierarchy.

@@ -1,5 +1,7 @@
 #include "pool/warm_pool.h"
 
+#include "common/status_macros.h"
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -187,9 +189,7 @@ PooledSandbox::PooledSandbox(std::vector<WarmPool*> pools, std::string default_t
                              std::string kind)
     : pools_(std::move(pools)), default_template_(std::move(default_template)), kind_(std::move(kind)) {}
 
-absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec& spec,
-                                                        sandbox::OutputSink& sink,
-                                                        const sandbox::CancelToken& cancel) {
+absl::StatusOr<WarmPool*> PooledSandbox::PoolFor(const sandbox::TaskSpec& spec) {
   const std::string& name = spec.template_name.empty() ? default_template_ : spec.template_name;
   WarmPool* pool = nullptr;
   for (WarmPool* p : pools_) {
@@ -201,6 +201,13 @@ absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec&
     return absl::NotFoundError(
         absl::StrCat("no environment template '", name, "' on this node (known: ", known, ")"));
   }
+  return pool;
+}
+
+absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec& spec,
+                                                        sandbox::OutputSink& sink,
+                                                        const sandbox::CancelToken& cancel) {
+  ASSIGN_OR_RETURN(WarmPool * pool, PoolFor(spec));
   InstanceOptions options{.network_egress = spec.network_egress};
   auto lease = pool->Acquire(spec.tenant, spec.function, options);
   if (!lease.ok()) return lease.status();
@@ -231,6 +238,46 @@ absl::Status PooledSandbox::Resize(const std::string& task_id, const model::Reso
     return absl::NotFoundError(absl::StrCat("task ", task_id, " is not running here"));
   }
   return it->second->Resize(limits);
+}
+
+absl::StatusOr<sandbox::TaskCheckpoint> PooledSandbox::Checkpoint(const std::string& task_id,
+                                                                  const std::string& image_dir) {
+  std::lock_guard<std::mutex> lock(running_mu_);
+  auto it = running_.find(task_id);
+  if (it == running_.end()) {
+    return absl::NotFoundError(absl::StrCat("task ", task_id, " is not running here"));
+  }
+  return it->second->Checkpoint(image_dir);
+}
+
+absl::Status PooledSandbox::EndCheckpoint(const std::string& task_id, bool moved) {
+  std::lock_guard<std::mutex> lock(running_mu_);
+  auto it = running_.find(task_id);
+  if (it == running_.end()) {
+    return absl::NotFoundError(absl::StrCat("task ", task_id, " is not running here"));
+  }
+  return it->second->EndCheckpoint(moved);
+}
+
+absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::RunRestored(
+    const sandbox::TaskSpec& spec, const sandbox::TaskCheckpoint& from,
+    const std::function<bool()>& go, sandbox::OutputSink& sink,
+    const sandbox::CancelToken& cancel) {
+  ASSIGN_OR_RETURN(WarmPool * pool, PoolFor(spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<Instance> instance, pool->Restore(from));
+  // Until `go`, the restored guest stays paused: nothing it does is seen.
+  // A refusal destroys the instance (the destructor kills its cgroup).
+  if (!go()) return absl::AbortedError(absl::StrCat("task ", spec.id, ": the restore was called off"));
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    running_[spec.id] = instance.get();
+  }
+  auto outcome = instance->ResumeRestored(spec, from, sink, cancel);
+  {
+    std::lock_guard<std::mutex> lock(running_mu_);
+    running_.erase(spec.id);
+  }
+  return outcome;
 }
 
 }  // namespace flotilla::pool

@@ -49,6 +49,28 @@ class Instance {
     (void)limits;
     return absl::UnimplementedError("this instance cannot be resized");
   }
+  // See Sandbox::Checkpoint and EndCheckpoint; called from another thread
+  // while Run is in progress.
+  virtual absl::StatusOr<sandbox::TaskCheckpoint> Checkpoint(const std::string& image_dir) {
+    (void)image_dir;
+    return absl::FailedPreconditionError("this instance cannot be checkpointed");
+  }
+  virtual absl::Status EndCheckpoint(bool moved) {
+    (void)moved;
+    return absl::FailedPreconditionError("no checkpoint is in progress");
+  }
+  // For an instance made by InstanceFactory::Restore: continues the task
+  // that was paused at `from` (instead of Run).
+  virtual absl::StatusOr<sandbox::TaskOutcome> ResumeRestored(const sandbox::TaskSpec& spec,
+                                                              const sandbox::TaskCheckpoint& from,
+                                                              sandbox::OutputSink& sink,
+                                                              const sandbox::CancelToken& cancel) {
+    (void)spec;
+    (void)from;
+    (void)sink;
+    (void)cancel;
+    return absl::FailedPreconditionError("this instance was not restored");
+  }
 };
 
 struct InstanceOptions {
@@ -60,6 +82,14 @@ class InstanceFactory {
   virtual ~InstanceFactory() = default;
   virtual absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
                                                            const InstanceOptions& options) = 0;
+  // An instance restored from a checkpoint image, its task paused; never
+  // pooled afterwards.
+  virtual absl::StatusOr<std::unique_ptr<Instance>> Restore(const EnvironmentTemplate& t,
+                                                            const sandbox::TaskCheckpoint& from) {
+    (void)t;
+    (void)from;
+    return absl::FailedPreconditionError("this node's sandboxes cannot restore checkpoints");
+  }
 };
 
 struct PoolStats {
@@ -111,6 +141,10 @@ class WarmPool {
 
   PoolStats Stats() const;
   const EnvironmentTemplate& environment() const { return template_; }
+  // Restores a checkpointed task of this template (outside the pool's count).
+  absl::StatusOr<std::unique_ptr<Instance>> Restore(const sandbox::TaskCheckpoint& from) {
+    return factory_->Restore(template_, from);
+  }
 
  private:
   struct Parked {
@@ -148,8 +182,20 @@ class PooledSandbox : public sandbox::Sandbox {
   // released during the call.
   std::optional<monitor::UsageSample> Sample(const std::string& task_id) override;
   absl::Status Resize(const std::string& task_id, const model::Resources& limits) override;
+  // Forwarded to the instance running `task_id`, under running_mu_ so it is
+  // not released meanwhile.
+  absl::StatusOr<sandbox::TaskCheckpoint> Checkpoint(const std::string& task_id,
+                                                     const std::string& image_dir) override;
+  absl::Status EndCheckpoint(const std::string& task_id, bool moved) override;
+  absl::StatusOr<sandbox::TaskOutcome> RunRestored(const sandbox::TaskSpec& spec,
+                                                   const sandbox::TaskCheckpoint& from,
+                                                   const std::function<bool()>& go,
+                                                   sandbox::OutputSink& sink,
+                                                   const sandbox::CancelToken& cancel) override;
 
  private:
+  absl::StatusOr<WarmPool*> PoolFor(const sandbox::TaskSpec& spec);
+
   std::mutex running_mu_;
   std::map<std::string, Instance*> running_;  // guarded by running_mu_
   std::vector<WarmPool*> pools_;

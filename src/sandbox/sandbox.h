@@ -14,11 +14,13 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "model/model.h"
 #include "monitor/usage.h"
 
@@ -94,6 +96,19 @@ struct TaskOutcome {
   int64_t peak_memory_bytes = 0;
 };
 
+// A running task's checkpoint (migration, `flotilla checkpoint`): the image
+// directory that restores it, and the output its agent has already received,
+// which a restored copy's outcome starts with.
+struct TaskCheckpoint {
+  std::string image_dir;
+  int64_t image_bytes = 0;
+  int64_t checkpoint_us = 0;
+  std::string stdout_data;
+  std::string stderr_data;
+  int64_t memory_limit_bytes = 0;  // the limits in force, for the restored copy
+  int64_t cpu_limit_millis = 0;
+};
+
 class Sandbox {
  public:
   virtual ~Sandbox() = default;
@@ -124,6 +139,42 @@ class Sandbox {
     (void)task_id;
     (void)limits;
     return absl::UnimplementedError("this sandbox cannot change a running task's limits");
+  }
+
+  // Checkpointing a running task, in two steps. Checkpoint holds the task
+  // (its guest paused, the sandbox frozen once the image is complete) and
+  // writes the image to `image_dir`; on error the task carries on untouched.
+  // EndCheckpoint then either lets it carry on (moved = false) or kills it
+  // because a restored copy took over (moved = true: its Run returns an
+  // Aborted status and its result must be dropped). FailedPrecondition
+  // (the default) where the sandbox cannot be checkpointed.
+  virtual absl::StatusOr<TaskCheckpoint> Checkpoint(const std::string& task_id,
+                                                    const std::string& image_dir) {
+    (void)task_id;
+    (void)image_dir;
+    return absl::FailedPreconditionError(
+        absl::StrCat("a '", std::string(kind()), "' sandbox cannot be checkpointed"));
+  }
+  virtual absl::Status EndCheckpoint(const std::string& task_id, bool moved) {
+    (void)task_id;
+    (void)moved;
+    return absl::FailedPreconditionError("no checkpoint is in progress");
+  }
+
+  // Restores `from` (an image taken by Checkpoint, here or on another node)
+  // and continues `spec` where it stood, blocking like Run. The restored
+  // task is paused until `go` returns true (the manager has switched the
+  // execution to this node) and is killed if it returns false.
+  virtual absl::StatusOr<TaskOutcome> RunRestored(const TaskSpec& spec, const TaskCheckpoint& from,
+                                                  const std::function<bool()>& go,
+                                                  OutputSink& sink, const CancelToken& cancel) {
+    (void)spec;
+    (void)from;
+    (void)go;
+    (void)sink;
+    (void)cancel;
+    return absl::FailedPreconditionError(
+        absl::StrCat("a '", std::string(kind()), "' sandbox cannot restore a checkpoint"));
   }
 };
 
