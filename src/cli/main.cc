@@ -23,6 +23,9 @@
 #include "pool/environment_template.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include <algorithm>
+
+#include "cli/function_command.h"
 #include "manager/server.h"
 #include "wire/convert.h"
 
@@ -895,6 +898,7 @@ int Main(int argc, char** argv) {
   AddSimCommand(app, &rc);
   AddForecastCommand(app, &rc);
   AddTopCommand(app, &rc, &g.manager, &g.json);
+  AddFunctionCommands(app, &rc, &g.json);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 
@@ -904,7 +908,10 @@ int Main(int argc, char** argv) {
     }
   });
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    ProtectJsonArguments(args);
+    std::reverse(args.begin(), args.end());  // CLI11 takes them last first
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     // Usage errors exit 2 (like flotilla's own invalid-argument errors), help 0.
     return app.exit(e) == 0 ? 0 : 2;

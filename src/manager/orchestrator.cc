@@ -25,6 +25,13 @@ using workflow::Plan;
 namespace {
 
 constexpr const char* kDocKind = "workflow";
+
+// Measured costs move by an exponentially weighted average: one call on a
+// tiny input should not flip the next plan of a big one on its own.
+void Learn(std::map<std::string, double>& table, const std::string& key, double value) {
+  auto [it, inserted] = table.emplace(key, value);
+  if (!inserted) it->second = 0.7 * it->second + 0.3 * value;
+}
 constexpr const char* kResultMarker = "\x1e" "FLOTILLA-RESULT ";
 constexpr const char* kModuleName = "flotilla_fn";
 
@@ -92,6 +99,7 @@ absl::StatusOr<json> ParseRunnerResult(const std::string& out) {
 
 struct Orchestrator::Task {
   std::string execution_id;  // of the current try
+  std::string node_id;       // where it ran
   int tries = 0;
   bool done = false;
   json items;  // kMap: the element values' encodings, in order
@@ -221,7 +229,8 @@ void Orchestrator::Persist(const Workflow& wf) {
   for (const auto& [id, r] : wf.runs) {
     json tasks = json::array();
     for (const auto& t : r.tasks) {
-      tasks.push_back({{"execution_id", t.execution_id}, {"tries", t.tries}, {"done", t.done},
+      tasks.push_back({{"execution_id", t.execution_id}, {"node_id", t.node_id},
+                       {"tries", t.tries}, {"done", t.done},
                        {"items", t.items}, {"slice", t.slice}});
     }
     runs[id] = {{"state", r.state},         {"tasks", tasks},
@@ -270,6 +279,7 @@ absl::Status Orchestrator::Recover() {
       for (const auto& tj : rj["tasks"]) {
         Task t;
         t.execution_id = tj.value("execution_id", "");
+        t.node_id = tj.value("node_id", "");
         t.tries = tj.value("tries", 0);
         t.done = tj.value("done", false);
         t.items = tj["items"];
@@ -492,7 +502,11 @@ v1::ExecutionRequest Orchestrator::BaseRequest(const Workflow& wf, const Piece& 
     // pieces that start after it.
     const Annotations& a = f->annotations;
     if (a.memory_bytes > 0) req.mutable_resources()->set_memory_bytes(a.memory_bytes);
-    if (a.cpu_millis > 0) req.mutable_resources()->set_cpu_millis(a.cpu_millis);
+    // A piece of a split call is CPU work by assumption (that is why it was
+    // split): it reserves a core unless annotated otherwise, so the
+    // scheduler spreads a fan-out over the nodes instead of stacking it.
+    const int64_t cpu = a.cpu_millis > 0 ? a.cpu_millis : (wf.plan.split ? 1000 : 0);
+    if (cpu > 0) req.mutable_resources()->set_cpu_millis(cpu);
     if (a.timeout_ms > 0) req.set_timeout_ms(a.timeout_ms);
     for (const auto& r : a.geo_preference) req.mutable_placement()->add_preferred_regions(r);
   }
@@ -514,7 +528,8 @@ absl::StatusOr<std::vector<v1::ExecutionRequest>> Orchestrator::BuildRequests(
   for (const auto& e : wf.plan.edges) {
     if (e.to != piece.id) continue;
     for (const auto& var : e.vars) {
-      std::string key = absl::StrCat(e.from, "/", var);
+      // A command step's output is its stdout, whatever the edge calls it.
+      std::string key = absl::StrCat(e.from, "/", piece.kind == PieceKind::kCommand ? "stdout" : var);
       ASSIGN_OR_RETURN(auto entry, kv_->Get(wf.Namespace(), key));
       if (!entry) {
         return absl::DataLossError(absl::StrCat("input '", var, "' of piece ", piece.id,
@@ -740,6 +755,7 @@ void Orchestrator::OnTaskDone(Workflow& wf, PieceRun& run, const Piece& piece, s
   Task& task = run.tasks[index];
   const auto& result = exec.result();
   run.node_id = exec.node_id();
+  task.node_id = exec.node_id();
   auto retry_or_fail = [&](const std::string& why) {
     if (task.tries < options_.max_tries) {
       spdlog::warn("[{}] piece {} task {} try {} failed ({}); trying again", wf.id, piece.id, index,
@@ -832,12 +848,12 @@ void Orchestrator::OnTaskDone(Workflow& wf, PieceRun& run, const Piece& piece, s
     manager_->AddNodeData(run.node_id, node_prefix + piece.map.accumulator,
                           static_cast<int64_t>(enc.dump().size()));
     if (!piece.statements.empty() && !items.empty()) {
-      measured_ms_[wf.function][piece.statements[0]] =
-          run.duration_us / 1000.0 / static_cast<double>(items.size());
+      Learn(measured_ms_[wf.function], piece.statements[0],
+            run.duration_us / 1000.0 / static_cast<double>(items.size()));
     }
   } else if (!piece.statements.empty() && run.duration_us > 0) {
     double each = run.duration_us / 1000.0 / static_cast<double>(piece.statements.size());
-    for (const auto& s : piece.statements) measured_ms_[wf.function][s] = each;
+    for (const auto& s : piece.statements) Learn(measured_ms_[wf.function], s, each);
   }
   if (piece.kind == PieceKind::kCall || piece.kind == PieceKind::kReturn) {
     EndWorkflow(wf, "succeeded");
@@ -902,9 +918,11 @@ json Orchestrator::ToJson(const Workflow& wf, bool with_result) const {
   for (const auto& p : wf.plan.pieces) {
     const PieceRun& r = wf.runs.at(p.id);
     json execs = json::array();
+    json nodes = json::array();
     int attempts = 0;
     for (const auto& t : r.tasks) {
       execs.push_back(t.execution_id);
+      if (!t.node_id.empty()) nodes.push_back(t.node_id);
       attempts += t.tries;
     }
     pieces.push_back({{"id", p.id},
@@ -912,6 +930,7 @@ json Orchestrator::ToJson(const Workflow& wf, bool with_result) const {
                       {"state", r.state},
                       {"executions", execs},
                       {"node_id", r.node_id},
+                      {"nodes", nodes},
                       {"attempts", attempts},
                       {"duration_ms", r.finished_ms > 0 ? r.finished_ms - r.started_ms : 0},
                       {"error", r.error},

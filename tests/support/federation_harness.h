@@ -60,6 +60,10 @@ class FederationHarness {
     std::filesystem::remove_all(dir_, ec);
   }
 
+  // YAML for the manager's --config (e.g. a state: section), when set
+  // before StartManager.
+  std::string manager_config;
+
   const std::string& dir() const { return dir_; }
   const std::string& manager_address() const { return grpc_; }
   const std::string& http_address() const { return http_; }
@@ -71,11 +75,16 @@ class FederationHarness {
   void StartManager(int64_t lease_timeout_ms = 1500, std::string grpc_listen = "127.0.0.1:0") {
     const std::string ready = dir_ + "/manager.ready";
     std::filesystem::remove(ready);
-    manager_pid_ = Spawn({FLOTILLA_BIN, "manager", "--grpc-listen", grpc_listen, "--http-listen",
-                          "127.0.0.1:0", "--db", dir_ + "/manager.db", "--ready-file", ready,
-                          "--lease-timeout-ms", std::to_string(lease_timeout_ms), "--log-level",
-                          "warn"},
-                         dir_ + "/manager.log");
+    std::vector<std::string> argv = {FLOTILLA_BIN, "manager", "--grpc-listen", grpc_listen,
+                                     "--http-listen", "127.0.0.1:0", "--db", dir_ + "/manager.db",
+                                     "--ready-file", ready, "--lease-timeout-ms",
+                                     std::to_string(lease_timeout_ms), "--log-level", "warn"};
+    if (!manager_config.empty()) {
+      std::ofstream(dir_ + "/manager.yaml") << manager_config;
+      argv.push_back("--config");
+      argv.push_back(dir_ + "/manager.yaml");
+    }
+    manager_pid_ = Spawn(argv, dir_ + "/manager.log");
     nlohmann::json j = WaitForJson(ready, manager_pid_);
     grpc_ = j["grpc"].get<std::string>();
     http_ = j["http"].get<std::string>();
