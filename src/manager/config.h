@@ -25,7 +25,11 @@ struct ManagerConfig {
   // An execution sent to a node that the node's reports have not mentioned
   // for this long is taken as never received, and re-queued.
   std::chrono::milliseconds dispatch_grace{5000};
-  scheduler::Weights weights;
+  // The seed's weights plus geo: a request's preferred regions (a function's
+  // geo_preference) must outweigh small differences in load and locality.
+  // Requests that prefer no region score 0 on geo everywhere, so it changes
+  // nothing for them.
+  scheduler::Weights weights{.geo = 0.5};
   scheduler::SelectionOptions selection;  // strategy, top_k, sampling, bidding
   double aging_points_per_second = 0.1;  // queue ageing; 0: strict priorities
   bool preemption = false;                // evict work >= min gap lower to place urgent work
