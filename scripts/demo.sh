@@ -59,6 +59,17 @@ for e in json.load(sys.stdin).get("executions", []):
         print(e["id"]); break')
 show "$FLOTILLA" get "$genome"
 
+bold "Functions: decorate a plain Python function, call it, watch it split across regions"
+show "$FLOTILLA" split analyze examples/python/split_demo.py:survey
+printf '\033[2m$ PYTHONPATH=sdk/python python3 examples/python/split_demo.py\033[0m\n'
+PYTHONPATH=sdk/python python3 examples/python/split_demo.py
+show "$FLOTILLA" function list
+show "$FLOTILLA" workflow list
+show "$FLOTILLA" workflow run examples/workflow.yaml
+
+bold "Predictive resource management: one task resized in place, another migrated"
+./scripts/demo_predict.sh "$FLOTILLA"
+
 bold "Nodes and executions"
 show "$FLOTILLA" nodes
 show "$FLOTILLA" ps -n 20

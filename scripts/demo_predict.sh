@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Part of `make demo`: predictive resource management on the running local
+# federation. Two more agents join with adaptive allocation on — "lab-big"
+# with the host's memory and "lab-small" with 300 MiB — and two Python tasks
+# grow their memory past the python template's 512 MiB limit:
+#   - on lab-big the forecast's risk rises and the agent raises the limit in
+#     place before the task reaches it (the task then succeeds instead of
+#     being OOM-killed);
+#   - on lab-small there is no room to raise it, so the agent reports that
+#     the task needs migration, and the manager checkpoints it, moves it to
+#     the cheapest node with room and resumes it there (CRIU).
+# Prints the risk score and the reason of every change. Stops the agents it
+# started, by pid.
+set -euo pipefail
+FLOTILLA=$(realpath "${1:-build/src/flotilla}")
+cd "$(dirname "$0")/.."
+state="${XDG_DATA_HOME:-$HOME/.local/share}/flotilla"
+grpc=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["manager_grpc"])' "$state/federation.json")
+
+pids=()
+stop_agents() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; }
+trap stop_agents EXIT
+
+start_agent() {  # id region extra-resources
+  local id=$1 region=$2 resources=$3
+  mkdir -p "$state/work-$id"
+  cat > "$state/$id.yaml" <<YAML
+node_id: $id
+manager: $grpc
+listen: 127.0.0.1:0
+work_dir: $state/work-$id
+labels: {region: $region}
+security: {trust_level: 5}
+resources: {cpu_millis: 2000$resources}
+resize: {enabled: true}
+YAML
+  "$FLOTILLA" agent --config "$state/$id.yaml" --log-level info > "$state/logs/$id.log" 2>&1 &
+  pids+=($!)
+}
+start_agent lab-big lab ""
+start_agent lab-small lab-small ", memory_bytes: 314572800"
+for _ in $(seq 100); do
+  n=$("$FLOTILLA" nodes --json | python3 -c 'import json,sys;print(sum(1 for n in json.load(sys.stdin).get("nodes",[]) if n.get("status")=="NODE_ONLINE"))')
+  [ "$n" -ge 5 ] && break
+  sleep 0.2
+done
+"$FLOTILLA" nodes | sed -n '1p;/lab/p'
+
+grow() {  # MB, seconds to hold
+  cat <<PY
+import time
+chunks, ticks = [], 0
+for _ in range($1 // 10):
+    chunks.append(bytearray(10 * 1000 * 1000))
+    time.sleep(0.15)
+for _ in range($2):
+    ticks += 1
+    time.sleep(1)
+print("held", len(chunks) * 10, "MB for", ticks, "s; state kept:", sum(len(c) for c in chunks))
+PY
+}
+resized=$("$FLOTILLA" run --detach --region lab --name grows-to-700MB --python "$(grow 700 3)")
+migrated=$("$FLOTILLA" run --detach --region lab-small --name grows-on-a-small-node --python "$(grow 450 6)")
+echo "resize candidate:    $resized (prefers region lab)"
+echo "migration candidate: $migrated (prefers region lab-small, 300 MiB)"
+echo
+
+# Follow both: print each change of node, limit, risk or pressure.
+python3 - "$FLOTILLA" "$resized" "$migrated" <<'PY'
+import json, subprocess, sys, time
+flotilla, ids = sys.argv[1], sys.argv[2:]
+last = {}
+deadline = time.time() + 90
+done = set()
+while time.time() < deadline and len(done) < len(ids):
+    for i in ids:
+        if i in done:
+            continue
+        out = subprocess.run([flotilla, "--json", "get", i], capture_output=True, text=True)
+        if out.returncode != 0:
+            continue
+        e = json.loads(out.stdout)
+        u = e.get("usage", {})
+        state = e.get("state", "").replace("EXECUTION_", "").lower()
+        view = (e.get("node_id"), u.get("memory_limit_bytes"), u.get("resizes"), u.get("needs_migration"), state)
+        if view != last.get(i):
+            last[i] = view
+            mib = lambda b: "%d MiB" % (int(b or 0) >> 20)
+            line = "%-24s %-9s on %-9s mem %-8s limit %-8s risk %.2f" % (
+                i[:24], state, e.get("node_id", "-"), mib(u.get("memory_bytes")),
+                mib(u.get("memory_limit_bytes")), float(u.get("risk", 0)))
+            if u.get("last_resize"):
+                line += "  resized: " + u["last_resize"]
+            if u.get("needs_migration"):
+                line += "  NEEDS MIGRATION: " + u.get("pressure_reason", "")
+            print(line, flush=True)
+        if state in ("succeeded", "failed", "timed_out", "cancelled"):
+            done.add(i)
+            print("%-24s %s on %s: %s" % (i[:24], state, e.get("node_id"),
+                  e.get("result", {}).get("stdout", "").strip() if isinstance(e.get("result", {}).get("stdout"), str) else ""), flush=True)
+    time.sleep(0.3)
+PY
+echo
+echo "The manager's account of the migration:"
+grep -hE "migrat" "$state/logs/manager.log" | tail -n 4 | sed 's/^/  /' || echo "  (no migration logged)"
+for id in "$resized" "$migrated"; do
+  "$FLOTILLA" logs "$id" 2>/dev/null | tail -n 1 | sed "s/^/  $id: /" || true
+done
