@@ -34,6 +34,7 @@ void Learn(std::map<std::string, double>& table, const std::string& key, double 
 }
 constexpr const char* kResultMarker = "\x1e" "FLOTILLA-RESULT ";
 constexpr const char* kModuleName = "flotilla_fn";
+constexpr size_t kLocalityMinBytes = 64 * 1024;
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
@@ -535,7 +536,9 @@ absl::StatusOr<std::vector<v1::ExecutionRequest>> Orchestrator::BuildRequests(
         return absl::DataLossError(absl::StrCat("input '", var, "' of piece ", piece.id,
                                                 " is missing from the key-value store"));
       }
-      keys.push_back(absl::StrCat(wf.id, "/", key));
+      // Locality only for inputs worth moving: a few hundred bytes cost
+      // nothing to ship, and would pull every consumer onto one node.
+      if (entry->value.size() >= kLocalityMinBytes) keys.push_back(absl::StrCat(wf.id, "/", key));
       input_bytes += static_cast<int64_t>(entry->value.size());
       if (piece.kind == PieceKind::kCommand) {
         stdin_text += entry->value;
@@ -1067,7 +1070,9 @@ void Orchestrator::ScaleTick(int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   std::map<std::string, int> in_flight;
   for (const auto& [id, wf] : workflows_) {
-    if (wf->kind == "call") in_flight[wf->function] += 0;
+    if (wf->kind != "call") continue;
+    in_flight[wf->function] += 0;
+    templates_[wf->function] = wf->template_name;
   }
   for (auto& [fn, n] : in_flight) n = InFlight(fn);
   for (auto& [fn, scaler] : scalers_) in_flight.emplace(fn, 0);
@@ -1081,7 +1086,13 @@ void Orchestrator::ScaleTick(int64_t now_ms) {
     }
     scaler->Observe(now_ms, n);
     int current = decisions_.count(fn) ? decisions_[fn].desired : 0;
-    decisions_[fn] = scaler->Decide(now_ms, current);
+    const scheduler::AutoscaleDecision& d = decisions_[fn] = scaler->Decide(now_ms, current);
+    // The instances the function should have become warm sandboxes of its
+    // template kept ready on the agents (the pool floor follows the scale).
+    if (auto t = templates_.find(fn); t != templates_.end()) {
+      manager_->prewarmer().SetExternalTarget(t->second, "autoscale:" + fn, d.desired,
+                                              absl::StrCat("autoscale ", fn, ": ", d.reason));
+    }
   }
 }
 

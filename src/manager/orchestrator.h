@@ -140,6 +140,7 @@ class Orchestrator {
   std::deque<std::string> finished_order_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<scheduler::Autoscaler>> scalers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, scheduler::AutoscaleDecision> decisions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> templates_ ABSL_GUARDED_BY(mu_);  // function -> template
   // Measured cost (ms) per statement and bytes per name, by function: the
   // planner's inputs for the next call.
   std::map<std::string, std::map<std::string, double>> measured_ms_ ABSL_GUARDED_BY(mu_);
