@@ -67,7 +67,7 @@ echo
 
 # Follow both: print each change of node, limit, risk or pressure.
 python3 - "$FLOTILLA" "$resized" "$migrated" <<'PY'
-import json, subprocess, sys, time
+import base64, json, subprocess, sys, time
 flotilla, ids = sys.argv[1], sys.argv[2:]
 last = {}
 deadline = time.time() + 90
@@ -83,7 +83,8 @@ while time.time() < deadline and len(done) < len(ids):
         u = e.get("usage", {})
         state = e.get("state", "").replace("EXECUTION_", "").lower()
         view = (e.get("node_id"), u.get("memory_limit_bytes"), u.get("resizes"), u.get("needs_migration"), state)
-        if view != last.get(i):
+        sampled = int(u.get("memory_bytes", 0) or 0) > 0
+        if view != last.get(i) and sampled:
             last[i] = view
             mib = lambda b: "%d MiB" % (int(b or 0) >> 20)
             line = "%-24s %-9s on %-9s mem %-8s limit %-8s risk %.2f" % (
@@ -96,13 +97,14 @@ while time.time() < deadline and len(done) < len(ids):
             print(line, flush=True)
         if state in ("succeeded", "failed", "timed_out", "cancelled"):
             done.add(i)
-            print("%-24s %s on %s: %s" % (i[:24], state, e.get("node_id"),
-                  e.get("result", {}).get("stdout", "").strip() if isinstance(e.get("result", {}).get("stdout"), str) else ""), flush=True)
+            out = base64.b64decode(e.get("result", {}).get("stdout", "") or "").decode(errors="replace")
+            print("%-24s %s on %s: %s" % (i[:24], state, e.get("node_id"), out.strip()), flush=True)
     time.sleep(0.3)
 PY
 echo
 echo "The manager's account of the migration:"
 grep -hE "migrat" "$state/logs/manager.log" | tail -n 4 | sed 's/^/  /' || echo "  (no migration logged)"
+echo "What each task printed (the migrated one kept its memory across the move):"
 for id in "$resized" "$migrated"; do
   "$FLOTILLA" logs "$id" 2>/dev/null | tail -n 1 | sed "s/^/  $id: /" || true
 done
