@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "workflow/internal/json_fields.h"
 
 namespace flotilla::workflow {
 namespace {
@@ -14,19 +15,8 @@ absl::Status Shape(absl::string_view what) {
       absl::StrCat("analyzer output: ", what, " (expected the documented analysis object)"));
 }
 
-std::vector<std::string> Names(const json& j, const char* field) {
-  std::vector<std::string> out;
-  if (!j.contains(field) || !j[field].is_array()) return out;
-  for (const auto& n : j[field]) {
-    if (n.is_string()) out.push_back(n.get<std::string>());
-  }
-  return out;
-}
-
-std::string Str(const json& j, const char* field) {
-  if (!j.contains(field) || !j[field].is_string()) return "";
-  return j[field].get<std::string>();
-}
+using internal::String;
+using internal::StringList;
 
 }  // namespace
 
@@ -52,19 +42,19 @@ absl::StatusOr<Analysis> ParseAnalysis(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("cannot analyze the function: ", message));
   }
   Analysis a;
-  a.function = Str(j, "function");
-  a.params = Names(j, "params");
+  a.function = String(j, "function");
+  a.params = StringList(j, "params");
   a.splittable = j.value("splittable", false);
-  a.refusal = Str(j, "refusal");
+  a.refusal = String(j, "refusal");
   if (!j.contains("statements") || !j["statements"].is_array()) return Shape("no statements list");
   for (const auto& sj : j["statements"]) {
     if (!sj.is_object()) return Shape("a statement is not an object");
     Statement s;
-    s.id = Str(sj, "id");
+    s.id = String(sj, "id");
     if (s.id.empty()) return Shape("a statement has no id");
     s.line = sj.value("line", 0);
     s.end_line = sj.value("end_line", s.line);
-    std::string kind = Str(sj, "kind");
+    std::string kind = String(sj, "kind");
     if (kind == "map") {
       s.kind = StatementKind::kMap;
     } else if (kind == "return") {
@@ -74,17 +64,17 @@ absl::StatusOr<Analysis> ParseAnalysis(absl::string_view text) {
     } else {
       return Shape(absl::StrCat("statement ", s.id, " has unknown kind '", kind, "'"));
     }
-    s.code = Str(sj, "code");
-    s.reads = Names(sj, "reads");
-    s.writes = Names(sj, "writes");
+    s.code = String(sj, "code");
+    s.reads = StringList(sj, "reads");
+    s.writes = StringList(sj, "writes");
     if (sj.contains("cost") && sj["cost"].is_number()) s.cost = sj["cost"].get<double>();
-    s.calls = Names(sj, "calls");
+    s.calls = StringList(sj, "calls");
     if (s.kind == StatementKind::kMap) {
       if (!sj.contains("map") || !sj["map"].is_object()) {
         return Shape(absl::StrCat("map statement ", s.id, " has no map object"));
       }
       const json& m = sj["map"];
-      s.map = MapSpec{Str(m, "iter"), Str(m, "target"), Str(m, "element"), Str(m, "accumulator")};
+      s.map = MapSpec{String(m, "iter"), String(m, "target"), String(m, "element"), String(m, "accumulator")};
       if (s.map.iter.empty() || s.map.target.empty() || s.map.element.empty() ||
           s.map.accumulator.empty()) {
         return Shape(absl::StrCat("map statement ", s.id, " lacks iter/target/element/accumulator"));

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "workflow/internal/json_fields.h"
 
 namespace flotilla::workflow {
 namespace {
@@ -21,20 +22,6 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
 }
 
 json Names(const std::vector<std::string>& v) { return json(v); }
-
-std::vector<std::string> NamesFrom(const json& j, const char* field) {
-  std::vector<std::string> out;
-  if (!j.contains(field) || !j[field].is_array()) return out;
-  for (const auto& n : j[field]) {
-    if (n.is_string()) out.push_back(n.get<std::string>());
-  }
-  return out;
-}
-
-std::string StrFrom(const json& j, const char* field) {
-  if (!j.contains(field) || !j[field].is_string()) return "";
-  return j[field].get<std::string>();
-}
 
 absl::StatusOr<PieceKind> ParsePieceKind(const std::string& s) {
   for (PieceKind k : {PieceKind::kCall, PieceKind::kPiece, PieceKind::kMap, PieceKind::kReturn,
@@ -187,43 +174,43 @@ absl::StatusOr<Plan> PlanFromJson(absl::string_view text) {
     return absl::InvalidArgumentError("plan: not a JSON object");
   }
   Plan plan;
-  plan.function = StrFrom(j, "function");
+  plan.function = internal::String(j, "function");
   plan.split = j.value("splittable", false);
-  plan.reason = StrFrom(j, "reason");
+  plan.reason = internal::String(j, "reason");
   if (!j.contains("pieces") || !j["pieces"].is_array()) {
     return absl::InvalidArgumentError("plan: no pieces list");
   }
   for (const auto& pj : j["pieces"]) {
     if (!pj.is_object()) return absl::InvalidArgumentError("plan: a piece is not an object");
     Piece p;
-    p.id = StrFrom(pj, "id");
-    auto kind = ParsePieceKind(StrFrom(pj, "kind"));
+    p.id = internal::String(pj, "id");
+    auto kind = ParsePieceKind(internal::String(pj, "kind"));
     if (!kind.ok()) return kind.status();
     p.kind = *kind;
-    p.statements = NamesFrom(pj, "statements");
-    p.code = StrFrom(pj, "code");
-    p.return_expr = StrFrom(pj, "return");
-    p.runtime = StrFrom(pj, "runtime");
-    p.inputs = NamesFrom(pj, "inputs");
-    p.params = NamesFrom(pj, "params");
-    p.outputs = NamesFrom(pj, "outputs");
-    p.expand = NamesFrom(pj, "expand");
+    p.statements = internal::StringList(pj, "statements");
+    p.code = internal::String(pj, "code");
+    p.return_expr = internal::String(pj, "return");
+    p.runtime = internal::String(pj, "runtime");
+    p.inputs = internal::StringList(pj, "inputs");
+    p.params = internal::StringList(pj, "params");
+    p.outputs = internal::StringList(pj, "outputs");
+    p.expand = internal::StringList(pj, "expand");
     if (pj.contains("cost") && pj["cost"].is_number()) p.cost = pj["cost"].get<double>();
-    p.reason = StrFrom(pj, "reason");
+    p.reason = internal::String(pj, "reason");
     if (pj.contains("map") && pj["map"].is_object()) {
       const json& m = pj["map"];
-      p.map = MapSpec{StrFrom(m, "iter"), StrFrom(m, "target"), StrFrom(m, "element"),
-                      StrFrom(m, "accumulator")};
+      p.map = MapSpec{internal::String(m, "iter"), internal::String(m, "target"), internal::String(m, "element"),
+                      internal::String(m, "accumulator")};
     }
-    p.items_from = StrFrom(pj, "items_from");
+    p.items_from = internal::String(pj, "items_from");
     plan.pieces.push_back(std::move(p));
   }
   if (j.contains("edges") && j["edges"].is_array()) {
     for (const auto& ej : j["edges"]) {
       Edge e;
-      e.from = StrFrom(ej, "from");
-      e.to = StrFrom(ej, "to");
-      e.vars = NamesFrom(ej, "vars");
+      e.from = internal::String(ej, "from");
+      e.to = internal::String(ej, "to");
+      e.vars = internal::StringList(ej, "vars");
       e.bytes = ej.value("bytes", int64_t{0});
       plan.edges.push_back(std::move(e));
     }
