@@ -52,7 +52,7 @@ struct OrchestratorOptions {
   // Per function: in-flight executions at most (the autoscaler's maximum).
   int max_instances = 16;
   double target_concurrency = 1.0;    // per instance, for the autoscaler
-  int64_t keep_finished = 1000;       // finished workflows kept in memory
+  int64_t keep_finished = 200;        // finished workflows kept in memory (the rest: the store)
 };
 
 class Orchestrator {
