@@ -16,6 +16,7 @@
 #include "kv/memory_kv.h"
 #include "kv/queue.h"
 #include "kv/redis_kv.h"
+#include "manager/function_service.h"
 #include "manager/functions.h"
 #include "manager/orchestrator.h"
 #include "manager/python_sources.h"
@@ -96,6 +97,7 @@ absl::Status RunManager(const ManagerConfig& config) {
 
   auto federation = NewFederationService(&manager);
   auto api = NewApiService(&manager);
+  auto function_service = NewFunctionService(&functions, &orchestrator);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &port);
@@ -105,6 +107,7 @@ absl::Status RunManager(const ManagerConfig& config) {
   builder.SetMaxSendMessageSize(64 << 20);
   builder.RegisterService(federation.get());
   builder.RegisterService(api.get());
+  builder.RegisterService(function_service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     return absl::UnavailableError(
