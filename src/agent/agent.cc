@@ -364,6 +364,10 @@ void Agent::AddUsage(v1::ReportStatusRequest* req) {
     u->set_pids(s.pids);
     u->set_risk(s.risk);
     u->set_samples(s.samples);
+    u->set_io_read_bps(s.rates.io_read_bps);
+    u->set_io_write_bps(s.rates.io_write_bps);
+    u->set_net_rx_bps(s.rates.net_rx_bps);
+    u->set_net_tx_bps(s.rates.net_tx_bps);
     u->set_sampled_unix_ms(now);
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = tasks_.find(s.key); it != tasks_.end()) {

@@ -33,9 +33,26 @@ std::string RiskText(double risk) {
   return absl::StrFormat("%.0f%%", 100 * std::max(risk, 0.0));
 }
 
+// Bytes per second, compact: "0", "850", "12K", "1.2M" (powers of 1024).
+std::string RateText(int64_t bps) {
+  if (bps <= 0) return "0";
+  const char* units[] = {"", "K", "M", "G", "T"};
+  double v = static_cast<double>(bps);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  if (u == 0) return absl::StrCat(bps);
+  return absl::StrFormat(v >= 10 ? "%.0f%s" : "%.1f%s", v, units[u]);
+}
+
+// "read/write" or "rx/tx", per second.
+std::string PairText(int64_t a, int64_t b) { return RateText(a) + "/" + RateText(b); }
+
 std::string Render(const v1::ListExecutionsResponse& resp) {
-  Table t({"ID", "NODE", "CPU", "MEMORY", "PEAK", "PIDS", "RISK", "RESIZES", "PRESSURE",
-           "COMMAND"});
+  Table t({"ID", "NODE", "CPU", "MEMORY", "PEAK", "PIDS", "IO R/W", "NET RX/TX", "RISK",
+           "RESIZES", "PRESSURE", "COMMAND"});
   for (const auto& e : resp.executions()) {
     const bool has = e.has_usage();
     const auto& u = e.usage();
@@ -48,6 +65,8 @@ std::string Render(const v1::ListExecutionsResponse& resp) {
     t.Add({e.id(), e.node_id().empty() ? "-" : e.node_id(),
            has ? absl::StrFormat("%.2f", u.cpu_cores()) : "-", memory,
            has ? FormatBytes(u.memory_peak_bytes()) : "-", has ? std::to_string(u.pids()) : "-",
+           has ? PairText(u.io_read_bps(), u.io_write_bps()) : "-",
+           has ? PairText(u.net_rx_bps(), u.net_tx_bps()) : "-",
            has ? RiskText(u.risk()) : "-", has ? std::to_string(u.resizes()) : "-",
            // Why the task is under pressure (needs migration first), else the last resize.
            !has ? "-"

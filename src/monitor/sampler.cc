@@ -137,6 +137,7 @@ std::vector<TaskSummary> Sampler::Summaries(const RiskOptions& risk) const {
       s.execution_id = t.execution_id;
       s.attempt = t.attempt;
       s.cpu_cores = t.ring.CpuCores(1000);
+      s.rates = t.ring.Rates(1000);
       s.memory_bytes = latest->memory_bytes;
       s.memory_limit_bytes =
           latest->memory_limit_bytes > 0 ? latest->memory_limit_bytes : t.fallback_limit;

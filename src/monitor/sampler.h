@@ -2,7 +2,8 @@
 // samples each tracked task through `sample` (the sandbox's cgroups) into a
 // UsageRing of its own, and the host: cpu from <proc>/stat and MemAvailable
 // through `mem_available`. Summaries() turns the rings into what the agent
-// reports to the manager (cores in use, memory, peak, pids, risk).
+// reports to the manager (cores in use, memory, peak, pids, risk, io and
+// network bytes per second).
 //
 // Thread-safe.
 #pragma once
@@ -45,6 +46,7 @@ struct TaskSummary {
   int64_t pids = 0;
   double risk = 0;
   int samples = 0;
+  IoNetRates rates;  // block io and network bytes per second, last second
 };
 
 struct HostSummary {

@@ -45,12 +45,38 @@ double UsageRing::CpuCores(int64_t window_ms) const {
   return CpuCoresBetween(at(first), last);
 }
 
+IoNetRates UsageRing::Rates(int64_t window_ms) const {
+  if (size_ < 2) return {};
+  const UsageSample& last = at(size_ - 1);
+  size_t first = size_ - 2;
+  while (first > 0 && last.t_ms - at(first - 1).t_ms <= window_ms) --first;
+  return RatesBetween(at(first), last);
+}
+
 std::vector<double> UsageRing::MemorySeries(size_t n) const {
   n = std::min(n, size_);
   std::vector<double> out;
   out.reserve(n);
   for (size_t i = size_ - n; i < size_; ++i) out.push_back(static_cast<double>(at(i).memory_bytes));
   return out;
+}
+
+namespace {
+int64_t PerSecond(int64_t a, int64_t b, int64_t dt_ms) {
+  if (a < 0 || b < a) return 0;
+  return (b - a) * 1000 / dt_ms;
+}
+}  // namespace
+
+IoNetRates RatesBetween(const UsageSample& a, const UsageSample& b) {
+  const int64_t dt_ms = b.t_ms - a.t_ms;
+  if (dt_ms <= 0) return {};
+  IoNetRates r;
+  r.io_read_bps = PerSecond(a.io_read_bytes, b.io_read_bytes, dt_ms);
+  r.io_write_bps = PerSecond(a.io_write_bytes, b.io_write_bytes, dt_ms);
+  r.net_rx_bps = PerSecond(a.net_rx_bytes, b.net_rx_bytes, dt_ms);
+  r.net_tx_bps = PerSecond(a.net_tx_bytes, b.net_tx_bytes, dt_ms);
+  return r;
 }
 
 double CpuCoresBetween(const UsageSample& a, const UsageSample& b) {

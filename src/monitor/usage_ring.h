@@ -1,6 +1,7 @@
 // UsageRing: a bounded ring of UsageSamples of one execution (default 600:
 // 60 s at the sampler's 10 Hz), oldest first, and the figures derived from
-// it: cpu cores in use (Δcpu_usage_us / Δt), peak memory, and the risk that
+// it: cpu cores in use (Δcpu_usage_us / Δt), io and network bytes per
+// second (Δbytes / Δt), peak memory, and the risk that
 // memory exceeds the limit within the next seconds.
 //
 // Risk (issue 6): Holt's linear method (predict::HoltWintersForecaster, no
@@ -23,6 +24,13 @@
 
 namespace flotilla::monitor {
 
+struct IoNetRates {
+  int64_t io_read_bps = 0;
+  int64_t io_write_bps = 0;
+  int64_t net_rx_bps = 0;
+  int64_t net_tx_bps = 0;
+};
+
 class UsageRing {
  public:
   explicit UsageRing(size_t capacity = 600);
@@ -42,6 +50,9 @@ class UsageRing {
   // Cores in use over the last `window_ms` (from the latest sample back to
   // the oldest sample at most window_ms older); 0 with fewer than 2 samples.
   double CpuCores(int64_t window_ms = 1000) const;
+  // Block io and network bytes per second over the last `window_ms`, on
+  // the same window as CpuCores.
+  IoNetRates Rates(int64_t window_ms = 1000) const;
   // Highest memory seen since the ring was made (also samples since dropped).
   int64_t PeakMemory() const { return peak_memory_; }
   // The memory of the last n samples (all when fewer), oldest first.
@@ -53,6 +64,11 @@ class UsageRing {
   size_t size_ = 0;
   int64_t peak_memory_ = 0;
 };
+
+// Bytes per second between two samples, per counter: 0 where either sample
+// lacks the counter (-1), b is not after a, or the counter went back (a
+// process whose /proc io was summed exited).
+IoNetRates RatesBetween(const UsageSample& a, const UsageSample& b);
 
 // Cores used between two samples of one sandbox: Δcpu_usage_us / Δt. 0 when
 // b is not after a or the counter went back.

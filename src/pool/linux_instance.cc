@@ -208,6 +208,10 @@ class LinuxInstance final : public Instance {
     s.memory_limit_bytes = memory_limit_.load();
     s.cpu_limit_millis = cpu_limit_.load();
     s.pids = u->pids_current;
+    s.io_read_bytes = u->io_read_bytes;
+    s.io_write_bytes = u->io_write_bytes;
+    s.net_rx_bytes = u->net_rx_bytes;
+    s.net_tx_bytes = u->net_tx_bytes;
     return s;
   }
 

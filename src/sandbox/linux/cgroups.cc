@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "sandbox/linux/io_net_stats.h"
 
 namespace flotilla::sandbox::isolation {
 namespace {
@@ -262,15 +263,16 @@ absl::StatusOr<std::unique_ptr<CgroupSet>> CgroupSet::Create(const CgroupHost& h
   };
 
   if (host.mode == CgroupMode::kUnified) {
-    std::set<std::string> wanted = {"memory", "pids"};
+    // io for io.stat (monitoring) where the host delegates it.
+    std::set<std::string> wanted = {"memory", "pids", "io"};
     wanted.insert(required.begin(), required.end());
-    if (limits.io_weight > 0) wanted.insert("io");
     std::string top = JoinPath(host.unified, host.own_unified);
     RETURN_IF_ERROR(EnableControllers(top, JoinPath(top, parent), wanted, required));
   } else {
-    std::set<std::string> wanted = {"memory", "pids", "cpuacct"};
+    // blkio for blkio.throttle.io_service_bytes (monitoring): one more
+    // mkdir and cgroup.procs write per sandbox.
+    std::set<std::string> wanted = {"memory", "pids", "cpuacct", "blkio"};
     wanted.insert(required.begin(), required.end());
-    if (limits.io_weight > 0) wanted.insert("blkio");
     if (host.mode == CgroupMode::kLegacy) wanted.insert("freezer");
     for (const std::string& controller : required) {
       if (host.v1.count(controller) == 0) {
@@ -501,7 +503,19 @@ absl::StatusOr<CgroupUsage> CgroupSet::Usage() const {
   } else if (mode_ == CgroupMode::kUnified && Exists(JoinPath(unified_dir_, "pids.current"))) {
     ASSIGN_OR_RETURN(usage.pids_current, ReadInt(JoinPath(unified_dir_, "pids.current")));
   }
+  // v2 io.stat only in unified mode: a hybrid host's v2 groups have no io.
+  auto io = ReadCgroupIo(v1("blkio"), mode_ == CgroupMode::kUnified ? unified_dir_ : "");
+  if (!io.ok()) return io.status();
+  if (io->has_value()) {
+    usage.io_read_bytes = (*io)->read;
+    usage.io_write_bytes = (*io)->written;
+  }
   return usage;
+}
+
+std::string CgroupSet::ProcsFile() const {
+  if (!unified_dir_.empty()) return JoinPath(unified_dir_, "cgroup.procs");
+  return join_paths_.empty() ? std::string() : join_paths_.front();
 }
 
 absl::Status CgroupSet::UpdateLimits(const CgroupLimits& limits) {

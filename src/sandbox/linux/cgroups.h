@@ -67,6 +67,13 @@ struct CgroupUsage {
   int64_t memory_peak_bytes = -1;  // -1 where the kernel keeps no peak (v2 before 5.19)
   int64_t pids_current = 0;
   int64_t oom_kills = 0;
+  // Block io bytes from v1 blkio.throttle.io_service_bytes or v2 io.stat;
+  // -1 where the group has neither (Container then sums /proc/<pid>/io).
+  int64_t io_read_bytes = -1;
+  int64_t io_write_bytes = -1;
+  // Filled by Container::Usage from /proc/<init>/net/dev; -1: unreadable.
+  int64_t net_rx_bytes = -1;
+  int64_t net_tx_bytes = -1;
 };
 
 class CgroupSet {
@@ -96,6 +103,9 @@ class CgroupSet {
   absl::Status Freeze();
   absl::Status Thaw();
   absl::StatusOr<CgroupUsage> Usage() const;
+  // The cgroup.procs file listing the group's processes (for the /proc io
+  // fallback).
+  std::string ProcsFile() const;
   // Changes the memory and cpu limits of a running group in place (adaptive
   // allocation); a field of 0 is left as it is. Lowering memory below what
   // the group uses fails (EBUSY) and leaves the old limit.

@@ -21,6 +21,7 @@
 #include "common/status_macros.h"
 #include "sandbox/linux/caps.h"
 #include "sandbox/linux/child.h"
+#include "sandbox/linux/io_net_stats.h"
 #include "sandbox/linux/mounts.h"
 #include "sandbox/linux/seccomp.h"
 
@@ -165,6 +166,7 @@ absl::StatusOr<std::unique_ptr<Container>> Container::Launch(const ContainerSpec
     return Annotate(ErrnoError(errno, "mkdir", root_dir), context);
   }
   container->root_dir_ = root_dir;
+  container->proc_dir_ = layout.proc_dir;
 
   isolation::RootfsSpec rootfs_spec;
   rootfs_spec.root_dir = root_dir;
@@ -328,6 +330,19 @@ absl::Status Container::Thaw() {
 absl::StatusOr<ContainerUsage> Container::Usage() const {
   auto usage = cgroups_->Usage();
   if (!usage.ok()) return Annotate(usage.status(), absl::StrCat("container ", id_));
+  // No io accounting group: the io of the processes alive now (and of the
+  // children they reaped).
+  if (usage->io_read_bytes < 0) {
+    if (auto io = isolation::SumProcIo(proc_dir_, cgroups_->ProcsFile()); io.ok()) {
+      usage->io_read_bytes = io->read;
+      usage->io_write_bytes = io->written;
+    }
+  }
+  // The init's net/dev is its network namespace's: every interface in it.
+  if (auto net = isolation::ReadNetDev(proc_dir_, pid_); net.ok()) {
+    usage->net_rx_bytes = net->rx;
+    usage->net_tx_bytes = net->tx;
+  }
   return usage;
 }
 

@@ -150,6 +150,7 @@ class Container {
   std::string id_;
   std::string root_dir_;  // created by us, removed in the destructor
   std::unique_ptr<isolation::CgroupSet> cgroups_;
+  std::string proc_dir_ = "/proc";  // the layout's: read by Usage
   pid_t pid_ = 0;
   isolation::UniqueFd pidfd_;
   std::optional<ContainerExit> exit_;

@@ -466,6 +466,12 @@ TEST_F(LinuxContainerTest, LegacyCgroupsFreezeAndKillWithoutCgroupV2) {
   auto usage = container->Usage();
   ASSERT_TRUE(usage.ok());
   EXPECT_EQ(usage->pids_current, 3);
+  // Every sandbox has an io source (its blkio group here) and its own
+  // network namespace's net/dev.
+  EXPECT_GE(usage->io_read_bytes, 0);
+  EXPECT_GE(usage->io_write_bytes, 0);
+  EXPECT_GE(usage->net_rx_bytes, 0);
+  EXPECT_GE(usage->net_tx_bytes, 0);
   ASSERT_TRUE(container->Kill().ok());
   auto exit = container->Wait(2000ms);
   ASSERT_TRUE(exit.ok()) << exit.status();
