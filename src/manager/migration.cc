@@ -13,6 +13,8 @@
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "manager/manager.h"
 #include "migrate/target.h"
+#include "scheduler/filters.h"
+#include "wire/convert.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::manager {
@@ -182,7 +184,20 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   std::vector<migrate::Candidate> candidates;
   std::map<std::string, std::string> address;
   double src_cpu = 0, src_gib = 0;
+  // A target must be one the execution could have been placed on: the
+  // scheduler's hard filters (trust, tenant, capabilities, isolation,
+  // required regions, capacity) apply to a move as to a placement.
+  ASSIGN_OR_RETURN(v1::Execution exec, manager_->Get(id));
+  const model::ExecutionRequest request = wire::FromProto(exec.request());
+  const scheduler::FilterChain filters = scheduler::EverFeasibleFilters();
+  std::map<std::string, std::string> refused;
   for (const auto& n : manager_->ListNodes()) {
+    std::string why;
+    if (n.id() != v.node_id &&
+        !scheduler::PassesAll(filters, request, wire::FromProto(n), &why)) {
+      refused[n.id()] = why;
+      continue;
+    }
     candidates.push_back(CandidateOf(n));
     address[n.id()] = n.address();
     if (n.id() == v.node_id) {
@@ -200,6 +215,10 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   } else {
     if (target == v.node_id) {
       return absl::InvalidArgumentError(absl::StrCat("execution ", id, " already runs on ", target));
+    }
+    if (auto r = refused.find(target); r != refused.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", target, " cannot take execution ", id, ": ", r->second));
     }
     auto c = std::find_if(candidates.begin(), candidates.end(),
                           [&](const migrate::Candidate& x) { return x.node_id == target; });

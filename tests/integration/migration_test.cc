@@ -125,9 +125,10 @@ class MigrationTest : public ::testing::Test {
     ASSERT_TRUE(h_.WaitOnline(2));
   }
 
-  // Pinned to mig-a by region, so the test knows where it starts.
+  // Steered to mig-a by a preferred region (a required one would also rule
+  // mig-b out as a migration target), so the test knows where it starts.
   std::string SubmitOnA(v1::ExecutionRequest r) {
-    r.mutable_placement()->add_required_regions("r-mig-a");
+    r.mutable_placement()->add_preferred_regions("r-mig-a");
     r.set_timeout_ms(60000);
     v1::SubmitResponse resp;
     EXPECT_TRUE(h_.Submit(r, &resp).ok());
@@ -242,6 +243,29 @@ TEST_F(MigrationTest, FailureAtEachStepLeavesExactlyTheSourceRunning) {
     EXPECT_EQ(e->result().stdout(), expected + "end\n");
     EXPECT_EQ(LiveCopies(id, "sh"), 0);
   }
+}
+
+TEST_F(MigrationTest, TargetMustPassThePlacementFilters) {
+  v1::ExecutionRequest r = FederationHarness::Shell("sleep 20");
+  r.mutable_placement()->add_required_regions("r-mig-a");
+  r.set_timeout_ms(60000);
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(h_.Submit(r, &sub).ok());
+  const std::string id = sub.execution().id();
+  ASSERT_TRUE(FederationHarness::WaitUntil(std::chrono::seconds(20), [&] {
+    v1::Execution e;
+    return h_.Get(id, &e).ok() && e.state() == v1::EXECUTION_RUNNING;
+  }));
+  v1::MigrateResponse resp;
+  grpc::Status st = Migrate(id, "mig-b", "", &resp);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error_message().find("cannot take execution"), std::string::npos) << st.error_message();
+  EXPECT_NE(st.error_message().find("r-mig-a"), std::string::npos) << st.error_message();
+  v1::Execution e;
+  ASSERT_TRUE(h_.Get(id, &e).ok());
+  EXPECT_EQ(e.node_id(), "mig-a");
+  v1::CancelResponse c;
+  (void)h_.Cancel(id, &c);
 }
 
 TEST_F(MigrationTest, CheckpointSnapshotLetsTheTaskCarryOn) {
