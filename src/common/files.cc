@@ -1,6 +1,8 @@
 #include "common/files.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -9,6 +11,24 @@
 #include "common/status_macros.h"
 
 namespace flotilla {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open", path);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      close(fd);
+      if (n < 0) return ErrnoError(err, "read", path);
+      return out;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
 
 absl::Status MkdirParents(const std::string& path) {
   std::string sofar;

@@ -4,11 +4,16 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace flotilla {
 
 // Creates `path` and every missing parent (mode 0755), like `mkdir -p`.
 // An error names the component that could not be made.
 absl::Status MkdirParents(const std::string& path);
+
+// The whole content of `path` (cgroup and /proc files: small, read in one
+// go). Errors name the operation and the path, with errno.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 }  // namespace flotilla

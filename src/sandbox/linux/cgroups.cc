@@ -37,19 +37,6 @@ std::string JoinPath(absl::string_view a, absl::string_view b) {
 
 bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoError(errno, "open", path);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, "read", path);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 // Returns 0 or the errno of the failed open or write.
 int WriteFileErrno(const std::string& path, absl::string_view value) {
@@ -66,7 +53,7 @@ absl::Status WriteFile(const std::string& path, absl::string_view value) {
 }
 
 absl::StatusOr<int64_t> ReadInt(const std::string& path) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
   absl::string_view trimmed = absl::StripAsciiWhitespace(text);
   if (trimmed == "max") return INT64_MAX;
   int64_t value = 0;
@@ -78,7 +65,7 @@ absl::StatusOr<int64_t> ReadInt(const std::string& path) {
 
 // The value of `key` in a "key value" per line file (memory.events, cpu.stat).
 absl::StatusOr<int64_t> ReadKeyed(const std::string& path, absl::string_view key) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(line, ' ');
     int64_t value = 0;
@@ -115,8 +102,8 @@ absl::Status EnableControllers(const std::string& top, const std::string& bottom
     levels.push_back(sofar);
   }
   for (const std::string& level : levels) {
-    ASSIGN_OR_RETURN(std::string available, ReadFile(JoinPath(level, "cgroup.controllers")));
-    ASSIGN_OR_RETURN(std::string enabled, ReadFile(JoinPath(level, "cgroup.subtree_control")));
+    ASSIGN_OR_RETURN(std::string available, ReadWholeFile(JoinPath(level, "cgroup.controllers")));
+    ASSIGN_OR_RETURN(std::string enabled, ReadWholeFile(JoinPath(level, "cgroup.subtree_control")));
     std::set<std::string> have =
         absl::StrSplit(available, absl::ByAnyChar(" \n"), absl::SkipEmpty());
     std::set<std::string> on = absl::StrSplit(enabled, absl::ByAnyChar(" \n"), absl::SkipEmpty());
@@ -226,8 +213,8 @@ absl::StatusOr<CgroupHost> ParseCgroupHost(absl::string_view mountinfo,
 
 absl::StatusOr<CgroupHost> DetectCgroupHost(const std::string& proc_dir,
                                             const std::string& cgroup_root) {
-  ASSIGN_OR_RETURN(std::string mountinfo, ReadFile(JoinPath(proc_dir, "self/mountinfo")));
-  ASSIGN_OR_RETURN(std::string self_cgroup, ReadFile(JoinPath(proc_dir, "self/cgroup")));
+  ASSIGN_OR_RETURN(std::string mountinfo, ReadWholeFile(JoinPath(proc_dir, "self/mountinfo")));
+  ASSIGN_OR_RETURN(std::string self_cgroup, ReadWholeFile(JoinPath(proc_dir, "self/cgroup")));
   return ParseCgroupHost(mountinfo, self_cgroup, cgroup_root);
 }
 
@@ -380,7 +367,7 @@ absl::Status CgroupSet::WaitEmpty(std::chrono::milliseconds timeout) const {
       empty = populated == 0;
     } else {
       for (const std::string& path : join_paths_) {
-        ASSIGN_OR_RETURN(std::string procs, ReadFile(path));
+        ASSIGN_OR_RETURN(std::string procs, ReadWholeFile(path));
         empty &= procs.empty();
       }
     }
@@ -400,7 +387,7 @@ absl::Status CgroupSet::KillAllPids() {
   std::string procs = join_paths_.empty() ? "" : join_paths_.front();
   if (v1_.count("freezer") != 0) procs = JoinPath(v1_["freezer"], "cgroup.procs");
   for (int round = 0; round < 1000 && !procs.empty(); ++round) {
-    ASSIGN_OR_RETURN(std::string text, ReadFile(procs));
+    ASSIGN_OR_RETURN(std::string text, ReadWholeFile(procs));
     if (text.empty()) break;
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
       pid_t pid = 0;
@@ -450,7 +437,7 @@ absl::Status CgroupSet::Freeze() {
   std::string state = JoinPath(it->second, "freezer.state");
   RETURN_IF_ERROR(WriteFile(state, "FROZEN"));
   for (;;) {
-    ASSIGN_OR_RETURN(std::string now, ReadFile(state));
+    ASSIGN_OR_RETURN(std::string now, ReadWholeFile(state));
     if (absl::StripAsciiWhitespace(now) == "FROZEN") return absl::OkStatus();
     if (Clock::now() > deadline)
       return absl::DeadlineExceededError(absl::StrCat("freeze `", state, "`: still ", now));

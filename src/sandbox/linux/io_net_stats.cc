@@ -9,24 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "sandbox/linux/fds.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 
 namespace flotilla::sandbox::isolation {
 namespace {
 
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoError(errno, "open", path);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, "read", path);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 std::vector<absl::string_view> Fields(absl::string_view line) {
   return absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
@@ -96,13 +84,13 @@ absl::StatusOr<std::optional<IoBytes>> ReadCgroupIo(const std::string& blkio_dir
                                      const std::string& unified_dir) {
   if (!blkio_dir.empty()) {
     ASSIGN_OR_RETURN(std::string text,
-                     ReadWhole(absl::StrCat(blkio_dir, "/blkio.throttle.io_service_bytes")));
+                     ReadWholeFile(absl::StrCat(blkio_dir, "/blkio.throttle.io_service_bytes")));
     return ParseBlkioServiceBytes(text);
   }
   if (!unified_dir.empty()) {
     const std::string path = absl::StrCat(unified_dir, "/io.stat");
     if (access(path.c_str(), F_OK) == 0) {
-      ASSIGN_OR_RETURN(std::string text, ReadWhole(path));
+      ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
       return ParseIoStat(text);
     }
   }
@@ -110,12 +98,12 @@ absl::StatusOr<std::optional<IoBytes>> ReadCgroupIo(const std::string& blkio_dir
 }
 
 absl::StatusOr<IoBytes> SumProcIo(const std::string& proc_dir, const std::string& procs_file) {
-  ASSIGN_OR_RETURN(std::string procs, ReadWhole(procs_file));
+  ASSIGN_OR_RETURN(std::string procs, ReadWholeFile(procs_file));
   IoBytes sum;
   for (absl::string_view line : absl::StrSplit(procs, '\n', absl::SkipEmpty())) {
     pid_t pid = 0;
     if (!absl::SimpleAtoi(line, &pid) || pid <= 0) continue;
-    auto text = ReadWhole(absl::StrCat(proc_dir, "/", pid, "/io"));
+    auto text = ReadWholeFile(absl::StrCat(proc_dir, "/", pid, "/io"));
     if (!text.ok()) continue;  // exited since the listing
     IoBytes one = ParseProcIo(*text);
     sum.read += one.read;
@@ -126,7 +114,7 @@ absl::StatusOr<IoBytes> SumProcIo(const std::string& proc_dir, const std::string
 
 absl::StatusOr<NetBytes> ReadNetDev(const std::string& proc_dir, pid_t pid) {
   const std::string path = absl::StrCat(proc_dir, "/", pid, "/net/dev");
-  ASSIGN_OR_RETURN(std::string text, ReadWhole(path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
   auto parsed = ParseNetDev(text);
   if (!parsed.ok()) return Annotate(parsed.status(), absl::StrCat("parse `", path, "`"));
   return parsed;
