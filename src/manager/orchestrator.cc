@@ -882,7 +882,7 @@ void Orchestrator::OnTaskDone(Workflow& wf, PieceRun& run, const Piece& piece, s
   }
 }
 
-void Orchestrator::FailWorkflow(Workflow& wf, json error) {
+void Orchestrator::FailWorkflow(Workflow& wf, json error, const std::string& state) {
   if (wf.state != "running") return;
   wf.error = std::move(error);
   std::vector<std::string> running;
@@ -893,7 +893,7 @@ void Orchestrator::FailWorkflow(Workflow& wf, json error) {
     }
     if (r.state == "running") r.state = "cancelled";
   }
-  EndWorkflow(wf, "failed");
+  EndWorkflow(wf, state);
   // Manager::Cancel takes the manager's lock under ours: that order is the
   // only one (the manager's finish listener takes only events_mu_).
   for (const auto& id : running) (void)manager_->Cancel(id);
@@ -994,9 +994,7 @@ absl::StatusOr<json> Orchestrator::Cancel(const std::string& id) {
     if (wf.state != "running") {
       return absl::FailedPreconditionError(absl::StrCat("workflow ", id, " has already ", wf.state));
     }
-    FailWorkflow(wf, {{"type", "Cancelled"}, {"message", "cancelled by request"}});
-    wf.state = "cancelled";
-    Persist(wf);
+    FailWorkflow(wf, {{"type", "Cancelled"}, {"message", "cancelled by request"}}, "cancelled");
   }
   return Get(id, 0);
 }

@@ -117,7 +117,10 @@ class Orchestrator {
   void Handle(const std::string& execution_id);
   void OnTaskDone(Workflow& wf, PieceRun& run, const workflow::Piece& piece, size_t task,
                   const v1::Execution& exec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FailWorkflow(Workflow& wf, nlohmann::json error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the workflow with `error` (state "failed", or "cancelled" for a
+  // cancel) and cancels its running executions.
+  void FailWorkflow(Workflow& wf, nlohmann::json error, const std::string& state = "failed")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndWorkflow(Workflow& wf, const std::string& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Persist(const Workflow& wf) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RestoreOutputs(Workflow& wf);

@@ -14,32 +14,13 @@
 #include "flotilla/v1/functions.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "support/federation_harness.h"
+#include "support/workflow_module.h"
 
 namespace flotilla::testing {
 namespace {
 
 using nlohmann::json;
 
-constexpr const char* kModule = R"py(
-import flotilla
-
-def heavy(n):
-    s = 0
-    for i in range(n):
-        s += i * i
-    return s
-
-@flotilla.splitable
-def fan(xs):
-    out = [heavy(x) for x in xs]
-    return sum(out)
-)py";
-
-int64_t Heavy(int64_t n) {
-  int64_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += i * i;
-  return s;
-}
 
 class FunctionServiceTest : public ::testing::Test {
  protected:

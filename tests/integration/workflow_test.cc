@@ -14,64 +14,13 @@
 
 #include "gtest/gtest.h"
 #include "support/federation_harness.h"
+#include "support/workflow_module.h"
 #include "unit/kv/redis_server.h"
 
 namespace flotilla::testing {
 namespace {
 
 using nlohmann::json;
-
-// heavy(n) is CPU work; its results are easy to compute here too.
-constexpr const char* kModule = R"py(
-import time
-import flotilla
-
-def heavy(n):
-    s = 0
-    for i in range(n):
-        s += i * i
-    return s
-
-def sleepy(x, seconds):
-    time.sleep(seconds)
-    return x * 10
-
-@flotilla.splitable
-def fan(xs):
-    out = [heavy(x) for x in xs]
-    return sum(out)
-
-@flotilla.splitable
-def diamond(n):
-    a = heavy(n)
-    b = heavy(n + 1)
-    return (a, b, a + b)
-
-@flotilla.splitable
-def slow_fan(xs, seconds):
-    out = [sleepy(x, seconds) for x in xs]
-    return sum(out)
-
-@flotilla.splitable
-def branch_fails(n):
-    a = heavy(n)
-    b = int("not a number") if n > 0 else 0
-    return a + b
-
-def where(_):
-    import socket
-    return socket.gethostname()
-
-def nap(seconds):
-    time.sleep(seconds)
-    return "rested"
-)py";
-
-int64_t Heavy(int64_t n) {
-  int64_t s = 0;
-  for (int64_t i = 0; i < n; ++i) s += i * i;
-  return s;
-}
 
 class WorkflowTest : public ::testing::Test {
  protected:
