@@ -34,7 +34,8 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       root, where,
       {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
        "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
-       "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions"}));
+       "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions",
+       "max_queued", "attempt_grace_ms", "max_attempts", "retention"}));
   RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
@@ -102,6 +103,16 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "default_timeout_ms", &c.default_timeout_ms));
   RETURN_IF_ERROR(ReadYaml(root, where, "max_timeout_ms", &c.max_timeout_ms));
   RETURN_IF_ERROR(ReadYaml(root, where, "max_request_bytes", &c.max_request_bytes));
+  RETURN_IF_ERROR(ReadYaml(root, where, "max_queued", &c.max_queued));
+  RETURN_IF_ERROR(ReadMs(root, where, "attempt_grace_ms", &c.attempt_grace));
+  RETURN_IF_ERROR(ReadYaml(root, where, "max_attempts", &c.max_attempts));
+  if (const YAML::Node r = root["retention"]) {
+    const std::string w = where + "retention.";
+    RETURN_IF_ERROR(CheckKnownKeys(r, w, {"max_age_ms", "max_count", "interval_ms"}));
+    RETURN_IF_ERROR(ReadMs(r, w, "max_age_ms", &c.retention_max_age));
+    RETURN_IF_ERROR(ReadYaml(r, w, "max_count", &c.retention_max_count));
+    RETURN_IF_ERROR(ReadMs(r, w, "interval_ms", &c.retention_interval));
+  }
   if (const YAML::Node st = root["state"]) {
     const std::string w = where + "state.";
     RETURN_IF_ERROR(CheckKnownKeys(st, w, {"backend", "redis_address", "redis_key_prefix"}));
@@ -135,6 +146,12 @@ absl::Status Validate(const ManagerConfig& c) {
   RETURN_IF_ERROR(positive("default_timeout_ms", c.default_timeout_ms));
   RETURN_IF_ERROR(positive("max_timeout_ms", c.max_timeout_ms));
   RETURN_IF_ERROR(positive("max_request_bytes", c.max_request_bytes));
+  RETURN_IF_ERROR(positive("max_queued", c.max_queued));
+  RETURN_IF_ERROR(positive("attempt_grace_ms", c.attempt_grace.count()));
+  RETURN_IF_ERROR(positive("max_attempts", c.max_attempts));
+  RETURN_IF_ERROR(positive("retention.max_age_ms", c.retention_max_age.count()));
+  RETURN_IF_ERROR(positive("retention.max_count", c.retention_max_count));
+  RETURN_IF_ERROR(positive("retention.interval_ms", c.retention_interval.count()));
   if (c.heartbeat_interval >= c.lease_timeout) {
     return absl::InvalidArgumentError(absl::StrCat(
         "heartbeat_interval_ms (", c.heartbeat_interval.count(),

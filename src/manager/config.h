@@ -40,6 +40,21 @@ struct ManagerConfig {
   int64_t default_timeout_ms = 300'000;
   int64_t max_timeout_ms = 24ll * 3600 * 1000;
   int64_t max_request_bytes = 4ll << 20;
+  // Admission control: a submit that would make more than this many
+  // executions wait (queued, or being recorded) is refused with
+  // RESOURCE_EXHAUSTED and a retry hint; what was accepted is never dropped.
+  int64_t max_queued = 100'000;
+  // A running attempt whose node has not returned a result by its timeout
+  // plus this grace is taken as lost: cancelled on its node and re-queued
+  // (or failed after max_attempts).
+  std::chrono::milliseconds attempt_grace{30000};
+  int max_attempts = 3;
+  // Retention of finished executions (with their attempts and results):
+  // deleted once older than retention_max_age, and beyond the newest
+  // retention_max_count. Checked every retention_interval.
+  std::chrono::milliseconds retention_max_age{7ll * 24 * 3600 * 1000};
+  int64_t retention_max_count = 1'000'000;
+  std::chrono::milliseconds retention_interval{60000};
   std::string ready_file;  // written (JSON: grpc, http, pid) once serving
   // Shared state of functions and workflows (key-value store and queues):
   // "embedded" (in the manager's memory) or "redis" at redis_address.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
+#include "common/failpoint.h"
 #include "common/ids.h"
 #include "common/status_macros.h"
 #include "scheduler/preemption.h"
@@ -24,6 +25,10 @@ constexpr size_t kPeekPerRound = 512;
 // Live output kept per stream and attempt; the final result carries the rest.
 constexpr size_t kLiveOutputCap = 4u << 20;
 constexpr int64_t kSuspectMs = 2000;
+// Registered nodes one manager keeps (a bound on the registry).
+constexpr size_t kMaxNodes = 10000;
+// Produced keys remembered per node for the locality scorer.
+constexpr size_t kMaxNodeDataKeys = 4096;
 
 int StreamIndex(v1::OutputStream s) { return s == v1::OUTPUT_STDERR ? 1 : 0; }
 
@@ -105,6 +110,11 @@ struct Manager::Live {
   std::optional<scheduler::LatencyFeatures> features;  // of the current attempt
   // The agent's latest usage report of the current attempt; in memory only.
   std::optional<v1::TaskUsage> usage;
+  // Accepted in memory, its insert not yet durable: not in the queue yet.
+  bool inserting = false;
+  // Terminal in memory, its end not yet durable (or its write failed: then
+  // a retry of the result or cancel writes it again).
+  bool finishing = false;
 };
 
 struct Manager::NodeState {
@@ -119,9 +129,11 @@ struct Manager::NodeState {
 };
 
 Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
-                 std::unique_ptr<AgentClientFactory> agents)
+                 std::unique_ptr<AgentClientFactory> agents, Clock* clock)
     : config_(std::move(config)),
+      clock_(clock),
       store_(std::move(store)),
+      writer_(store_.get(), Writer::Options{}),
       agents_(std::move(agents)),
       queue_(scheduler::PendingQueue::Options{.aging_points_per_second =
                                                   config_.aging_points_per_second}),
@@ -136,65 +148,75 @@ Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
 
 Manager::~Manager() { Stop(); }
 
-int64_t Manager::MonoMs() const { return MonotonicUs() / 1000; }
+int64_t Manager::MonoMs() const { return clock_->MonoMs(); }
 
 absl::Status Manager::Recover() {
-  absl::MutexLock lock(&mu_);
+  // Read before taking the lock: no store call runs under mu_.
   ASSIGN_OR_RETURN(std::vector<store::NodeRecord> nodes, store_->LoadNodes());
-  const int64_t now = MonoMs();
-  for (const auto& rec : nodes) {
-    auto ns = std::make_unique<NodeState>();
-    if (!ns->spec.ParseFromString(rec.spec)) {
-      return absl::DataLossError(absl::StrCat("node ", rec.id, ": stored spec does not parse"));
-    }
-    ns->node = wire::FromProto(ns->spec);
-    ns->node.epoch = rec.epoch;
-    ns->node.status = rec.status;
-    ns->node.last_heartbeat_ms = rec.last_heartbeat_ms;
-    // A fresh lease: the agent gets a full lease_timeout to report to the
-    // restarted manager before its executions are taken away.
-    ns->last_heartbeat_mono_ms = now;
-    nodes_[rec.id] = std::move(ns);
-  }
   ASSIGN_OR_RETURN(std::vector<store::ExecutionRecord> unfinished, store_->LoadUnfinished());
-  for (auto& rec : unfinished) {
-    auto live = std::make_shared<Live>();
-    if (!live->request.ParseFromString(rec.request)) {
-      return absl::DataLossError(absl::StrCat("execution ", rec.id, ": stored request does not parse"));
+  {
+    absl::MutexLock lock(&mu_);
+    WriteBatch w;
+    w.what = "recovery";
+    const int64_t now = MonoMs();
+    for (const auto& rec : nodes) {
+      auto ns = std::make_unique<NodeState>();
+      if (!ns->spec.ParseFromString(rec.spec)) {
+        return absl::DataLossError(absl::StrCat("node ", rec.id, ": stored spec does not parse"));
+      }
+      ns->node = wire::FromProto(ns->spec);
+      ns->node.epoch = rec.epoch;
+      ns->node.status = rec.status;
+      ns->node.last_heartbeat_ms = rec.last_heartbeat_ms;
+      // A fresh lease: the agent gets a full lease_timeout to report to the
+      // restarted manager before its executions are taken away.
+      ns->last_heartbeat_mono_ms = now;
+      nodes_[rec.id] = std::move(ns);
     }
-    live->sched = wire::FromProto(live->request);
-    live->sched.id = rec.id;
-    if (!rec.placement.empty()) live->placement.ParseFromString(rec.placement);
-    live->rec = std::move(rec);
-    live->queued_mono_ms = now;
-    live->assigned_mono_ms = now;
-    Live& l = *live;
-    live_[l.rec.id] = std::move(live);
-    if (l.rec.state == ExecutionState::kQueued) {
-      queue_.Push({l.rec.id, l.rec.priority, l.rec.seq, l.rec.submitted_ms});
-      continue;
+    for (auto& rec : unfinished) {
+      auto live = std::make_shared<Live>();
+      if (!live->request.ParseFromString(rec.request)) {
+        return absl::DataLossError(
+            absl::StrCat("execution ", rec.id, ": stored request does not parse"));
+      }
+      live->sched = wire::FromProto(live->request);
+      live->sched.id = rec.id;
+      if (!rec.placement.empty()) live->placement.ParseFromString(rec.placement);
+      live->rec = std::move(rec);
+      live->queued_mono_ms = now;
+      live->assigned_mono_ms = now;
+      Live& l = *live;
+      live_[l.rec.id] = std::move(live);
+      if (l.rec.state == ExecutionState::kQueued) {
+        queue_.Push({l.rec.id, l.rec.priority, l.rec.seq, l.rec.submitted_ms});
+        continue;
+      }
+      auto it = nodes_.find(l.rec.node_id);
+      if (it == nodes_.end()) {
+        Requeue(l, "node_unknown", "its node is not in the registry", &w);
+        continue;
+      }
+      // CheckLeases stores "offline" before it re-queues the node's executions;
+      // a crash in between leaves them here, where no lease check looks again.
+      if (it->second->node.status != model::NodeStatus::kOnline) {
+        Requeue(l, "node_lost", absl::StrCat("node ", l.rec.node_id, " was offline at recovery"),
+                &w);
+        continue;
+      }
+      it->second->reserved += l.sched.resources;
+      it->second->assigned.insert(l.rec.id);
     }
-    auto it = nodes_.find(l.rec.node_id);
-    if (it == nodes_.end()) {
-      Requeue(l, "node_unknown", "its node is not in the registry");
-      continue;
-    }
-    // CheckLeases stores "offline" before it re-queues the node's executions;
-    // a crash in between leaves them here, where no lease check looks again.
-    if (it->second->node.status != model::NodeStatus::kOnline) {
-      Requeue(l, "node_lost", absl::StrCat("node ", l.rec.node_id, " was offline at recovery"));
-      continue;
-    }
-    it->second->reserved += l.sched.resources;
-    it->second->assigned.insert(l.rec.id);
+    spdlog::info("recovered {} nodes, {} unfinished executions ({} queued)", nodes_.size(),
+                 live_.size(), queue_.size());
+    dispatch_wanted_ = true;
+    Commit(std::move(w));
   }
-  spdlog::info("recovered {} nodes, {} unfinished executions ({} queued)", nodes_.size(),
-               live_.size(), queue_.size());
-  dispatch_wanted_ = true;
+  writer_.Drain();
   return absl::OkStatus();
 }
 
 void Manager::Start() {
+  writer_.Start();
   dispatcher_ = std::thread([this] { DispatcherLoop(); });
   lease_checker_ = std::thread([this] { LeaseLoop(); });
   migrator_->Start();
@@ -203,7 +225,10 @@ void Manager::Start() {
 void Manager::Stop() {
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_ && !dispatcher_.joinable()) return;
+    if (stopping_ && !dispatcher_.joinable()) {
+      writer_.Drain();
+      return;
+    }
     stopping_ = true;
     dispatch_cv_.SignalAll();
     stop_cv_.SignalAll();
@@ -212,6 +237,8 @@ void Manager::Stop() {
   if (dispatcher_.joinable()) dispatcher_.join();
   if (lease_checker_.joinable()) lease_checker_.join();
   migrator_->Stop();
+  // Last: the loops above may have staged writes.
+  writer_.Stop();
 }
 
 // ---------------------------------------------------------------- validation
@@ -298,52 +325,97 @@ absl::Status Manager::ValidateAndDefault(v1::ExecutionRequest* r) {
 // ----------------------------------------------------------------------- api
 
 absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the manager is shutting down");
   v1::SubmitResponse response;
-  // A retried submit returns the execution it created the first time, even
-  // if the cluster has changed since (so it would not validate now).
-  if (!request.request_id().empty() && IsValidId(request.request_id())) {
-    const std::string& rid = request.request_id();
-    if (auto it = live_.find(rid); it != live_.end()) {
-      *response.mutable_execution() = ToExecution(*it->second);
-      response.set_already_existed(true);
-      return response;
+  const bool has_rid = !request.request_id().empty() && IsValidId(request.request_id());
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the manager is shutting down");
+    // A retried submit returns the execution it created the first time, even
+    // if the cluster has changed since (so it would not validate now).
+    if (has_rid) {
+      if (auto it = live_.find(request.request_id()); it != live_.end()) {
+        if (it->second->inserting) {
+          return absl::UnavailableError(absl::StrCat(
+              "execution ", request.request_id(), " is being recorded by another submit; retry"));
+        }
+        *response.mutable_execution() = ToExecution(*it->second);
+        response.set_already_existed(true);
+        return response;
+      }
     }
-    ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> existing, store_->GetExecution(rid));
+  }
+  if (has_rid) {
+    // A finished one is only in the store; read it without the lock.
+    ASSIGN_OR_RETURN(std::optional<store::ExecutionRecord> existing,
+                     store_->GetExecution(request.request_id()));
     if (existing) {
-      ASSIGN_OR_RETURN(*response.mutable_execution(), LoadFinished(rid));
+      ASSIGN_OR_RETURN(*response.mutable_execution(), LoadFinished(request.request_id()));
       response.set_already_existed(true);
       return response;
     }
   }
-  RETURN_IF_ERROR(ValidateAndDefault(&request));
-  prewarmer_.RecordInvocation(request, NowUnixMs());
-  if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
-  const std::string id = request.request_id();
-  auto live = std::make_shared<Live>();
-  live->request = std::move(request);
-  live->sched = wire::FromProto(live->request);
-  live->rec.id = id;
-  live->rec.user_id = live->request.user_id();
-  live->rec.priority = live->request.priority();
-  live->rec.request = live->request.SerializeAsString();
-  live->rec.state = ExecutionState::kQueued;
-  live->rec.submitted_ms = NowUnixMs();
-  live->queued_mono_ms = MonoMs();
+  std::shared_ptr<Live> live;
+  std::shared_ptr<Writer::Ticket> ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the manager is shutting down");
+    if (has_rid && live_.count(request.request_id())) {
+      return absl::UnavailableError(absl::StrCat(
+          "execution ", request.request_id(), " was submitted concurrently; retry"));
+    }
+    const int64_t waiting = static_cast<int64_t>(queue_.size()) + inserting_;
+    if (waiting >= config_.max_queued) {
+      metrics_.CountRejected();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the manager has ", waiting, " executions waiting (max_queued ", config_.max_queued,
+          "); retry after a few seconds, or raise max_queued"));
+    }
+    RETURN_IF_ERROR(ValidateAndDefault(&request));
+    prewarmer_.RecordInvocation(request, clock_->UnixMs());
+    if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
+    const std::string id = request.request_id();
+    live = std::make_shared<Live>();
+    live->request = std::move(request);
+    live->sched = wire::FromProto(live->request);
+    live->rec.id = id;
+    live->rec.user_id = live->request.user_id();
+    live->rec.priority = live->request.priority();
+    live->rec.request = live->request.SerializeAsString();
+    live->rec.state = ExecutionState::kQueued;
+    live->rec.submitted_ms = clock_->UnixMs();
+    live->inserting = true;
+    ++inserting_;
+    live_[id] = live;
+    WriteBatch w;
+    w.what = absl::StrCat("submit of ", id);
+    w.ops.push_back(WriteBatch::InsertExecution{live->rec});
+    ticket = Commit(std::move(w));
+  }
   // Durable before acknowledged: a manager killed after this returns still
   // has the execution when it restarts.
-  if (absl::Status st = store_->InsertExecution(&live->rec); !st.ok()) {
+  absl::Status st = ticket->Wait();
+  absl::MutexLock lock(&mu_);
+  --inserting_;
+  live->inserting = false;
+  const std::string& id = live->rec.id;
+  if (!st.ok()) {
+    live_.erase(id);
+    Changed(*live);
     // Not the client's fault: say so with a retryable code.
     return absl::UnavailableError(absl::StrCat("could not record the execution: ", st.message()));
   }
-  queue_.Push({id, live->rec.priority, live->rec.seq, live->rec.submitted_ms});
+  const auto& op = std::get<WriteBatch::InsertExecution>(ticket->batch().ops[0]);
+  live->rec.seq = op.rec.seq;
+  live->queued_mono_ms = MonoMs();
+  if (live->rec.state == ExecutionState::kQueued) {
+    queue_.Push({id, live->rec.priority, live->rec.seq, live->rec.submitted_ms});
+  }
   metrics_.CountSubmitted();
   *response.mutable_execution() = ToExecution(*live);
-  live_[id] = std::move(live);
   dispatch_wanted_ = true;
   dispatch_cv_.Signal();
   spdlog::debug("[{}] accepted", id);
+  Failpoint("submit.after_persist");
   return response;
 }
 
@@ -390,50 +462,75 @@ absl::StatusOr<v1::Execution> Manager::LoadFinished(const std::string& id) {
 }
 
 absl::StatusOr<v1::Execution> Manager::Get(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  if (auto it = live_.find(id); it != live_.end()) {
-    v1::Execution e = ToExecution(*it->second);
-    if (!e.has_result() && e.state() == v1::EXECUTION_RUNNING) {
-      // Show what has been printed so far.
-      e.mutable_result()->set_stdout(it->second->output[0]);
-      e.mutable_result()->set_stderr(it->second->output[1]);
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = live_.find(id); it != live_.end() && !it->second->inserting) {
+      v1::Execution e = ToExecution(*it->second);
+      if (!e.has_result() && e.state() == v1::EXECUTION_RUNNING) {
+        // Show what has been printed so far.
+        e.mutable_result()->set_stdout(it->second->output[0]);
+        e.mutable_result()->set_stderr(it->second->output[1]);
+      }
+      return e;
     }
-    return e;
   }
   return LoadFinished(id);
 }
 
 absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(id);
-  if (it == live_.end()) {
+  std::shared_ptr<Writer::Ticket> ticket;
+  v1::Execution reply;
+  std::string address;
+  v1::CancelTaskRequest req;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = live_.find(id);
+    if (it != live_.end() && !it->second->inserting) {
+      std::shared_ptr<Live> live = it->second;
+      WriteBatch w;
+      w.what = absl::StrCat("cancel of ", id);
+      if (live->finishing) {
+        // Ended in memory, not yet (or not successfully) recorded: record it.
+        StageFinish(*live, &w);
+        pending_finish_.push_back(id);
+      } else if (live->rec.state == ExecutionState::kQueued) {
+        queue_.Remove(id);
+        live->rec.cancel_requested = true;
+        Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled before it started", &w);
+      } else {
+        live->rec.cancel_requested = true;
+        auto node = nodes_.find(live->rec.node_id);
+        if (node == nodes_.end() || node->second->node.status != model::NodeStatus::kOnline) {
+          Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled while its node was offline",
+                 &w);
+        } else {
+          StageExecution(*live, &w);
+          Changed(*live);
+          address = node->second->node.address;
+          req.set_execution_id(id);
+          req.set_attempt(live->rec.attempt);
+        }
+      }
+      reply = ToExecution(*live);
+      ticket = Commit(std::move(w));
+    }
+  }
+  if (!ticket) {
     ASSIGN_OR_RETURN(v1::Execution done, LoadFinished(id));
     return absl::FailedPreconditionError(absl::StrCat(
         "execution ", id, " has already finished (", wire::StateName(done.state()), ")"));
   }
-  std::shared_ptr<Live> live = it->second;
-  if (live->rec.state == ExecutionState::kQueued) {
-    queue_.Remove(id);
-    live->rec.cancel_requested = true;
-    Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled before it started");
-    return ToExecution(*live);
+  if (absl::Status st = ticket->Wait(); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat("could not record the cancel: ", st.message(),
+                                               "; retry"));
   }
-  live->rec.cancel_requested = true;
-  auto node = nodes_.find(live->rec.node_id);
-  if (node == nodes_.end() || node->second->node.status != model::NodeStatus::kOnline) {
-    Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled while its node was offline");
-    return ToExecution(*live);
+  Failpoint("cancel.after_persist");
+  if (!address.empty()) {
+    agents_->ForAddress(address)->CancelTask(req, [id](absl::Status st) {
+      if (!st.ok()) spdlog::warn("[{}] cancel not delivered: {}", id, st.message());
+    });
   }
-  if (absl::Status st = Persist(*live); !st.ok()) return st;
-  Changed(*live);
-  v1::CancelTaskRequest req;
-  req.set_execution_id(id);
-  req.set_attempt(live->rec.attempt);
-  agents_->ForAddress(node->second->node.address)
-      ->CancelTask(req, [id](absl::Status st) {
-        if (!st.ok()) spdlog::warn("[{}] cancel not delivered: {}", id, st.message());
-      });
-  return ToExecution(*live);
+  return reply;
 }
 
 std::vector<v1::HypervisorNode> Manager::ListNodes() {
@@ -458,35 +555,42 @@ absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
     const v1::ListExecutionsRequest& req) {
   store::ListFilter filter;
   for (int s : req.states()) filter.states.push_back(wire::FromProto(static_cast<v1::ExecutionState>(s)));
-  filter.limit = req.limit() > 0 ? req.limit() : 100;
+  filter.limit = req.limit() > 0 ? std::min(req.limit(), 10000) : 100;
   ASSIGN_OR_RETURN(std::vector<store::ExecutionRecord> rows, store_->ListExecutions(filter));
-  std::vector<v1::Execution> out;
-  absl::MutexLock lock(&mu_);
-  for (auto& rec : rows) {
-    v1::Execution e;
-    if (auto it = live_.find(rec.id); it != live_.end()) {
-      e = ToExecution(*it->second);
-    } else {
-      Live l;
-      l.rec = rec;
-      l.request.ParseFromString(rec.request);
-      if (!rec.placement.empty()) l.placement.ParseFromString(rec.placement);
-      if (rec.attempt > 0 && model::IsTerminal(rec.state)) {
-        auto blob = store_->GetResult(rec.id, rec.attempt);
-        if (blob.ok() && *blob) {
-          v1::ExecutionResult r;
-          if (r.ParseFromString(**blob)) l.result = std::move(r);
-        }
+  std::vector<v1::Execution> out(rows.size());
+  std::vector<size_t> stored;  // rows not live: their results come from the store
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (auto it = live_.find(rows[i].id); it != live_.end()) {
+        out[i] = ToExecution(*it->second);
+      } else {
+        stored.push_back(i);
       }
-      e = ToExecution(l);
     }
+  }
+  for (size_t i : stored) {
+    const store::ExecutionRecord& rec = rows[i];
+    Live l;
+    l.rec = rec;
+    l.request.ParseFromString(rec.request);
+    if (!rec.placement.empty()) l.placement.ParseFromString(rec.placement);
+    if (rec.attempt > 0 && model::IsTerminal(rec.state)) {
+      auto blob = store_->GetResult(rec.id, rec.attempt);
+      if (blob.ok() && *blob) {
+        v1::ExecutionResult r;
+        if (r.ParseFromString(**blob)) l.result = std::move(r);
+      }
+    }
+    out[i] = ToExecution(l);
+  }
+  for (auto& e : out) {
     if (!req.include_output()) {
       e.mutable_result()->clear_stdout();
       e.mutable_result()->clear_stderr();
       e.mutable_request()->clear_stdin();
       e.mutable_request()->mutable_dependencies()->clear_files();
     }
-    out.push_back(std::move(e));
   }
   return out;
 }
@@ -500,11 +604,7 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
     if (auto it = live_.find(id); it != live_.end()) live = it->second;
   }
   if (!live) {
-    absl::StatusOr<v1::Execution> done;
-    {
-      absl::MutexLock lock(&mu_);
-      done = LoadFinished(id);
-    }
+    absl::StatusOr<v1::Execution> done = LoadFinished(id);
     if (!done.ok()) return done.status();
     v1::WatchEvent ev;
     ev.set_state(done->state());
@@ -532,6 +632,8 @@ absl::Status Manager::Watch(const std::string& id, bool with_output,
       if (stopping_) return absl::UnavailableError("the manager is shutting down; watch again");
       if (cancelled()) return absl::OkStatus();
       seen_version = live->version;
+      // An end not yet durable is not shown: it may still be undone by a crash.
+      if (live->finishing) continue;
       const v1::ExecutionState state = wire::ToProto(live->rec.state);
       if (live->rec.attempt != last_attempt) sent[0] = sent[1] = 0;
       // A migration keeps the attempt and its output offsets; only the node changes.
@@ -597,7 +699,16 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   if (spec.security().trust_level() < 0 || spec.security().trust_level() > 10) {
     return absl::InvalidArgumentError("security.trust_level must be in 0..10");
   }
+  std::shared_ptr<Writer::Ticket> ticket;
+  v1::RegisterNodeResponse resp;
+  {
   absl::MutexLock lock(&mu_);
+  if (!nodes_.count(spec.id()) && nodes_.size() >= kMaxNodes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the federation has ", nodes_.size(), " nodes, the most one manager keeps"));
+  }
+  WriteBatch w;
+  w.what = absl::StrCat("registration of node ", spec.id());
   auto& slot = nodes_[spec.id()];
   if (!slot) slot = std::make_unique<NodeState>();
   NodeState& ns = *slot;
@@ -607,7 +718,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   model::HypervisorNode node = wire::FromProto(spec);
   node.epoch = epoch;
   node.status = model::NodeStatus::kOnline;
-  node.last_heartbeat_ms = NowUnixMs();
+  node.last_heartbeat_ms = clock_->UnixMs();
   ns.node = std::move(node);
   ns.last_heartbeat_mono_ms = MonoMs();
   ns.suspect_until_mono_ms = 0;
@@ -620,24 +731,34 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   for (const std::string& id : std::vector<std::string>(ns.assigned.begin(), ns.assigned.end())) {
     Live& live = *live_.at(id);
     if (!held.count({id, live.rec.attempt})) {
-      Requeue(live, "node_restarted", absl::StrCat("node ", spec.id(), " restarted without it"));
+      Requeue(live, "node_restarted", absl::StrCat("node ", spec.id(), " restarted without it"),
+              &w);
     }
   }
-  if (absl::Status st = PersistNode(ns); !st.ok()) return st;
+  StageNode(ns, &w);
   spdlog::info("node {} registered at {} (epoch {}, {}m cpu, {} MiB, trust {})", spec.id(),
                spec.address(), epoch, cap.cpu_millis(), cap.memory_bytes() >> 20,
                spec.security().trust_level());
   dispatch_wanted_ = true;
   dispatch_cv_.Signal();
-  v1::RegisterNodeResponse resp;
   resp.set_epoch(epoch);
   resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
   resp.set_lease_timeout_ms(config_.lease_timeout.count());
+  ticket = Commit(std::move(w));
+  }
+  // The epoch is durable before the agent uses it: a restarted manager never
+  // hands out the same epoch twice.
+  if (absl::Status st = ticket->Wait(); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat("could not record the registration: ", st.message()));
+  }
   return resp;
 }
 
 absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportStatusRequest& req) {
+  absl::StatusOr<v1::ReportStatusResponse> out = [&]() -> absl::StatusOr<v1::ReportStatusResponse> {
   absl::MutexLock lock(&mu_);
+  WriteBatch w;
+  w.what = absl::StrCat("status of node ", req.node_id());
   auto it = nodes_.find(req.node_id());
   if (it == nodes_.end()) {
     return absl::NotFoundError(absl::StrCat("unknown node '", req.node_id(), "': register first"));
@@ -650,7 +771,7 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   }
   const int64_t now = MonoMs();
   ns.last_heartbeat_mono_ms = now;
-  ns.node.last_heartbeat_ms = NowUnixMs();
+  ns.node.last_heartbeat_ms = clock_->UnixMs();
   ns.reported_available = wire::FromProto(req.available());
   ns.load_average = req.load_average();
   // Warm pools: shown in listings, and the warm-pool scorer's input.
@@ -661,7 +782,7 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   ns.spec.set_memory_available_bytes(req.memory_available_bytes());
 
   v1::ReportStatusResponse resp;
-  for (auto& t : prewarmer_.TargetsFor(NowUnixMs(), static_cast<int>(nodes_.size()))) {
+  for (auto& t : prewarmer_.TargetsFor(clock_->UnixMs(), static_cast<int>(nodes_.size()))) {
     *resp.add_pool_targets() = std::move(t);
   }
   std::set<std::string> reported;
@@ -676,8 +797,8 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
       Live& live = *lit->second;
       if (!t.finished() && live.rec.state == ExecutionState::kAssigned) {
         live.rec.state = ExecutionState::kRunning;
-        live.rec.started_ms = NowUnixMs();
-        (void)Persist(live);
+        live.rec.started_ms = clock_->UnixMs();
+        StageExecution(live, &w);
         Changed(live);
       }
       // The CancelTask call may have failed or reached the agent before the
@@ -702,48 +823,88 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
     if (reported.count(id)) continue;
     if (now - live.assigned_mono_ms > config_.dispatch_grace.count()) {
       Requeue(live, "not_received",
-              absl::StrCat("node ", req.node_id(), " never reported attempt ", live.rec.attempt));
+              absl::StrCat("node ", req.node_id(), " never reported attempt ", live.rec.attempt),
+              &w);
     }
   }
+  Commit(std::move(w));
   return resp;
+  }();
+  writer_.Drain();
+  return out;
 }
 
 absl::StatusOr<v1::SendResultsResponse> Manager::SendResults(const v1::SendResultsRequest& req) {
-  absl::MutexLock lock(&mu_);
   v1::SendResultsResponse resp;
-  for (const auto& r : req.results()) {
-    auto it = live_.find(r.execution_id());
-    if (it == live_.end()) {
-      // Finished already (a retry of a confirmed result) or never known.
-      auto rec = store_->GetExecution(r.execution_id());
-      const bool duplicate = rec.ok() && *rec && (*rec)->attempt == r.attempt() &&
-                             (*rec)->node_id == req.node_id();
-      resp.add_verdicts(duplicate ? v1::RESULT_DUPLICATE : v1::RESULT_STALE);
-      if (!duplicate) metrics_.CountStaleResult();
-      continue;
+  std::vector<int> unknown;  // indexes of results whose execution is not live
+  std::shared_ptr<Writer::Ticket> ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    WriteBatch w;
+    w.what = absl::StrCat(req.results_size(), " results from node ", req.node_id());
+    for (int i = 0; i < req.results_size(); ++i) {
+      const v1::ExecutionResult& r = req.results(i);
+      auto it = live_.find(r.execution_id());
+      if (it == live_.end() || it->second->inserting) {
+        unknown.push_back(i);
+        resp.add_verdicts(v1::RESULT_STALE);  // decided below, from the store
+        continue;
+      }
+      Live& live = *it->second;
+      const bool same = live.rec.attempt == r.attempt() && live.rec.node_id == req.node_id();
+      if (same && live.finishing && live.result) {
+        // Its end was not recorded yet (or the write failed): record it
+        // again; the verdict waits for that write like the first one did.
+        StageFinish(live, &w);
+        pending_finish_.push_back(live.rec.id);
+        resp.add_verdicts(v1::RESULT_ACCEPTED);
+        continue;
+      }
+      const bool current = same && (live.rec.state == ExecutionState::kAssigned ||
+                                    live.rec.state == ExecutionState::kRunning);
+      if (!current) {
+        spdlog::info("[{}] rejected result of attempt {} from {} (current: attempt {} on '{}')",
+                     r.execution_id(), r.attempt(), req.node_id(), live.rec.attempt,
+                     live.rec.node_id);
+        metrics_.CountStaleResult();
+        resp.add_verdicts(v1::RESULT_STALE);
+        continue;
+      }
+      v1::ExecutionResult result = r;
+      result.set_node_id(req.node_id());
+      Finish(live, StateFromResult(result, live.rec.cancel_requested), &result, result.error(),
+             &w);
+      resp.add_verdicts(v1::RESULT_ACCEPTED);
     }
-    Live& live = *it->second;
-    const bool current = live.rec.attempt == r.attempt() && live.rec.node_id == req.node_id() &&
-                         (live.rec.state == ExecutionState::kAssigned ||
-                          live.rec.state == ExecutionState::kRunning);
-    if (!current) {
-      spdlog::info("[{}] rejected result of attempt {} from {} (current: attempt {} on '{}')",
-                   r.execution_id(), r.attempt(), req.node_id(), live.rec.attempt,
-                   live.rec.node_id);
-      metrics_.CountStaleResult();
-      resp.add_verdicts(v1::RESULT_STALE);
-      continue;
+    if (!w.empty()) ticket = Commit(std::move(w));
+  }
+  // Finished already (a retry of a confirmed result) or never known: the
+  // store says which, read without the lock.
+  for (int i : unknown) {
+    const v1::ExecutionResult& r = req.results(i);
+    auto rec = store_->GetExecution(r.execution_id());
+    if (!rec.ok()) return absl::UnavailableError(absl::StrCat("reading ", r.execution_id(), ": ", rec.status().message()));
+    const bool duplicate = *rec && (*rec)->attempt == r.attempt() &&
+                           (*rec)->node_id == req.node_id() && model::IsTerminal((*rec)->state);
+    resp.set_verdicts(i, duplicate ? v1::RESULT_DUPLICATE : v1::RESULT_STALE);
+    if (!duplicate) metrics_.CountStaleResult();
+  }
+  // ACCEPTED only once durable: the agent drops its copy on that verdict.
+  if (ticket) {
+    if (absl::Status st = ticket->Wait(); !st.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("could not record the results: ", st.message(), "; send them again"));
     }
-    v1::ExecutionResult result = r;
-    result.set_node_id(req.node_id());
-    Finish(live, StateFromResult(result, live.rec.cancel_requested), &result, result.error());
-    resp.add_verdicts(v1::RESULT_ACCEPTED);
+    Failpoint("result.after_persist");
   }
   return resp;
 }
 
 void Manager::SendOutput(const v1::SendOutputRequest& req) {
+  {
   absl::MutexLock lock(&mu_);
+  WriteBatch w;
+  w.what = "start of a task";
   for (const auto& t : req.started()) {
     auto it = live_.find(t.execution_id());
     if (it == live_.end()) continue;
@@ -753,10 +914,11 @@ void Manager::SendOutput(const v1::SendOutputRequest& req) {
       continue;
     }
     live.rec.state = ExecutionState::kRunning;
-    live.rec.started_ms = NowUnixMs();
-    (void)Persist(live);
+    live.rec.started_ms = clock_->UnixMs();
+    StageExecution(live, &w);
     Changed(live);
   }
+  Commit(std::move(w));
   for (const auto& c : req.chunks()) {
     auto it = live_.find(c.execution_id());
     if (it == live_.end()) continue;
@@ -772,27 +934,61 @@ void Manager::SendOutput(const v1::SendOutputRequest& req) {
     buf.append(c.data(), skip, std::min(room, c.data().size() - skip));
     Changed(live);
   }
+  }
+  writer_.Drain();
 }
 
 // ----------------------------------------------------------- state changes
 
-absl::Status Manager::Persist(Live& live) {
+void Manager::StageExecution(Live& live, WriteBatch* w) {
   live.rec.placement = live.placement.SerializeAsString();
-  absl::Status st = store_->UpdateExecution(live.rec);
-  if (!st.ok()) spdlog::error("[{}] could not persist: {}", live.rec.id, st.message());
-  return st;
+  w->ops.push_back(WriteBatch::UpdateExecution{live.rec});
 }
 
-absl::Status Manager::PersistNode(const NodeState& ns) {
+void Manager::StageNode(const NodeState& ns, WriteBatch* w) {
   store::NodeRecord rec;
   rec.id = ns.node.id;
   rec.spec = ns.spec.SerializeAsString();
   rec.status = ns.node.status;
   rec.epoch = ns.node.epoch;
   rec.last_heartbeat_ms = ns.node.last_heartbeat_ms;
-  absl::Status st = store_->UpsertNode(rec);
-  if (!st.ok()) spdlog::error("node {}: could not persist: {}", rec.id, st.message());
-  return st;
+  w->ops.push_back(WriteBatch::UpsertNode{std::move(rec)});
+}
+
+void Manager::StageFinish(Live& live, WriteBatch* w) {
+  if (live.result) {
+    w->ops.push_back(
+        WriteBatch::PutResult{live.rec.id, live.rec.attempt, live.result->SerializeAsString()});
+  }
+  if (live.rec.attempt > 0 && !live.rec.node_id.empty()) {
+    w->ops.push_back(WriteBatch::PutAttempt{{.execution_id = live.rec.id,
+                                             .attempt = live.rec.attempt,
+                                             .node_id = live.rec.node_id,
+                                             .assigned_ms = live.rec.assigned_ms,
+                                             .ended_ms = live.rec.finished_ms,
+                                             .outcome = model::ToString(live.rec.state)}});
+  }
+  StageExecution(live, w);
+}
+
+std::shared_ptr<Writer::Ticket> Manager::Commit(WriteBatch w, Writer::Done done) {
+  std::vector<std::string> ended;
+  ended.swap(pending_finish_);
+  if (w.empty() && !done && ended.empty()) {
+    return writer_.Enqueue(std::move(w));  // nothing to write: done at once
+  }
+  return writer_.Enqueue(std::move(w), [this, done = std::move(done), ended = std::move(ended)](
+                                           const absl::Status& st, WriteBatch& batch) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!st.ok()) {
+        spdlog::error("persist failed: {}", st.message());
+        ++persist_failures_;
+      }
+      for (const auto& id : ended) AfterFinishCommitted(id, st);
+    }
+    if (done) done(st, batch);
+  });
 }
 
 void Manager::Changed(Live& live) {
@@ -809,31 +1005,30 @@ void Manager::Release(Live& live) {
   dispatch_cv_.Signal();
 }
 
-void Manager::Requeue(Live& live, const std::string& outcome, const std::string& why) {
+void Manager::Requeue(Live& live, const std::string& outcome, const std::string& why,
+                      WriteBatch* w) {
   const std::string old_node = live.rec.node_id;
   Release(live);
   if (live.rec.cancel_requested) {
-    Finish(live, ExecutionState::kCancelled, nullptr, absl::StrCat("cancelled (", why, ")"));
+    Finish(live, ExecutionState::kCancelled, nullptr, absl::StrCat("cancelled (", why, ")"), w);
+    // Nobody waits for this end: its completion finishes it in memory.
     return;
   }
-  store::AttemptRecord attempt{.execution_id = live.rec.id,
-                               .attempt = live.rec.attempt,
-                               .node_id = old_node,
-                               .assigned_ms = live.rec.assigned_ms,
-                               .ended_ms = NowUnixMs(),
-                               .outcome = outcome};
+  if (live.rec.attempt > 0) {
+    w->ops.push_back(WriteBatch::PutAttempt{{.execution_id = live.rec.id,
+                                             .attempt = live.rec.attempt,
+                                             .node_id = old_node,
+                                             .assigned_ms = live.rec.assigned_ms,
+                                             .ended_ms = clock_->UnixMs(),
+                                             .outcome = outcome}});
+  }
   live.rec.state = ExecutionState::kQueued;
   live.rec.node_id.clear();
   live.rec.error = absl::StrCat("attempt ", live.rec.attempt, " re-queued: ", why);
   live.queued_mono_ms = MonoMs();
   live.output[0].clear();
   live.output[1].clear();
-  live.rec.placement = live.placement.SerializeAsString();
-  absl::Status st = store_->Transaction([&]() -> absl::Status {
-    if (attempt.attempt > 0) RETURN_IF_ERROR(store_->PutAttempt(attempt));
-    return store_->UpdateExecution(live.rec);
-  });
-  if (!st.ok()) spdlog::error("[{}] could not persist re-queue: {}", live.rec.id, st.message());
+  StageExecution(live, w);
   // Its original seq and submission time: a re-run keeps its place and age.
   queue_.Push({live.rec.id, live.rec.priority, live.rec.seq, live.rec.submitted_ms});
   metrics_.CountRequeued();
@@ -842,29 +1037,38 @@ void Manager::Requeue(Live& live, const std::string& outcome, const std::string&
 }
 
 void Manager::Finish(Live& live, model::ExecutionState state, const v1::ExecutionResult* result,
-                     const std::string& error) {
+                     const std::string& error, WriteBatch* w) {
   Release(live);
   live.rec.state = state;
-  live.rec.finished_ms = NowUnixMs();
+  live.rec.finished_ms = clock_->UnixMs();
   if (!error.empty()) live.rec.error = error;
   if (result) live.result = *result;
-  live.rec.placement = live.placement.SerializeAsString();
-  store::AttemptRecord attempt{.execution_id = live.rec.id,
-                               .attempt = live.rec.attempt,
-                               .node_id = live.rec.node_id,
-                               .assigned_ms = live.rec.assigned_ms,
-                               .ended_ms = live.rec.finished_ms,
-                               .outcome = model::ToString(state)};
-  absl::Status st = store_->Transaction([&]() -> absl::Status {
-    if (result) RETURN_IF_ERROR(store_->PutResult(live.rec.id, live.rec.attempt, result->SerializeAsString()));
-    if (attempt.attempt > 0 && !attempt.node_id.empty()) RETURN_IF_ERROR(store_->PutAttempt(attempt));
-    return store_->UpdateExecution(live.rec);
-  });
-  if (!st.ok()) spdlog::error("[{}] could not persist result: {}", live.rec.id, st.message());
+  live.finishing = true;
+  StageFinish(live, w);
+  // Watchers, the finish listener and the removal from live_ wait for the
+  // commit of this batch (Commit attaches them).
+  pending_finish_.push_back(live.rec.id);
+}
+
+void Manager::AfterFinishCommitted(const std::string& id, const absl::Status& status) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return;  // recorded by an earlier write already
+  std::shared_ptr<Live> keep = it->second;
+  Live& live = *keep;
+  if (!live.finishing) return;
+  if (!status.ok()) {
+    // Stays terminal in memory and in live_: the agent's retry of the result
+    // (or the client's retry of the cancel) writes it again.
+    spdlog::error("[{}] its end ({}) is not recorded yet: {}", id, model::ToString(live.rec.state),
+                  status.message());
+    return;
+  }
+  live.finishing = false;
+  const ExecutionState state = live.rec.state;
   metrics_.CountOutcome(model::ToString(state));
-  if (result && live.features && result->wall_time_us() > 0 &&
+  if (live.result && live.features && live.result->wall_time_us() > 0 &&
       (state == ExecutionState::kSucceeded || state == ExecutionState::kFailed)) {
-    scheduler::LatencySample sample{*live.features, result->wall_time_us() / 1000.0};
+    scheduler::LatencySample sample{*live.features, live.result->wall_time_us() / 1000.0};
     if (latency_model_.Observe(sample).ok()) {
       latency_history_.push_back(std::move(sample));
       if (latency_history_.size() > kLatencyHistory) latency_history_.pop_front();
@@ -873,11 +1077,11 @@ void Manager::Finish(Live& live, model::ExecutionState state, const v1::Executio
   if (live.rec.submitted_ms > 0) {
     metrics_.end_to_end_latency().Observe((live.rec.finished_ms - live.rec.submitted_ms) / 1000.0);
   }
-  spdlog::debug("[{}] attempt {} {} on '{}'", live.rec.id, live.rec.attempt, model::ToString(state),
+  spdlog::debug("[{}] attempt {} {} on '{}'", id, live.rec.attempt, model::ToString(state),
                 live.rec.node_id);
   Changed(live);
-  if (finish_listener_) finish_listener_(live.rec.id);
-  live_.erase(live.rec.id);  // watchers keep their own reference
+  if (finish_listener_) finish_listener_(id);
+  live_.erase(id);  // watchers keep their own reference
 }
 
 void Manager::SetFinishListener(std::function<void(const std::string&)> listener) {
@@ -887,7 +1091,11 @@ void Manager::SetFinishListener(std::function<void(const std::string&)> listener
 
 void Manager::AddNodeData(const std::string& node_id, const std::string& key, int64_t bytes) {
   absl::MutexLock lock(&mu_);
-  node_data_[node_id][key] = bytes;
+  auto& keys = node_data_[node_id];
+  // Bounded: the oldest-sorting keys go first; locality is a preference, so
+  // forgetting some only costs a less local placement.
+  if (keys.size() >= kMaxNodeDataKeys && !keys.count(key)) keys.erase(keys.begin());
+  keys[key] = bytes;
 }
 
 void Manager::ForgetNodeData(const std::string& key_prefix) {
@@ -935,11 +1143,14 @@ void Manager::DispatchRound() {
     v1::RequestTaskRequest request;
   };
   std::vector<Send> sends;
+  std::shared_ptr<Writer::Ticket> ticket;
   {
     absl::MutexLock lock(&mu_);
     if (queue_.empty() || stopping_) return;
+    WriteBatch w;
+    w.what = "dispatch";
     std::vector<model::HypervisorNode> views = NodeViews();
-    const int64_t now_ms = NowUnixMs();
+    const int64_t now_ms = clock_->UnixMs();
     const int64_t now_mono = MonoMs();
     // Load balancing: overloaded nodes look draining to the first attempt at
     // placing each entry, so queued work goes to cooler nodes while they fit.
@@ -971,7 +1182,7 @@ void Manager::DispatchRound() {
       if (!d.chosen) d = selection_.Select(live.sched, views, &rng_, &predictor);
       std::vector<std::string> preempted;
       if (!d.chosen && config_.preemption) {
-        preempted = Preempt(live, views);
+        preempted = Preempt(live, views, &w);
         if (!preempted.empty()) d = selection_.Select(live.sched, views, &rng_, &predictor);
       }
       if (!d.chosen) {
@@ -993,18 +1204,15 @@ void Manager::DispatchRound() {
       live.rec.attempt++;
       live.rec.node_id = d.node_id;
       live.rec.assigned_ms = now_ms;
-      live.rec.placement = live.placement.SerializeAsString();
       live.assigned_mono_ms = now_mono;
-      store::AttemptRecord attempt{.execution_id = entry.id,
-                                   .attempt = live.rec.attempt,
-                                   .node_id = d.node_id,
-                                   .assigned_ms = now_ms};
       // Persisted before it is sent, so a restarted manager knows where it went.
-      absl::Status st = store_->Transaction([&]() -> absl::Status {
-        RETURN_IF_ERROR(store_->PutAttempt(attempt));
-        return store_->UpdateExecution(live.rec);
-      });
-      if (!st.ok()) spdlog::error("[{}] could not persist assignment: {}", entry.id, st.message());
+      w.ops.push_back(WriteBatch::PutAttempt{{.execution_id = entry.id,
+                                              .attempt = live.rec.attempt,
+                                              .node_id = d.node_id,
+                                              .assigned_ms = now_ms,
+                                              .ended_ms = 0,
+                                              .outcome = ""}});
+      StageExecution(live, &w);
       metrics_.placement_latency().Observe((now_mono - live.queued_mono_ms) / 1000.0);
       Changed(live);
       Send s{ns.node.address, {}};
@@ -1014,7 +1222,31 @@ void Manager::DispatchRound() {
       s.request.set_node_epoch(ns.node.epoch);
       sends.push_back(std::move(s));
     }
+    ticket = Commit(std::move(w));
   }
+  // Nothing is sent before its assignment is durable.
+  const absl::Status st = ticket->Wait();
+  if (!st.ok()) {
+    absl::MutexLock lock(&mu_);
+    WriteBatch w;
+    w.what = "re-queue after a failed dispatch write";
+    for (const auto& s : sends) {
+      auto it = live_.find(s.request.execution_id());
+      if (it == live_.end()) continue;
+      Live& live = *it->second;
+      if (live.rec.attempt != s.request.attempt() || live.rec.state != ExecutionState::kAssigned) {
+        continue;
+      }
+      Requeue(live, "persist_failed",
+              absl::StrCat("its assignment could not be recorded: ", st.message()), &w);
+    }
+    Commit(std::move(w));
+  }
+  if (!st.ok()) {
+    writer_.Drain();
+    return;
+  }
+  Failpoint("dispatch.after_persist");
   for (auto& s : sends) {
     const std::string id = s.request.execution_id();
     const uint32_t attempt = s.request.attempt();
@@ -1023,7 +1255,8 @@ void Manager::DispatchRound() {
   }
 }
 
-std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::HypervisorNode>& views) {
+std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::HypervisorNode>& views,
+                                          WriteBatch* w) {
   std::vector<scheduler::RunningExecution> running;
   for (const auto& [node_id, ns] : nodes_) {
     for (const std::string& id : ns->assigned) {
@@ -1052,7 +1285,8 @@ std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::Hypervi
     // Re-queued, not lost: it keeps its place and age, and runs again later.
     Requeue(victim, "preempted",
             absl::StrCat("preempted on ", plan->node_id, " by ", live.rec.id, " (priority ",
-                         live.rec.priority, " over ", victim.rec.priority, ")"));
+                         live.rec.priority, " over ", victim.rec.priority, ")"),
+            w);
     agents_->ForAddress(address)->CancelTask(cancel, [id](absl::Status st) {
       if (!st.ok()) spdlog::warn("[{}] preemption cancel not delivered: {}", id, st.message());
     });
@@ -1064,42 +1298,135 @@ std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::Hypervi
 
 void Manager::OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status) {
   if (status.ok()) return;
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(id);
-  if (it == live_.end()) return;
-  Live& live = *it->second;
-  if (live.rec.attempt != attempt || live.rec.state != ExecutionState::kAssigned) return;
-  if (status.code() == absl::StatusCode::kUnavailable ||
-      status.code() == absl::StatusCode::kDeadlineExceeded) {
-    if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) {
-      n->second->suspect_until_mono_ms = MonoMs() + kSuspectMs;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = live_.find(id);
+    if (it == live_.end()) return;
+    Live& live = *it->second;
+    if (live.rec.attempt != attempt || live.rec.state != ExecutionState::kAssigned) return;
+    WriteBatch w;
+    w.what = absl::StrCat("failed dispatch of ", id);
+    if (status.code() == absl::StatusCode::kUnavailable ||
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) {
+        n->second->suspect_until_mono_ms = MonoMs() + kSuspectMs;
+      }
+      Requeue(live, "dispatch_failed",
+              absl::StrCat("sending it to node ", live.rec.node_id, " failed: ", status.message()),
+              &w);
+    } else if (++live.dispatch_failures >= 3) {
+      // The agent refuses it for a reason of its own, every time: give up.
+      Finish(live, ExecutionState::kFailed, nullptr,
+             absl::StrCat("node ", live.rec.node_id, " refused it: ", status.message()), &w);
+    } else {
+      Requeue(live, "dispatch_failed",
+              absl::StrCat("sending it to node ", live.rec.node_id, " failed: ", status.message()),
+              &w);
     }
-  } else if (++live.dispatch_failures >= 3) {
-    // The agent refuses it for a reason of its own, every time: give up.
-    Finish(live, ExecutionState::kFailed, nullptr,
-           absl::StrCat("node ", live.rec.node_id, " refused it: ", status.message()));
-    return;
+    Commit(std::move(w));
   }
-  Requeue(live, "dispatch_failed",
-          absl::StrCat("sending it to node ", live.rec.node_id, " failed: ", status.message()));
+  writer_.Drain();
 }
 
 void Manager::CheckLeases() {
-  absl::MutexLock lock(&mu_);
-  const int64_t now = MonoMs();
-  for (auto& [id, ns] : nodes_) {
-    if (ns->node.status != model::NodeStatus::kOnline) continue;
-    const int64_t silent = now - ns->last_heartbeat_mono_ms;
-    if (silent <= config_.lease_timeout.count()) continue;
-    ns->node.status = model::NodeStatus::kOffline;
-    (void)PersistNode(*ns);
-    spdlog::warn("node {} missed heartbeats for {} ms: offline; re-queueing {} executions", id,
-                 silent, ns->assigned.size());
-    for (const std::string& eid : std::vector<std::string>(ns->assigned.begin(), ns->assigned.end())) {
-      Requeue(*live_.at(eid), "node_lost",
-              absl::StrCat("node ", id, " was lost (no heartbeat for ", silent / 1000.0, " s)"));
+  std::vector<std::pair<std::string, v1::CancelTaskRequest>> cancels;
+  bool retention_due = false;
+  {
+    absl::MutexLock lock(&mu_);
+    WriteBatch w;
+    w.what = "lease check";
+    const int64_t now = MonoMs();
+    for (auto& [id, ns] : nodes_) {
+      if (ns->node.status != model::NodeStatus::kOnline) continue;
+      const int64_t silent = now - ns->last_heartbeat_mono_ms;
+      if (silent <= config_.lease_timeout.count()) continue;
+      ns->node.status = model::NodeStatus::kOffline;
+      StageNode(*ns, &w);
+      spdlog::warn("node {} missed heartbeats for {} ms: offline; re-queueing {} executions", id,
+                   silent, ns->assigned.size());
+      for (const std::string& eid :
+           std::vector<std::string>(ns->assigned.begin(), ns->assigned.end())) {
+        Requeue(*live_.at(eid), "node_lost",
+                absl::StrCat("node ", id, " was lost (no heartbeat for ", silent / 1000.0, " s)"),
+                &w);
+      }
+    }
+    CheckAttemptDeadlines(&w, &cancels);
+    Commit(std::move(w));
+    if (now - last_retention_mono_ms_ >= config_.retention_interval.count()) {
+      last_retention_mono_ms_ = now;
+      retention_due = true;
     }
   }
+  writer_.Drain();
+  for (auto& [address, req] : cancels) {
+    agents_->ForAddress(address)->CancelTask(req, [id = req.execution_id()](absl::Status st) {
+      if (!st.ok()) spdlog::warn("[{}] cancel of a lost attempt not delivered: {}", id, st.message());
+    });
+  }
+  if (retention_due) {
+    if (auto n = RunRetention(); !n.ok()) {
+      spdlog::warn("retention: {}", n.status().message());
+    }
+  }
+}
+
+void Manager::CheckAttemptDeadlines(
+    WriteBatch* w, std::vector<std::pair<std::string, v1::CancelTaskRequest>>* cancels) {
+  const int64_t now = MonoMs();
+  std::vector<std::string> lost;
+  for (const auto& [id, ns] : nodes_) {
+    for (const std::string& eid : ns->assigned) {
+      const Live& live = *live_.at(eid);
+      const int64_t deadline =
+          live.assigned_mono_ms + live.request.timeout_ms() + config_.attempt_grace.count();
+      if (now > deadline) lost.push_back(eid);
+    }
+  }
+  for (const std::string& eid : lost) {
+    Live& live = *live_.at(eid);
+    const std::string node_id = live.rec.node_id;
+    if (auto n = nodes_.find(node_id); n != nodes_.end()) {
+      v1::CancelTaskRequest req;
+      req.set_execution_id(eid);
+      req.set_attempt(live.rec.attempt);
+      cancels->push_back({n->second->node.address, std::move(req)});
+    }
+    const std::string why = absl::StrCat(
+        "node ", node_id, " returned no result for attempt ", live.rec.attempt, " within its timeout (",
+        live.request.timeout_ms(), " ms) plus the grace (", config_.attempt_grace.count(), " ms)");
+    if (static_cast<int>(live.rec.attempt) >= config_.max_attempts) {
+      Finish(live, ExecutionState::kFailed, nullptr,
+             absl::StrCat(why, "; gave up after ", live.rec.attempt, " attempts"), w);
+      // After Finish's own attempt row, so that this outcome is the one kept.
+      w->ops.push_back(WriteBatch::PutAttempt{{.execution_id = eid,
+                                               .attempt = live.rec.attempt,
+                                               .node_id = node_id,
+                                               .assigned_ms = live.rec.assigned_ms,
+                                               .ended_ms = live.rec.finished_ms,
+                                               .outcome = "attempt_deadline"}});
+    } else {
+      Requeue(live, "attempt_deadline", why, w);
+    }
+  }
+}
+
+absl::StatusOr<int> Manager::RunRetention() {
+  std::shared_ptr<Writer::Ticket> ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    WriteBatch w;
+    w.what = "retention";
+    w.ops.push_back(WriteBatch::DeleteFinished{
+        .finished_before_ms = clock_->UnixMs() - config_.retention_max_age.count(),
+        .keep_newest = config_.retention_max_count,
+        .limit = 10000});
+    ticket = Commit(std::move(w));
+  }
+  RETURN_IF_ERROR(ticket->Wait());
+  const int deleted = std::get<WriteBatch::DeleteFinished>(ticket->batch().ops[0]).deleted;
+  if (deleted > 0) spdlog::info("retention: deleted {} finished executions", deleted);
+  return deleted;
 }
 
 void Manager::DispatcherLoop() {
@@ -1145,13 +1472,21 @@ bool IsRunning(ExecutionState s) { return s == ExecutionState::kRunning; }
 }  // namespace
 
 absl::StatusOr<Manager::RunningView> Manager::RunningExecution(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(id);
-  if (it == live_.end()) {
+  bool known;
+  {
+    absl::MutexLock lock(&mu_);
+    known = live_.count(id) > 0;
+  }
+  if (!known) {
     auto done = LoadFinished(id);
     if (!done.ok()) return done.status();
     return absl::FailedPreconditionError(
         absl::StrCat("execution ", id, " is not running (", v1::ExecutionState_Name(done->state()), ")"));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("execution ", id, " has just ended"));
   }
   const Live& live = *it->second;
   if (!IsRunning(live.rec.state)) {
@@ -1165,7 +1500,7 @@ absl::StatusOr<Manager::RunningView> Manager::RunningExecution(const std::string
   if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) v.node_address = n->second->spec.address();
   v.request = live.request;
   if (live.usage && live.usage->attempt() == live.rec.attempt) v.usage = live.usage;
-  v.running_ms = live.rec.started_ms > 0 ? NowUnixMs() - live.rec.started_ms : 0;
+  v.running_ms = live.rec.started_ms > 0 ? clock_->UnixMs() - live.rec.started_ms : 0;
   return v;
 }
 
@@ -1189,25 +1524,48 @@ std::vector<Manager::RunningView> Manager::NeedingMigration() {
 
 absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
                                      const std::string& from, const std::string& to) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(id);
-  if (it == live_.end()) return absl::FailedPreconditionError(absl::StrCat("execution ", id, " ended"));
-  Live& live = *it->second;
-  if (live.rec.attempt != attempt || live.rec.node_id != from || !IsRunning(live.rec.state)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "execution ", id, " is no longer attempt ", attempt, " running on ", from, " (attempt ",
-        live.rec.attempt, " ", model::ToString(live.rec.state), " on '", live.rec.node_id, "')"));
+  auto check = [&](Live** out) -> absl::Status {
+    auto it = live_.find(id);
+    if (it == live_.end()) return absl::FailedPreconditionError(absl::StrCat("execution ", id, " ended"));
+    Live& live = *it->second;
+    if (live.rec.attempt != attempt || live.rec.node_id != from || !IsRunning(live.rec.state) ||
+        live.finishing) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "execution ", id, " is no longer attempt ", attempt, " running on ", from, " (attempt ",
+          live.rec.attempt, " ", model::ToString(live.rec.state), " on '", live.rec.node_id, "')"));
+    }
+    auto dst = nodes_.find(to);
+    if (dst == nodes_.end() || dst->second->node.status != model::NodeStatus::kOnline) {
+      return absl::FailedPreconditionError(absl::StrCat("node ", to, " is not online"));
+    }
+    *out = &live;
+    return absl::OkStatus();
+  };
+  std::shared_ptr<Writer::Ticket> ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    Live* live = nullptr;
+    RETURN_IF_ERROR(check(&live));
+    // The switch is durable before anyone is told: a restarted manager
+    // expects the task on `to`.
+    store::ExecutionRecord moved = live->rec;
+    moved.node_id = to;
+    moved.placement = live->placement.SerializeAsString();
+    WriteBatch w;
+    w.what = absl::StrCat("move of ", id, " to ", to);
+    w.ops.push_back(WriteBatch::UpdateExecution{std::move(moved)});
+    ticket = Commit(std::move(w));
   }
-  auto src = nodes_.find(from);
-  auto dst = nodes_.find(to);
-  if (dst == nodes_.end() || dst->second->node.status != model::NodeStatus::kOnline) {
-    return absl::FailedPreconditionError(absl::StrCat("node ", to, " is not online"));
-  }
-  live.rec.node_id = to;
-  if (absl::Status st = Persist(live); !st.ok()) {
-    live.rec.node_id = from;
+  if (absl::Status st = ticket->Wait(); !st.ok()) {
     return Annotate(st, absl::StrCat("moving execution ", id, " to ", to));
   }
+  absl::MutexLock lock(&mu_);
+  Live* livep = nullptr;
+  RETURN_IF_ERROR(check(&livep));
+  Live& live = *livep;
+  auto src = nodes_.find(from);
+  auto dst = nodes_.find(to);
+  live.rec.node_id = to;
   if (src != nodes_.end() && src->second->assigned.erase(id) > 0) {
     src->second->reserved -= live.sched.resources;
   }
@@ -1226,6 +1584,7 @@ absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
 
 void Manager::DispatchOnceForTest() { DispatchRound(); }
 void Manager::CheckLeasesForTest() { CheckLeases(); }
+absl::StatusOr<int> Manager::RunRetentionForTest() { return RunRetention(); }
 
 std::string Manager::RenderMetrics() {
   Metrics::Gauges g;
@@ -1241,6 +1600,11 @@ std::string Manager::RenderMetrics() {
     history.assign(latency_history_.begin(), latency_history_.end());
     model_options = latency_model_.options();
   }
+  const Writer::Stats ws = writer_.stats();
+  g.write_batches = static_cast<int64_t>(ws.batches);
+  g.write_groups = static_cast<int64_t>(ws.groups);
+  g.write_failures = static_cast<int64_t>(ws.failures);
+  g.write_backlog = static_cast<int64_t>(writer_.backlog());
   // Training the held-out model is the only real work of a scrape: done
   // outside the lock, on copies.
   if (history.size() >= 20) {

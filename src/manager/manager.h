@@ -10,9 +10,18 @@
 // back to queued; the next dispatch uses attempt n+1, and results carrying an
 // older attempt, or a node other than the current one, are rejected.
 //
-// Every change is written to the Store before it becomes visible or
-// acknowledged. Thread-safe: gRPC handlers, the dispatcher and the lease
-// checker call in concurrently; one mutex guards the in-memory state.
+// Persistence is off the lock: a change is made in memory under mu_ and
+// staged as a WriteBatch, which the Writer (manager/writer.h) commits with
+// group commit on its own thread. Batches are enqueued under mu_, so the
+// store sees one execution's changes in the order they happened; no SQLite
+// call and no RPC runs under mu_. Every acknowledgement — a submit's reply,
+// a result's ACCEPTED verdict, a cancel's reply, a task sent to an agent —
+// waits for its batch to be durable. A batch that fails is never
+// acknowledged: the caller gets UNAVAILABLE and retries; a result whose
+// write failed stays in memory until a retry of it is recorded.
+//
+// Thread-safe: gRPC handlers, the dispatcher and the lease checker call in
+// concurrently; one mutex guards the in-memory state.
 #pragma once
 
 #include <functional>
@@ -33,6 +42,8 @@
 #include "manager/config.h"
 #include "manager/metrics.h"
 #include "manager/prewarmer.h"
+#include "manager/writer.h"
+#include "common/clock.h"
 #include <deque>
 #include <random>
 
@@ -50,8 +61,9 @@ class Migrator;
 
 class Manager {
  public:
+  // `clock` (not owned) must outlive the manager; tests pass a FakeClock.
   Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
-          std::unique_ptr<AgentClientFactory> agents);
+          std::unique_ptr<AgentClientFactory> agents, Clock* clock = Clock::Real());
   ~Manager();
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
@@ -124,9 +136,12 @@ class Manager {
   absl::Status MoveAssignment(const std::string& id, uint32_t attempt, const std::string& from,
                               const std::string& to);
 
-  // Runs one dispatch round and one lease check now (tests drive time this way).
+  // Runs one dispatch round, one lease and attempt-deadline check, or one
+  // retention pass now (tests drive time this way).
   void DispatchOnceForTest();
   void CheckLeasesForTest();
+  // Returns how many finished executions the pass deleted.
+  absl::StatusOr<int> RunRetentionForTest();
 
  private:
   struct Live;
@@ -134,32 +149,53 @@ class Manager {
 
   absl::Status ValidateAndDefault(v1::ExecutionRequest* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<model::HypervisorNode> NodeViews() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Execution ToExecution(const Live& live) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<v1::Execution> LoadFinished(const std::string& id);
-  absl::Status Persist(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PersistNode(const NodeState& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Execution ToExecution(const Live& live) const;
+  // Reads a finished execution from the store. Called without mu_.
+  absl::StatusOr<v1::Execution> LoadFinished(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Staging: appends the ops that make the store match memory to `w`.
+  void StageExecution(Live& live, WriteBatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StageNode(const NodeState& node, WriteBatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The ops that record `live`'s end (result, attempt, row).
+  void StageFinish(Live& live, WriteBatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Enqueues `w` for the writer (in order, under mu_). Failures of writes
+  // nobody waits for are logged and counted, never dropped silently.
+  std::shared_ptr<Writer::Ticket> Commit(WriteBatch w, Writer::Done done = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Changed(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Detaches `live` from its node and puts it back in the queue (or ends it
   // as cancelled when a cancel was asked). `outcome` labels the closed attempt.
-  void Requeue(Live& live, const std::string& outcome, const std::string& why)
+  void Requeue(Live& live, const std::string& outcome, const std::string& why, WriteBatch* w)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a terminal state; releases the node's reservation.
+  // Records a terminal state in memory, releases the node's reservation and
+  // stages the end into `w`. Watchers, the finish listener and the removal
+  // from live_ wait for the batch: Commit() runs AfterFinishCommitted for
+  // every execution ended since the last Commit.
   void Finish(Live& live, model::ExecutionState state, const v1::ExecutionResult* result,
-              const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              const std::string& error, WriteBatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AfterFinishCommitted(const std::string& id, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Release(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status);
   void DispatchRound();
   // Evicts lower-priority work so `live` fits; returns the evicted ids.
-  std::vector<std::string> Preempt(Live& live, std::vector<model::HypervisorNode>& views)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<std::string> Preempt(Live& live, std::vector<model::HypervisorNode>& views,
+                                   WriteBatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckLeases();
+  // Running attempts past their timeout + attempt_grace: cancelled on their
+  // node and re-queued, or failed after max_attempts.
+  void CheckAttemptDeadlines(WriteBatch* w, std::vector<std::pair<std::string, v1::CancelTaskRequest>>* cancels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int> RunRetention();
   void DispatcherLoop();
   void LeaseLoop();
   int64_t MonoMs() const;
 
   const ManagerConfig config_;
+  Clock* const clock_;
   const std::unique_ptr<store::Store> store_;
+  Writer writer_;
   const std::unique_ptr<AgentClientFactory> agents_;
   Metrics metrics_;
 
@@ -180,6 +216,13 @@ class Manager {
   std::function<void(const std::string&)> finish_listener_;
   // node id -> produced key -> bytes (see AddNodeData).
   std::unordered_map<std::string, std::map<std::string, int64_t>> node_data_ ABSL_GUARDED_BY(mu_);
+  // Submits accepted in memory whose insert is not yet durable (admission
+  // control counts them with the queue).
+  int64_t inserting_ ABSL_GUARDED_BY(mu_) = 0;
+  // Executions ended in memory since the last Commit (see Finish).
+  std::vector<std::string> pending_finish_ ABSL_GUARDED_BY(mu_);
+  uint64_t persist_failures_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_retention_mono_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar dispatch_cv_;

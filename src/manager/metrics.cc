@@ -84,6 +84,27 @@ std::string Metrics::Render(const Gauges& g) const {
                   "attempt.\n",
                   "# TYPE flotilla_stale_results_total counter\n",
                   "flotilla_stale_results_total ", stale_results_.load(), "\n");
+  absl::StrAppend(&out,
+                  "# HELP flotilla_submits_rejected_total Submits refused by admission control "
+                  "(queue full).\n",
+                  "# TYPE flotilla_submits_rejected_total counter\n",
+                  "flotilla_submits_rejected_total ", rejected_.load(), "\n");
+  absl::StrAppend(&out,
+                  "# HELP flotilla_store_write_batches_total Write batches the writer committed "
+                  "or failed.\n",
+                  "# TYPE flotilla_store_write_batches_total counter\n",
+                  "flotilla_store_write_batches_total ", g.write_batches, "\n",
+                  "# HELP flotilla_store_transactions_total Store transactions committed (group "
+                  "commit: several batches each).\n",
+                  "# TYPE flotilla_store_transactions_total counter\n",
+                  "flotilla_store_transactions_total ", g.write_groups, "\n",
+                  "# HELP flotilla_store_write_failures_total Write batches that failed (never "
+                  "acknowledged).\n",
+                  "# TYPE flotilla_store_write_failures_total counter\n",
+                  "flotilla_store_write_failures_total ", g.write_failures, "\n",
+                  "# HELP flotilla_store_write_backlog Write batches waiting for the writer.\n",
+                  "# TYPE flotilla_store_write_backlog gauge\n",
+                  "flotilla_store_write_backlog ", g.write_backlog, "\n");
   absl::StrAppend(&out, "# HELP flotilla_preemptions_total Executions evicted for higher priority.\n",
                   "# TYPE flotilla_preemptions_total counter\n", "flotilla_preemptions_total ",
                   g.preemptions, "\n");

@@ -35,6 +35,8 @@ class Metrics {
   void CountOutcome(const std::string& outcome);  // "succeeded", "failed", ...
   void CountRequeued() { requeued_.fetch_add(1); }
   void CountStaleResult() { stale_results_.fetch_add(1); }
+  // A submit refused by admission control (the queue is full).
+  void CountRejected() { rejected_.fetch_add(1); }
   Histogram& placement_latency() { return placement_latency_; }
   Histogram& end_to_end_latency() { return end_to_end_latency_; }
 
@@ -48,6 +50,11 @@ class Metrics {
     double latency_model_mae_ms = -1;  // held-out error; -1 until enough samples
     double latency_baseline_mae_ms = -1;
     int64_t latency_model_samples = 0;
+    // The writer: batches committed, transactions, failed batches, backlog.
+    int64_t write_batches = 0;
+    int64_t write_groups = 0;
+    int64_t write_failures = 0;
+    int64_t write_backlog = 0;
   };
   std::string Render(const Gauges& gauges) const;
 
@@ -55,6 +62,7 @@ class Metrics {
   std::atomic<uint64_t> submitted_{0};
   std::atomic<uint64_t> requeued_{0};
   std::atomic<uint64_t> stale_results_{0};
+  std::atomic<uint64_t> rejected_{0};
   mutable std::mutex mu_;
   std::map<std::string, uint64_t> outcomes_;  // guarded by mu_
   Histogram placement_latency_;

@@ -40,6 +40,12 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void Error(httplib::Response& res, const absl::Status& s) {
   Reply(res, HttpStatus(s), {{"error", std::string(s.message())}});
+  // Admission control and a store that could not record: both pass; say when
+  // to come back (RFC 9110 Retry-After, in seconds).
+  if (s.code() == absl::StatusCode::kResourceExhausted ||
+      s.code() == absl::StatusCode::kUnavailable) {
+    res.set_header("Retry-After", "2");
+  }
 }
 
 // Parses the body as a JSON object, or answers 400 and returns nullopt.

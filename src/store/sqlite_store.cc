@@ -165,6 +165,14 @@ constexpr const char* kGetDocumentSql =
     "SELECT kind, key, body, updated_ms FROM documents WHERE kind = ?1 AND key = ?2";
 constexpr const char* kListDocumentsSql =
     "SELECT kind, key, body, updated_ms FROM documents WHERE kind = ?1 ORDER BY key";
+constexpr const char* kDeleteFinishedSql =
+    "DELETE FROM executions WHERE seq IN (SELECT seq FROM executions "
+    "WHERE state IN ('succeeded', 'failed', 'timed_out', 'cancelled') AND (finished_ms < ?1 "
+    "OR seq <= COALESCE((SELECT seq FROM executions WHERE state IN ('succeeded', 'failed', "
+    "'timed_out', 'cancelled') ORDER BY seq DESC LIMIT 1 OFFSET ?2), -1)) ORDER BY seq LIMIT ?3)";
+constexpr const char* kDeleteDocumentsBeforeSql =
+    "DELETE FROM documents WHERE rowid IN (SELECT rowid FROM documents WHERE kind = ?1 AND "
+    "updated_ms < ?2 ORDER BY updated_ms LIMIT ?3)";
 constexpr const char* kDeleteDocumentSql = "DELETE FROM documents WHERE kind = ?1 AND key = ?2";
 
 #undef FLOTILLA_EXECUTION_COLUMNS
@@ -406,6 +414,10 @@ class SqliteStore final : public Store {
                                                             const std::string& key) override;
   absl::StatusOr<std::vector<DocumentRecord>> ListDocuments(const std::string& kind) override;
   absl::StatusOr<bool> DeleteDocument(const std::string& kind, const std::string& key) override;
+  absl::StatusOr<int> DeleteFinishedExecutions(int64_t finished_before_ms, int64_t keep_newest,
+                                               int limit) override;
+  absl::StatusOr<int> DeleteDocumentsBefore(const std::string& kind, int64_t updated_before_ms,
+                                            int limit) override;
   absl::Status Transaction(absl::FunctionRef<absl::Status()> body) override;
 
  private:
@@ -435,7 +447,8 @@ class SqliteStore final : public Store {
   struct Statements {
     StmtPtr upsert_node, load_nodes, insert_execution, update_execution, get_execution,
         load_unfinished, list_all, list_states, put_attempt, list_attempts, put_result, get_result,
-        put_document, get_document, list_documents, delete_document, begin, commit, rollback;
+        put_document, get_document, list_documents, delete_document, delete_finished,
+        delete_documents_before, begin, commit, rollback;
   };
 
   SqliteStore(DbPtr db, Statements stmts) : db_(std::move(db)), stmts_(std::move(stmts)) {}
@@ -562,6 +575,8 @@ absl::StatusOr<SqliteStore::Statements> SqliteStore::PrepareAll(sqlite3* db) {
   ASSIGN_OR_RETURN(s.get_document, Prepare(db, kGetDocumentSql));
   ASSIGN_OR_RETURN(s.list_documents, Prepare(db, kListDocumentsSql));
   ASSIGN_OR_RETURN(s.delete_document, Prepare(db, kDeleteDocumentSql));
+  ASSIGN_OR_RETURN(s.delete_finished, Prepare(db, kDeleteFinishedSql));
+  ASSIGN_OR_RETURN(s.delete_documents_before, Prepare(db, kDeleteDocumentsBeforeSql));
   // IMMEDIATE: take the write lock at BEGIN, so a transaction never fails
   // half-way with SQLITE_BUSY when upgrading from a read lock.
   ASSIGN_OR_RETURN(s.begin, Prepare(db, "BEGIN IMMEDIATE"));
@@ -749,6 +764,24 @@ absl::StatusOr<bool> SqliteStore::DeleteDocument(const std::string& kind, const 
   use.Text(1, kind).Text(2, key);
   RETURN_IF_ERROR(use.Run(absl::StrCat("delete ", kind, " ", key)));
   return sqlite3_changes(db_.get()) > 0;
+}
+
+absl::StatusOr<int> SqliteStore::DeleteFinishedExecutions(int64_t finished_before_ms,
+                                                          int64_t keep_newest, int limit) {
+  Access access(this);
+  Use use(db_.get(), stmts_.delete_finished.get());
+  use.Int(1, finished_before_ms).Int(2, std::max<int64_t>(0, keep_newest)).Int(3, limit);
+  RETURN_IF_ERROR(use.Run("delete finished executions"));
+  return sqlite3_changes(db_.get());
+}
+
+absl::StatusOr<int> SqliteStore::DeleteDocumentsBefore(const std::string& kind,
+                                                       int64_t updated_before_ms, int limit) {
+  Access access(this);
+  Use use(db_.get(), stmts_.delete_documents_before.get());
+  use.Text(1, kind).Int(2, updated_before_ms).Int(3, limit);
+  RETURN_IF_ERROR(use.Run(absl::StrCat("delete old ", kind, " documents")));
+  return sqlite3_changes(db_.get());
 }
 
 absl::Status SqliteStore::Transaction(absl::FunctionRef<absl::Status()> body) {

@@ -109,6 +109,17 @@ class Store {
   // Returns whether a document was there to delete.
   virtual absl::StatusOr<bool> DeleteDocument(const std::string& kind, const std::string& key) = 0;
 
+  // Deletes finished executions (with their attempts and results) that
+  // finished before `finished_before_ms`, and those older than the newest
+  // `keep_newest` finished ones; at most `limit` in one call. Returns how many
+  // were deleted. Unfinished executions are never deleted.
+  virtual absl::StatusOr<int> DeleteFinishedExecutions(int64_t finished_before_ms,
+                                                       int64_t keep_newest, int limit) = 0;
+  // Deletes documents of `kind` last updated before `updated_before_ms`, at
+  // most `limit`, oldest first. Returns how many.
+  virtual absl::StatusOr<int> DeleteDocumentsBefore(const std::string& kind,
+                                                    int64_t updated_before_ms, int limit) = 0;
+
   // Runs body in one transaction: commits if it returns OK, else rolls back
   // and returns its error. Not reentrant.
   virtual absl::Status Transaction(absl::FunctionRef<absl::Status()> body) = 0;

@@ -63,6 +63,9 @@ class FederationHarness {
   // YAML for the manager's --config (e.g. a state: section), when set
   // before StartManager.
   std::string manager_config;
+  // FLOTILLA_FAILPOINT for the next StartManager ("" for none): the manager
+  // kills itself with SIGKILL at that point (common/failpoint.h).
+  std::string manager_failpoint;
 
   const std::string& dir() const { return dir_; }
   const std::string& manager_address() const { return grpc_; }
@@ -84,7 +87,8 @@ class FederationHarness {
       argv.push_back("--config");
       argv.push_back(dir_ + "/manager.yaml");
     }
-    manager_pid_ = Spawn(argv, dir_ + "/manager.log");
+    manager_pid_ = Spawn(argv, dir_ + "/manager.log",
+                         manager_failpoint.empty() ? "" : "FLOTILLA_FAILPOINT=" + manager_failpoint);
     nlohmann::json j = WaitForJson(ready, manager_pid_);
     grpc_ = j["grpc"].get<std::string>();
     http_ = j["http"].get<std::string>();
@@ -128,6 +132,13 @@ class FederationHarness {
 
   void KillAgent(const std::string& id) { Kill(agents_.at(id)); }
   void KillManager() { Kill(manager_pid_); }
+  // Returns whether the manager process has exited (and reaps it).
+  bool ManagerExited() {
+    if (manager_pid_ <= 0) return true;
+    if (waitpid(manager_pid_, nullptr, WNOHANG) != manager_pid_) return false;
+    manager_pid_ = 0;
+    return true;
+  }
 
   grpc::Status Submit(const v1::ExecutionRequest& r, v1::SubmitResponse* resp) {
     v1::SubmitRequest req;
@@ -210,9 +221,11 @@ class FederationHarness {
   }
 
  private:
-  static pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+  static pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
+                     const std::string& env = "") {
     pid_t pid = fork();
     if (pid == 0) {
+      if (!env.empty()) putenv(const_cast<char*>(env.c_str()));
       FILE* f = freopen(log.c_str(), "a", stdout);
       (void)f;
       dup2(1, 2);
