@@ -103,7 +103,6 @@ struct Manager::Live {
   std::string output[2];       // live stdout/stderr of the current attempt
   std::optional<v1::ExecutionResult> result;
   uint64_t version = 0;
-  absl::CondVar cv;
   int64_t queued_mono_ms = 0;    // when it (re-)entered the queue
   int64_t assigned_mono_ms = 0;  // when the current attempt was sent
   int dispatch_failures = 0;
@@ -232,7 +231,7 @@ void Manager::Stop() {
     stopping_ = true;
     dispatch_cv_.SignalAll();
     stop_cv_.SignalAll();
-    for (auto& [id, live] : live_) live->cv.SignalAll();
+    watch_hub_.CloseAll(absl::UnavailableError("the manager is shutting down; watch again"));
   }
   if (dispatcher_.joinable()) dispatcher_.join();
   if (lease_checker_.joinable()) lease_checker_.join();
@@ -595,89 +594,97 @@ absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
   return out;
 }
 
+namespace {
+
+v1::WatchEvent FinalEvent(const v1::Execution& e) {
+  v1::WatchEvent ev;
+  ev.set_state(e.state());
+  ev.set_attempt(e.attempt());
+  ev.set_node_id(e.node_id());
+  *ev.mutable_execution() = e;
+  return ev;
+}
+
+// The blocking adapter behind Manager::Watch: a queue the calling thread
+// drains.
+class BlockingSink final : public WatchSink {
+ public:
+  void Push(std::vector<v1::WatchEvent> events, std::optional<absl::Status> end) override {
+    absl::MutexLock lock(&mu_);
+    for (auto& e : events) queue_.push_back(std::move(e));
+    if (end) end_ = std::move(end);
+    cv_.Signal();
+  }
+  // Waits up to `timeout` for events; moves them to `out`. Returns the end
+  // status once the stream is over and drained.
+  std::optional<absl::Status> Take(absl::Duration timeout, std::vector<v1::WatchEvent>* out) {
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty() && !end_) cv_.WaitWithTimeout(&mu_, timeout);
+    out->assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+    queue_.clear();
+    return end_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<v1::WatchEvent> queue_;
+  std::optional<absl::Status> end_;
+};
+
+}  // namespace
+
+absl::Status Manager::Subscribe(const std::string& id, bool with_output, WatchSink* sink) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the manager is shutting down; watch again");
+    if (auto it = live_.find(id); it != live_.end() && !it->second->inserting) {
+      Live& live = *it->second;
+      WatchView view;
+      view.id = id;
+      view.state = wire::ToProto(live.rec.state);
+      view.attempt = live.rec.attempt;
+      view.node_id = live.rec.node_id;
+      view.output[0] = &live.output[0];
+      view.output[1] = &live.output[1];
+      if (live.finishing) {
+        // Its end is not durable yet: show the state before it (running, or
+        // queued when it never ran) until it is.
+        view.state = live.rec.attempt > 0 ? v1::EXECUTION_RUNNING : v1::EXECUTION_QUEUED;
+      }
+      return watch_hub_.Add(view, with_output, sink);
+    }
+  }
+  ASSIGN_OR_RETURN(v1::Execution done, LoadFinished(id));
+  sink->Push({FinalEvent(done)}, absl::OkStatus());
+  return absl::OkStatus();
+}
+
+void Manager::Unsubscribe(const std::string& id, WatchSink* sink) {
+  absl::MutexLock lock(&mu_);
+  watch_hub_.Remove(id, sink);
+}
+
 absl::Status Manager::Watch(const std::string& id, bool with_output,
                             const std::function<bool(const v1::WatchEvent&)>& send,
                             const std::function<bool()>& cancelled) {
-  std::shared_ptr<Live> live;
-  {
-    absl::MutexLock lock(&mu_);
-    if (auto it = live_.find(id); it != live_.end()) live = it->second;
-  }
-  if (!live) {
-    absl::StatusOr<v1::Execution> done = LoadFinished(id);
-    if (!done.ok()) return done.status();
-    v1::WatchEvent ev;
-    ev.set_state(done->state());
-    ev.set_attempt(done->attempt());
-    ev.set_node_id(done->node_id());
-    *ev.mutable_execution() = *done;
-    send(ev);
-    return absl::OkStatus();
-  }
-  uint64_t seen_version = 0;
-  bool first = true;
-  v1::ExecutionState last_state = v1::EXECUTION_STATE_UNSPECIFIED;
-  uint32_t last_attempt = 0;
-  std::string last_node;
-  size_t sent[2] = {0, 0};
+  BlockingSink sink;
+  RETURN_IF_ERROR(Subscribe(id, with_output, &sink));
+  std::vector<v1::WatchEvent> events;
   while (true) {
-    std::vector<v1::WatchEvent> events;
-    bool done = false;
-    {
-      absl::MutexLock lock(&mu_);
-      while (!first && !stopping_ && live->version == seen_version && !cancelled()) {
-        live->cv.WaitWithTimeout(&mu_, absl::Milliseconds(200));
-      }
-      first = false;
-      if (stopping_) return absl::UnavailableError("the manager is shutting down; watch again");
-      if (cancelled()) return absl::OkStatus();
-      seen_version = live->version;
-      // An end not yet durable is not shown: it may still be undone by a crash.
-      if (live->finishing) continue;
-      const v1::ExecutionState state = wire::ToProto(live->rec.state);
-      if (live->rec.attempt != last_attempt) sent[0] = sent[1] = 0;
-      // A migration keeps the attempt and its output offsets; only the node changes.
-      if (state != last_state || live->rec.attempt != last_attempt ||
-          live->rec.node_id != last_node) {
-        v1::WatchEvent ev;
-        ev.set_state(state);
-        ev.set_attempt(live->rec.attempt);
-        ev.set_node_id(live->rec.node_id);
-        events.push_back(std::move(ev));
-        last_state = state;
-        last_attempt = live->rec.attempt;
-        last_node = live->rec.node_id;
-      }
-      if (model::IsTerminal(live->rec.state)) {
-        v1::WatchEvent ev;
-        ev.set_state(state);
-        ev.set_attempt(live->rec.attempt);
-        ev.set_node_id(live->rec.node_id);
-        *ev.mutable_execution() = ToExecution(*live);
-        events.push_back(std::move(ev));
-        done = true;
-      } else if (with_output) {
-        for (int s = 0; s < 2; ++s) {
-          if (live->output[s].size() <= sent[s]) continue;
-          v1::WatchEvent ev;
-          ev.set_state(state);
-          ev.set_attempt(live->rec.attempt);
-          ev.set_node_id(live->rec.node_id);
-          auto* chunk = ev.mutable_output();
-          chunk->set_execution_id(id);
-          chunk->set_attempt(live->rec.attempt);
-          chunk->set_stream(s == 0 ? v1::OUTPUT_STDOUT : v1::OUTPUT_STDERR);
-          chunk->set_offset(static_cast<int64_t>(sent[s]));
-          chunk->set_data(live->output[s].substr(sent[s]));
-          sent[s] = live->output[s].size();
-          events.push_back(std::move(ev));
-        }
-      }
-    }
+    // The timeout only bounds how late a cancelled caller is noticed.
+    std::optional<absl::Status> end = sink.Take(absl::Milliseconds(200), &events);
     for (const auto& ev : events) {
-      if (!send(ev)) return absl::OkStatus();
+      if (!send(ev)) {
+        Unsubscribe(id, &sink);
+        return absl::OkStatus();
+      }
     }
-    if (done) return absl::OkStatus();
+    if (end) return *end;
+    if (cancelled()) {
+      Unsubscribe(id, &sink);
+      return absl::OkStatus();
+    }
   }
 }
 
@@ -993,7 +1000,21 @@ std::shared_ptr<Writer::Ticket> Manager::Commit(WriteBatch w, Writer::Done done)
 
 void Manager::Changed(Live& live) {
   ++live.version;
-  live.cv.SignalAll();
+  // An end not yet durable is not shown: a crash could still undo it.
+  if (live.finishing || !watch_hub_.Watched(live.rec.id)) return;
+  WatchView view;
+  view.id = live.rec.id;
+  view.state = wire::ToProto(live.rec.state);
+  view.attempt = live.rec.attempt;
+  view.node_id = live.rec.node_id;
+  view.output[0] = &live.output[0];
+  view.output[1] = &live.output[1];
+  v1::Execution final_execution;
+  if (model::IsTerminal(live.rec.state)) {
+    final_execution = ToExecution(live);
+    view.final_execution = &final_execution;
+  }
+  watch_hub_.Notify(view);
 }
 
 void Manager::Release(Live& live) {

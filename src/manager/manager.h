@@ -42,6 +42,7 @@
 #include "manager/config.h"
 #include "manager/metrics.h"
 #include "manager/prewarmer.h"
+#include "manager/watch_hub.h"
 #include "manager/writer.h"
 #include "common/clock.h"
 #include <deque>
@@ -81,8 +82,15 @@ class Manager {
   absl::StatusOr<v1::Execution> Cancel(const std::string& id);
   std::vector<v1::HypervisorNode> ListNodes();
   absl::StatusOr<std::vector<v1::Execution>> ListExecutions(const v1::ListExecutionsRequest& req);
-  // Streams events for `id` through `send` until the execution ends, `send`
-  // returns false, or `cancelled` returns true. Blocks the calling thread.
+  // Streams the events of `id` to `sink`: what it should see now at once,
+  // then each change, until the execution ends (the last Push carries OK).
+  // `sink` is pushed to with the manager's lock held (see WatchSink). Call
+  // Unsubscribe before destroying a sink whose stream has not ended.
+  // NotFound for an unknown id; ResourceExhausted past the stream bounds.
+  absl::Status Subscribe(const std::string& id, bool with_output, WatchSink* sink);
+  void Unsubscribe(const std::string& id, WatchSink* sink);
+  // Blocking form of Subscribe: streams events for `id` through `send` until
+  // the execution ends, `send` returns false, or `cancelled` returns true.
   absl::Status Watch(const std::string& id, bool with_output,
                      const std::function<bool(const v1::WatchEvent&)>& send,
                      const std::function<bool()>& cancelled);
@@ -162,6 +170,7 @@ class Manager {
   // nobody waits for are logged and counted, never dropped silently.
   std::shared_ptr<Writer::Ticket> Commit(WriteBatch w, Writer::Done done = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes watchers of `live` with what is new to them.
   void Changed(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Detaches `live` from its node and puts it back in the queue (or ends it
@@ -223,6 +232,7 @@ class Manager {
   std::vector<std::string> pending_finish_ ABSL_GUARDED_BY(mu_);
   uint64_t persist_failures_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_retention_mono_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  WatchHub watch_hub_ ABSL_GUARDED_BY(mu_);
   bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar dispatch_cv_;

@@ -2,6 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
 #include "common/logging.h"
 #include "wire/grpc_status.h"
 
@@ -46,7 +52,93 @@ class FederationServiceImpl final : public v1::FederationService::Service {
   Manager* m_;
 };
 
-class ApiServiceImpl final : public v1::ApiService::Service {
+// One Watch stream: a gRPC callback reactor (no thread per stream) fed by
+// the manager's WatchHub through a bounded queue, one write in flight at a
+// time. A client that falls behind by more than kMaxQueuedBytes is ended
+// with RESOURCE_EXHAUSTED and watches again (the CLI reconnects).
+class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent>, public WatchSink {
+ public:
+  static constexpr size_t kMaxQueuedBytes = 32u << 20;
+
+  WatchReactor(Manager* m, const v1::WatchRequest& req) : m_(m), id_(req.execution_id()) {
+    absl::Status st = m_->Subscribe(id_, req.output(), this);
+    absl::MutexLock lock(&mu_);
+    subscribed_ = st.ok();
+    if (!st.ok() && !end_) end_ = st;
+    MaybeWriteLocked();
+  }
+
+  void Push(std::vector<v1::WatchEvent> events, std::optional<absl::Status> end) override {
+    absl::MutexLock lock(&mu_);
+    if (end_) return;
+    for (auto& e : events) {
+      queued_bytes_ += e.ByteSizeLong();
+      queue_.push_back(std::move(e));
+    }
+    if (end) {
+      end_ = std::move(end);
+    } else if (queued_bytes_ > kMaxQueuedBytes) {
+      queue_.clear();
+      end_ = absl::ResourceExhaustedError(
+          "this watcher fell behind the execution's output; watch again");
+    }
+    MaybeWriteLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {  // the client went away
+      if (!end_) end_ = absl::CancelledError("the watcher went away");
+      queue_.clear();
+    }
+    MaybeWriteLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (!end_) end_ = absl::CancelledError("the watcher cancelled");
+    queue_.clear();
+    MaybeWriteLocked();
+  }
+
+  void OnDone() override {
+    // No Push after this: Unsubscribe takes the manager's lock, under which
+    // every Push runs.
+    if (subscribed_) m_->Unsubscribe(id_, this);
+    delete this;
+  }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= std::min(queued_bytes_, current_.ByteSizeLong());
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    if (end_) {
+      finished_ = true;
+      Finish(ToGrpcStatus(*end_));
+    }
+  }
+
+  Manager* const m_;
+  const std::string id_;
+  absl::Mutex mu_;
+  bool subscribed_ = false;  // written in the constructor, before any callback
+  std::deque<v1::WatchEvent> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::WatchEvent current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> end_ ABSL_GUARDED_BY(mu_);
+};
+
+class ApiServiceImpl final : public v1::ApiService::WithCallbackMethod_Watch<v1::ApiService::Service> {
  public:
   explicit ApiServiceImpl(Manager* m) : m_(m) {}
 
@@ -56,13 +148,9 @@ class ApiServiceImpl final : public v1::ApiService::Service {
   Status Get(ServerContext*, const v1::GetRequest* req, v1::Execution* resp) override {
     return Reply(m_->Get(req->execution_id()), resp);
   }
-  Status Watch(ServerContext* ctx, const v1::WatchRequest* req,
-               grpc::ServerWriter<v1::WatchEvent>* writer) override {
-    absl::Status st = m_->Watch(
-        req->execution_id(), req->output(),
-        [writer](const v1::WatchEvent& ev) { return writer->Write(ev); },
-        [ctx] { return ctx->IsCancelled(); });
-    return ToGrpcStatus(st);
+  grpc::ServerWriteReactor<v1::WatchEvent>* Watch(grpc::CallbackServerContext*,
+                                                  const v1::WatchRequest* req) override {
+    return new WatchReactor(m_, *req);
   }
   Status Cancel(ServerContext*, const v1::CancelRequest* req, v1::CancelResponse* resp) override {
     auto e = m_->Cancel(req->execution_id());
