@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "wire/channel.h"
 #include "wire/convert.h"
 #include "wire/grpc_status.h"
 
@@ -104,6 +105,7 @@ absl::Status Agent::Start() {
   int port = 0;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
+  wire::ConfigureServerKeepalive(builder);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
@@ -116,10 +118,8 @@ absl::Status Agent::Start() {
   } else {
     address_ = config_.advertise;
   }
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
   manager_ = v1::FederationService::NewStub(
-      grpc::CreateCustomChannel(config_.manager, grpc::InsecureChannelCredentials(), args));
+      wire::NewChannel(config_.manager, {.max_send_bytes = 64 << 20}));
   spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
                config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
                sandbox_->kind(), config_.manager);
