@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/logging.h"
+#include "manager/result_assembler.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::manager {
@@ -32,9 +33,14 @@ class FederationServiceImpl final : public v1::FederationService::Service {
                       v1::ReportStatusResponse* resp) override {
     return Reply(m_->ReportStatus(*req), resp);
   }
+  // Large results arrive in chunks; the manager only ever sees whole ones.
   Status SendResults(ServerContext*, const v1::SendResultsRequest* req,
                      v1::SendResultsResponse* resp) override {
-    return Reply(m_->SendResults(*req), resp);
+    return Reply(HandleSendResults(assembler_, *req, ResultAssembler::Clock::now(),
+                                   [this](const v1::SendResultsRequest& whole) {
+                                     return m_->SendResults(whole);
+                                   }),
+                 resp);
   }
   Status SendOutput(ServerContext*, const v1::SendOutputRequest* req,
                     v1::SendOutputResponse*) override {
@@ -44,6 +50,7 @@ class FederationServiceImpl final : public v1::FederationService::Service {
 
  private:
   Manager* m_;
+  ResultAssembler assembler_;
 };
 
 class ApiServiceImpl final : public v1::ApiService::Service {
