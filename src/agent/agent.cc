@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "wire/channel.h"
 #include "wire/convert.h"
 #include "wire/grpc_status.h"
 
@@ -30,6 +31,8 @@ namespace flotilla::agent {
 namespace {
 
 constexpr auto kRpcTimeout = std::chrono::seconds(3);
+// A results call carries up to kResultBatchBytes; allow for a slow link.
+constexpr auto kResultsRpcTimeout = std::chrono::seconds(10);
 constexpr auto kOutputFlushPeriod = std::chrono::milliseconds(20);
 const char* const kVersion = "0.1.0";
 
@@ -104,6 +107,7 @@ absl::Status Agent::Start() {
   int port = 0;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
+  wire::ConfigureServerKeepalive(builder);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
@@ -116,10 +120,8 @@ absl::Status Agent::Start() {
   } else {
     address_ = config_.advertise;
   }
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
   manager_ = v1::FederationService::NewStub(
-      grpc::CreateCustomChannel(config_.manager, grpc::InsecureChannelCredentials(), args));
+      wire::NewChannel(config_.manager, {.max_send_bytes = 64 << 20}));
   spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
                config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
                sandbox_->kind(), config_.manager);
@@ -274,6 +276,12 @@ void Agent::ControlLoop() {
 
 void Agent::ResultsLoop() {
   auto backoff = std::chrono::milliseconds(50);
+  auto pause = [&] {
+    // Kept until the manager confirms: it may be restarting, or paused.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, backoff, [&] { return stopping_; });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  };
   while (true) {
     v1::SendResultsRequest req;
     {
@@ -281,35 +289,36 @@ void Agent::ResultsLoop() {
       cv_.wait(lock, [&] { return stopping_ || !results_.empty(); });
       if (stopping_) return;
       req.set_node_id(config_.node_id);
-      for (const auto& r : results_) *req.add_results() = r;
+      results_.NextBatch(&req);
     }
     v1::SendResultsResponse resp;
-    auto ctx = Context();
-    grpc::Status st = manager_->SendResults(ctx.get(), req, &resp);
-    if (!st.ok() || resp.verdicts_size() != req.results_size()) {
-      // Kept until the manager confirms: it may be restarting.
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, backoff, [&] { return stopping_; });
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kResultsRpcTimeout);
+    grpc::Status st = manager_->SendResults(&ctx, req, &resp);
+    if (!st.ok()) {
+      spdlog::debug("agent {}: SendResults to {}: {}", config_.node_id, config_.manager,
+                    st.error_message());
+      pause();
       continue;
     }
-    backoff = std::chrono::milliseconds(50);
-    std::lock_guard<std::mutex> lock(mu_);
-    for (int i = 0; i < req.results_size(); ++i) {
-      const auto& r = req.results(i);
-      if (resp.verdicts(i) == v1::RESULT_STALE) {
-        spdlog::info("[{}] manager dropped the result of attempt {} as stale", r.execution_id(),
-                     r.attempt());
-      }
-      tasks_.erase(TaskKey(r.execution_id(), r.attempt()));
-      for (auto it = results_.begin(); it != results_.end(); ++it) {
-        if (it->execution_id() == r.execution_id() && it->attempt() == r.attempt()) {
-          results_.erase(it);
-          break;
+    ResultOutbox::Applied applied;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      applied = results_.Apply(req, resp);
+      for (const auto& d : applied.done) {
+        if (d.verdict == v1::RESULT_STALE) {
+          spdlog::info("[{}] manager dropped the result of attempt {} as stale", d.execution_id,
+                       d.attempt);
         }
+        tasks_.erase(TaskKey(d.execution_id, d.attempt));
       }
+      cv_.notify_all();
     }
-    cv_.notify_all();
+    if (applied.back_off) {
+      pause();
+    } else {
+      backoff = std::chrono::milliseconds(50);
+    }
   }
 }
 
@@ -674,7 +683,7 @@ void Agent::FinishTask(const std::shared_ptr<Task>& task, int64_t started_unix_m
   task->finished = true;
   reserved_ -= task->resources;
   reserved_ -= task->resize_delta;
-  results_.push_back(std::move(result));
+  results_.Add(std::move(result));
   --running_threads_;
   cv_.notify_all();
 }

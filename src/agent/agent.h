@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "agent/config.h"
+#include "agent/result_outbox.h"
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "monitor/sampler.h"
 #include "pool/warm_pool.h"
@@ -109,7 +110,7 @@ class Agent {
   bool stopping_ = false;                                  // guarded by mu_
   uint64_t epoch_ = 0;                                     // guarded by mu_; 0: not registered
   std::map<std::string, std::shared_ptr<Task>> tasks_;     // by "<id>/<attempt>", guarded by mu_
-  std::deque<v1::ExecutionResult> results_;                // unconfirmed, guarded by mu_
+  ResultOutbox results_;                                   // unconfirmed, guarded by mu_
   std::vector<v1::OutputChunk> chunks_;                    // guarded by mu_
   size_t chunk_bytes_ = 0;                                 // guarded by mu_
   std::vector<v1::TaskRef> started_;                       // guarded by mu_

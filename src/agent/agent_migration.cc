@@ -23,6 +23,7 @@
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "wire/channel.h"
 #include "wire/convert.h"
 #include "wire/grpc_status.h"
 
@@ -139,10 +140,8 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
   }
 
   auto t1 = std::chrono::steady_clock::now();
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
   auto stub = v1::AgentService::NewStub(
-      grpc::CreateCustomChannel(req.target_address(), grpc::InsecureChannelCredentials(), args));
+      wire::NewChannel(req.target_address(), {.max_send_bytes = 64 << 20}));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kTransferTimeout);
   v1::RestoreTaskResponse restored;

@@ -4,8 +4,11 @@
 
 #include <cstdlib>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "cli/local_federation.h"
+#include "wire/channel.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::cli {
@@ -24,6 +27,30 @@ absl::StatusOr<std::string> ResolveManager(const std::string& flag) {
 
 namespace {
 
+// Reads a duration in milliseconds from the environment variable `name`.
+absl::StatusOr<std::chrono::milliseconds> MsFromEnv(const char* name,
+                                                   std::chrono::milliseconds fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  int64_t ms = 0;
+  if (!absl::SimpleAtoi(v, &ms) || ms < 10 || ms > 24 * 3600 * 1000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": '", v, "' is not a number of milliseconds between 10 and 86400000"));
+  }
+  return std::chrono::milliseconds(ms);
+}
+
+}  // namespace
+
+absl::StatusOr<WatchTiming> WatchTimingFromEnv() {
+  WatchTiming t;
+  ASSIGN_OR_RETURN(t.call_deadline, MsFromEnv("FLOTILLA_WATCH_DEADLINE_MS", t.call_deadline));
+  ASSIGN_OR_RETURN(t.give_up_after, MsFromEnv("FLOTILLA_WATCH_GIVE_UP_MS", t.give_up_after));
+  return t;
+}
+
+namespace {
+
 std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 10) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
@@ -33,11 +60,8 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 10) {
 }  // namespace
 
 Client::Client(std::string address) : address_(std::move(address)) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
-  args.SetMaxSendMessageSize(256 << 20);
   stub_ = v1::ApiService::NewStub(
-      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+      wire::NewChannel(address_, {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20}));
 }
 
 #define FLOTILLA_UNARY(Method, Req, Resp)                                            \
@@ -99,12 +123,13 @@ absl::StatusOr<v1::ListExecutionsResponse> Client::ListExecutions(
 
 #undef FLOTILLA_UNARY
 
-absl::Status Client::Watch(const std::string& id, bool output,
+absl::Status Client::Watch(const std::string& id, bool output, std::chrono::milliseconds deadline,
                            const std::function<void(const v1::WatchEvent&)>& on_event) {
   v1::WatchRequest req;
   req.set_execution_id(id);
   req.set_output(output);
-  grpc::ClientContext ctx;  // no deadline: executions may run for hours
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   auto reader = stub_->Watch(&ctx, req);
   v1::WatchEvent ev;
   while (reader->Read(&ev)) on_event(ev);

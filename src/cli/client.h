@@ -3,6 +3,8 @@
 // `flotilla up` recorded.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -13,6 +15,20 @@ namespace flotilla::cli {
 
 // Returns the manager address to use; `flag` is --manager's value (may be empty).
 absl::StatusOr<std::string> ResolveManager(const std::string& flag);
+
+// How following an execution (run, logs -f, submit --wait) uses Watch. Each
+// Watch call is bounded by call_deadline, so that a manager that stopped
+// answering (paused, or gone without closing the connection) is noticed;
+// the CLI then watches again and carries on printing where it stopped. It
+// gives up when it has heard nothing from the manager for give_up_after.
+struct WatchTiming {
+  std::chrono::milliseconds call_deadline{45000};
+  std::chrono::milliseconds give_up_after{60000};
+};
+
+// The defaults, overridden by $FLOTILLA_WATCH_DEADLINE_MS and
+// $FLOTILLA_WATCH_GIVE_UP_MS; an error names the variable and its bad value.
+absl::StatusOr<WatchTiming> WatchTimingFromEnv();
 
 class Client {
  public:
@@ -27,8 +43,9 @@ class Client {
   absl::StatusOr<flotilla::v1::MigrateResponse> Migrate(const flotilla::v1::MigrateRequest& r);
   absl::StatusOr<flotilla::v1::ListExecutionsResponse> ListExecutions(
       const flotilla::v1::ListExecutionsRequest& r);
-  // Calls on_event for each event until the stream ends. Returns the stream's status.
-  absl::Status Watch(const std::string& id, bool output,
+  // Calls on_event for each event until the stream ends or `deadline` passes
+  // (DEADLINE_EXCEEDED). Returns the stream's status.
+  absl::Status Watch(const std::string& id, bool output, std::chrono::milliseconds deadline,
                      const std::function<void(const flotilla::v1::WatchEvent&)>& on_event);
 
  private:

@@ -23,6 +23,7 @@
 #include "pool/environment_template.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include <algorithm>
 
 #include "cli/function_command.h"
@@ -147,10 +148,15 @@ void PrintEnd(const v1::Execution& e) {
   }
 }
 
-// Streams an execution's output until it ends; re-attaches if the stream
-// breaks (a manager restart). Returns the final execution.
+// Streams an execution's output until it ends. Each Watch call has a
+// deadline (WatchTiming); when it passes, or the stream breaks (a manager
+// restart), this watches again. The manager then sends the attempt's output
+// from offset 0 again and `emit` skips the bytes already printed, so the
+// output appears once and whole. Gives up, naming the manager, after
+// give_up_after without a word from it. Returns the final execution.
 absl::StatusOr<v1::Execution> Follow(Client& client, const std::string& id, bool print_output,
                                      bool verbose) {
+  ASSIGN_OR_RETURN(const WatchTiming timing, WatchTimingFromEnv());
   uint32_t attempt = 0;
   int64_t printed[2] = {0, 0};
   std::optional<v1::Execution> final;
@@ -165,9 +171,18 @@ absl::StatusOr<v1::Execution> Follow(Client& client, const std::string& id, bool
     fflush(f);
     printed[s] = end;
   };
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  using Clock = std::chrono::steady_clock;
+  auto last_heard = Clock::now();
+  auto backoff = std::chrono::milliseconds(100);
   while (!final) {
-    absl::Status st = client.Watch(id, print_output, [&](const v1::WatchEvent& ev) {
+    // No call outlives the point where we would give up anyway.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        last_heard + timing.give_up_after - Clock::now());
+    const auto deadline =
+        std::clamp(left, std::chrono::milliseconds(10), timing.call_deadline);
+    bool heard = false;
+    absl::Status st = client.Watch(id, print_output, deadline, [&](const v1::WatchEvent& ev) {
+      heard = true;
       if (ev.attempt() != attempt && ev.attempt() > 0) {
         if (attempt > 0 && print_output) {
           std::fprintf(stderr, "flotilla: attempt %u was lost; attempt %u runs on %s\n", attempt,
@@ -189,12 +204,31 @@ absl::StatusOr<v1::Execution> Follow(Client& client, const std::string& id, bool
       }
     });
     if (final) break;
-    if (!st.ok() && st.code() != absl::StatusCode::kUnavailable) return st;
-    if (std::chrono::steady_clock::now() > give_up) {
-      return absl::UnavailableError(absl::StrCat("lost the manager while following ", id, ": ",
-                                                 st.message()));
+    // An OK end without the final event is the manager closing the stream.
+    if (!st.ok() && st.code() != absl::StatusCode::kUnavailable &&
+        st.code() != absl::StatusCode::kDeadlineExceeded) {
+      return st;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (heard) {
+      last_heard = Clock::now();
+      backoff = std::chrono::milliseconds(100);
+    } else if (Clock::now() - last_heard >= timing.give_up_after) {
+      return absl::UnavailableError(absl::StrCat(
+          "no answer from the manager at ", client.address(), " for ",
+          std::chrono::duration_cast<std::chrono::seconds>(timing.give_up_after).count(),
+          " s while following ", id, " (", st.message(),
+          "); it may still run: `flotilla logs -f ", id, "` follows it again"));
+    }
+    if (verbose) {
+      std::fprintf(stderr, "flotilla: watching %s again (%s)\n", id.c_str(),
+                   st.ok() ? "stream ended" : std::string(st.message()).c_str());
+    }
+    // A stream that delivered events ended at its deadline: watch again at
+    // once. One that heard nothing waits a little before the next try.
+    if (!heard) {
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    }
   }
   if (final->result().stdout_truncated() && print_output) {
     std::fprintf(stderr, "flotilla: stdout was truncated at the node's output limit\n");

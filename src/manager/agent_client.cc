@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "flotilla/v1/federation.grpc.pb.h"
+#include "wire/channel.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::manager {
@@ -67,11 +68,8 @@ class GrpcAgentClientFactory final : public AgentClientFactory {
     std::lock_guard<std::mutex> lock(mu_);
     auto& client = clients_[address];
     if (!client) {
-      grpc::ChannelArguments args;
-      args.SetMaxReceiveMessageSize(64 << 20);
-      args.SetMaxSendMessageSize(64 << 20);
       auto channel =
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+          wire::NewChannel(address, {.max_send_bytes = 64 << 20, .max_receive_bytes = 64 << 20});
       client = std::make_shared<GrpcAgentClient>(address, channel);
     }
     return client;

@@ -14,6 +14,7 @@
 #include "manager/manager.h"
 #include "migrate/target.h"
 #include "scheduler/filters.h"
+#include "wire/channel.h"
 #include "wire/convert.h"
 #include "wire/grpc_status.h"
 
@@ -35,10 +36,7 @@ int64_t SteadyMs() {
 }
 
 std::unique_ptr<v1::AgentService::Stub> AgentStub(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  return v1::AgentService::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  return v1::AgentService::NewStub(wire::NewChannel(address, {.max_receive_bytes = 64 << 20}));
 }
 
 template <typename Duration>

@@ -23,6 +23,7 @@
 #include "manager/rest.h"
 #include "manager/manager.h"
 #include "manager/services.h"
+#include "wire/channel.h"
 
 namespace flotilla::manager {
 
@@ -105,6 +106,7 @@ absl::Status RunManager(const ManagerConfig& config) {
   // than a bare RESOURCE_EXHAUSTED from the transport.
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes * 2 + (1 << 20)));
   builder.SetMaxSendMessageSize(64 << 20);
+  wire::ConfigureServerKeepalive(builder);
   builder.RegisterService(federation.get());
   builder.RegisterService(api.get());
   builder.RegisterService(function_service.get());

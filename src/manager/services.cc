@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "common/logging.h"
+#include "manager/result_assembler.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::manager {
@@ -38,9 +39,14 @@ class FederationServiceImpl final : public v1::FederationService::Service {
                       v1::ReportStatusResponse* resp) override {
     return Reply(m_->ReportStatus(*req), resp);
   }
+  // Large results arrive in chunks; the manager only ever sees whole ones.
   Status SendResults(ServerContext*, const v1::SendResultsRequest* req,
                      v1::SendResultsResponse* resp) override {
-    return Reply(m_->SendResults(*req), resp);
+    return Reply(HandleSendResults(assembler_, *req, ResultAssembler::Clock::now(),
+                                   [this](const v1::SendResultsRequest& whole) {
+                                     return m_->SendResults(whole);
+                                   }),
+                 resp);
   }
   Status SendOutput(ServerContext*, const v1::SendOutputRequest* req,
                     v1::SendOutputResponse*) override {
@@ -50,6 +56,7 @@ class FederationServiceImpl final : public v1::FederationService::Service {
 
  private:
   Manager* m_;
+  ResultAssembler assembler_;
 };
 
 // One Watch stream: a gRPC callback reactor (no thread per stream) fed by

@@ -1,0 +1,41 @@
+#include "wire/channel.h"
+
+namespace flotilla::wire {
+
+namespace {
+
+int Ms(std::chrono::milliseconds d) { return static_cast<int>(d.count()); }
+
+}  // namespace
+
+grpc::ChannelArguments ChannelArgs(const ChannelLimits& limits) {
+  grpc::ChannelArguments args;
+  if (limits.max_send_bytes >= 0) args.SetMaxSendMessageSize(limits.max_send_bytes);
+  if (limits.max_receive_bytes >= 0) args.SetMaxReceiveMessageSize(limits.max_receive_bytes);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, Ms(kKeepaliveTime));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Ms(kKeepaliveTimeout));
+  // Idle channels too: the CLI and the manager's agent clients sit idle
+  // between calls, and a dead connection should fail before the next call.
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // By default gRPC stops pinging after two pings without data, which would
+  // leave a quiet Watch stream (a task printing nothing) unwatched.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  return args;
+}
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          const ChannelLimits& limits) {
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   ChannelArgs(limits));
+}
+
+void ConfigureServerKeepalive(grpc::ServerBuilder& builder) {
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             Ms(kMinPingInterval));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Ms(kKeepaliveTime));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Ms(kKeepaliveTimeout));
+}
+
+}  // namespace flotilla::wire
