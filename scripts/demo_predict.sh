@@ -44,6 +44,23 @@ for _ in $(seq 100); do
   [ "$n" -ge 5 ] && break
   sleep 0.2
 done
+# Migration needs checkpointing, which each agent proves at start with a
+# real dump and restore (the CHECKPOINT column); wait for that, and skip the
+# migration part, saying why, where it does not work.
+why_not=""
+for _ in $(seq 200); do
+  why_not=$("$FLOTILLA" nodes --json | python3 -c '
+import json, sys
+nodes = {n["id"]: n.get("checkpoint", {}) for n in json.load(sys.stdin).get("nodes", [])}
+states = [nodes.get(i, {}).get("state", "") for i in ("lab-big", "lab-small")]
+if any(s in ("", "CHECKPOINT_PROBING") for s in states):
+    print("probing")
+else:
+    print("; ".join("%s: %s" % (i, nodes[i].get("reason", "?")) for i in ("lab-big", "lab-small")
+                    if nodes[i].get("state") != "CHECKPOINT_AVAILABLE"))')
+  [ "$why_not" != probing ] && break
+  sleep 0.2
+done
 "$FLOTILLA" nodes | sed -n '1p;/lab/p'
 
 grow() {  # MB, seconds to hold
@@ -60,13 +77,18 @@ print("held", len(chunks) * 10, "MB for", ticks, "s; state kept:", sum(len(c) fo
 PY
 }
 resized=$("$FLOTILLA" run --detach --region lab --name grows-to-700MB --python "$(grow 700 3)")
-migrated=$("$FLOTILLA" run --detach --region lab-small --name grows-on-a-small-node --python "$(grow 450 6)")
 echo "resize candidate:    $resized (prefers region lab)"
-echo "migration candidate: $migrated (prefers region lab-small, 300 MiB)"
+migrated=""
+if [ -z "$why_not" ]; then
+  migrated=$("$FLOTILLA" run --detach --region lab-small --name grows-on-a-small-node --python "$(grow 450 6)")
+  echo "migration candidate: $migrated (prefers region lab-small, 300 MiB)"
+else
+  printf '\033[1;31mSKIPPING THE MIGRATION: checkpointing is not available (%s)\033[0m\n' "$why_not"
+fi
 echo
 
 # Follow both: print each change of node, limit, risk or pressure.
-python3 - "$FLOTILLA" "$resized" "$migrated" <<'PY'
+python3 - "$FLOTILLA" "$resized" $migrated <<'PY'
 import base64, json, subprocess, sys, time
 flotilla, ids = sys.argv[1], sys.argv[2:]
 last = {}
@@ -105,6 +127,6 @@ echo
 echo "The manager's account of the migration:"
 grep -hE "migrat" "$state/logs/manager.log" | tail -n 4 | sed 's/^/  /' || echo "  (no migration logged)"
 echo "What each task printed (the migrated one kept its memory across the move):"
-for id in "$resized" "$migrated"; do
+for id in "$resized" $migrated; do
   "$FLOTILLA" logs "$id" 2>/dev/null | tail -n 1 | sed "s/^/  $id: /" || true
 done

@@ -170,6 +170,7 @@ v1::HypervisorNode Agent::Describe() {
   for (const auto& c : config_.capabilities) sec->add_capabilities(c);
   sec->set_isolation(std::string(sandbox_->kind()));
   n.set_unisolated(config_.isolation == "process");
+  AddCheckpointStatus(n.mutable_checkpoint());
   AddPoolStatus(n.mutable_pools());
   for (const auto& p : n.pools()) (*n.mutable_warm_sandboxes())[p.template_name()] = p.idle();
   for (const auto& d : config_.data_sets) {
@@ -182,6 +183,31 @@ v1::HypervisorNode Agent::Describe() {
   n.mutable_cost()->set_per_cpu_second(config_.cost.per_cpu_second);
   n.mutable_cost()->set_per_gib_second(config_.cost.per_gib_second);
   return n;
+}
+
+void Agent::AddCheckpointStatus(v1::CheckpointStatus* out) const {
+  if (!checkpoint_) {
+    out->set_state(v1::CHECKPOINT_UNAVAILABLE);
+    out->set_reason(config_.isolation == "process"
+                        ? "isolation: process (tasks run unisolated, not in checkpointable sandboxes)"
+                        : "checkpointing is not set up on this node");
+    return;
+  }
+  const checkpoint::ProbeResult r = checkpoint_->Get();
+  switch (r.state) {
+    case checkpoint::CheckpointState::kProbing:
+      out->set_state(v1::CHECKPOINT_PROBING);
+      break;
+    case checkpoint::CheckpointState::kAvailable:
+      out->set_state(v1::CHECKPOINT_AVAILABLE);
+      break;
+    case checkpoint::CheckpointState::kUnavailable:
+      out->set_state(v1::CHECKPOINT_UNAVAILABLE);
+      out->set_reason(r.reason);
+      break;
+  }
+  out->set_probe_dump_us(r.dump_took.count());
+  out->set_probe_restore_us(r.restore_took.count());
 }
 
 std::vector<v1::TaskRef> Agent::TaskRefs() {
@@ -246,6 +272,7 @@ void Agent::ControlLoop() {
       }
       if (auto la = ReadLoadAverage("/proc"); la.ok()) req.set_load_average(*la);
       AddPoolStatus(req.mutable_pools());
+      AddCheckpointStatus(req.mutable_checkpoint());
       if (sampler_) AddUsage(&req);
       v1::ReportStatusResponse resp;
       auto ctx = Context();
@@ -725,6 +752,8 @@ absl::Status RunAgent(const AgentConfig& input) {
   std::unique_ptr<sandbox::Sandbox> sb;
   std::optional<sandbox::HostLayout> sandbox_root;
   std::unique_ptr<checkpoint::Checkpointer> checkpointer;  // outlives the factory
+  std::shared_ptr<checkpoint::Availability> availability;
+  std::unique_ptr<checkpoint::BackgroundProbe> probe;  // joined before the agent goes
   std::unique_ptr<pool::InstanceFactory> factory;
   std::vector<std::unique_ptr<pool::WarmPool>> pools;
   std::vector<pool::WarmPool*> pool_ptrs;
@@ -733,6 +762,7 @@ absl::Status RunAgent(const AgentConfig& input) {
                  "(trusted development node)", config.node_id);
     sb = sandbox::NewProcessSandbox({.work_root = config.work_dir});
   } else {
+    availability = std::make_shared<checkpoint::Availability>();
     const std::string self_dir = SelfDir();
     std::string templates_dir = config.templates_dir;
     if (templates_dir.empty()) templates_dir = FLOTILLA_DEFAULT_TEMPLATES_DIR;
@@ -752,19 +782,30 @@ absl::Status RunAgent(const AgentConfig& input) {
       sandbox_root = *detected;
     }
     lo.uid = static_cast<uid_t>(config.sandbox_uid);
-    // Checkpointing needs a working CRIU; without one tasks run as usual and
-    // a checkpoint or migration says why it cannot be taken.
-    if (absl::Status criu = checkpoint::CriuAvailable(config.checkpoint.criu_path); criu.ok()) {
-      checkpoint::CriuOptions co;
-      co.criu_path = config.checkpoint.criu_path;
-      co.state_dir = config.work_dir + "/criu";
-      checkpointer = checkpoint::NewCriuCheckpointer(co);
-      lo.checkpointer = checkpointer.get();
-    } else {
-      lo.checkpoint_unavailable = absl::StrCat("node ", config.node_id,
-                                               " cannot checkpoint: ", criu.message());
-      spdlog::info("agent {}: {}", config.node_id, lo.checkpoint_unavailable);
-    }
+    // Checkpointing is proven in the background by a real dump and restore
+    // (checkpoint/probe.h): `criu check` passing is not enough on every
+    // host, and a hung probe must not delay registration. Until it ends,
+    // and if it fails, checkpoints and migrations are refused with the
+    // probe's state and reason; tasks run as usual either way.
+    checkpoint::CriuOptions co;
+    co.criu_path = config.checkpoint.criu_path;
+    co.state_dir = config.work_dir + "/criu";
+    co.deadlines.floor = config.checkpoint.timeout_floor;
+    co.deadlines.cap = config.checkpoint.timeout_cap;
+    checkpointer = checkpoint::NewGatedCheckpointer(
+        [co](const checkpoint::ProbeResult& proven) {
+          checkpoint::CriuOptions with = co;
+          with.no_breakpoints = proven.no_breakpoints;
+          return checkpoint::NewCriuCheckpointer(with);
+        },
+        availability, config.node_id);
+    lo.checkpointer = checkpointer.get();
+    checkpoint::ProbeOptions po;
+    po.criu_path = config.checkpoint.criu_path;
+    po.work_dir = config.work_dir + "/criu-probe";
+    po.dump_deadline = config.checkpoint.probe_timeout;
+    po.restore_deadline = config.checkpoint.probe_timeout;
+    probe = std::make_unique<checkpoint::BackgroundProbe>(po, availability);
     ASSIGN_OR_RETURN(factory, pool::NewLinuxInstanceFactory(lo));
     bool has_default = false;
     for (auto& t : templates) {
@@ -780,11 +821,13 @@ absl::Status RunAgent(const AgentConfig& input) {
   }
   Agent agent(config, std::move(sb));
   agent.SetPools(pool_ptrs);
+  agent.SetCheckpointAvailability(availability);
   RETURN_IF_ERROR(agent.Start());
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("agent {}: signal {}, shutting down", config.node_id, sig);
   agent.Stop();
+  probe.reset();  // cancels a probe still running
   sb.reset();
   for (auto& p : pools) p->Drain();
   pools.clear();

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "agent/config.h"
 #include "agent/result_outbox.h"
+#include "checkpoint/probe.h"
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "monitor/sampler.h"
 #include "pool/warm_pool.h"
@@ -53,6 +54,12 @@ class Agent {
   // refills them in the background and reports their status. Call before
   // Start; the pools must outlive the agent.
   void SetPools(std::vector<pool::WarmPool*> pools) { pools_ = std::move(pools); }
+  // Whether this node can checkpoint (its probe's outcome, filled in the
+  // background): reported at registration and in every ReportStatus. Call
+  // before Start; unset, the node reports "unavailable".
+  void SetCheckpointAvailability(std::shared_ptr<const checkpoint::Availability> a) {
+    checkpoint_ = std::move(a);
+  }
 
   const std::string& address() const { return address_; }
   const std::string& node_id() const { return config_.node_id; }
@@ -126,6 +133,8 @@ class Agent {
   std::map<std::string, Outgoing> outgoing_;
 
   std::vector<pool::WarmPool*> pools_;
+  std::shared_ptr<const checkpoint::Availability> checkpoint_;
+  void AddCheckpointStatus(v1::CheckpointStatus* out) const;
   std::vector<std::thread> loops_;
   // Samples every running task's sandbox (sandbox_->Sample) and the host at
   // 10 Hz; summarised in every ReportStatus.

@@ -23,10 +23,25 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
        "sandbox_uid", "cost", "resize", "checkpoint"}));
   if (const YAML::Node cp = root["checkpoint"]) {
     const std::string w = where + "checkpoint.";
-    RETURN_IF_ERROR(CheckKnownKeys(cp, w, {"criu_path", "image_dir", "fault_injection"}));
+    RETURN_IF_ERROR(CheckKnownKeys(cp, w,
+                                   {"criu_path", "image_dir", "fault_injection", "timeout_floor_ms",
+                                    "timeout_cap_ms", "probe_timeout_ms"}));
     RETURN_IF_ERROR(ReadYaml(cp, w, "criu_path", &c.checkpoint.criu_path));
     RETURN_IF_ERROR(ReadYaml(cp, w, "image_dir", &c.checkpoint.image_dir));
     RETURN_IF_ERROR(ReadYaml(cp, w, "fault_injection", &c.checkpoint.fault_injection));
+    auto ms = [&](const char* key, std::chrono::milliseconds* into) -> absl::Status {
+      int64_t v = into->count();
+      RETURN_IF_ERROR(ReadYaml(cp, w, key, &v));
+      if (v <= 0 || v > 3'600'000) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(w, key, ": ", v, " is out of range (1 to 3600000 ms)"));
+      }
+      *into = std::chrono::milliseconds(v);
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(ms("timeout_floor_ms", &c.checkpoint.timeout_floor));
+    RETURN_IF_ERROR(ms("timeout_cap_ms", &c.checkpoint.timeout_cap));
+    RETURN_IF_ERROR(ms("probe_timeout_ms", &c.checkpoint.probe_timeout));
   }
   if (const YAML::Node rz = root["resize"]) {
     const std::string w = where + "resize.";

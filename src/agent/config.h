@@ -48,6 +48,12 @@ struct AgentConfig {
     std::string image_dir;  // where images are written and received; default <work_dir>/checkpoints
     // Honour MigrateTaskRequest.fail_after (tests of the failure paths only).
     bool fault_injection = false;
+    // Deadlines of CRIU runs (checkpoint/criu_process.h): a dump or
+    // restore gets timeout_floor plus time per GiB of memory, at most
+    // timeout_cap; each step of the start-up probe gets probe_timeout.
+    std::chrono::milliseconds timeout_floor{30'000};   // timeout_floor_ms
+    std::chrono::milliseconds timeout_cap{300'000};    // timeout_cap_ms
+    std::chrono::milliseconds probe_timeout{5'000};    // probe_timeout_ms
   } checkpoint;
 };
 

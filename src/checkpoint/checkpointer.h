@@ -34,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "checkpoint/criu_process.h"
 #include "common/unique_fd.h"
 #include "sandbox/linux/container.h"
 
@@ -78,8 +79,10 @@ class Checkpointer {
 
   // Returns the image, or: FailedPrecondition when the tool cannot run here,
   // Unimplemented for a resource that cannot be checkpointed (the message
-  // quotes the tool's log line), another error for the failed step. On any
-  // error the source keeps running and the image directory is removed.
+  // quotes the tool's log line), DeadlineExceeded when the tool hung and was
+  // killed, another error for the failed step. On any error the source
+  // keeps running (released from the tool's ptrace and stop, see
+  // criu_checkpointer.cc) and the image directory is removed.
   virtual absl::StatusOr<CheckpointImage> Checkpoint(const CheckpointRequest& request) = 0;
 
   // Starts the image as a new container, a child of the calling process,
@@ -94,11 +97,19 @@ struct CriuOptions {
   // Not under /run: the probe runs with a private tmpfs on /run and copies
   // its result here, which must be the host's directory.
   std::string state_dir = "/var/lib/flotilla/criu";
+  // How long each CRIU and tar run may take before it is killed.
+  CriuDeadlines deadlines;
+  // Run CRIU with kNoBreakpointsEnv (criu_process.h): where the probe found
+  // that dumps hang with hardware breakpoints and work without.
+  bool no_breakpoints = false;
 };
 
-// Returns OK if `criu_path` runs and passes `criu check`; otherwise
-// FailedPrecondition saying what to install.
-absl::Status CriuAvailable(const std::string& criu_path);
+// Returns OK if `criu_path` runs and passes `criu check` within
+// `deadline`; otherwise FailedPrecondition saying what to install, or
+// DeadlineExceeded. Passing `criu check` does not prove that a dump works:
+// see probe.h.
+absl::Status CriuAvailable(const std::string& criu_path,
+                           std::chrono::milliseconds deadline = CriuDeadlines{}.check);
 
 std::unique_ptr<Checkpointer> NewCriuCheckpointer(CriuOptions options);
 

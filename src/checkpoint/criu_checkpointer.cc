@@ -1,12 +1,17 @@
 // The CRIU implementation of Checkpointer. The steps of each direction are
 // a flat list; each either succeeds or says which step failed.
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -16,6 +21,7 @@
 #include "absl/strings/strip.h"
 #include "checkpoint/channel.h"
 #include "checkpoint/checkpointer.h"
+#include "checkpoint/child.h"
 #include "checkpoint/criu_process.h"
 #include "checkpoint/externals.h"
 #include "checkpoint/root_archive.h"
@@ -79,6 +85,127 @@ absl::Status TaskIds(const std::string& proc_dir, pid_t pid, int* uid, int* gid)
   return absl::OkStatus();
 }
 
+// One task (thread) of the tree being dumped, as /proc shows it.
+struct TaskState {
+  char state = '?';     // the state letter of /proc/<pid>/task/<tid>/stat
+  pid_t tracer = 0;     // TracerPid
+};
+
+// The processes of the tree rooted at `root` (by PPid, from /proc/*/stat),
+// root first.
+std::vector<pid_t> TreeOf(const std::string& proc_dir, pid_t root) {
+  std::multimap<pid_t, pid_t> children;
+  if (DIR* d = opendir(proc_dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      int pid = 0;
+      if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+      auto stat = Slurp(absl::StrCat(proc_dir, "/", pid, "/stat"));
+      if (!stat.ok()) continue;
+      // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+      const size_t close = stat->rfind(')');
+      if (close == std::string::npos) continue;
+      std::vector<absl::string_view> f =
+          absl::StrSplit(absl::string_view(*stat).substr(close + 1), ' ', absl::SkipEmpty());
+      int ppid = 0;
+      if (f.size() > 1 && absl::SimpleAtoi(f[1], &ppid)) children.emplace(ppid, pid);
+    }
+    closedir(d);
+  }
+  std::vector<pid_t> tree = {root};
+  for (size_t i = 0; i < tree.size(); ++i) {
+    auto [from, to] = children.equal_range(tree[i]);
+    for (auto it = from; it != to; ++it) tree.push_back(it->second);
+  }
+  return tree;
+}
+
+// Every thread of every process of the tree, with its state and tracer.
+std::map<pid_t, TaskState> TasksOf(const std::string& proc_dir, pid_t root) {
+  std::map<pid_t, TaskState> tasks;
+  for (pid_t pid : TreeOf(proc_dir, root)) {
+    const std::string task_dir = absl::StrCat(proc_dir, "/", pid, "/task");
+    DIR* d = opendir(task_dir.c_str());
+    if (d == nullptr) continue;
+    while (dirent* e = readdir(d)) {
+      int tid = 0;
+      if (!absl::SimpleAtoi(e->d_name, &tid)) continue;
+      auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
+      if (!status.ok()) continue;
+      TaskState t;
+      for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+        if (absl::ConsumePrefix(&line, "State:")) {
+          line = absl::StripLeadingAsciiWhitespace(line);
+          if (!line.empty()) t.state = line[0];
+        } else if (absl::ConsumePrefix(&line, "TracerPid:")) {
+          int tracer = 0;
+          if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &tracer)) t.tracer = tracer;
+        }
+      }
+      tasks[tid] = t;
+    }
+    closedir(d);
+  }
+  return tasks;
+}
+
+// Resident bytes of the tree (statm), what a dump has to write.
+int64_t ResidentBytes(const std::string& proc_dir, pid_t root) {
+  int64_t pages = 0;
+  for (pid_t pid : TreeOf(proc_dir, root)) {
+    auto statm = Slurp(absl::StrCat(proc_dir, "/", pid, "/statm"));
+    if (!statm.ok()) continue;
+    std::vector<absl::string_view> f = absl::StrSplit(*statm, ' ');
+    int64_t resident = 0;
+    if (f.size() > 1 && absl::SimpleAtoi(f[1], &resident)) pages += resident;
+  }
+  return pages * sysconf(_SC_PAGESIZE);
+}
+
+// After CRIU was killed in the middle of a dump, puts the tree back as it
+// was. What a killed CRIU leaves, and why this is enough:
+// - ptrace: the tracer's death detaches its tracees (the kernel's
+//   exit_ptrace, done before CRIU became a zombie, so before we reaped it);
+//   a task that was in a ptrace stop is woken, unless a group stop is
+//   pending, and then it stays stopped ('T').
+// - the parasite: a task that still runs CRIU's parasite sees its control
+//   socket close and returns to its own code through the signal frame CRIU
+//   built (compel's parasite "cures itself"), leaving only the blob's
+//   mapping behind.
+// - the freezer: this checkpointer does not ask CRIU to freeze cgroups, so
+//   none is left frozen (the caller thaws its own freeze).
+// So: wait (bounded) until no task has a tracer, then SIGCONT every task
+// that is stopped now but was not before the dump. Returns what it did,
+// for the error message.
+std::string ReleaseAfterKilledDump(const std::string& proc_dir, pid_t root,
+                                   const std::map<pid_t, TaskState>& before) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  std::map<pid_t, TaskState> now = TasksOf(proc_dir, root);
+  auto traced = [&] {
+    for (const auto& [tid, t] : now) {
+      if (t.tracer != 0) return true;
+    }
+    return false;
+  };
+  // No event says "detached"; the detach is normally done already, so this
+  // loop runs at most a few rounds.
+  while (traced() && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    now = TasksOf(proc_dir, root);
+  }
+  int continued = 0;
+  for (const auto& [tid, t] : now) {
+    auto was = before.find(tid);
+    const bool stopped_before = was != before.end() && was->second.state == 'T';
+    if ((t.state == 'T' || t.state == 't') && !stopped_before) {
+      if (kill(tid, SIGCONT) == 0) ++continued;
+    }
+  }
+  std::string what = absl::StrCat(now.size(), " task(s) released");
+  if (continued > 0) absl::StrAppend(&what, ", ", continued, " continued with SIGCONT");
+  if (traced()) absl::StrAppend(&what, "; some are still traced");
+  return what;
+}
+
 // Removes a half-made image on every early return of Checkpoint.
 class ImageDirGuard {
  public:
@@ -118,7 +245,8 @@ class RootDirGuard {
 class CriuCheckpointer final : public Checkpointer {
  public:
   explicit CriuCheckpointer(CriuOptions options)
-      : options_(std::move(options)), criu_(options_.criu_path, options_.state_dir) {}
+      : options_(std::move(options)),
+        criu_(options_.criu_path, options_.state_dir, options_.deadlines.check) {}
 
   absl::StatusOr<CheckpointImage> Checkpoint(const CheckpointRequest& request) override {
     const std::string context = absl::StrCat("checkpoint of sandbox ", request.id);
@@ -137,7 +265,8 @@ class CriuCheckpointer final : public Checkpointer {
     // The root skeleton is read-only once the sandbox runs, so reading it
     // before the dump is as good as during.
     const std::string root_tar = absl::StrCat(request.image_dir, "/", kRootTar);
-    if (absl::Status st = SaveRoot(proc, request.init_pid, root_tar); !st.ok()) {
+    if (absl::Status st = SaveRoot(proc, request.init_pid, root_tar, options_.deadlines.root_tar);
+        !st.ok()) {
       return Annotate(st, context);
     }
     if (absl::Status st = WriteText(absl::StrCat(request.image_dir, "/", kManifest),
@@ -148,6 +277,8 @@ class CriuCheckpointer final : public Checkpointer {
 
     CriuRun run;
     run.log_path = absl::StrCat(request.image_dir, "/dump.log");
+    run.deadline = options_.deadlines.For(ResidentBytes(proc, request.init_pid));
+    if (options_.no_breakpoints) run.env.push_back(kNoBreakpointsEnv);
     run.real_uid = uid;
     run.real_gid = gid;
     run.args = {"dump", "-t", absl::StrCat(request.init_pid), "-D", request.image_dir, "-o",
@@ -168,7 +299,14 @@ class CriuCheckpointer final : public Checkpointer {
       run.args.push_back(f.key);
     }
     if (request.after == AfterCheckpoint::kLeaveRunning) run.args.push_back("--leave-running");
+    const std::map<pid_t, TaskState> before = TasksOf(proc, request.init_pid);
     if (absl::Status st = criu_.Run(context, run); !st.ok()) {
+      if (absl::IsDeadlineExceeded(st) || absl::IsCancelled(st)) {
+        const std::string released = ReleaseAfterKilledDump(proc, request.init_pid, before);
+        spdlog::warn("sandbox {}: criu dump killed: {}; {}", request.id, st.message(), released);
+        st = absl::Status(st.code(), absl::StrCat(st.message(), "; the sandbox carries on (",
+                                                  released, ")"));
+      }
       // Keep the log for the operator: the image itself is useless.
       std::error_code ec;
       const std::string kept = absl::StrCat(request.image_dir, ".failed.log");
@@ -224,7 +362,7 @@ class CriuCheckpointer final : public Checkpointer {
     }
     RootDirGuard root_guard(root_dir);
     if (absl::Status st = RestoreRoot(absl::StrCat(request.image_dir, "/", kRootTar), root_dir,
-                                      manifest->root_bytes);
+                                      manifest->root_bytes, options_.deadlines.root_tar);
         !st.ok()) {
       return Annotate(st, context);
     }
@@ -235,6 +373,10 @@ class CriuCheckpointer final : public Checkpointer {
     const std::string pidfile = absl::StrCat(request.image_dir, "/restored.pid");
     unlink(pidfile.c_str());
     run.log_path = absl::StrCat(request.image_dir, "/restore.log");
+    // Half-restored tasks of a killed restore are in the new cgroups, which
+    // the guard of `cgroups` kills and removes.
+    run.deadline = options_.deadlines.For(DirBytes(request.image_dir));
+    if (options_.no_breakpoints) run.env.push_back(kNoBreakpointsEnv);
     run.args = {"restore", "-D", request.image_dir, "-o", "restore.log", "-v4",
                 // Detached, and a sibling of criu: the restored init becomes
                 // the caller's child, like a launched container's.
@@ -289,15 +431,28 @@ class CriuCheckpointer final : public Checkpointer {
 
 }  // namespace
 
-absl::Status CriuAvailable(const std::string& criu_path) {
+absl::Status CriuAvailable(const std::string& criu_path, std::chrono::milliseconds deadline) {
   if (access(criu_path.c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("criu is not installed at ", criu_path, " (run scripts/build-criu)"));
   }
-  std::string command = absl::StrCat(criu_path, " check >/dev/null 2>&1");
-  if (std::system(command.c_str()) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "`", criu_path, " check` fails on this kernel (scripts/build-criu builds one that works)"));
+  const std::string what = absl::StrCat("`", criu_path, " check`");
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoError(errno, "fork", what);
+  if (pid == 0) {
+    if (StartOwnGroupInChild() != 0) _exit(126);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    execl(criu_path.c_str(), criu_path.c_str(), "check", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSIGN_OR_RETURN(Child child, Child::Adopt(pid, what));
+  ASSIGN_OR_RETURN(int status, child.Wait(Child::Clock::now() + deadline, deadline));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " ", DescribeWaitStatus(status),
+                                                      " (scripts/build-criu builds one that works)"));
   }
   return absl::OkStatus();
 }

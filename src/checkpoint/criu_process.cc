@@ -9,13 +9,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "checkpoint/child.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 
@@ -58,21 +61,32 @@ std::string ReadTail(const std::string& path) {
   return buffer.str();
 }
 
-absl::Status WaitChild(pid_t pid, const std::string& what) {
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return ErrnoError(errno, "waitpid", what);
-  }
+// An exit status as a Status: OK for 0, FailedPrecondition for 127 (exec
+// failed), Internal otherwise.
+absl::Status ExitStatus(int status, const std::string& what) {
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
   if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
     return absl::FailedPreconditionError(absl::StrCat(what, ": could not start criu"));
   }
-  return absl::InternalError(absl::StrCat(
-      what, WIFEXITED(status) ? absl::StrCat(" exited with status ", WEXITSTATUS(status))
-                              : absl::StrCat(" was killed by signal ", WTERMSIG(status))));
+  return absl::InternalError(absl::StrCat(what, " ", DescribeWaitStatus(status)));
 }
 
 }  // namespace
+
+std::chrono::milliseconds CriuDeadlines::For(int64_t bytes) const {
+  const double gib = static_cast<double>(std::max<int64_t>(bytes, 0)) / (1024.0 * 1024.0 * 1024.0);
+  const auto scaled = floor + std::chrono::milliseconds(static_cast<int64_t>(gib * per_gib.count()));
+  return std::min(scaled, std::max(cap, floor));
+}
+
+std::string LogTail(const std::string& path, int lines) {
+  const std::string log = ReadTail(path);
+  std::vector<absl::string_view> all = absl::StrSplit(log, '\n', absl::SkipWhitespace());
+  const size_t from = all.size() > static_cast<size_t>(lines) ? all.size() - lines : 0;
+  std::vector<absl::string_view> tail(all.begin() + static_cast<std::ptrdiff_t>(from), all.end());
+  for (auto& line : tail) line = absl::StripAsciiWhitespace(line);
+  return absl::StrJoin(tail, " | ");
+}
 
 std::string FirstCriuError(const std::string& log) {
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
@@ -84,14 +98,17 @@ std::string FirstCriuError(const std::string& log) {
   return "";
 }
 
-absl::Status CriuProcess::EnsureKdatCache() {
+absl::Status CriuProcess::EnsureKdatCache(int cancel_fd) {
   const std::string cache = absl::StrCat(state_dir_, "/", kKdat);
   if (access(cache.c_str(), R_OK) == 0) return absl::OkStatus();
   RETURN_IF_ERROR(MkdirParents(state_dir_));
   const std::string tmp = absl::StrCat(cache, ".", getpid());
+  const std::string what = absl::StrCat("`", criu_path_, " check`");
   pid_t pid = fork();
-  if (pid < 0) return ErrnoError(errno, "fork", "criu check");
+  if (pid < 0) return ErrnoError(errno, "fork", what);
   if (pid == 0) {
+    // Its own group: a hung check is killed with the criu it forked.
+    if (StartOwnGroupInChild() != 0) _exit(126);
     if (PrivateRun() != 0) _exit(126);
     pid_t check = fork();
     if (check == 0) {
@@ -106,9 +123,13 @@ absl::Status CriuProcess::EnsureKdatCache() {
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 126);
     _exit(CopyFile("/run/criu.kdat", tmp.c_str()) == 0 ? 0 : 125);
   }
-  absl::Status waited = WaitChild(pid, absl::StrCat("`", criu_path_, " check`"));
+  ASSIGN_OR_RETURN(Child child, Child::Adopt(pid, what));
+  absl::StatusOr<int> status =
+      child.Wait(std::chrono::steady_clock::now() + check_deadline_, check_deadline_, cancel_fd);
+  absl::Status waited = status.ok() ? ExitStatus(*status, what) : status.status();
   if (!waited.ok()) {
     unlink(tmp.c_str());
+    if (absl::IsDeadlineExceeded(waited) || absl::IsCancelled(waited)) return waited;
     return absl::FailedPreconditionError(
         absl::StrCat(waited.message(), ": criu does not work on this kernel (run scripts/build-criu)"));
   }
@@ -121,17 +142,30 @@ absl::Status CriuProcess::Run(const std::string& what, const CriuRun& run) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, ": criu is not installed at ", criu_path_, " (run scripts/build-criu)"));
   }
-  RETURN_IF_ERROR(EnsureKdatCache());
+  if (run.deadline.count() <= 0 || run.args.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": a criu run needs a step and a deadline"));
+  }
+  RETURN_IF_ERROR(Annotate(EnsureKdatCache(run.cancel_fd), what));
+  const std::string step = absl::StrCat("criu ", run.args[0]);
   const std::string cache = absl::StrCat(state_dir_, "/", kKdat);
   std::vector<std::string> argv_strings = {criu_path_};
   argv_strings.insert(argv_strings.end(), run.args.begin(), run.args.end());
   std::vector<char*> argv;
   for (std::string& arg : argv_strings) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  // The environment is built here: the forked child of a threaded process
+  // must not allocate (setenv).
+  std::vector<std::string> env_strings = run.env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   pid_t pid = fork();
   if (pid < 0) return ErrnoError(errno, "fork", what);
   if (pid == 0) {
+    // Its own group: a kill at the deadline reaches the helpers CRIU forks.
+    if (StartOwnGroupInChild() != 0) _exit(126);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -163,10 +197,19 @@ absl::Status CriuProcess::Run(const std::string& what, const CriuRun& run) {
       if (setgroups(0, nullptr) != 0 || setresgid(run.real_gid, 0, 0) != 0) _exit(126);
     }
     if (run.real_uid >= 0 && setresuid(run.real_uid, 0, 0) != 0) _exit(126);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
-  absl::Status waited = WaitChild(pid, absl::StrCat(what, ": criu"));
+  ASSIGN_OR_RETURN(Child child, Child::Adopt(pid, step));
+  absl::StatusOr<int> status = child.Wait(std::chrono::steady_clock::now() + run.deadline,
+                                          run.deadline, run.cancel_fd);
+  if (!status.ok()) {
+    const std::string tail = LogTail(run.log_path);
+    return absl::Status(status.status().code(),
+                        absl::StrCat(what, ": ", status.status().message(), " (log ends: ",
+                                     tail.empty() ? "<empty>" : tail, "; log: ", run.log_path, ")"));
+  }
+  absl::Status waited = ExitStatus(*status, absl::StrCat(what, ": ", step));
   if (waited.ok()) return waited;
   std::string line = FirstCriuError(ReadTail(run.log_path));
   if (line.empty()) return Annotate(waited, absl::StrCat("see ", run.log_path));

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/child.h"
 #include "common/status_macros.h"
 #include "common/unique_fd.h"
 
@@ -25,18 +26,18 @@ namespace {
 
 constexpr char kTar[] = "/usr/bin/tar";
 
-absl::Status Wait(pid_t pid, const std::string& what) {
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return ErrnoError(errno, "waitpid", what);
-  }
+// Waits for tar (killing it at the deadline) and says how it ended.
+absl::Status Wait(pid_t pid, const std::string& what, std::chrono::milliseconds deadline) {
+  ASSIGN_OR_RETURN(Child child, Child::Adopt(pid, what));
+  ASSIGN_OR_RETURN(int status, child.Wait(Child::Clock::now() + deadline, deadline));
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, " failed (status ", status, ")"));
+  return absl::InternalError(absl::StrCat(what, " ", DescribeWaitStatus(status)));
 }
 
 }  // namespace
 
-absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path) {
+absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path,
+                      std::chrono::milliseconds deadline) {
   const std::string ns_path = absl::StrCat(proc_dir, "/", init_pid, "/ns/mnt");
   UniqueFd ns(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!ns.valid()) return ErrnoError(errno, "open", ns_path);
@@ -57,6 +58,7 @@ absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::st
       (void)!write(err_write.get(), report, sizeof(report));
       _exit(126);
     };
+    if (StartOwnGroupInChild() != 0) fail(7);
     if (setns(ns.get(), CLONE_NEWNS) != 0) fail(1);
     // The root mount alone, detached: none of its submounts come along.
     int tree = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE));
@@ -69,12 +71,15 @@ absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::st
     fail(6);
   }
   err_write.Reset();
+  // The wait comes first: a hung tar holds the pipe's write end open, and
+  // only the kill at the deadline closes it.
+  absl::Status waited = Wait(pid, "tar of the container's root", deadline);
   int report[2] = {0, 0};
   ssize_t n = read(err_read.get(), report, sizeof(report));
-  absl::Status waited = Wait(pid, "tar of the container's root");
   if (n == sizeof(report)) {
     static const char* kSteps[] = {"", "setns mount namespace of", "open_tree `/` in", "chroot host root from",
-                                   "fchdir root clone of", "dup2 output for", "execve `/usr/bin/tar` for"};
+                                   "fchdir root clone of", "dup2 output for", "execve `/usr/bin/tar` for",
+                                   "setpgid for the tar of"};
     unlink(tar_path.c_str());
     return ErrnoError(report[1], kSteps[report[0]], absl::StrCat("pid ", init_pid));
   }
@@ -82,7 +87,8 @@ absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::st
   return waited;
 }
 
-absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes) {
+absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes,
+                         std::chrono::milliseconds deadline) {
   const std::string options = absl::StrCat("size=", bytes, ",mode=0755");
   if (mount("flotilla-root", root_dir.c_str(), "tmpfs", MS_NOSUID, options.c_str()) != 0) {
     return ErrnoError(errno, "mount tmpfs on", root_dir);
@@ -94,11 +100,12 @@ absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_di
     return ErrnoError(err, "fork", "root unpack");
   }
   if (pid == 0) {
+    if (StartOwnGroupInChild() != 0) _exit(126);
     execl(kTar, "tar", "--numeric-owner", "--xattrs", "-xpf", tar_path.c_str(), "-C",
           root_dir.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  absl::Status waited = Wait(pid, absl::StrCat("unpack `", tar_path, "` on ", root_dir));
+  absl::Status waited = Wait(pid, absl::StrCat("unpack `", tar_path, "` on ", root_dir), deadline);
   if (!waited.ok()) umount2(root_dir.c_str(), MNT_DETACH);
   return waited;
 }

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -17,11 +18,15 @@
 
 namespace flotilla::checkpoint {
 
-// Writes a tar of the root mount of `init_pid`'s mount namespace to `tar_path`.
-absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path);
+// Writes a tar of the root mount of `init_pid`'s mount namespace to
+// `tar_path`. tar is killed at `deadline` (DeadlineExceeded).
+absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path,
+                      std::chrono::milliseconds deadline);
 
 // Mounts a tmpfs of `bytes` on the (existing, empty) `root_dir` and unpacks
-// `tar_path` into it. On error nothing stays mounted.
-absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes);
+// `tar_path` into it; tar is killed at `deadline` (DeadlineExceeded). On
+// error nothing stays mounted.
+absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes,
+                         std::chrono::milliseconds deadline);
 
 }  // namespace flotilla::checkpoint

@@ -354,10 +354,28 @@ std::string WarmText(const v1::HypervisorNode& n) {
   return text;
 }
 
+// The CHECKPOINT column: the state the node's agent proved at start.
+std::string CheckpointText(const v1::HypervisorNode& n) {
+  switch (n.checkpoint().state()) {
+    case v1::CHECKPOINT_AVAILABLE:
+      return "available";
+    case v1::CHECKPOINT_PROBING:
+      return "probing";
+    case v1::CHECKPOINT_UNAVAILABLE:
+      return "unavailable";
+    default:
+      return "unknown";
+  }
+}
+
 void PrintNodes(const v1::ListNodesResponse& resp) {
-  Table t({"NODE", "STATUS", "REGION", "TRUST", "ISOLATION", "CPU FREE", "MEMORY FREE", "RUNNING",
-           "WARM", "DATA", "ADDRESS"});
+  Table t({"NODE", "STATUS", "REGION", "TRUST", "ISOLATION", "CHECKPOINT", "CPU FREE", "MEMORY FREE",
+           "RUNNING", "WARM", "DATA", "ADDRESS"});
+  std::vector<std::string> why_not;
   for (const auto& n : resp.nodes()) {
+    if (n.checkpoint().state() == v1::CHECKPOINT_UNAVAILABLE) {
+      why_not.push_back(absl::StrCat("checkpoint unavailable on ", n.id(), ": ", n.checkpoint().reason()));
+    }
     std::vector<std::string> data;
     for (const auto& d : n.data().data_sets()) data.push_back(d.key());
     const auto& cap = n.resources().capacity();
@@ -366,13 +384,15 @@ void PrintNodes(const v1::ListNodesResponse& resp) {
     t.Add({n.id(), n.status() == v1::NODE_ONLINE ? "online" : "offline",
            region == n.labels().end() ? "-" : region->second,
            std::to_string(n.security().trust_level()),
-           n.unisolated() ? "NONE (trusted dev)" : n.security().isolation(),
+           n.unisolated() ? "NONE (trusted dev)" : n.security().isolation(), CheckpointText(n),
            absl::StrCat(FormatMillicores(avail.cpu_millis()), "/", FormatMillicores(cap.cpu_millis())),
            absl::StrCat(FormatBytes(avail.memory_bytes()), "/", FormatBytes(cap.memory_bytes())),
            std::to_string(n.running_executions()), WarmText(n),
            data.empty() ? "-" : absl::StrJoin(data, ","), n.address()});
   }
   std::cout << t.Render();
+  // The reasons in full, below the table: they are long (a CRIU log line).
+  for (const std::string& line : why_not) std::cout << line << "\n";
 }
 
 void PrintExecution(const v1::Execution& e) {

@@ -544,6 +544,7 @@ std::vector<v1::HypervisorNode> Manager::ListNodes() {
     n.set_unisolated(spec.unisolated());
     n.set_cpu_cores_used(spec.cpu_cores_used());
     n.set_memory_available_bytes(spec.memory_available_bytes());
+    *n.mutable_checkpoint() = spec.checkpoint();
     out.push_back(std::move(n));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });
@@ -787,6 +788,7 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   for (const auto& p : req.pools()) ns.node.warm_sandboxes[p.template_name()] = p.idle();
   ns.spec.set_cpu_cores_used(req.cpu_cores_used());
   ns.spec.set_memory_available_bytes(req.memory_available_bytes());
+  *ns.spec.mutable_checkpoint() = req.checkpoint();
 
   v1::ReportStatusResponse resp;
   for (auto& t : prewarmer_.TargetsFor(clock_->UnixMs(), static_cast<int>(nodes_.size()))) {

@@ -78,11 +78,26 @@ migrate::Demand DemandOf(const Manager::RunningView& v) {
   return d;
 }
 
+// Why a node cannot checkpoint, as its agent reported it; "" when it can.
+std::string CheckpointUnavailable(const v1::CheckpointStatus& s) {
+  switch (s.state()) {
+    case v1::CHECKPOINT_AVAILABLE:
+      return "";
+    case v1::CHECKPOINT_PROBING:
+      return "probing (the agent is still proving it works)";
+    case v1::CHECKPOINT_UNAVAILABLE:
+      return absl::StrCat("unavailable (", s.reason(), ")");
+    default:
+      return "unknown (the agent did not report it)";
+  }
+}
+
 migrate::Candidate CandidateOf(const v1::HypervisorNode& n) {
   migrate::Candidate c;
   c.node_id = n.id();
   c.online = n.status() == v1::NODE_ONLINE;
   c.can_restore = !n.unisolated() && n.security().isolation() != "process";
+  c.checkpoint_unavailable = CheckpointUnavailable(n.checkpoint());
   c.free_cpu_cores = static_cast<double>(n.resources().available().cpu_millis()) / 1000.0;
   c.free_memory_bytes = n.resources().available().memory_bytes();
   c.per_cpu_second = n.cost().per_cpu_second();
@@ -203,6 +218,10 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
       src_gib = n.cost().per_gib_second();
     }
   }
+  // Never from a node that cannot checkpoint: the dump could hang or fail
+  // there, and the task would stall for nothing.
+  RETURN_IF_ERROR(Annotate(migrate::CheckSource(v.node_id, candidates),
+                           absl::StrCat("migration of ", id, " refused")));
   std::string target = to;
   std::string reason;
   if (target.empty()) {
@@ -223,7 +242,7 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
     if (c == candidates.end()) return absl::NotFoundError(absl::StrCat("no node '", target, "'"));
     migrate::Scored s =
         migrate::ScoreNode(demand, migrate::PricePerSecond(demand, src_cpu, src_gib), *c);
-    if (!c->online || !c->can_restore) {
+    if (!c->online || !c->can_restore || !c->checkpoint_unavailable.empty()) {
       return absl::FailedPreconditionError(absl::StrCat("node ", target, " cannot take it: ", s.why_not));
     }
     reason = absl::StrFormat("named by the operator: cost %.6g = run %.6g + migration %.6g (%.2f s)%s",

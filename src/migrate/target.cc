@@ -24,6 +24,8 @@ Scored ScoreNode(const Demand& d, double stall_price_per_s, const Candidate& c, 
     s.why_not = "offline";
   } else if (!c.can_restore) {
     s.why_not = "cannot restore checkpoints";
+  } else if (!c.checkpoint_unavailable.empty()) {
+    s.why_not = absl::StrCat("checkpointing ", c.checkpoint_unavailable);
   } else if (c.free_memory_bytes < d.memory_bytes) {
     s.why_not = absl::StrFormat("%d MiB free < %d MiB predicted", c.free_memory_bytes >> 20,
                                 d.memory_bytes >> 20);
@@ -42,9 +44,24 @@ Scored ScoreNode(const Demand& d, double stall_price_per_s, const Candidate& c, 
   return s;
 }
 
+absl::Status CheckSource(const std::string& source, const std::vector<Candidate>& candidates) {
+  for (const Candidate& c : candidates) {
+    if (c.node_id != source) continue;
+    if (c.checkpoint_unavailable.empty()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat("node ", source, " cannot checkpoint: checkpointing ",
+                                                      c.checkpoint_unavailable));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("node ", source, " is not among the candidates: nothing says it can checkpoint"));
+}
+
 absl::StatusOr<Choice> ChooseTarget(const Demand& d, const std::string& source,
                                     double source_per_cpu_second, double source_per_gib_second,
                                     const std::vector<Candidate>& candidates, const Options& o) {
+  // A source described among the candidates must be able to checkpoint.
+  for (const Candidate& c : candidates) {
+    if (c.node_id == source && !c.checkpoint_unavailable.empty()) return CheckSource(source, candidates);
+  }
   const double stall = PricePerSecond(d, source_per_cpu_second, source_per_gib_second);
   Choice choice;
   for (const Candidate& c : candidates) {

@@ -2,7 +2,8 @@
 // in, a ranked answer out, no I/O and no clock.
 //
 // A node is feasible when its predicted free capacity holds the execution's
-// predicted demand (cpu and memory) and it can restore checkpoints. Among
+// predicted demand (cpu and memory), it can restore checkpoints and its
+// agent proved checkpointing works there (checkpoint/probe.h). Among
 // the feasible nodes the cost of finishing there is
 //
 //   run cost       = (price per cpu-second × predicted cores
@@ -13,7 +14,8 @@
 //   cost           = run cost + migration cost
 //
 // and the cheapest wins (ties: more free memory, then the id). The source
-// is never a target: the point is that it has no room.
+// is never a target: the point is that it has no room. A source whose
+// checkpointing is not available cannot be moved at all.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +36,10 @@ struct Demand {
 struct Candidate {
   std::string node_id;
   bool online = true;
-  bool can_restore = true;           // a Linux sandbox node with a working checkpointer
+  bool can_restore = true;           // a Linux sandbox node (not an unisolated one)
+  // Empty when the node's checkpointing is available (its probe passed);
+  // otherwise why not: "probing", "unavailable (criu dump timed out ...)".
+  std::string checkpoint_unavailable;
   double free_cpu_cores = 0;         // predicted free capacity over the horizon
   int64_t free_memory_bytes = 0;
   double per_cpu_second = 0;         // price per resource-second
@@ -71,7 +76,14 @@ struct Choice {
 // The execution's price per second at `demand` on a node with these prices.
 double PricePerSecond(const Demand& demand, double per_cpu_second, double per_gib_second);
 
-// NotFound (with each candidate's reason) when no node is feasible.
+// OK when `source` (one of `candidates`) can be checkpointed; otherwise
+// FailedPrecondition naming the node and why. A source missing from the
+// candidates is refused too: nothing says it can checkpoint.
+absl::Status CheckSource(const std::string& source, const std::vector<Candidate>& candidates);
+
+// FailedPrecondition (as CheckSource) when the source is among the
+// candidates and cannot be checkpointed; NotFound (with each candidate's
+// reason) when no node is feasible.
 absl::StatusOr<Choice> ChooseTarget(const Demand& demand, const std::string& source_node,
                                     double source_per_cpu_second, double source_per_gib_second,
                                     const std::vector<Candidate>& candidates,

@@ -130,6 +130,35 @@ class FederationHarness {
     });
   }
 
+  // Waits until the agents of `ids` have reported how their checkpoint
+  // probe ended. Returns "" if every one can checkpoint; otherwise which
+  // cannot and why (the probe's reason), for a test to skip with. Bounded:
+  // the probe's steps have deadlines of a few seconds each.
+  std::string WaitCheckpointSettled(const std::vector<std::string>& ids,
+                                    std::chrono::seconds timeout = std::chrono::seconds(40)) {
+    std::map<std::string, v1::CheckpointStatus> seen;
+    const bool settled = WaitUntil(timeout, [&] {
+      v1::ListNodesResponse resp;
+      if (!ListNodes(&resp).ok()) return false;
+      for (const auto& n : resp.nodes()) seen[n.id()] = n.checkpoint();
+      for (const auto& id : ids) {
+        auto it = seen.find(id);
+        if (it == seen.end() || it->second.state() == v1::CHECKPOINT_PROBING ||
+            it->second.state() == v1::CHECKPOINT_STATE_UNSPECIFIED) {
+          return false;
+        }
+      }
+      return true;
+    });
+    if (!settled) return "the checkpoint probe did not finish in time";
+    std::string why;
+    for (const auto& id : ids) {
+      if (seen[id].state() == v1::CHECKPOINT_AVAILABLE) continue;
+      why += (why.empty() ? "" : "; ") + id + ": " + seen[id].reason();
+    }
+    return why;
+  }
+
   void KillAgent(const std::string& id) { Kill(agents_.at(id)); }
   void KillManager() { Kill(manager_pid_); }
   // Returns whether the manager process has exited (and reaps it).

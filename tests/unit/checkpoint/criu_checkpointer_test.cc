@@ -1,7 +1,9 @@
 // Tests of checkpoint/ with the real CRIU: a Python process in a sandbox
 // container, holding state in memory and an open file, is checkpointed and
-// restored into a new container, and must keep both. Skips loudly where
-// criu cannot run (not root, or no working criu: see scripts/build-criu).
+// restored into a new container, and must keep both. Skips loudly, with the
+// probe's reason, where checkpointing does not work (not root, no working
+// criu — see scripts/build-criu — or a criu that hangs: probe.h). The tests
+// of a hung criu use a fake one and run wherever containers do.
 #include <poll.h>
 #include <unistd.h>
 
@@ -9,10 +11,14 @@
 #include <filesystem>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "checkpoint/channel.h"
 #include "checkpoint/checkpointer.h"
+#include "checkpoint/criu_process.h"
 #include "checkpoint/externals.h"
+#include "checkpoint/probe.h"
+#include "fake_criu.h"
 #include "gtest/gtest.h"
 
 namespace flotilla::checkpoint {
@@ -52,12 +58,24 @@ for line in r:
     sock.sendall(('%d %d %s %d\n' % (n, sum(state) % 1000003, f.read(), f.tell())).encode())
 )";
 
-class CheckpointTest : public ::testing::Test {
+// The probe, run once per test binary: a real dump and restore, bounded.
+const ProbeResult& ProbeOnce() {
+  static const ProbeResult result = [] {
+    ProbeOptions o;
+    o.work_dir = absl::StrCat("/tmp/ckpt-test-probe.", getpid());
+    ProbeResult r = ProbeCheckpointing(o);
+    std::error_code ec;
+    std::filesystem::remove_all(o.work_dir, ec);
+    return r;
+  }();
+  return result;
+}
+
+// Containers with their own cgroups and runtime directory, as an agent's.
+class ContainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "checkpoint tests need root (namespaces, criu)";
-    absl::Status criu = CriuAvailable(options_.criu_path);
-    if (!criu.ok()) GTEST_SKIP() << "criu cannot run here: " << criu.message();
     const std::string key = absl::StrCat("ckpt-test.", getpid());
     sandbox::HostLayout paths;
     paths.runtime_dir = "/run/flotilla-test/" + key;
@@ -100,6 +118,60 @@ class CheckpointTest : public ::testing::Test {
   sandbox::HostLayout layout_;
   std::string image_dir_;
 };
+
+class CheckpointTest : public ContainerTest {
+ protected:
+  void SetUp() override {
+    const ProbeResult& probe = ProbeOnce();
+    if (probe.state != CheckpointState::kAvailable) {
+      GTEST_SKIP() << "CHECKPOINTING IS NOT AVAILABLE HERE, skipping: " << Describe(probe);
+    }
+    ContainerTest::SetUp();
+  }
+};
+
+using HungCriuTest = ContainerTest;
+
+// A criu that hangs in its dump is killed at the deadline; the error says
+// so; the source was never stopped and carries on answering.
+TEST_F(HungCriuTest, HungDumpIsKilledAtItsDeadlineAndTheSourceCarriesOn) {
+  testing::FakeCriu fake(image_dir_ + ".bin");
+  auto source = LaunchCheckpointable(PythonSpec("ckpt-hang"), layout_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  const std::string before = ReadLine(source->channel.get(), 10s);
+  ASSERT_EQ(before.rfind("1 ", 0), 0u) << before;
+
+  CriuOptions options = options_;
+  options.criu_path = fake.path();
+  options.deadlines.floor = 700ms;
+  options.deadlines.cap = 700ms;
+  CheckpointRequest request;
+  request.init_pid = source->container->pid();
+  request.id = "ckpt-hang";
+  request.image_dir = image_dir_;
+  const auto start = std::chrono::steady_clock::now();
+  auto image = NewCriuCheckpointer(options)->Checkpoint(request);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kDeadlineExceeded) << image.status();
+  const std::string message(image.status().message());
+  EXPECT_NE(message.find("checkpoint of sandbox ckpt-hang: criu dump did not finish within 700 ms"),
+            std::string::npos) << message;
+  EXPECT_NE(message.find("exited trapping"), std::string::npos) << message;
+  EXPECT_NE(message.find("the sandbox carries on"), std::string::npos) << message;
+  EXPECT_LT(took, 700ms + 3s);  // the tar of the root and the fake check before it
+  EXPECT_FALSE(std::filesystem::exists(image_dir_));
+  // The fake and its helper are gone; the source answers with the next count.
+  const std::vector<int> pids = fake.Pids();
+  ASSERT_EQ(pids.size(), 3u);
+  EXPECT_TRUE(testing::AllDeadWithin({pids[0], pids[1]}, 2s));
+  ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
+  EXPECT_EQ(ReadLine(source->channel.get(), 10s), "2" + before.substr(before.find(' ')));
+  std::error_code ec;
+  std::filesystem::remove_all(image_dir_ + ".bin", ec);
+  std::filesystem::remove(image_dir_ + ".failed.log", ec);
+}
 
 TEST_F(CheckpointTest, PythonKeepsMemoryAndOpenFileAcrossCheckpointAndRestore) {
   auto source = LaunchCheckpointable(PythonSpec("ckpt-src"), layout_);
@@ -161,6 +233,63 @@ TEST_F(CheckpointTest, FailedCheckpointLeavesTheSourceRunningAndSaysWhy) {
   EXPECT_FALSE(std::filesystem::exists(image_dir_));
   ASSERT_EQ(write(source->channel.get(), "x\n", 2), 2);
   EXPECT_EQ(ReadLine(source->channel.get(), 10s).rfind("1 ", 0), 0u);
+}
+
+// The real CRIU killed at deadlines that land at different points of a dump
+// (seizing, collecting, the parasite in the task, writing pages): fractions
+// of a whole dump's time measured first. Each time the kernel detaches the
+// dead tracer's tasks and a parasite left in a task returns to the task's
+// code when its socket closes, so the source answers on as before.
+TEST_F(CheckpointTest, RealCriuKilledMidDumpLeavesTheSourceRunning) {
+  auto source = LaunchCheckpointable(PythonSpec("ckpt-kill"), layout_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  int answers = 0;
+  auto answers_next = [&] {
+    EXPECT_EQ(write(source->channel.get(), "x\n", 2), 2);
+    const std::string line = ReadLine(source->channel.get(), 10s);
+    EXPECT_EQ(line.rfind(absl::StrCat(++answers, " "), 0), 0u) << line;
+  };
+  answers_next();
+  CheckpointRequest request;
+  request.init_pid = source->container->pid();
+  request.id = "ckpt-kill";
+  request.image_dir = image_dir_ + ".whole";
+  auto whole = NewCriuCheckpointer(options_)->Checkpoint(request);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  // CRIU's own time: the timestamp "(SS.ffffff)" of its log's last line
+  // (the checkpoint's `took` also holds the tar of the root).
+  const std::string tail = LogTail(request.image_dir + "/dump.log", 1);
+  double seconds = 0;
+  ASSERT_TRUE(tail.size() > 2 && absl::SimpleAtod(tail.substr(1, tail.find(')') - 1), &seconds))
+      << tail;
+  const auto full = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000) + 1);
+  std::error_code ec;
+  std::filesystem::remove_all(request.image_dir, ec);
+  int killed = 0;
+  for (double part : {0.1, 0.3, 0.5, 0.7, 0.85, 0.95}) {
+    SCOPED_TRACE(part);
+    answers_next();
+    CriuOptions options = options_;
+    options.deadlines.floor = std::max(1ms, std::chrono::milliseconds(static_cast<int64_t>(
+                                                full.count() * part)));
+    options.deadlines.cap = options.deadlines.floor;
+    request.image_dir = absl::StrCat(image_dir_, ".", static_cast<int>(part * 100));
+    auto image = NewCriuCheckpointer(options)->Checkpoint(request);
+    if (!image.ok()) {
+      EXPECT_EQ(image.status().code(), absl::StatusCode::kDeadlineExceeded) << image.status();
+      ++killed;
+      // Where it was killed, for the record.
+      std::printf("killed after %lld ms at: %s\n", static_cast<long long>(options.deadlines.floor.count()),
+                  LogTail(request.image_dir + ".failed.log", 1).c_str());
+    }
+    std::filesystem::remove_all(request.image_dir, ec);
+    std::filesystem::remove(request.image_dir + ".failed.log", ec);
+  }
+  answers_next();
+  EXPECT_GT(killed, 0) << "no deadline was short enough to kill a dump";
+  std::printf("real criu (whole dump %lld ms) killed mid-dump %d of 6 times; the source answered "
+              "every time\n",
+              static_cast<long long>(full.count()), killed);
 }
 
 TEST_F(CheckpointTest, MissingCriuIsReportedNotFatal) {

@@ -101,5 +101,43 @@ TEST(TargetTest, MeasuredRestoreTimeReplacesTheEstimate) {
   EXPECT_NEAR(PricePerSecond(Task(), 0.001, 0.002), 0.001 + 0.002 * 0.5, 1e-12);
 }
 
+TEST(TargetTest, NodesWhoseCheckpointingIsNotAvailableAreNeverTargets) {
+  Candidate cheap = Node("cheap", 8, 8192, 0.0001, 0);
+  cheap.checkpoint_unavailable = "unavailable (criu dump timed out: killed after 5 s)";
+  Candidate probing = Node("probing", 8, 8192, 0.0001, 0);
+  probing.checkpoint_unavailable = "probing";
+  Candidate dear = Node("dear", 4, 4096, 0.003, 0);
+  auto c = ChooseTarget(Task(), "src", 0.003, 0, {cheap, probing, dear});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->node_id, "dear");  // the cheaper two cannot take it
+  ASSERT_EQ(c->ranked.size(), 3u);
+  EXPECT_FALSE(c->ranked[1].feasible);
+  EXPECT_THAT(c->ranked[1].why_not + c->ranked[2].why_not, HasSubstr("criu dump timed out"));
+  EXPECT_THAT(c->ranked[1].why_not + c->ranked[2].why_not, HasSubstr("checkpointing probing"));
+
+  // With only those, there is no target, and the error says why for each.
+  auto none = ChooseTarget(Task(), "src", 0.003, 0, {cheap, probing});
+  ASSERT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(none.status().message()), HasSubstr("cheap: checkpointing unavailable"));
+  // An operator's --to gets the same line.
+  Scored named = ScoreNode(Task(), 0.003, cheap);
+  EXPECT_FALSE(named.feasible);
+  EXPECT_THAT(named.why_not, HasSubstr("criu dump timed out"));
+}
+
+TEST(TargetTest, ASourceThatCannotCheckpointIsNotMoved) {
+  Candidate src = Node("src", 0, 0, 0.003, 0);
+  src.checkpoint_unavailable = "unavailable (criu check failed)";
+  Candidate room = Node("room", 8, 8192, 0.0001, 0);
+  auto c = ChooseTarget(Task(), "src", 0.003, 0, {src, room});
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition) << c.status();
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("node src cannot checkpoint: checkpointing unavailable (criu check failed)"));
+  EXPECT_FALSE(CheckSource("src", {src, room}).ok());
+  EXPECT_TRUE(CheckSource("room", {src, room}).ok());
+  // A source nothing is known about is refused by the strict check.
+  EXPECT_EQ(CheckSource("ghost", {src, room}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace flotilla::migrate
