@@ -25,10 +25,6 @@ constexpr size_t kPeekPerRound = 512;
 // Live output kept per stream and attempt; the final result carries the rest.
 constexpr size_t kLiveOutputCap = 4u << 20;
 constexpr int64_t kSuspectMs = 2000;
-// Registered nodes one manager keeps (a bound on the registry).
-constexpr size_t kMaxNodes = 10000;
-// Produced keys remembered per node for the locality scorer.
-constexpr size_t kMaxNodeDataKeys = 4096;
 
 int StreamIndex(v1::OutputStream s) { return s == v1::OUTPUT_STDERR ? 1 : 0; }
 
@@ -116,16 +112,6 @@ struct Manager::Live {
   bool finishing = false;
 };
 
-struct Manager::NodeState {
-  v1::HypervisorNode spec;  // as registered
-  model::HypervisorNode node;
-  model::Resources reserved;
-  std::set<std::string> assigned;  // execution ids of its current attempts
-  int64_t last_heartbeat_mono_ms = 0;
-  int64_t suspect_until_mono_ms = 0;  // a dispatch to it failed: skip it until then
-  model::Resources reported_available;
-  double load_average = 0;
-};
 
 Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
                  std::unique_ptr<AgentClientFactory> agents, Clock* clock)
@@ -159,18 +145,19 @@ absl::Status Manager::Recover() {
     w.what = "recovery";
     const int64_t now = MonoMs();
     for (const auto& rec : nodes) {
-      auto ns = std::make_unique<NodeState>();
-      if (!ns->spec.ParseFromString(rec.spec)) {
+      v1::HypervisorNode spec;
+      if (!spec.ParseFromString(rec.spec)) {
         return absl::DataLossError(absl::StrCat("node ", rec.id, ": stored spec does not parse"));
       }
-      ns->node = wire::FromProto(ns->spec);
-      ns->node.epoch = rec.epoch;
-      ns->node.status = rec.status;
-      ns->node.last_heartbeat_ms = rec.last_heartbeat_ms;
+      NodeState& ns = nodes_.Restore(rec.id);
+      ns.spec = std::move(spec);
+      ns.node = wire::FromProto(ns.spec);
+      ns.node.epoch = rec.epoch;
+      ns.node.status = rec.status;
+      ns.node.last_heartbeat_ms = rec.last_heartbeat_ms;
       // A fresh lease: the agent gets a full lease_timeout to report to the
       // restarted manager before its executions are taken away.
-      ns->last_heartbeat_mono_ms = now;
-      nodes_[rec.id] = std::move(ns);
+      ns.last_heartbeat_mono_ms = now;
     }
     for (auto& rec : unfinished) {
       auto live = std::make_shared<Live>();
@@ -190,20 +177,19 @@ absl::Status Manager::Recover() {
         queue_.Push({l.rec.id, l.rec.priority, l.rec.seq, l.rec.submitted_ms});
         continue;
       }
-      auto it = nodes_.find(l.rec.node_id);
-      if (it == nodes_.end()) {
+      NodeState* node = nodes_.Find(l.rec.node_id);
+      if (node == nullptr) {
         Requeue(l, "node_unknown", "its node is not in the registry", &w);
         continue;
       }
       // CheckLeases stores "offline" before it re-queues the node's executions;
       // a crash in between leaves them here, where no lease check looks again.
-      if (it->second->node.status != model::NodeStatus::kOnline) {
+      if (node->node.status != model::NodeStatus::kOnline) {
         Requeue(l, "node_lost", absl::StrCat("node ", l.rec.node_id, " was offline at recovery"),
                 &w);
         continue;
       }
-      it->second->reserved += l.sched.resources;
-      it->second->assigned.insert(l.rec.id);
+      nodes_.Assign(*node, l.rec.id, l.sched.resources);
     }
     spdlog::info("recovered {} nodes, {} unfinished executions ({} queued)", nodes_.size(),
                  live_.size(), queue_.size());
@@ -316,9 +302,7 @@ absl::Status Manager::ValidateAndDefault(v1::ExecutionRequest* r) {
         " (max_request_bytes): pass large inputs as data sets instead"));
   }
   model::ExecutionRequest sched = wire::FromProto(*r);
-  std::vector<model::HypervisorNode> all;
-  for (const auto& [id, ns] : nodes_) all.push_back(ns->node);
-  return selection_.CheckEverFeasible(sched, all);
+  return selection_.CheckEverFeasible(sched, nodes_.All());
 }
 
 // ----------------------------------------------------------------------- api
@@ -498,14 +482,14 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
         Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled before it started", &w);
       } else {
         live->rec.cancel_requested = true;
-        auto node = nodes_.find(live->rec.node_id);
-        if (node == nodes_.end() || node->second->node.status != model::NodeStatus::kOnline) {
+        NodeState* node = nodes_.Find(live->rec.node_id);
+        if (node == nullptr || node->node.status != model::NodeStatus::kOnline) {
           Finish(*live, ExecutionState::kCancelled, nullptr, "cancelled while its node was offline",
                  &w);
         } else {
           StageExecution(*live, &w);
           Changed(*live);
-          address = node->second->node.address;
+          address = node->node.address;
           req.set_execution_id(id);
           req.set_attempt(live->rec.attempt);
         }
@@ -538,7 +522,7 @@ std::vector<v1::HypervisorNode> Manager::ListNodes() {
   for (const auto& view : NodeViews()) {
     v1::HypervisorNode n;
     wire::ToProto(view, &n);
-    const v1::HypervisorNode& spec = nodes_.at(view.id)->spec;
+    const v1::HypervisorNode& spec = nodes_.Find(view.id)->spec;
     n.set_version(spec.version());
     *n.mutable_pools() = spec.pools();
     n.set_unisolated(spec.unisolated());
@@ -711,14 +695,9 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   v1::RegisterNodeResponse resp;
   {
   absl::MutexLock lock(&mu_);
-  if (!nodes_.count(spec.id()) && nodes_.size() >= kMaxNodes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the federation has ", nodes_.size(), " nodes, the most one manager keeps"));
-  }
+  ASSIGN_OR_RETURN(NodeState* slot, nodes_.ForRegistration(spec.id()));
   WriteBatch w;
   w.what = absl::StrCat("registration of node ", spec.id());
-  auto& slot = nodes_[spec.id()];
-  if (!slot) slot = std::make_unique<NodeState>();
   NodeState& ns = *slot;
   const uint64_t epoch = ns.node.epoch + 1;
   ns.spec = spec;
@@ -767,11 +746,11 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   absl::MutexLock lock(&mu_);
   WriteBatch w;
   w.what = absl::StrCat("status of node ", req.node_id());
-  auto it = nodes_.find(req.node_id());
-  if (it == nodes_.end()) {
+  NodeState* found = nodes_.Find(req.node_id());
+  if (found == nullptr) {
     return absl::NotFoundError(absl::StrCat("unknown node '", req.node_id(), "': register first"));
   }
-  NodeState& ns = *it->second;
+  NodeState& ns = *found;
   if (ns.node.status != model::NodeStatus::kOnline || ns.node.epoch != req.epoch()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the lease of node ", req.node_id(), " (epoch ", req.epoch(),
@@ -1020,10 +999,8 @@ void Manager::Changed(Live& live) {
 }
 
 void Manager::Release(Live& live) {
-  auto it = nodes_.find(live.rec.node_id);
-  if (it == nodes_.end()) return;
-  if (it->second->assigned.erase(live.rec.id) == 0) return;
-  it->second->reserved -= live.sched.resources;
+  NodeState* node = nodes_.Find(live.rec.node_id);
+  if (node == nullptr || !nodes_.Release(*node, live.rec.id, live.sched.resources)) return;
   dispatch_wanted_ = true;
   dispatch_cv_.Signal();
 }
@@ -1114,21 +1091,12 @@ void Manager::SetFinishListener(std::function<void(const std::string&)> listener
 
 void Manager::AddNodeData(const std::string& node_id, const std::string& key, int64_t bytes) {
   absl::MutexLock lock(&mu_);
-  auto& keys = node_data_[node_id];
-  // Bounded: the oldest-sorting keys go first; locality is a preference, so
-  // forgetting some only costs a less local placement.
-  if (keys.size() >= kMaxNodeDataKeys && !keys.count(key)) keys.erase(keys.begin());
-  keys[key] = bytes;
+  nodes_.AddData(node_id, key, bytes);
 }
 
 void Manager::ForgetNodeData(const std::string& key_prefix) {
   absl::MutexLock lock(&mu_);
-  for (auto& [node, keys] : node_data_) {
-    for (auto it = keys.lower_bound(key_prefix);
-         it != keys.end() && it->first.compare(0, key_prefix.size(), key_prefix) == 0;) {
-      it = keys.erase(it);
-    }
-  }
+  nodes_.ForgetData(key_prefix);
 }
 
 int Manager::OnlineNodeCount() {
@@ -1142,23 +1110,7 @@ int Manager::OnlineNodeCount() {
 
 // --------------------------------------------------------------- dispatching
 
-std::vector<model::HypervisorNode> Manager::NodeViews() const {
-  const int64_t now = MonoMs();
-  std::vector<model::HypervisorNode> views;
-  views.reserve(nodes_.size());
-  for (const auto& [id, ns] : nodes_) {
-    model::HypervisorNode v = ns->node;
-    v.available = ns->node.capacity - ns->reserved;
-    v.running_executions = static_cast<int>(ns->assigned.size());
-    if (ns->suspect_until_mono_ms > now) v.status = model::NodeStatus::kOffline;
-    if (auto data = node_data_.find(id); data != node_data_.end()) {
-      for (const auto& [key, bytes] : data->second) v.data_sets.push_back({key, bytes});
-    }
-    views.push_back(std::move(v));
-  }
-  std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-  return views;
-}
+std::vector<model::HypervisorNode> Manager::NodeViews() const { return nodes_.Views(MonoMs()); }
 
 void Manager::DispatchRound() {
   struct Send {
@@ -1216,9 +1168,8 @@ void Manager::DispatchRound() {
       live.features = scheduler::FeaturesFor(live.sched, view);
       view.available -= live.sched.resources;
       view.running_executions++;
-      NodeState& ns = *nodes_.at(d.node_id);
-      ns.reserved += live.sched.resources;
-      ns.assigned.insert(entry.id);
+      NodeState& ns = *nodes_.Find(d.node_id);
+      nodes_.Assign(ns, entry.id, live.sched.resources);
       queue_.Remove(entry.id);
       live.placement = ToPlacement(d, now_ms);
       for (const auto& id : preempted) live.placement.add_preempted(id);
@@ -1281,20 +1232,20 @@ void Manager::DispatchRound() {
 std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::HypervisorNode>& views,
                                           WriteBatch* w) {
   std::vector<scheduler::RunningExecution> running;
-  for (const auto& [node_id, ns] : nodes_) {
-    for (const std::string& id : ns->assigned) {
+  nodes_.ForEach([&](const NodeState& ns) {
+    for (const std::string& id : ns.assigned) {
       const Live& r = *live_.at(id);
-      running.push_back({id, node_id, r.rec.priority, r.sched.resources, r.rec.assigned_ms});
+      running.push_back({id, ns.node.id, r.rec.priority, r.sched.resources, r.rec.assigned_ms});
     }
-  }
+  });
   scheduler::PreemptionOptions options;
   options.min_priority_gap = config_.preemption_min_gap;
   std::optional<scheduler::PreemptionPlan> plan =
       scheduler::PlanPreemption(live.sched, views, running, options);
   if (!plan || plan->victims.empty()) return {};
-  auto node = nodes_.find(plan->node_id);
-  if (node == nodes_.end()) return {};
-  const std::string address = node->second->node.address;
+  const NodeState* node = nodes_.Find(plan->node_id);
+  if (node == nullptr) return {};
+  const std::string address = node->node.address;
   for (const std::string& id : plan->victims) {
     Live& victim = *live_.at(id);
     for (auto& v : views) {
@@ -1331,9 +1282,7 @@ void Manager::OnDispatchDone(const std::string& id, uint32_t attempt, absl::Stat
     w.what = absl::StrCat("failed dispatch of ", id);
     if (status.code() == absl::StatusCode::kUnavailable ||
         status.code() == absl::StatusCode::kDeadlineExceeded) {
-      if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) {
-        n->second->suspect_until_mono_ms = MonoMs() + kSuspectMs;
-      }
+      if (NodeState* n = nodes_.Find(live.rec.node_id)) n->suspect_until_mono_ms = MonoMs() + kSuspectMs;
       Requeue(live, "dispatch_failed",
               absl::StrCat("sending it to node ", live.rec.node_id, " failed: ", status.message()),
               &w);
@@ -1359,11 +1308,9 @@ void Manager::CheckLeases() {
     WriteBatch w;
     w.what = "lease check";
     const int64_t now = MonoMs();
-    for (auto& [id, ns] : nodes_) {
-      if (ns->node.status != model::NodeStatus::kOnline) continue;
-      const int64_t silent = now - ns->last_heartbeat_mono_ms;
-      if (silent <= config_.lease_timeout.count()) continue;
-      ns->node.status = model::NodeStatus::kOffline;
+    for (const auto& [nsp, silent] : nodes_.ExpireLeases(now, config_.lease_timeout.count())) {
+      NodeState* ns = nsp;
+      const std::string& id = ns->node.id;
       StageNode(*ns, &w);
       spdlog::warn("node {} missed heartbeats for {} ms: offline; re-queueing {} executions", id,
                    silent, ns->assigned.size());
@@ -1398,22 +1345,22 @@ void Manager::CheckAttemptDeadlines(
     WriteBatch* w, std::vector<std::pair<std::string, v1::CancelTaskRequest>>* cancels) {
   const int64_t now = MonoMs();
   std::vector<std::string> lost;
-  for (const auto& [id, ns] : nodes_) {
-    for (const std::string& eid : ns->assigned) {
+  nodes_.ForEach([&](const NodeState& ns) {
+    for (const std::string& eid : ns.assigned) {
       const Live& live = *live_.at(eid);
       const int64_t deadline =
           live.assigned_mono_ms + live.request.timeout_ms() + config_.attempt_grace.count();
       if (now > deadline) lost.push_back(eid);
     }
-  }
+  });
   for (const std::string& eid : lost) {
     Live& live = *live_.at(eid);
     const std::string node_id = live.rec.node_id;
-    if (auto n = nodes_.find(node_id); n != nodes_.end()) {
+    if (const NodeState* n = nodes_.Find(node_id)) {
       v1::CancelTaskRequest req;
       req.set_execution_id(eid);
       req.set_attempt(live.rec.attempt);
-      cancels->push_back({n->second->node.address, std::move(req)});
+      cancels->push_back({n->node.address, std::move(req)});
     }
     const std::string why = absl::StrCat(
         "node ", node_id, " returned no result for attempt ", live.rec.attempt, " within its timeout (",
@@ -1520,7 +1467,7 @@ absl::StatusOr<Manager::RunningView> Manager::RunningExecution(const std::string
   v.execution_id = id;
   v.attempt = live.rec.attempt;
   v.node_id = live.rec.node_id;
-  if (auto n = nodes_.find(live.rec.node_id); n != nodes_.end()) v.node_address = n->second->spec.address();
+  if (const NodeState* n = nodes_.Find(live.rec.node_id)) v.node_address = n->spec.address();
   v.request = live.request;
   if (live.usage && live.usage->attempt() == live.rec.attempt) v.usage = live.usage;
   v.running_ms = live.rec.started_ms > 0 ? clock_->UnixMs() - live.rec.started_ms : 0;
@@ -1557,8 +1504,8 @@ absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
           "execution ", id, " is no longer attempt ", attempt, " running on ", from, " (attempt ",
           live.rec.attempt, " ", model::ToString(live.rec.state), " on '", live.rec.node_id, "')"));
     }
-    auto dst = nodes_.find(to);
-    if (dst == nodes_.end() || dst->second->node.status != model::NodeStatus::kOnline) {
+    const NodeState* dst = nodes_.Find(to);
+    if (dst == nullptr || dst->node.status != model::NodeStatus::kOnline) {
       return absl::FailedPreconditionError(absl::StrCat("node ", to, " is not online"));
     }
     *out = &live;
@@ -1586,14 +1533,11 @@ absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
   Live* livep = nullptr;
   RETURN_IF_ERROR(check(&livep));
   Live& live = *livep;
-  auto src = nodes_.find(from);
-  auto dst = nodes_.find(to);
+  NodeState* src = nodes_.Find(from);
+  NodeState* dst = nodes_.Find(to);
   live.rec.node_id = to;
-  if (src != nodes_.end() && src->second->assigned.erase(id) > 0) {
-    src->second->reserved -= live.sched.resources;
-  }
-  dst->second->assigned.insert(id);
-  dst->second->reserved += live.sched.resources;
+  if (src != nullptr) nodes_.Release(*src, id, live.sched.resources);
+  nodes_.Assign(*dst, id, live.sched.resources);
   live.placement.set_node_id(to);
   live.placement.set_reason(absl::StrCat("migrated from ", from));
   // The new node reports the attempt from its next heartbeat on.
@@ -1615,7 +1559,7 @@ std::string Manager::RenderMetrics() {
   scheduler::LatencyModelOptions model_options;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, ns] : nodes_) g.nodes_by_status[model::ToString(ns->node.status)]++;
+    nodes_.ForEach([&](const NodeState& ns) { g.nodes_by_status[model::ToString(ns.node.status)]++; });
     g.queue_depth = static_cast<int64_t>(queue_.size());
     g.running = static_cast<int64_t>(live_.size() - queue_.size());
     g.preemptions = static_cast<int64_t>(preemptions_);

@@ -41,6 +41,7 @@
 #include "manager/agent_client.h"
 #include "manager/config.h"
 #include "manager/metrics.h"
+#include "manager/node_registry.h"
 #include "manager/prewarmer.h"
 #include "manager/watch_hub.h"
 #include "manager/writer.h"
@@ -153,7 +154,6 @@ class Manager {
 
  private:
   struct Live;
-  struct NodeState;
 
   absl::Status ValidateAndDefault(v1::ExecutionRequest* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<model::HypervisorNode> NodeViews() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -210,7 +210,7 @@ class Manager {
 
   absl::Mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Live>> live_ ABSL_GUARDED_BY(mu_);
-  std::unordered_map<std::string, std::unique_ptr<NodeState>> nodes_ ABSL_GUARDED_BY(mu_);
+  NodeRegistry nodes_ ABSL_GUARDED_BY(mu_);
   scheduler::PendingQueue queue_ ABSL_GUARDED_BY(mu_);
   // Not const: Select reuses scratch buffers. Used only under mu_.
   scheduler::NodeSelection selection_ ABSL_GUARDED_BY(mu_);
@@ -223,8 +223,6 @@ class Manager {
   std::deque<scheduler::LatencySample> latency_history_ ABSL_GUARDED_BY(mu_);
   uint64_t preemptions_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void(const std::string&)> finish_listener_;
-  // node id -> produced key -> bytes (see AddNodeData).
-  std::unordered_map<std::string, std::map<std::string, int64_t>> node_data_ ABSL_GUARDED_BY(mu_);
   // Submits accepted in memory whose insert is not yet durable (admission
   // control counts them with the queue).
   int64_t inserting_ ABSL_GUARDED_BY(mu_) = 0;
