@@ -154,6 +154,15 @@ void Agent::Stop() {
   }
   for (auto& t : loops_) t.join();
   loops_.clear();
+  // Cancelled above: the task and migration threads end; wait for each.
+  std::list<Worker> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& w : workers) {
+    if (w.thread.joinable()) w.thread.join();
+  }
   if (sampler_) sampler_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
@@ -590,8 +599,31 @@ absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
     ref.set_attempt(task->attempt);
     started_.push_back(std::move(ref));
   }
-  std::thread([this, task, request = r]() mutable { RunTask(task, std::move(request)); }).detach();
+  SpawnWorker([this, task, request = r]() mutable { RunTask(task, std::move(request)); });
   return absl::OkStatus();
+}
+
+void Agent::SpawnWorker(std::function<void()> fn) {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  std::list<Worker> finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Take the threads that have ended (their last act was setting `done`).
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->done->load()) {
+        finished.splice(finished.end(), workers_, it++);
+      } else {
+        ++it;
+      }
+    }
+    workers_.push_back({std::thread([fn = std::move(fn), done]() mutable {
+                          fn();
+                          fn = nullptr;  // its captures go before `done` says so
+                          done->store(true);
+                        }),
+                        done});
+  }
+  for (auto& w : finished) w.thread.join();
 }
 
 bool Agent::CancelTask(const std::string& execution_id, uint32_t attempt) {

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -112,6 +113,10 @@ class Agent {
   std::unique_ptr<v1::AgentService::Service> service_;
   std::unique_ptr<grpc::Server> server_;
 
+  // Starts `fn` on a thread the agent owns and joins (see workers_).
+  // Call without mu_.
+  void SpawnWorker(std::function<void()> fn);
+
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;                                  // guarded by mu_
@@ -122,6 +127,14 @@ class Agent {
   size_t chunk_bytes_ = 0;                                 // guarded by mu_
   std::vector<v1::TaskRef> started_;                       // guarded by mu_
   int running_threads_ = 0;                                // guarded by mu_
+  // Threads the agent started for tasks and migrations: it joins them (the
+  // finished ones whenever it starts another, the rest in Stop), so none
+  // outlives the agent. Guarded by mu_.
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::list<Worker> workers_;
   model::Resources reserved_;                              // guarded by mu_
   // Migration: restored copies waiting for the manager's switch (target),
   // and held sources waiting for its verdict, by migration id; guarded by mu_.

@@ -205,7 +205,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
     outgoing_[req.migration_id()] = Outgoing{key, false};
   }
   // The manager decides; a verdict that never comes resumes the source.
-  std::thread([this, id = req.migration_id(), key] {
+  SpawnWorker([this, id = req.migration_id(), key] {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, kVerdictTimeout, [&] {
       auto it = outgoing_.find(id);
@@ -219,7 +219,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
     spdlog::warn("[{}] no verdict on migration {} in {} s: the task carries on here", key, id,
                  kVerdictTimeout.count());
     (void)sandbox_->EndCheckpoint(key, false);
-  }).detach();
+  });
   spdlog::info("[{}] checkpointed ({} bytes in {} ms) and restored on {} ({} ms); held for the "
                "manager's verdict",
                key, resp.image_bytes(), resp.checkpoint_us() / 1000, req.target_node_id(),
@@ -351,9 +351,9 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
   from.stderr_data = h.stderr();
   from.memory_limit_bytes = h.memory_limit_bytes();
   from.cpu_limit_millis = h.cpu_limit_millis();
-  std::thread([this, task, inc, spec = std::move(spec), from = std::move(from)]() mutable {
+  SpawnWorker([this, task, inc, spec = std::move(spec), from = std::move(from)]() mutable {
     RunRestoredTask(task, inc, std::move(spec), std::move(from));
-  }).detach();
+  });
 
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return inc->restored || inc->failed; });
