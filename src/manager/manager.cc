@@ -69,6 +69,18 @@ class ModelPredictor final : public scheduler::LatencyPredictor {
 
 constexpr size_t kLatencyHistory = 4096;
 
+namespace {
+
+// What a listing shows of a result: everything but its output.
+std::string ResultSummary(const v1::ExecutionResult& r) {
+  v1::ExecutionResult s = r;
+  s.clear_stdout();
+  s.clear_stderr();
+  return s.SerializeAsString();
+}
+
+}  // namespace
+
 
 
 Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
@@ -447,7 +459,9 @@ absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
     l.request.ParseFromString(rec.request);
     if (!rec.placement.empty()) l.placement.ParseFromString(rec.placement);
     if (rec.attempt > 0 && model::IsTerminal(rec.state)) {
-      auto blob = store_->GetResult(rec.id, rec.attempt);
+      // A listing without output reads the summary, never a whole output.
+      auto blob = req.include_output() ? store_->GetResult(rec.id, rec.attempt)
+                                       : store_->GetResultSummary(rec.id, rec.attempt);
       if (blob.ok() && *blob) {
         v1::ExecutionResult r;
         if (r.ParseFromString(**blob)) l.result = std::move(r);
@@ -486,7 +500,8 @@ void Manager::StageNode(const NodeState& ns, WriteBatch* w) {
 void Manager::StageFinish(Live& live, WriteBatch* w) {
   if (live.result) {
     w->ops.push_back(
-        WriteBatch::PutResult{live.rec.id, live.rec.attempt, live.result->SerializeAsString()});
+        WriteBatch::PutResult{live.rec.id, live.rec.attempt, live.result->SerializeAsString(),
+                              ResultSummary(*live.result)});
   }
   if (live.rec.attempt > 0 && !live.rec.node_id.empty()) {
     w->ops.push_back(WriteBatch::PutAttempt{{.execution_id = live.rec.id,

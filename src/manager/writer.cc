@@ -117,7 +117,7 @@ absl::Status Writer::Apply(WriteBatch& batch) {
           } else if constexpr (std::is_same_v<T, WriteBatch::PutAttempt>) {
             return store_->PutAttempt(o.attempt);
           } else if constexpr (std::is_same_v<T, WriteBatch::PutResult>) {
-            return store_->PutResult(o.id, o.attempt, o.blob);
+            return store_->PutResult(o.id, o.attempt, o.blob, o.summary);
           } else if constexpr (std::is_same_v<T, WriteBatch::UpsertNode>) {
             return store_->UpsertNode(o.node);
           } else if constexpr (std::is_same_v<T, WriteBatch::PutDocument>) {

@@ -56,6 +56,7 @@ struct WriteBatch {
     std::string id;
     uint32_t attempt = 0;
     std::string blob;
+    std::string summary;  // the result without its output (listings)
   };
   struct UpsertNode {
     store::NodeRecord node;

@@ -4,7 +4,7 @@
 // silently.
 //
 // Arm it with FailWrites(n): the next n write calls (every method that
-// changes the database, and Transaction itself) fail with Unavailable, as a
+// changes the database) fail with Unavailable, as a
 // full or failing disk would, without reaching the real store. Or FailAll()
 // until Heal(). Reads always pass. Thread-safe.
 #pragma once
@@ -62,10 +62,14 @@ class FaultInjectingStore final : public Store {
   absl::StatusOr<std::vector<AttemptRecord>> ListAttempts(const std::string& id) override {
     return real_->ListAttempts(id);
   }
-  absl::Status PutResult(const std::string& id, uint32_t attempt,
-                         const std::string& result) override {
+  absl::Status PutResult(const std::string& id, uint32_t attempt, const std::string& result,
+                         const std::string& summary) override {
     if (auto st = Fault("put result " + id); !st.ok()) return st;
-    return real_->PutResult(id, attempt, result);
+    return real_->PutResult(id, attempt, result, summary);
+  }
+  absl::StatusOr<std::optional<std::string>> GetResultSummary(const std::string& id,
+                                                              uint32_t attempt) override {
+    return real_->GetResultSummary(id, attempt);
   }
   absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                        uint32_t attempt) override {

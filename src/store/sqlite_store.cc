@@ -107,6 +107,11 @@ CREATE TABLE documents (
   PRIMARY KEY (kind, key)
 );
 )sql",
+    // 3: a small summary of each result, so that listings do not read whole
+    // outputs.
+    R"sql(
+ALTER TABLE results ADD COLUMN summary BLOB NOT NULL DEFAULT x'';
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -153,8 +158,12 @@ constexpr const char* kListAttemptsSql =
     "SELECT execution_id, attempt, node_id, assigned_ms, ended_ms, outcome FROM attempts "
     "WHERE execution_id = ?1 ORDER BY attempt";
 constexpr const char* kPutResultSql =
-    "INSERT INTO results (execution_id, attempt, result) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (execution_id, attempt) DO UPDATE SET result = excluded.result";
+    "INSERT INTO results (execution_id, attempt, result, summary) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (execution_id, attempt) DO UPDATE SET result = excluded.result, "
+    "summary = excluded.summary";
+constexpr const char* kGetResultSummarySql =
+    "SELECT CASE WHEN length(summary) > 0 THEN summary ELSE result END FROM results "
+    "WHERE execution_id = ?1 AND attempt = ?2";
 constexpr const char* kGetResultSql =
     "SELECT result FROM results WHERE execution_id = ?1 AND attempt = ?2";
 
@@ -405,8 +414,10 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<ExecutionRecord>> ListExecutions(const ListFilter& filter) override;
   absl::Status PutAttempt(const AttemptRecord& attempt) override;
   absl::StatusOr<std::vector<AttemptRecord>> ListAttempts(const std::string& id) override;
-  absl::Status PutResult(const std::string& id, uint32_t attempt,
-                         const std::string& result) override;
+  absl::Status PutResult(const std::string& id, uint32_t attempt, const std::string& result,
+                         const std::string& summary) override;
+  absl::StatusOr<std::optional<std::string>> GetResultSummary(const std::string& id,
+                                                              uint32_t attempt) override;
   absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                        uint32_t attempt) override;
   absl::Status PutDocument(const DocumentRecord& doc) override;
@@ -446,7 +457,7 @@ class SqliteStore final : public Store {
 
   struct Statements {
     StmtPtr upsert_node, load_nodes, insert_execution, update_execution, get_execution,
-        load_unfinished, list_all, list_states, put_attempt, list_attempts, put_result, get_result,
+        load_unfinished, list_all, list_states, put_attempt, list_attempts, put_result, get_result, get_result_summary,
         put_document, get_document, list_documents, delete_document, delete_finished,
         delete_documents_before, begin, commit, rollback;
   };
@@ -571,6 +582,7 @@ absl::StatusOr<SqliteStore::Statements> SqliteStore::PrepareAll(sqlite3* db) {
   ASSIGN_OR_RETURN(s.list_attempts, Prepare(db, kListAttemptsSql));
   ASSIGN_OR_RETURN(s.put_result, Prepare(db, kPutResultSql));
   ASSIGN_OR_RETURN(s.get_result, Prepare(db, kGetResultSql));
+  ASSIGN_OR_RETURN(s.get_result_summary, Prepare(db, kGetResultSummarySql));
   ASSIGN_OR_RETURN(s.put_document, Prepare(db, kPutDocumentSql));
   ASSIGN_OR_RETURN(s.get_document, Prepare(db, kGetDocumentSql));
   ASSIGN_OR_RETURN(s.list_documents, Prepare(db, kListDocumentsSql));
@@ -710,11 +722,21 @@ absl::StatusOr<std::vector<AttemptRecord>> SqliteStore::ListAttempts(const std::
 }
 
 absl::Status SqliteStore::PutResult(const std::string& id, uint32_t attempt,
-                                    const std::string& result) {
+                                    const std::string& result, const std::string& summary) {
   Access access(this);
   Use use(db_.get(), stmts_.put_result.get());
-  use.Text(1, id).Int(2, attempt).Blob(3, result);
+  use.Text(1, id).Int(2, attempt).Blob(3, result).Blob(4, summary);
   return use.Run(absl::StrCat("put result ", id, "/", attempt));
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetResultSummary(const std::string& id,
+                                                                         uint32_t attempt) {
+  Access access(this);
+  Use use(db_.get(), stmts_.get_result_summary.get());
+  use.Text(1, id).Int(2, attempt);
+  ASSIGN_OR_RETURN(bool row, use.Step(absl::StrCat("get result summary ", id, "/", attempt)));
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(use.ColumnBytes(0));
 }
 
 absl::StatusOr<std::optional<std::string>> SqliteStore::GetResult(const std::string& id,

@@ -92,9 +92,15 @@ class Store {
   virtual absl::StatusOr<std::vector<AttemptRecord>> ListAttempts(const std::string& id) = 0;
 
   // Stores the result of one attempt (serialized flotilla.v1.ExecutionResult),
-  // replacing any earlier one for the same (id, attempt).
+  // replacing any earlier one for the same (id, attempt). `summary` is a
+  // small form of it for listings (the same message without its output);
+  // empty: listings read the whole result.
   virtual absl::Status PutResult(const std::string& id, uint32_t attempt,
-                                 const std::string& result) = 0;
+                                 const std::string& result, const std::string& summary) = 0;
+  // The summary of the given attempt's result (the whole result when none
+  // was stored with it); nullopt if there is no result.
+  virtual absl::StatusOr<std::optional<std::string>> GetResultSummary(const std::string& id,
+                                                                      uint32_t attempt) = 0;
   // The result of the given attempt; nullopt if none.
   virtual absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                                uint32_t attempt) = 0;

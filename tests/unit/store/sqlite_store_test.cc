@@ -406,14 +406,61 @@ TEST(SqliteStoreTest, AttemptsUpsertAndListInOrder) {
   EXPECT_TRUE(none->empty());
 }
 
+TEST(SqliteStoreTest, ResultSummaryIsWhatListingsReadAndFallsBackToTheResult) {
+  auto store = OpenMemory();
+  ExecutionRecord rec = MakeExecution("ex-s");
+  ASSERT_TRUE(store->InsertExecution(&rec).ok());
+  ASSERT_TRUE(store->PutResult("ex-s", 1, Binary("whole result"), "summary").ok());
+  ASSERT_TRUE(store->PutResult("ex-s", 2, Binary("no summary"), "").ok());
+  auto s1 = store->GetResultSummary("ex-s", 1);
+  ASSERT_TRUE(s1.ok() && s1->has_value()) << s1.status();
+  EXPECT_EQ(**s1, "summary");
+  auto s2 = store->GetResultSummary("ex-s", 2);
+  ASSERT_TRUE(s2.ok() && s2->has_value());
+  EXPECT_EQ(**s2, Binary("no summary"));
+  auto s3 = store->GetResultSummary("ex-s", 3);
+  ASSERT_TRUE(s3.ok());
+  EXPECT_FALSE(s3->has_value());
+}
+
+TEST(SqliteStoreTest, DeleteFinishedKeepsUnfinishedAndTheNewest) {
+  auto store = OpenMemory();
+  for (int i = 0; i < 5; ++i) {
+    ExecutionRecord rec = MakeExecution("done-" + std::to_string(i));
+    ASSERT_TRUE(store->InsertExecution(&rec).ok());
+    rec.state = model::ExecutionState::kSucceeded;
+    rec.finished_ms = 1000 + i;
+    ASSERT_TRUE(store->UpdateExecution(rec).ok());
+    ASSERT_TRUE(store->PutResult(rec.id, 1, "r", "").ok());
+  }
+  ExecutionRecord waiting = MakeExecution("waiting");
+  ASSERT_TRUE(store->InsertExecution(&waiting).ok());
+  // Keep the newest 3 finished: done-0 and done-1 go, with their results.
+  auto n = store->DeleteFinishedExecutions(/*finished_before_ms=*/0, /*keep_newest=*/3, 100);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);
+  EXPECT_FALSE(store->GetExecution("done-0")->has_value());
+  EXPECT_FALSE(store->GetResult("done-1", 1)->has_value());
+  EXPECT_TRUE(store->GetExecution("done-2")->has_value());
+  // By age: finished before 1004 (done-2, done-3); at most `limit` per call.
+  n = store->DeleteFinishedExecutions(1004, 1000, 1);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1);
+  n = store->DeleteFinishedExecutions(1004, 1000, 100);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1);
+  EXPECT_TRUE(store->GetExecution("done-4")->has_value());
+  EXPECT_TRUE(store->GetExecution("waiting")->has_value());
+}
+
 TEST(SqliteStoreTest, ResultsUpsertPerAttempt) {
   auto store = OpenMemory();
   ExecutionRecord rec = MakeExecution("ex-r");
   ASSERT_TRUE(store->InsertExecution(&rec).ok());
 
-  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first")).ok());
-  ASSERT_TRUE(store->PutResult("ex-r", 2, Binary("second")).ok());
-  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first-again")).ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first"), "").ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 2, Binary("second"), "").ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 1, Binary("first-again"), "").ok());
 
   auto r1 = store->GetResult("ex-r", 1);
   ASSERT_TRUE(r1.ok()) << r1.status();
@@ -426,7 +473,7 @@ TEST(SqliteStoreTest, ResultsUpsertPerAttempt) {
   ASSERT_TRUE(r3.ok());
   EXPECT_FALSE(r3->has_value());
 
-  ASSERT_TRUE(store->PutResult("ex-r", 4, "").ok());
+  ASSERT_TRUE(store->PutResult("ex-r", 4, "", "").ok());
   auto r4 = store->GetResult("ex-r", 4);
   ASSERT_TRUE(r4.ok() && r4->has_value());
   EXPECT_EQ(**r4, "");
@@ -437,7 +484,7 @@ TEST(SqliteStoreTest, AttemptsAndResultsNeedAnExecution) {
   absl::Status attempt = store->PutAttempt(Attempt("ghost", 1));
   EXPECT_FALSE(attempt.ok());
   EXPECT_THAT(std::string(attempt.message()), HasSubstr("ghost"));
-  absl::Status result = store->PutResult("ghost", 1, "r");
+  absl::Status result = store->PutResult("ghost", 1, "r", "");
   EXPECT_FALSE(result.ok());
   EXPECT_THAT(std::string(result.message()), HasSubstr("put result ghost/1"));
 }
@@ -474,7 +521,7 @@ TEST(SqliteStoreTest, TransactionRollsBackWhenBodyFails) {
   absl::Status status = store->Transaction([&]() -> absl::Status {
     ExecutionRecord rec = MakeExecution("t2");
     if (absl::Status s = store->InsertExecution(&rec); !s.ok()) return s;
-    if (absl::Status s = store->PutResult("t2", 1, "r"); !s.ok()) return s;
+    if (absl::Status s = store->PutResult("t2", 1, "r", ""); !s.ok()) return s;
     before.state = ExecutionState::kCancelled;
     if (absl::Status s = store->UpdateExecution(before); !s.ok()) return s;
     if (absl::Status s = store->UpsertNode(Node("n")); !s.ok()) return s;
@@ -566,7 +613,7 @@ TEST(SqliteStoreTest, DurableAcrossReopen) {
     ASSERT_NE(store, nullptr);
     ASSERT_TRUE(store->InsertExecution(&rec).ok());
     ASSERT_TRUE(store->PutAttempt(Attempt(rec.id, 1, "n")).ok());
-    ASSERT_TRUE(store->PutResult(rec.id, 1, Binary("result")).ok());
+    ASSERT_TRUE(store->PutResult(rec.id, 1, Binary("result"), "").ok());
     ASSERT_TRUE(store->UpsertNode(Node("n", Binary("spec"))).ok());
   }
   auto store = OpenOrDie(path);
@@ -600,7 +647,7 @@ TEST(SqliteStoreTest, FileDatabaseUsesWalAndRecordsSchemaVersion) {
     return out;
   };
   EXPECT_EQ(query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(query("PRAGMA user_version"), "2");
+  EXPECT_EQ(query("PRAGMA user_version"), "3");
   sqlite3_close(db);
 }
 
@@ -735,7 +782,7 @@ TEST(SqliteStoreTest, ConcurrentInsertsUpdatesAndTransactions) {
             if (absl::Status st = store->PutAttempt(Attempt(rec.id, 1)); !st.ok()) {
               return st;
             }
-            return store->PutResult(rec.id, 1, Binary(rec.id));
+            return store->PutResult(rec.id, 1, Binary(rec.id), "");
           });
         } else {
           s = store->InsertExecution(&rec);
