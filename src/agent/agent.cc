@@ -53,6 +53,16 @@ class AgentServiceImpl final : public v1::AgentService::Service {
                            v1::RequestTaskResponse*) override {
     return wire::ToGrpcStatus(agent_->RequestTask(*req));
   }
+  grpc::Status RequestTasks(grpc::ServerContext*, const v1::RequestTasksRequest* req,
+                            v1::RequestTasksResponse* resp) override {
+    for (const auto& t : req->tasks()) {
+      absl::Status st = agent_->RequestTask(t);
+      auto* a = resp->add_accepted();
+      a->set_code(static_cast<int>(st.code()));
+      a->set_message(std::string(st.message()));
+    }
+    return grpc::Status::OK;
+  }
   grpc::Status CancelTask(grpc::ServerContext*, const v1::CancelTaskRequest* req,
                           v1::CancelTaskResponse* resp) override {
     resp->set_found(agent_->CancelTask(req->execution_id(), req->attempt()));

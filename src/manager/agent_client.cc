@@ -29,6 +29,33 @@ class GrpcAgentClient final : public AgentClient {
         });
   }
 
+  void RequestTasks(const std::vector<flotilla::v1::RequestTaskRequest>& requests,
+                    std::function<void(std::vector<absl::Status>)> done) override {
+    flotilla::v1::RequestTasksRequest batch;
+    for (const auto& r : requests) *batch.add_tasks() = r;
+    auto resp = std::make_shared<flotilla::v1::RequestTasksResponse>();
+    const size_t n = requests.size();
+    CallWithResponse<flotilla::v1::RequestTasksRequest, flotilla::v1::RequestTasksResponse>(
+        batch, resp, "RequestTasks",
+        [this](auto* ctx, auto* req, auto* r, auto cb) {
+          stub_->async()->RequestTasks(ctx, req, r, std::move(cb));
+        },
+        [done = std::move(done), n](absl::Status st, const flotilla::v1::RequestTasksResponse& r) {
+          std::vector<absl::Status> out(n, st);
+          if (st.ok()) {
+            for (size_t i = 0; i < n; ++i) {
+              if (static_cast<int>(i) >= r.accepted_size()) {
+                out[i] = absl::InternalError("the agent's answer is missing this task");
+                continue;
+              }
+              const auto& a = r.accepted(static_cast<int>(i));
+              out[i] = absl::Status(static_cast<absl::StatusCode>(a.code()), a.message());
+            }
+          }
+          done(std::move(out));
+        });
+  }
+
   void CancelTask(const flotilla::v1::CancelTaskRequest& request,
                   std::function<void(absl::Status)> done) override {
     Call<flotilla::v1::CancelTaskRequest, flotilla::v1::CancelTaskResponse>(
@@ -58,9 +85,61 @@ class GrpcAgentClient final : public AgentClient {
           });
   }
 
+  // As Call, but hands the response to `done` too.
+  template <typename Req, typename Resp, typename Start, typename Done>
+  void CallWithResponse(const Req& request, std::shared_ptr<Resp> resp, const char* name,
+                        Start start, Done done) {
+    struct State {
+      grpc::ClientContext ctx;
+      Req req;
+    };
+    auto state = std::make_shared<State>();
+    state->req = request;
+    state->ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    std::string context = std::string(name) + " to " + address_;
+    start(&state->ctx, &state->req, resp.get(),
+          [state, resp, done = std::move(done), context](grpc::Status st) mutable {
+            done(wire::FromGrpcStatus(st, context), *resp);
+          });
+  }
+
   std::string address_;
   std::unique_ptr<flotilla::v1::AgentService::Stub> stub_;
 };
+
+}  // namespace
+
+void AgentClient::RequestTasks(const std::vector<flotilla::v1::RequestTaskRequest>& requests,
+                               std::function<void(std::vector<absl::Status>)> done) {
+  struct Pending {
+    std::mutex mu;
+    std::vector<absl::Status> out;
+    size_t left;
+    std::function<void(std::vector<absl::Status>)> done;
+  };
+  auto p = std::make_shared<Pending>();
+  p->out.resize(requests.size());
+  p->left = requests.size();
+  p->done = std::move(done);
+  if (requests.empty()) {
+    p->done({});
+    return;
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    RequestTask(requests[i], [p, i](absl::Status st) {
+      std::vector<absl::Status> all;
+      {
+        std::lock_guard<std::mutex> lock(p->mu);
+        p->out[i] = std::move(st);
+        if (--p->left > 0) return;
+        all = std::move(p->out);
+      }
+      p->done(std::move(all));
+    });
+  }
+}
+
+namespace {
 
 class GrpcAgentClientFactory final : public AgentClientFactory {
  public:

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "flotilla/v1/federation.pb.h"
@@ -18,6 +19,11 @@ class AgentClient {
   // accepted it or the call failed. Never blocks.
   virtual void RequestTask(const flotilla::v1::RequestTaskRequest& request,
                            std::function<void(absl::Status)> done) = 0;
+  // Sends several tasks in one call; `done` gets one status per task, in
+  // order (all the call's error when the call itself failed). The default
+  // sends them one by one.
+  virtual void RequestTasks(const std::vector<flotilla::v1::RequestTaskRequest>& requests,
+                            std::function<void(std::vector<absl::Status>)> done);
   virtual void CancelTask(const flotilla::v1::CancelTaskRequest& request,
                           std::function<void(absl::Status)> done) = 0;
 };

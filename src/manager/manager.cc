@@ -776,11 +776,25 @@ void Manager::DispatchRound() {
     return;
   }
   Failpoint("dispatch.after_persist");
-  for (auto& s : sends) {
-    const std::string id = s.request.execution_id();
-    const uint32_t attempt = s.request.attempt();
-    agents_->ForAddress(s.address)->RequestTask(
-        s.request, [this, id, attempt](absl::Status st) { OnDispatchDone(id, attempt, st); });
+  // One call per node: the tasks placed on it this round travel together.
+  std::map<std::string, std::vector<v1::RequestTaskRequest>> by_node;
+  for (auto& s : sends) by_node[s.address].push_back(std::move(s.request));
+  for (auto& [address, batch] : by_node) {
+    if (batch.size() == 1) {
+      const std::string id = batch[0].execution_id();
+      const uint32_t attempt = batch[0].attempt();
+      agents_->ForAddress(address)->RequestTask(
+          batch[0], [this, id, attempt](absl::Status st) { OnDispatchDone(id, attempt, st); });
+      continue;
+    }
+    std::vector<std::pair<std::string, uint32_t>> keys;
+    for (const auto& r : batch) keys.emplace_back(r.execution_id(), r.attempt());
+    agents_->ForAddress(address)->RequestTasks(
+        batch, [this, keys = std::move(keys)](std::vector<absl::Status> statuses) {
+          for (size_t i = 0; i < keys.size() && i < statuses.size(); ++i) {
+            OnDispatchDone(keys[i].first, keys[i].second, statuses[i]);
+          }
+        });
   }
 }
 

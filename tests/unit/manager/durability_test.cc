@@ -205,6 +205,21 @@ TEST_F(DurabilityTest, RetentionDeletesTheOldestFinishedAndKeepsUnfinished) {
   EXPECT_TRUE(Stored(waiting).has_value());
 }
 
+TEST_F(DurabilityTest, TasksPlacedOnOneNodeInOneRoundTravelInOneCall) {
+  Register(NodeSpec("n1"));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(SubmitOk());
+  mgr().DispatchOnceForTest();
+  ASSERT_THAT(agents_->tasks(), SizeIs(4));
+  EXPECT_EQ(agents_->batches(), (std::vector<size_t>{4}));
+  for (const auto& id : ids) EXPECT_EQ(GetOk(id).state(), v1::EXECUTION_ASSIGNED);
+  // A lone task goes as a plain RequestTask.
+  SubmitOk();
+  mgr().DispatchOnceForTest();
+  EXPECT_THAT(agents_->tasks(), SizeIs(5));
+  EXPECT_THAT(agents_->batches(), SizeIs(1));
+}
+
 // ------------------------------------------------------------------ Writer
 
 class WriterTest : public ::testing::Test {

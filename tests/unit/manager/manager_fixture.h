@@ -94,6 +94,15 @@ class FakeAgents {
     std::lock_guard<std::mutex> lock(mu_);
     return tasks_;
   }
+  // Sizes of the RequestTasks batches, in call order.
+  std::vector<size_t> batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batches_;
+  }
+  void OnBatch(size_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    batches_.push_back(n);
+  }
   std::vector<CancelCall> cancels() {
     std::lock_guard<std::mutex> lock(mu_);
     return cancels_;
@@ -133,6 +142,7 @@ class FakeAgents {
   std::vector<std::function<void(absl::Status)>> held_;
   std::vector<TaskCall> tasks_;
   std::vector<CancelCall> cancels_;
+  std::vector<size_t> batches_;
 };
 
 class FakeClient : public AgentClient {
@@ -142,6 +152,11 @@ class FakeClient : public AgentClient {
   void RequestTask(const v1::RequestTaskRequest& request,
                    std::function<void(absl::Status)> done) override {
     agents_->OnRequestTask(address_, request, std::move(done));
+  }
+  void RequestTasks(const std::vector<v1::RequestTaskRequest>& requests,
+                    std::function<void(std::vector<absl::Status>)> done) override {
+    agents_->OnBatch(requests.size());
+    AgentClient::RequestTasks(requests, std::move(done));  // each as RequestTask
   }
   void CancelTask(const v1::CancelTaskRequest& request,
                   std::function<void(absl::Status)> done) override {
