@@ -271,7 +271,7 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
     WriteBatch w;
     w.what = absl::StrCat("submit of ", id);
     w.ops.push_back(WriteBatch::InsertExecution{live->rec});
-    ticket = Commit(std::move(w));
+    ticket = CommitAwaited(std::move(w));
   }
   // Durable before acknowledged: a manager killed after this returns still
   // has the execution when it restarts.
@@ -394,7 +394,7 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
         }
       }
       reply = ToExecution(*live);
-      ticket = Commit(std::move(w));
+      ticket = CommitAwaited(std::move(w));
     }
   }
   if (!ticket) {
@@ -515,6 +515,14 @@ void Manager::StageFinish(Live& live, WriteBatch* w) {
 }
 
 std::shared_ptr<Writer::Ticket> Manager::Commit(WriteBatch w, Writer::Done done) {
+  return Enqueue(std::move(w), std::move(done), /*awaited=*/false);
+}
+
+std::shared_ptr<Writer::Ticket> Manager::CommitAwaited(WriteBatch w) {
+  return Enqueue(std::move(w), nullptr, /*awaited=*/true);
+}
+
+std::shared_ptr<Writer::Ticket> Manager::Enqueue(WriteBatch w, Writer::Done done, bool awaited) {
   std::vector<std::string> ended;
   ended.swap(pending_finish_);
   if (w.empty() && !done && ended.empty()) {
@@ -531,7 +539,7 @@ std::shared_ptr<Writer::Ticket> Manager::Commit(WriteBatch w, Writer::Done done)
       for (const auto& id : ended) AfterFinishCommitted(id, st);
     }
     if (done) done(st, batch);
-  });
+  }, awaited);
 }
 
 void Manager::Changed(Live& live) {
@@ -751,7 +759,7 @@ void Manager::DispatchRound() {
       s.request.set_node_epoch(ns.node.epoch);
       sends.push_back(std::move(s));
     }
-    ticket = Commit(std::move(w));
+    ticket = CommitAwaited(std::move(w));
   }
   // Nothing is sent before its assignment is durable.
   const absl::Status st = ticket->Wait();
@@ -960,7 +968,7 @@ absl::StatusOr<int> Manager::RunRetention() {
         .finished_before_ms = clock_->UnixMs() - config_.retention_max_age.count(),
         .keep_newest = config_.retention_max_count,
         .limit = 10000});
-    ticket = Commit(std::move(w));
+    ticket = CommitAwaited(std::move(w));
   }
   RETURN_IF_ERROR(ticket->Wait());
   const int deleted = std::get<WriteBatch::DeleteFinished>(ticket->batch().ops[0]).deleted;

@@ -170,6 +170,11 @@ class Manager {
   // nobody waits for are logged and counted, never dropped silently.
   std::shared_ptr<Writer::Ticket> Commit(WriteBatch w, Writer::Done done = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As Commit, for a caller that will Wait() on the ticket (and so commit it
+  // itself when no commit is in progress: no hand-off to the writer thread).
+  std::shared_ptr<Writer::Ticket> CommitAwaited(WriteBatch w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<Writer::Ticket> Enqueue(WriteBatch w, Writer::Done done, bool awaited)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes watchers of `live` with what is new to them.
   void Changed(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

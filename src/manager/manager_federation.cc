@@ -74,7 +74,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   resp.set_epoch(epoch);
   resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
   resp.set_lease_timeout_ms(config_.lease_timeout.count());
-  ticket = Commit(std::move(w));
+  ticket = CommitAwaited(std::move(w));
   }
   // The epoch is durable before the agent uses it: a restarted manager never
   // hands out the same epoch twice.
@@ -207,7 +207,7 @@ absl::StatusOr<v1::SendResultsResponse> Manager::SendResults(const v1::SendResul
              &w);
       resp.add_verdicts(v1::RESULT_ACCEPTED);
     }
-    if (!w.empty()) ticket = Commit(std::move(w));
+    if (!w.empty()) ticket = CommitAwaited(std::move(w));
   }
   // Finished already (a retry of a confirmed result) or never known: the
   // store says which, read without the lock.

@@ -113,7 +113,7 @@ absl::Status Manager::MoveAssignment(const std::string& id, uint32_t attempt,
     WriteBatch w;
     w.what = absl::StrCat("move of ", id, " to ", to);
     w.ops.push_back(WriteBatch::UpdateExecution{std::move(moved)});
-    ticket = Commit(std::move(w));
+    ticket = CommitAwaited(std::move(w));
   }
   if (absl::Status st = ticket->Wait(); !st.ok()) {
     return Annotate(st, absl::StrCat("moving execution ", id, " to ", to));

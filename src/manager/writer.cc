@@ -38,37 +38,70 @@ void Writer::Stop() {
   Drain();  // anything queued after the thread's last look, or never started
 }
 
-std::shared_ptr<Writer::Ticket> Writer::Enqueue(WriteBatch batch, Done done) {
+std::shared_ptr<Writer::Ticket> Writer::Enqueue(WriteBatch batch, Done done, bool awaited) {
   auto ticket = std::make_shared<Ticket>();
   ticket->writer_ = this;
   ticket->batch_ = std::move(batch);
   if (ticket->batch_.empty() && !done) {
     ticket->finished_ = true;  // nothing to write, nothing to run
+    ticket->done_ = true;
     return ticket;
   }
   absl::MutexLock lock(&mu_);
   queue_.push_back({ticket, std::move(done)});
-  work_cv_.Signal();
+  if (!awaited) {
+    background_ = true;
+    work_cv_.Signal();
+  }
   return ticket;
 }
 
+std::vector<Writer::Pending> Writer::TakeGroupLocked() {
+  std::vector<Pending> group;
+  while (!queue_.empty() && group.size() < options_.max_group) {
+    group.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  if (queue_.empty()) background_ = false;
+  committing_ = !group.empty();
+  return group;
+}
+
+void Writer::CommitUntilDone(Ticket* t) {
+  while (!t->done_.load()) {
+    std::vector<Pending> group;
+    {
+      absl::MutexLock lock(&mu_);
+      while (committing_ && !t->done_.load()) committed_cv_.Wait(&mu_);
+      if (t->done_.load()) return;
+      group = TakeGroupLocked();
+    }
+    if (group.empty()) continue;  // taken and finished by another committer meanwhile
+    CommitGroup(group);
+    absl::MutexLock lock(&mu_);
+    committing_ = false;
+    committed_cv_.SignalAll();
+  }
+}
+
 void Writer::Drain() {
+  // Without a thread, or stopping: commit everything queued, here.
   {
     absl::MutexLock lock(&mu_);
     if (running_ && !stopping_) return;
   }
-  absl::MutexLock inline_lock(&inline_mu_);
   while (true) {
     std::vector<Pending> group;
     {
       absl::MutexLock lock(&mu_);
-      while (!queue_.empty() && group.size() < options_.max_group) {
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
+      while (committing_) committed_cv_.Wait(&mu_);
+      group = TakeGroupLocked();
     }
     if (group.empty()) return;
     CommitGroup(group);
+    absl::MutexLock lock(&mu_);
+    committing_ = false;
+    committed_cv_.SignalAll();
   }
 }
 
@@ -78,7 +111,7 @@ size_t Writer::backlog() const {
 }
 
 absl::Status Writer::Ticket::Wait() {
-  writer_->Drain();
+  writer_->CommitUntilDone(this);
   absl::MutexLock lock(&mu_);
   while (!finished_) cv_.Wait(&mu_);
   return status_;
@@ -94,14 +127,26 @@ void Writer::Loop() {
     std::vector<Pending> group;
     {
       absl::MutexLock lock(&mu_);
-      while (queue_.empty() && !stopping_) work_cv_.Wait(&mu_);
-      if (queue_.empty()) return;  // stopping, and everything is committed
-      while (!queue_.empty() && group.size() < options_.max_group) {
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      // Only batches nobody waits for wake this thread; awaited ones are
+      // committed by their waiters (but ride along when they are queued).
+      while (!stopping_ && (!background_ || committing_)) {
+        if (committing_) {
+          committed_cv_.Wait(&mu_);
+        } else {
+          work_cv_.Wait(&mu_);
+        }
       }
+      if (stopping_) {
+        while (committing_) committed_cv_.Wait(&mu_);
+        if (queue_.empty()) return;  // stopping, and everything is committed
+      }
+      group = TakeGroupLocked();
     }
+    if (group.empty()) continue;
     CommitGroup(group);
+    absl::MutexLock lock(&mu_);
+    committing_ = false;
+    committed_cv_.SignalAll();
   }
 }
 
@@ -175,6 +220,7 @@ void Writer::CommitGroup(std::vector<Pending>& group) {
     absl::MutexLock lock(&t.mu_);
     t.status_ = statuses[i];
     t.finished_ = true;
+    t.done_ = true;
     t.cv_.SignalAll();
   }
 }

@@ -1,12 +1,18 @@
 // Writer: the manager's single writer to its Store, with group commit.
 //
 // Every durable change of the manager's state is a WriteBatch — a list of
-// Store operations that must commit together — handed to Write(). One thread
-// takes every batch waiting at that moment and commits them in one Store
-// transaction (group commit: concurrent submits and results share one WAL
-// sync), then runs each batch's completion with its own status. If the group
-// transaction fails, each batch is retried alone, so one bad batch (say, an
-// insert of an id that exists) fails only its own caller.
+// Store operations that must commit together — handed to Enqueue(). One
+// committer at a time takes every batch waiting at that moment and commits
+// them in one Store transaction (group commit: concurrent submits and results
+// share one WAL sync), then runs each batch's completion with its own status.
+// If the group transaction fails, each batch is retried alone, so one bad
+// batch (say, an insert of an id that exists) fails only its own caller.
+//
+// Who commits (leader/follower, as LevelDB's DBImpl::Write): a caller waiting
+// on its ticket whose batch is still queued and who finds no commit in
+// progress commits the queue itself, on its own thread — so an uncontended
+// acknowledged write costs no hand-off to another thread. Batches nobody
+// waits for (Enqueue with awaited = false) wake the writer thread instead.
 //
 // The contract the manager builds on:
 //   - batches commit in the order Write() was called (FIFO);
@@ -28,6 +34,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -91,7 +98,9 @@ class Writer {
   // The outcome of one batch, to wait for.
   class Ticket {
    public:
-    // Blocks until the batch committed or failed; returns its status.
+    // Blocks until the batch committed or failed (committing it, and what
+    // is queued before it, on this thread when no commit is in progress);
+    // returns its status.
     absl::Status Wait();
     // The committed batch (valid after Wait()).
     WriteBatch& batch() { return batch_; }
@@ -102,6 +111,7 @@ class Writer {
     absl::Mutex mu_;
     absl::CondVar cv_;
     bool finished_ = false;
+    std::atomic<bool> done_{false};  // finished_, readable without mu_
     absl::Status status_;
     WriteBatch batch_;
   };
@@ -121,8 +131,9 @@ class Writer {
   void Stop();
 
   // Queues `batch`; `done` (may be empty) runs after the commit. Never blocks
-  // and never touches the store.
-  std::shared_ptr<Ticket> Enqueue(WriteBatch batch, Done done = nullptr);
+  // and never touches the store. `awaited`: the caller will Wait() on the
+  // ticket (and so lead the commit); otherwise the writer thread commits it.
+  std::shared_ptr<Ticket> Enqueue(WriteBatch batch, Done done = nullptr, bool awaited = false);
   // Without a writer thread: commits everything queued, on this thread.
   // With one: returns at once.
   void Drain();
@@ -143,6 +154,10 @@ class Writer {
   };
 
   void Loop();
+  // Ticket::Wait's part: leads commits until `t` is done.
+  void CommitUntilDone(Ticket* t);
+  // Takes up to max_group queued batches and marks a commit in progress.
+  std::vector<Pending> TakeGroupLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Commits `group` (one transaction, or one per batch after a failure) and
   // runs the completions. Called without mu_.
   void CommitGroup(std::vector<Pending>& group);
@@ -155,10 +170,11 @@ class Writer {
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;  // one committer at a time
+  bool background_ ABSL_GUARDED_BY(mu_) = false;  // a batch nobody waits for is queued
+  absl::CondVar committed_cv_;  // a commit ended
   Stats stats_ ABSL_GUARDED_BY(mu_);
   absl::CondVar work_cv_;
-  // Serialises inline commits (Drain without a thread) with each other.
-  absl::Mutex inline_mu_;
   std::thread thread_;
 };
 
