@@ -77,10 +77,7 @@ void Writer::CommitUntilDone(Ticket* t) {
       group = TakeGroupLocked();
     }
     if (group.empty()) continue;  // taken and finished by another committer meanwhile
-    CommitGroup(group);
-    absl::MutexLock lock(&mu_);
-    committing_ = false;
-    committed_cv_.SignalAll();
+    CommitTaken(group);
   }
 }
 
@@ -98,11 +95,15 @@ void Writer::Drain() {
       group = TakeGroupLocked();
     }
     if (group.empty()) return;
-    CommitGroup(group);
-    absl::MutexLock lock(&mu_);
-    committing_ = false;
-    committed_cv_.SignalAll();
+    CommitTaken(group);
   }
+}
+
+void Writer::CommitTaken(std::vector<Pending>& group) {
+  CommitGroup(group);
+  absl::MutexLock lock(&mu_);
+  committing_ = false;
+  committed_cv_.SignalAll();
 }
 
 size_t Writer::backlog() const {
@@ -143,10 +144,7 @@ void Writer::Loop() {
       group = TakeGroupLocked();
     }
     if (group.empty()) continue;
-    CommitGroup(group);
-    absl::MutexLock lock(&mu_);
-    committing_ = false;
-    committed_cv_.SignalAll();
+    CommitTaken(group);
   }
 }
 

@@ -156,6 +156,9 @@ class Writer {
   void Loop();
   // Ticket::Wait's part: leads commits until `t` is done.
   void CommitUntilDone(Ticket* t);
+  // Commits a group taken by TakeGroupLocked, then ends the commit in
+  // progress. Called without mu_.
+  void CommitTaken(std::vector<Pending>& group);
   // Takes up to max_group queued batches and marks a commit in progress.
   std::vector<Pending> TakeGroupLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Commits `group` (one transaction, or one per batch after a failure) and

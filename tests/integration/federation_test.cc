@@ -106,7 +106,7 @@ TEST_F(FederationTest, CancelStopsARunningExecution) {
   v1::CancelResponse cancelled;
   ASSERT_TRUE(h_.Cancel(id, &cancelled).ok());
   auto done = h_.WaitAllDone({id}, std::chrono::seconds(10));
-  ASSERT_EQ(done.size(), 1u);
+  ASSERT_EQ(done.size(), 1u) << id << "\nMANAGER\n" << h_.ReadLog("manager.log") << "\nAGENTS\n" << h_.ReadLog("eu.log") << h_.ReadLog("us.log") << h_.ReadLog("ap.log");
   EXPECT_EQ(done[id].state(), v1::EXECUTION_CANCELLED);
   EXPECT_LT(done[id].result().wall_time_us(), 10'000'000);
 }
