@@ -18,10 +18,11 @@ build: deps $(BUILD_DIR)/build.ninja
 
 test: build
 	# A failing test runs once more before it counts, and its first failure
-	# stays in the log. Meant to go (issue 10): one known flake is left,
-	# FederationTest.CancelStopsARunningExecution, about 1 run in 25 when
-	# the fault tests run beside it (the execution is not done 10 s after
-	# its cancel); every other test passed on its first run in each full run.
+	# stays in the log. Meant to go (issue 10) once its one known flake is
+	# fixed: FederationTest.CancelStopsARunningExecution, about 1 run in 25
+	# with the fault tests beside it. There the agent holds the task, gets
+	# the manager's cancel every status report, and the task never ends
+	# (docs/reliability.md, "Known flake").
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600 --repeat until-pass:2
 
 demo: build

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/temp_dir.h"
 #include "manager/agent_client.h"
 #include "manager/config.h"
 #include "manager/manager.h"
@@ -37,23 +38,7 @@ namespace {
 
 constexpr int64_t kGiB = 1ll << 30;
 
-// A fresh directory under the test temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::path(::testing::TempDir()) / "manager_test_XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = ::flotilla::testing::TempDir;
 
 // What the fake agents were asked, and how they answer. Shared between the
 // test and the factory the Manager owns, so it outlives either.

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/temp_dir.h"
 #include "model/model.h"
 #include "store/store.h"
 
@@ -36,24 +37,7 @@ using model::ExecutionState;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// A fresh directory under the test temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::path(::testing::TempDir()) / "store_test_XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = ::flotilla::testing::TempDir;
 
 std::unique_ptr<Store> OpenOrDie(const std::string& path,
                                  Durability durability = Durability::kProcessCrash) {
