@@ -17,13 +17,8 @@ build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
-	# A failing test runs once more before it counts, and its first failure
-	# stays in the log. Meant to go (issue 10) once its one known flake is
-	# fixed: FederationTest.CancelStopsARunningExecution, about 1 run in 25
-	# with the fault tests beside it. There the agent holds the task, gets
-	# the manager's cancel every status report, and the task never ends
-	# (docs/reliability.md, "Known flake").
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600 --repeat until-pass:2
+	# No retries: a test that fails once is a bug to fix.
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
 demo: build
 	./scripts/demo.sh $(BUILD_DIR)/src/flotilla

@@ -658,7 +658,10 @@ void Agent::RunTask(std::shared_ptr<Task> task, v1::ExecutionRequest request) {
   const int64_t started = NowUnixMs();
   Sink sink(this, *task);
   if (sampler_) sampler_->Track(spec.id, task->id, task->attempt, task->resources.memory_bytes);
+  spdlog::debug("[{}] handing the task to the sandbox", spec.id);
   absl::StatusOr<sandbox::TaskOutcome> outcome = sandbox_->Run(spec, sink, task->cancel);
+  spdlog::debug("[{}] the sandbox returned: {}", spec.id,
+                outcome.ok() ? "an outcome" : outcome.status().ToString());
   if (sampler_) sampler_->Untrack(spec.id);
   FinishTask(task, started, std::move(outcome));
 }

@@ -310,6 +310,7 @@ class Guest {
   Quit OnTaskFrame(const Frame& frame);
   // Reads and handles the agent's frames; kNo while the channel is open.
   Quit ReadAgentFrames();
+  Quit HandleBufferedFrames();
   void Pause();
   void Resume();
   void ReadOutput(int index);
@@ -653,6 +654,10 @@ bool Guest::Start(const RunRequest& run, Pipe* in, Pipe* out, Pipe* err, StartEr
 
 Quit Guest::Supervise() {
   enum Slot { kAgent, kSigchld, kOut, kErr, kStdin, kPython, kSlots };
+  // The read that brought RUN may have brought the frames after it too (a
+  // CANCEL sent right behind it). They are the task's, and poll would not
+  // report them: the bytes have left the socket.
+  if (Quit quit = HandleBufferedFrames(); quit != Quit::kNo) return quit;
   while (true) {
     if (task_.paused) {
       // Only the channel: the task's pipes, its exit and its deadlines wait
@@ -720,6 +725,10 @@ Quit Guest::Supervise() {
 Quit Guest::ReadAgentFrames() {
   ssize_t n = reader_.ReadFrom(agent_.get());
   if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return Quit::kPeerGone;
+  return HandleBufferedFrames();
+}
+
+Quit Guest::HandleBufferedFrames() {
   Frame frame;
   std::string error;
   FrameReader::Result r;

@@ -211,6 +211,8 @@ absl::StatusOr<sandbox::TaskOutcome> PooledSandbox::Run(const sandbox::TaskSpec&
   InstanceOptions options{.network_egress = spec.network_egress};
   auto lease = pool->Acquire(spec.tenant, spec.function, options);
   if (!lease.ok()) return lease.status();
+  spdlog::debug("[{}] {} sandbox from pool {} in {} us", spec.id, lease->warm ? "warm" : "cold",
+                pool->environment().name, lease->start_us);
   {
     std::lock_guard<std::mutex> lock(running_mu_);
     running_[spec.id] = lease->instance.get();

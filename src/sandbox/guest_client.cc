@@ -408,6 +408,7 @@ absl::StatusOr<TaskOutcome> GuestClient::StreamTask(const TaskSpec& spec, Output
                                std::clamp<int64_t>(options_.cancel_grace.count(), 0, UINT32_MAX))}),
                            Clock::now() + kSendTimeout));
       cancel_sent = true;
+      spdlog::debug("task {}: CANCEL sent to the guest", spec.id);
       deadline = std::max(deadline, Clock::now() + options_.cancel_grace + options_.guest_grace);
     }
     Clock::time_point now = Clock::now();

@@ -394,6 +394,43 @@ TEST(GuestCancelTest, CancelStopsTheTaskAndEscalatesToSigkill) {
   EXPECT_TRUE(guest.client().healthy());
 }
 
+// A CANCEL right behind its RUN arrives in the same read as the RUN. The
+// guest must act on it although no more bytes come: the agent sends one
+// CANCEL per task (this once left a cancelled task running to its end).
+TEST(GuestCancelTest, ACancelInTheSameReadAsItsRunStopsTheTask) {
+  GuestProcess guest;
+  ASSERT_TRUE(guest.client().Handshake(10s).ok());
+  const int fd = guest.agent_fd();
+  guest::RunRequest run;
+  run.task_id = "test/1";
+  run.argv = {"sleep", "100"};
+  run.env = {{"PATH", "/usr/bin:/bin"}};
+  run.timeout_ms = 60000;
+  std::string error;
+  ASSERT_TRUE(guest::WriteFully(
+      fd, guest::EncodeRun(run) + guest::EncodeCancel({/*grace_ms=*/100}), 5000, &error))
+      << error;
+  guest::FrameReader reader;
+  std::optional<guest::Exit> exit;
+  const Clock::time_point start = Clock::now();
+  while (!exit && Clock::now() < start + 10s) {
+    guest::Frame frame;
+    if (reader.Next(&frame, &error) == guest::FrameReader::Result::kFrame) {
+      if (frame.type == guest::MessageType::kExit) {
+        guest::Exit e;
+        ASSERT_TRUE(guest::DecodeExit(frame.payload, &e, &error)) << error;
+        exit = e;
+      }
+      continue;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0 && reader.ReadFrom(fd) <= 0) break;
+  }
+  ASSERT_TRUE(exit.has_value()) << "the guest never ended the cancelled task";
+  EXPECT_EQ(exit->termination, guest::Termination::kCancelled);
+  EXPECT_LT(Clock::now() - start, 5s);
+}
+
 TEST_F(GuestTest, CleansTheWorkingDirectoryBetweenTasks) {
   std::string outside = guest_.outside().string();
   TaskSpec first = Shell(
