@@ -18,6 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+
+#include "auth/migration_token.h"
+#include "auth/pki.h"
 #include "agent/agent_task.h"
 #include "common/clock.h"
 #include "common/ids.h"
@@ -141,7 +144,9 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
 
   auto t1 = std::chrono::steady_clock::now();
   auto stub = v1::AgentService::NewStub(
-      wire::NewChannel(req.target_address(), {.max_send_bytes = 64 << 20}));
+      wire::NewChannel(req.target_address(), {.max_send_bytes = 64 << 20},
+                       peer_credentials_.credentials,
+                       config_.transport.insecure ? "" : auth::NodeName(req.target_node_id())));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kTransferTimeout);
   v1::RestoreTaskResponse restored;
@@ -153,6 +158,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
   h->set_attempt(req.attempt());
   *h->mutable_request() = task->request;
   h->set_source_node_id(config_.node_id);
+  h->set_token(req.token());
   h->set_stdout(cp.stdout_data);
   h->set_stderr(cp.stderr_data);
   h->set_memory_limit_bytes(cp.memory_limit_bytes);
@@ -270,13 +276,42 @@ absl::Status Agent::FinishMigration(const v1::FinishMigrationRequest& req) {
 
 // ------------------------------------------------------------------ target
 
+absl::Status Agent::CheckMigrationToken(const v1::RestoreTaskHeader& h, const std::string& source) {
+  if (h.source_node_id() != source) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: node ", source, " may not send an image as node '", h.source_node_id(), "'"));
+  }
+  std::string key;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    key = migration_key_;
+  }
+  const int64_t now = NowUnixMs();
+  auto claims = auth::VerifyMigrationToken(key, h.token(), now);
+  if (!claims.ok()) return Annotate(claims.status(), "RestoreTask");
+  if (claims->target_node_id() != config_.node_id || claims->source_node_id() != source ||
+      claims->migration_id() != h.migration_id() || claims->execution_id() != h.execution_id() ||
+      claims->attempt() != h.attempt()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: the migration token is for ", claims->migration_id(), " (",
+        claims->execution_id(), " attempt ", claims->attempt(), ", ", claims->source_node_id(),
+        " to ", claims->target_node_id(), "), not this stream"));
+  }
+  if (!used_tokens_.Use(claims->migration_id(), claims->expires_unix_ms(), now)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: the migration token of ", claims->migration_id(), " was used already"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
-    const std::function<bool(v1::RestoreTaskChunk*)>& next) {
+    const std::function<bool(v1::RestoreTaskChunk*)>& next, const std::string& source) {
   v1::RestoreTaskChunk chunk;
   if (!next(&chunk) || !chunk.has_header()) {
     return absl::InvalidArgumentError("RestoreTask: the first message must be the header");
   }
   const v1::RestoreTaskHeader h = chunk.header();
+  if (!config_.transport.insecure) RETURN_IF_ERROR(CheckMigrationToken(h, source));
   if (!SafeName(h.migration_id()) || h.execution_id().empty() || h.attempt() == 0) {
     return absl::InvalidArgumentError("RestoreTask: the header needs a migration id, an execution "
                                       "id and an attempt");
