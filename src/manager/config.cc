@@ -35,7 +35,7 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
        "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
        "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions",
-       "max_queued", "attempt_grace_ms", "max_attempts", "retention", "tls", "auth"}));
+       "max_queued", "attempt_grace_ms", "max_attempts", "retention", "tls", "auth", "limits"}));
   RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
@@ -128,6 +128,17 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
     RETURN_IF_ERROR(ReadYaml(fn, w, "max_instances", &c.function_max_instances));
     RETURN_IF_ERROR(ReadYaml(fn, w, "target_concurrency", &c.function_target_concurrency));
     RETURN_IF_ERROR(ReadYaml(fn, w, "min_piece_cost", &c.split_min_piece_cost));
+  }
+  if (const YAML::Node l = root["limits"]) {
+    const std::string w = where + "limits.";
+    RETURN_IF_ERROR(CheckKnownKeys(
+        l, w, {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst"}));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_max_unfinished", &c.tenant_max_unfinished));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submits_per_second", &c.tenant_submits_per_second));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submit_burst", &c.tenant_submit_burst));
+    if (c.tenant_max_unfinished < 0 || c.tenant_submits_per_second < 0 || c.tenant_submit_burst < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(w, "values must not be negative"));
+    }
   }
   if (const YAML::Node t = root["tls"]) {
     const std::string w = where + "tls.";

@@ -45,6 +45,11 @@ struct ManagerConfig {
   // executions wait (queued, or being recorded) is refused with
   // RESOURCE_EXHAUSTED and a retry hint; what was accepted is never dropped.
   int64_t max_queued = 100'000;
+  // Per tenant: at most this many unfinished executions (0: no bound), and
+  // submissions at most at this rate with this burst (0: no rate limit).
+  int64_t tenant_max_unfinished = 10'000;
+  double tenant_submits_per_second = 0;
+  double tenant_submit_burst = 0;
   // A running attempt whose node has not returned a result by its timeout
   // plus this grace is taken as lost: cancelled on its node and re-queued
   // (or failed after max_attempts).

@@ -92,6 +92,9 @@ Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
       agents_(std::move(agents)),
       queue_(scheduler::PendingQueue::Options{.aging_points_per_second =
                                                   config_.aging_points_per_second}),
+      tenant_limits_(TenantLimits::Options{.max_unfinished = config_.tenant_max_unfinished,
+                                           .submits_per_second = config_.tenant_submits_per_second,
+                                           .burst = config_.tenant_submit_burst}),
       selection_(config_.weights, config_.selection),
       rng_(std::random_device{}()),
       balancer_([&] {
@@ -142,6 +145,7 @@ absl::Status Manager::Recover() {
       live->queued_mono_ms = now;
       live->assigned_mono_ms = now;
       Live& l = *live;
+      tenant_limits_.Restore(l.rec.user_id);
       live_[l.rec.id] = std::move(live);
       if (l.rec.state == ExecutionState::kQueued) {
         queue_.Push({l.rec.id, l.rec.priority, l.rec.seq, l.rec.submitted_ms});
@@ -253,6 +257,10 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
           "); retry after a few seconds, or raise max_queued"));
     }
     RETURN_IF_ERROR(ValidateAndDefault(&request));
+    if (absl::Status st = tenant_limits_.Admit(request.user_id(), clock_->UnixMs()); !st.ok()) {
+      metrics_.CountRejected();
+      return st;
+    }
     prewarmer_.RecordInvocation(request, clock_->UnixMs());
     if (request.request_id().empty()) request.set_request_id(NewId("ex-"));
     const std::string id = request.request_id();
@@ -281,6 +289,7 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
   live->inserting = false;
   const std::string& id = live->rec.id;
   if (!st.ok()) {
+    tenant_limits_.Finished(live->rec.user_id);
     live_.erase(id);
     Changed(*live);
     // Not the client's fault: say so with a retryable code.
@@ -651,6 +660,7 @@ void Manager::AfterFinishCommitted(const std::string& id, const absl::Status& st
                 live.rec.node_id);
   Changed(live);
   if (finish_listener_) finish_listener_(id);
+  tenant_limits_.Finished(live.rec.user_id);
   live_.erase(id);  // watchers keep their own reference
 }
 

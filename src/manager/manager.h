@@ -40,6 +40,7 @@
 #include "flotilla/v1/federation.pb.h"
 #include "manager/agent_client.h"
 #include "manager/config.h"
+#include "manager/tenant_limits.h"
 #include "manager/metrics.h"
 #include "manager/node_registry.h"
 #include "manager/prewarmer.h"
@@ -225,6 +226,7 @@ class Manager {
   std::unordered_map<std::string, std::shared_ptr<Live>> live_ ABSL_GUARDED_BY(mu_);
   NodeRegistry nodes_ ABSL_GUARDED_BY(mu_);
   scheduler::PendingQueue queue_ ABSL_GUARDED_BY(mu_);
+  TenantLimits tenant_limits_ ABSL_GUARDED_BY(mu_);
   // Not const: Select reuses scratch buffers. Used only under mu_.
   scheduler::NodeSelection selection_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);

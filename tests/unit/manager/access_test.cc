@@ -2,6 +2,7 @@
 #include "gtest/gtest.h"
 #include "manager/access.h"
 #include "manager/http_guard.h"
+#include "manager/tenant_limits.h"
 
 namespace flotilla::manager {
 namespace {
@@ -109,6 +110,41 @@ TEST(WaitSlotsTest, BoundsWaitersAndFreesOnRelease) {
   EXPECT_FALSE(slots.Take());
   { auto moved = std::move(a); }
   EXPECT_TRUE(slots.Take());
+}
+
+}  // namespace
+}  // namespace flotilla::manager
+
+namespace flotilla::manager {
+namespace {
+
+TEST(TenantLimitsTest, BoundsUnfinishedExecutionsPerTenant) {
+  TenantLimits limits({.max_unfinished = 2});
+  EXPECT_TRUE(limits.Admit("acme", 0).ok());
+  EXPECT_TRUE(limits.Admit("acme", 0).ok());
+  absl::Status st = limits.Admit("acme", 0);
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("tenant_max_unfinished"), absl::string_view::npos) << st;
+  EXPECT_TRUE(limits.Admit("beta", 0).ok());  // another tenant is not held up
+  limits.Finished("acme");
+  EXPECT_TRUE(limits.Admit("acme", 0).ok());
+  limits.Restore("gamma");
+  limits.Restore("gamma");
+  EXPECT_FALSE(limits.Admit("gamma", 0).ok());
+  limits.Finished("nobody");  // harmless
+  EXPECT_EQ(limits.Unfinished("nobody"), 0);
+}
+
+TEST(TenantLimitsTest, RateLimitsSubmissionsWithABurst) {
+  TenantLimits limits({.max_unfinished = 0, .submits_per_second = 10, .burst = 3});
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limits.Admit("acme", 1000).ok()) << i;
+  absl::Status st = limits.Admit("acme", 1000);
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("retry in"), absl::string_view::npos) << st;
+  EXPECT_TRUE(limits.Admit("beta", 1000).ok());
+  EXPECT_TRUE(limits.Admit("acme", 1100).ok());  // 100 ms at 10/s: one more
+  EXPECT_FALSE(limits.Admit("acme", 1100).ok());
+  EXPECT_EQ(limits.Unfinished("acme"), 4);
 }
 
 }  // namespace
