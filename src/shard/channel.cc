@@ -1,0 +1,433 @@
+#include "shard/channel.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace flotilla::shard {
+
+// Lives at the start of the memfd. The fields above `head` are written once
+// by the creator; the attaching side validates them against the memfd and
+// keeps its own copies. Each side's hot word sits on its own cache line so
+// the producer's stores to `head` do not invalidate the line the consumer
+// stores `acked` in (false sharing would halve the throughput).
+struct RingHeader {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t max_message;
+  uint64_t capacity;
+  alignas(64) std::atomic<uint64_t> head;       // written by the producer
+  alignas(64) std::atomic<uint64_t> acked;      // written by the consumer
+  alignas(64) std::atomic<uint32_t> consumer_waiting;
+  std::atomic<uint32_t> closed;
+  alignas(64) std::atomic<uint32_t> producer_waiting;
+};
+
+namespace {
+
+constexpr uint64_t kMagic = 0x31474e4952544c46ull;  // "FLTRING1"
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderBytes = 4096;
+constexpr size_t kLengthBytes = sizeof(uint32_t);
+constexpr uint64_t kMinCapacity = 4096;
+constexpr uint64_t kMaxCapacity = 1ull << 34;
+
+static_assert(sizeof(RingHeader) <= kHeaderBytes);
+static_assert(std::atomic<uint64_t>::is_always_lock_free,
+              "the ring's offsets must be lock-free atomics to be shared across processes");
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+uint64_t RoundUpPowerOfTwo(uint64_t v) {
+  uint64_t p = kMinCapacity;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Copies `n` bytes starting at ring offset `offset` out of / into a data area
+// of `capacity` bytes (a power of two), in two pieces when they wrap.
+void CopyOut(const char* data, uint64_t capacity, uint64_t offset, char* out, size_t n) {
+  size_t at = offset & (capacity - 1);
+  size_t first = std::min<size_t>(n, capacity - at);
+  std::memcpy(out, data + at, first);
+  if (first < n) std::memcpy(out + first, data, n - first);
+}
+
+void CopyIn(char* data, uint64_t capacity, uint64_t offset, const char* in, size_t n) {
+  size_t at = offset & (capacity - 1);
+  size_t first = std::min<size_t>(n, capacity - at);
+  std::memcpy(data + at, in, first);
+  if (first < n) std::memcpy(data, in + first, n - first);
+}
+
+void Signal(int fd) {
+  uint64_t one = 1;
+  // EAGAIN means the counter is already non-zero: the peer will wake anyway.
+  ssize_t ignored = write(fd, &one, sizeof(one));
+  (void)ignored;
+}
+
+// Waits until `fd` (an eventfd) is readable or `timeout` passes, then
+// resets its counter. Returns false on timeout.
+bool WaitOn(int fd, std::chrono::nanoseconds timeout) {
+  struct pollfd p = {fd, POLLIN, 0};
+  // Round up so a sub-millisecond remainder still sleeps rather than spins.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+  int n = poll(&p, 1, static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(ms, 1 << 30))));
+  if (n <= 0) return false;
+  uint64_t value;
+  ssize_t ignored = read(fd, &value, sizeof(value));
+  (void)ignored;
+  return true;
+}
+
+absl::StatusOr<UniqueFd> NewEventFd() {
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return ErrnoError(errno, "eventfd");
+  return UniqueFd(fd);
+}
+
+absl::StatusOr<UniqueFd> Dup(const UniqueFd& fd, const char* what) {
+  int copy = fcntl(fd.get(), F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return ErrnoError(errno, "dup", what);
+  return UniqueFd(copy);
+}
+
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+// ---- ShmRing
+
+absl::StatusOr<ShmRing> ShmRing::Create(const RingOptions& options) {
+  if (options.capacity_bytes > kMaxCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat("ring capacity ", options.capacity_bytes,
+                                                   " bytes is above the limit of ", kMaxCapacity));
+  }
+  uint64_t capacity = RoundUpPowerOfTwo(options.capacity_bytes);
+  if (options.max_message_bytes == 0 || options.max_message_bytes > capacity - kLengthBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes ", options.max_message_bytes, " must be in [1, ",
+                     capacity - kLengthBytes, "] for a ring of ", capacity, " bytes"));
+  }
+  ShmRing ring;
+  int memfd = memfd_create("flotilla-shard-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (memfd < 0) return ErrnoError(errno, "memfd_create", "flotilla-shard-ring");
+  ring.fds_.memory.Reset(memfd);
+  size_t bytes = kHeaderBytes + capacity;
+  if (ftruncate(memfd, static_cast<off_t>(bytes)) != 0) {
+    return ErrnoError(errno, "ftruncate", "flotilla-shard-ring");
+  }
+  if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return ErrnoError(errno, "seal", "flotilla-shard-ring");
+  }
+  ASSIGN_OR_RETURN(ring.fds_.data_ready, NewEventFd());
+  ASSIGN_OR_RETURN(ring.fds_.space_ready, NewEventFd());
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (map == MAP_FAILED) return ErrnoError(errno, "mmap", "flotilla-shard-ring");
+  ring.map_ = map;
+  ring.map_bytes_ = bytes;
+  // A fresh memfd is zero-filled: the atomics start at 0 without a
+  // constructor, which is what placement-new would give them too.
+  ring.header_ = new (map) RingHeader{};
+  ring.header_->magic = kMagic;
+  ring.header_->version = kVersion;
+  ring.header_->capacity = capacity;
+  ring.header_->max_message = options.max_message_bytes;
+  ring.data_ = static_cast<char*>(map) + kHeaderBytes;
+  ring.capacity_ = capacity;
+  ring.max_message_ = options.max_message_bytes;
+  ring.spin_iterations_ = options.spin_iterations;
+  return ring;
+}
+
+absl::StatusOr<ShmRing> ShmRing::Attach(RingFds fds, int spin_iterations) {
+  if (!fds.memory.valid() || !fds.data_ready.valid() || !fds.space_ready.valid()) {
+    return absl::InvalidArgumentError("attach ring: a descriptor is missing");
+  }
+  struct stat st;
+  if (fstat(fds.memory.get(), &st) != 0) return ErrnoError(errno, "fstat", "ring memfd");
+  int seals = fcntl(fds.memory.get(), F_GET_SEALS);
+  if (seals < 0) return ErrnoError(errno, "get seals", "ring memfd");
+  if ((seals & F_SEAL_SHRINK) == 0) {
+    // Without it the peer could truncate the file and crash us with SIGBUS.
+    return absl::InvalidArgumentError("attach ring: the memfd is not sealed against shrinking");
+  }
+  size_t bytes = static_cast<size_t>(st.st_size);
+  if (bytes < kHeaderBytes + kMinCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat("attach ring: memfd of ", bytes, " bytes is too small"));
+  }
+  void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds.memory.get(), 0);
+  if (map == MAP_FAILED) return ErrnoError(errno, "mmap", "ring memfd");
+  ShmRing ring;
+  ring.fds_ = std::move(fds);
+  ring.map_ = map;
+  ring.map_bytes_ = bytes;
+  ring.header_ = static_cast<RingHeader*>(map);
+  // Read each creator-written field once; validate the copies.
+  uint64_t magic = ring.header_->magic;
+  uint32_t version = ring.header_->version;
+  uint64_t capacity = ring.header_->capacity;
+  uint32_t max_message = ring.header_->max_message;
+  if (magic != kMagic || version != kVersion) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attach ring: not a version ", kVersion, " Flotilla ring (magic ", magic,
+                     ", version ", version, ")"));
+  }
+  if (!IsPowerOfTwo(capacity) || capacity < kMinCapacity || capacity + kHeaderBytes != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("attach ring: capacity ", capacity,
+                                                   " does not match the memfd size ", bytes));
+  }
+  if (max_message == 0 || max_message > capacity - kLengthBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attach ring: max_message ", max_message, " does not fit capacity ", capacity));
+  }
+  ring.data_ = static_cast<char*>(map) + kHeaderBytes;
+  ring.capacity_ = capacity;
+  ring.max_message_ = max_message;
+  ring.spin_iterations_ = spin_iterations;
+  return ring;
+}
+
+ShmRing::ShmRing(ShmRing&& other) noexcept { *this = std::move(other); }
+
+ShmRing& ShmRing::operator=(ShmRing&& other) noexcept {
+  if (this == &other) return *this;
+  Unmap();
+  fds_ = std::move(other.fds_);
+  map_ = std::exchange(other.map_, nullptr);
+  map_bytes_ = std::exchange(other.map_bytes_, 0);
+  header_ = std::exchange(other.header_, nullptr);
+  data_ = std::exchange(other.data_, nullptr);
+  capacity_ = other.capacity_;
+  max_message_ = other.max_message_;
+  spin_iterations_ = other.spin_iterations_;
+  return *this;
+}
+
+ShmRing::~ShmRing() { Unmap(); }
+
+void ShmRing::Unmap() {
+  if (map_ != nullptr) munmap(map_, map_bytes_);
+  map_ = nullptr;
+  header_ = nullptr;
+  data_ = nullptr;
+}
+
+absl::StatusOr<RingFds> ShmRing::DuplicateFds() const {
+  RingFds out;
+  ASSIGN_OR_RETURN(out.memory, Dup(fds_.memory, "ring memfd"));
+  ASSIGN_OR_RETURN(out.data_ready, Dup(fds_.data_ready, "ring data eventfd"));
+  ASSIGN_OR_RETURN(out.space_ready, Dup(fds_.space_ready, "ring space eventfd"));
+  return out;
+}
+
+void ShmRing::SetHeadForTest(uint64_t head) { header_->head.store(head, std::memory_order_release); }
+void ShmRing::SetAckedForTest(uint64_t acked) {
+  header_->acked.store(acked, std::memory_order_release);
+}
+
+// ---- RingProducer
+
+RingProducer::RingProducer(ShmRing ring) : ring_(std::move(ring)) {
+  head_ = ring_.header_->head.load(std::memory_order_acquire);
+  acked_cache_ = ring_.header_->acked.load(std::memory_order_acquire);
+  broken_ = CheckAcked(acked_cache_);
+}
+
+absl::Status RingProducer::CheckAcked(uint64_t acked) {
+  if (acked > head_ || head_ - acked > ring_.capacity_) {
+    return absl::DataLossError(absl::StrCat("ring corrupt: consumer acknowledged offset ", acked,
+                                            " outside [", head_ > ring_.capacity_ ? head_ - ring_.capacity_ : 0,
+                                            ", ", head_, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RingProducer::TryWrite(std::string_view message) {
+  if (!broken_.ok()) return broken_;
+  if (message.size() > ring_.max_message_) {
+    return absl::InvalidArgumentError(absl::StrCat("message of ", message.size(),
+                                                   " bytes exceeds the ring's max_message_bytes ",
+                                                   ring_.max_message_));
+  }
+  uint64_t need = kLengthBytes + message.size();
+  if (head_ + need - acked_cache_ > ring_.capacity_) {
+    uint64_t acked = ring_.header_->acked.load(std::memory_order_acquire);
+    if (absl::Status st = CheckAcked(acked); !st.ok()) return broken_ = st;
+    acked_cache_ = acked;
+    if (head_ + need - acked_cache_ > ring_.capacity_) {
+      return absl::ResourceExhaustedError("ring full: the consumer has not acknowledged enough");
+    }
+  }
+  uint32_t length = static_cast<uint32_t>(message.size());
+  CopyIn(ring_.data_, ring_.capacity_, head_, reinterpret_cast<const char*>(&length), kLengthBytes);
+  CopyIn(ring_.data_, ring_.capacity_, head_ + kLengthBytes, message.data(), message.size());
+  head_ += need;
+  ring_.header_->head.store(head_, std::memory_order_release);
+  WakeConsumer();
+  return absl::OkStatus();
+}
+
+void RingProducer::WakeConsumer() {
+  // Pairs with the consumer's seq_cst store of consumer_waiting followed by
+  // its load of head: one of the two sides sees the other's write.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (ring_.header_->consumer_waiting.load(std::memory_order_relaxed) != 0) {
+    Signal(ring_.fds_.data_ready.get());
+  }
+}
+
+absl::Status RingProducer::Write(std::string_view message, std::chrono::nanoseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  int spins = 0;
+  RingHeader* h = ring_.header_;
+  for (;;) {
+    absl::Status st = TryWrite(message);
+    if (!absl::IsResourceExhausted(st)) return st;
+    if (spins < ring_.spin_iterations_) {
+      ++spins;
+      CpuRelax();
+      continue;
+    }
+    auto left = deadline - Clock::now();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("ring full for ", timeout.count() / 1000000,
+                       " ms: the consumer is not keeping up (back-pressure)"));
+    }
+    h->producer_waiting.store(1, std::memory_order_seq_cst);
+    uint64_t need = kLengthBytes + message.size();
+    uint64_t acked = h->acked.load(std::memory_order_seq_cst);
+    if (head_ + need - acked > ring_.capacity_) WaitOn(ring_.fds_.space_ready.get(), left);
+    h->producer_waiting.store(0, std::memory_order_relaxed);
+  }
+}
+
+void RingProducer::Close() {
+  ring_.header_->closed.store(1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  Signal(ring_.fds_.data_ready.get());
+}
+
+// ---- RingConsumer
+
+RingConsumer::RingConsumer(ShmRing ring) : ring_(std::move(ring)) {
+  acked_ = ring_.header_->acked.load(std::memory_order_acquire);
+  read_ = acked_;
+  head_cache_ = ring_.header_->head.load(std::memory_order_acquire);
+  if (head_cache_ < acked_ || head_cache_ - acked_ > ring_.capacity_) {
+    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: head ", head_cache_,
+                                               " and acknowledged offset ", acked_, " disagree"));
+  }
+}
+
+absl::Status RingConsumer::Fail(absl::Status status) {
+  broken_ = status;
+  return status;
+}
+
+absl::Status RingConsumer::WaitForData(std::chrono::nanoseconds timeout) {
+  RingHeader* h = ring_.header_;
+  const auto deadline = Clock::now() + timeout;
+  int spins = 0;
+  for (;;) {
+    head_cache_ = h->head.load(std::memory_order_acquire);
+    if (head_cache_ != read_) return absl::OkStatus();
+    if (h->closed.load(std::memory_order_acquire) != 0) {
+      // The producer's last head store precedes its closed store.
+      head_cache_ = h->head.load(std::memory_order_acquire);
+      if (head_cache_ != read_) return absl::OkStatus();
+      return absl::OutOfRangeError("channel closed by the producer");
+    }
+    if (spins < ring_.spin_iterations_) {
+      ++spins;
+      CpuRelax();
+      continue;
+    }
+    auto left = deadline - Clock::now();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      return absl::DeadlineExceededError("no message within the timeout");
+    }
+    h->consumer_waiting.store(1, std::memory_order_seq_cst);
+    head_cache_ = h->head.load(std::memory_order_seq_cst);
+    if (head_cache_ == read_ && h->closed.load(std::memory_order_acquire) == 0) {
+      WaitOn(ring_.fds_.data_ready.get(), left);
+    }
+    h->consumer_waiting.store(0, std::memory_order_relaxed);
+  }
+}
+
+absl::StatusOr<size_t> RingConsumer::Read(char* out, size_t size,
+                                          std::chrono::nanoseconds timeout) {
+  if (!broken_.ok()) return broken_;
+  if (head_cache_ == read_) RETURN_IF_ERROR(WaitForData(timeout));
+  uint64_t head = head_cache_;
+  if (head < read_ || head - acked_ > ring_.capacity_) {
+    return Fail(absl::DataLossError(absl::StrCat("ring corrupt: producer head ", head,
+                                                 " outside [", read_, ", ",
+                                                 acked_ + ring_.capacity_, "]")));
+  }
+  uint64_t available = head - read_;
+  if (available < kLengthBytes) {
+    return Fail(absl::DataLossError(
+        absl::StrCat("ring corrupt: ", available, " bytes at offset ", read_, " hold no length")));
+  }
+  uint32_t length;  // read once: the producer may change the ring under us
+  CopyOut(ring_.data_, ring_.capacity_, read_, reinterpret_cast<char*>(&length), kLengthBytes);
+  if (length > ring_.max_message_ || length > available - kLengthBytes) {
+    return Fail(absl::DataLossError(absl::StrCat(
+        "ring corrupt: record at offset ", read_, " claims ", length, " bytes; at most ",
+        std::min<uint64_t>(ring_.max_message_, available - kLengthBytes), " are possible")));
+  }
+  if (length > size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer of ", size, " bytes is too small for a ", length, "-byte message"));
+  }
+  CopyOut(ring_.data_, ring_.capacity_, read_ + kLengthBytes, out, length);
+  read_ += kLengthBytes + length;
+  return static_cast<size_t>(length);
+}
+
+absl::StatusOr<std::string> RingConsumer::Read(std::chrono::nanoseconds timeout) {
+  std::string out(ring_.max_message_, '\0');
+  ASSIGN_OR_RETURN(size_t n, Read(out.data(), out.size(), timeout));
+  out.resize(n);
+  return out;
+}
+
+absl::Status RingConsumer::Ack(uint64_t offset) {
+  if (!broken_.ok()) return broken_;
+  if (offset < acked_ || offset > read_) {
+    return absl::InvalidArgumentError(absl::StrCat("ack of offset ", offset, " outside [", acked_,
+                                                   ", ", read_, "] (acknowledged, read)"));
+  }
+  acked_ = offset;
+  RingHeader* h = ring_.header_;
+  h->acked.store(acked_, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (h->producer_waiting.load(std::memory_order_relaxed) != 0) {
+    Signal(ring_.fds_.space_ready.get());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flotilla::shard
