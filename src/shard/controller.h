@@ -54,7 +54,7 @@ enum class Action { kKeep, kRaise, kLower, kMove };
 struct ResourceDecision {
   std::string shard;
   Action action = Action::kKeep;
-  int64_t cpu_limit_millis = 0;    // the new limits (the old ones for kKeep/kMove)
+  int64_t cpu_limit_millis = 0;    // the new limits (for kMove: what it has until moved)
   int64_t memory_limit_bytes = 0;
   int64_t predicted_cpu_millis = 0;
   int64_t predicted_memory_bytes = 0;

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,11 @@ struct ShardingOptions {
   double cpu_headroom = 1.25;
   // Kept free on the node for the agent and the channels' wake-ups.
   int64_t reserve_cpu_millis = 0;
+  // Every shard holds at least this much CPU (its process, its channel
+  // polling): what makes one more shard cost something.
+  int64_t min_shard_cpu_millis = 50;
+  // One channel hop between stages, for the end-to-end estimate.
+  double hop_latency_us = 2.0;
 };
 
 struct PartitionRange {
@@ -94,6 +100,10 @@ struct ShardPlan {
   std::vector<ShardEdge> edges;
   int64_t cpu_millis = 0;     // all shards together
   int64_t memory_bytes = 0;
+  // Mean latency along the slowest path from a source stage to a sink
+  // (stage latencies plus one hop per edge), when every stage on it has a
+  // measured rate; 0 otherwise.
+  double path_latency_us = 0;
   std::vector<std::string> warnings;  // e.g. the component does not fit
 };
 
