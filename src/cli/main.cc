@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "agent/agent.h"
 #include "cli/client.h"
+#include "cli/component_command.h"
 #include "cli/local_federation.h"
 #include "cli/output.h"
 #include "cli/request_file.h"
@@ -953,6 +954,7 @@ int Main(int argc, char** argv) {
   AddForecastCommand(app, &rc);
   AddTopCommand(app, &rc, &g.manager, &g.json);
   AddFunctionCommands(app, &rc, &g.json);
+  AddComponentCommand(app, &rc, &g.json);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 

@@ -131,8 +131,10 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
   plan.component = spec.name;
 
   int64_t cpu_budget = node.cpu_millis - options.reserve_cpu_millis;
-  std::string cpu_budget_why = absl::StrCat("the node's ", node.cpu_millis, "m less ",
-                                            options.reserve_cpu_millis, "m reserved");
+  std::string cpu_budget_why = absl::StrCat("the node's ", node.cpu_millis, "m");
+  if (options.reserve_cpu_millis > 0) {
+    absl::StrAppend(&cpu_budget_why, " less ", options.reserve_cpu_millis, "m reserved");
+  }
   if (spec.usage.cpu_limit_millis > 0 && spec.usage.cpu_limit_millis < cpu_budget) {
     cpu_budget = spec.usage.cpu_limit_millis;
     cpu_budget_why = absl::StrCat("the component's limit of ", cpu_budget, "m");
@@ -193,9 +195,13 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
       int64_t extra_mem = StageMemory(w, w.shards + 1) - StageMemory(w, w.shards);
       if (cpu_used + extra_cpu > cpu_budget) {
         w.done = true;
-        w.stop_reason = absl::StrCat("stopped by CPU contention: shard ", w.shards + 1, " needs ",
-                                     extra_cpu, "m more, and ", cpu_used, "m of ", cpu_budget_why,
-                                     " are taken");
+        w.stop_reason =
+            cpu_used > cpu_budget
+                ? absl::StrCat("stopped by CPU contention: the stages already need ", cpu_used,
+                               "m, more than ", cpu_budget_why)
+                : absl::StrCat("stopped by CPU contention: shard ", w.shards + 1, " needs ",
+                               extra_cpu, "m more, and ", cpu_used, "m of ", cpu_budget_why,
+                               " are taken");
         continue;
       }
       if (mem_used + extra_mem > mem_budget) {
@@ -230,10 +236,11 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
       stage_latency[d.stage] = d.latency_chosen_us;
       d.reasons.push_back(absl::StrFormat("demand %s cores (%.0f msg/s × %.1f µs)", Cores(w.demand),
                                           w.rate, w.service_us));
-      d.reasons.push_back(absl::StrCat(w.shards, " shard", w.shards == 1 ? "" : "s",
-                                       ": expected latency ", Us(d.latency_one_shard_us),
-                                       " with one shard, ", Us(d.latency_chosen_us), " with ",
-                                       w.shards));
+      d.reasons.push_back(
+          w.shards == 1
+              ? absl::StrCat("1 shard: expected latency ", Us(d.latency_chosen_us))
+              : absl::StrCat(w.shards, " shards: expected latency ", Us(d.latency_one_shard_us),
+                             " with one shard, ", Us(d.latency_chosen_us), " with ", w.shards));
     } else {
       d.reasons.push_back(absl::StrCat("demand ", Cores(w.demand),
                                        " cores (declared or measured CPU; no message rate)"));
@@ -245,7 +252,7 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
                                        " cores of work and can use one; the stage needs more "
                                        "shards or a larger node"));
       plan.warnings.push_back(absl::StrCat("stage ", d.stage, " is saturated with ", w.shards,
-                                           " shards"));
+                                           w.shards == 1 ? " shard" : " shards"));
     }
     plan.stages.push_back(d);
 
