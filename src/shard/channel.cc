@@ -16,17 +16,16 @@
 
 namespace flotilla::shard {
 
-// Lives at the start of the memfd. The fields above `head` are written once
-// by the creator; the attaching side validates them against the memfd and
-// keeps its own copies. Each side's hot word sits on its own cache line so
-// the producer's stores to `head` do not invalidate the line the consumer
-// stores `acked` in (false sharing would halve the throughput).
+// Lives at the start of the memfd. The fields above `acked` are written
+// once by the creator; the attaching side validates them against the memfd
+// and keeps its own copies. `acked` (the consumer's) and each waiting flag
+// sit on cache lines of their own, so a store to one does not invalidate
+// a line the other side is reading (false sharing).
 struct RingHeader {
   uint64_t magic;
   uint32_t version;
   uint32_t max_message;
   uint64_t capacity;
-  alignas(64) std::atomic<uint64_t> head;       // written by the producer
   alignas(64) std::atomic<uint64_t> acked;      // written by the consumer
   alignas(64) std::atomic<uint32_t> consumer_waiting;
   std::atomic<uint32_t> closed;
@@ -38,13 +37,33 @@ namespace {
 constexpr uint64_t kMagic = 0x31474e4952544c46ull;  // "FLTRING1"
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderBytes = 4096;
-constexpr size_t kLengthBytes = sizeof(uint32_t);
+constexpr size_t kLengthBytes = sizeof(uint64_t);  // the record header
 constexpr uint64_t kMinCapacity = 4096;
-constexpr uint64_t kMaxCapacity = 1ull << 34;
+// offset / 8 differs between two laps in its low 32 bits only while
+// capacity / 8 < 2^32.
+constexpr uint64_t kMaxCapacity = 1ull << 32;
 
 static_assert(sizeof(RingHeader) <= kHeaderBytes);
 static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "the ring's offsets must be lock-free atomics to be shared across processes");
+static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
+
+uint64_t RoundUp8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
+
+// The sequence of the record at `offset`: never 0, so a zeroed header (a
+// fresh memfd, or the slot the producer clears ahead) is never "ready";
+// and different for offsets one lap apart, since capacity / 8 <= 2^29.
+uint32_t SequenceAt(uint64_t offset) {
+  return static_cast<uint32_t>((offset >> 3) % 0xffffffffull) + 1;
+}
+
+uint64_t HeaderFor(uint64_t offset, uint32_t length) {
+  return (static_cast<uint64_t>(SequenceAt(offset)) << 32) | length;
+}
+
+std::atomic_ref<uint64_t> HeaderAt(char* data, uint64_t capacity, uint64_t offset) {
+  return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(data + (offset & (capacity - 1))));
+}
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
@@ -240,7 +259,9 @@ absl::StatusOr<RingFds> ShmRing::DuplicateFds() const {
   return out;
 }
 
-void ShmRing::SetHeadForTest(uint64_t head) { header_->head.store(head, std::memory_order_release); }
+void ShmRing::WriteRecordHeaderForTest(uint64_t offset, uint32_t length) {
+  HeaderAt(data_, capacity_, offset).store(HeaderFor(offset, length), std::memory_order_release);
+}
 void ShmRing::SetAckedForTest(uint64_t acked) {
   header_->acked.store(acked, std::memory_order_release);
 }
@@ -248,9 +269,12 @@ void ShmRing::SetAckedForTest(uint64_t acked) {
 // ---- RingProducer
 
 RingProducer::RingProducer(ShmRing ring) : ring_(std::move(ring)) {
-  head_ = ring_.header_->head.load(std::memory_order_acquire);
-  acked_cache_ = ring_.header_->acked.load(std::memory_order_acquire);
-  broken_ = CheckAcked(acked_cache_);
+  head_ = ring_.header_->acked.load(std::memory_order_acquire);
+  acked_cache_ = head_;
+  if (head_ % 8 != 0) {
+    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: acknowledged offset ", head_,
+                                               " is not a record boundary"));
+  }
 }
 
 absl::Status RingProducer::CheckAcked(uint64_t acked) {
@@ -269,7 +293,7 @@ absl::Status RingProducer::TryWrite(std::string_view message) {
                                                    " bytes exceeds the ring's max_message_bytes ",
                                                    ring_.max_message_));
   }
-  uint64_t need = kLengthBytes + message.size();
+  const uint64_t need = kLengthBytes + RoundUp8(message.size());
   if (head_ + need - acked_cache_ > ring_.capacity_) {
     uint64_t acked = ring_.header_->acked.load(std::memory_order_acquire);
     if (absl::Status st = CheckAcked(acked); !st.ok()) return broken_ = st;
@@ -278,22 +302,30 @@ absl::Status RingProducer::TryWrite(std::string_view message) {
       return absl::ResourceExhaustedError("ring full: the consumer has not acknowledged enough");
     }
   }
-  uint32_t length = static_cast<uint32_t>(message.size());
-  CopyIn(ring_.data_, ring_.capacity_, head_, reinterpret_cast<const char*>(&length), kLengthBytes);
-  CopyIn(ring_.data_, ring_.capacity_, head_ + kLengthBytes, message.data(), message.size());
+  char* data = ring_.data_;
+  const uint64_t cap = ring_.capacity_;
+  CopyIn(data, cap, head_ + kLengthBytes, message.data(), message.size());
+  static const char kZeros[8] = {};
+  CopyIn(data, cap, head_ + kLengthBytes + message.size(), kZeros, RoundUp8(message.size()) - message.size());
+  // Clear the next record's header slot before publishing this record: the
+  // consumer polls that slot next, and what it holds now is an older lap's
+  // bytes — possibly payload that happens to look like the header expected
+  // there. Only inside free space: at acked + capacity sits the header of
+  // an unacknowledged record (an older sequence, so never "ready").
+  if (head_ + need < acked_cache_ + cap) {
+    HeaderAt(data, cap, head_ + need).store(0, std::memory_order_relaxed);
+  }
+  // The header last: publishing it publishes the record. A locked exchange
+  // is also the full barrier the wake-up handshake needs before reading
+  // consumer_waiting (pairs with the consumer's seq_cst store of it and
+  // re-check of this header), cheaper on x86 than a store and an mfence.
+  HeaderAt(data, cap, head_).exchange(HeaderFor(head_, static_cast<uint32_t>(message.size())),
+                                      std::memory_order_seq_cst);
   head_ += need;
-  ring_.header_->head.store(head_, std::memory_order_release);
-  WakeConsumer();
-  return absl::OkStatus();
-}
-
-void RingProducer::WakeConsumer() {
-  // Pairs with the consumer's seq_cst store of consumer_waiting followed by
-  // its load of head: one of the two sides sees the other's write.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (ring_.header_->consumer_waiting.load(std::memory_order_relaxed) != 0) {
     Signal(ring_.fds_.data_ready.get());
   }
+  return absl::OkStatus();
 }
 
 absl::Status RingProducer::Write(std::string_view message, std::chrono::nanoseconds timeout) {
@@ -315,7 +347,7 @@ absl::Status RingProducer::Write(std::string_view message, std::chrono::nanoseco
                        " ms: the consumer is not keeping up (back-pressure)"));
     }
     h->producer_waiting.store(1, std::memory_order_seq_cst);
-    uint64_t need = kLengthBytes + message.size();
+    uint64_t need = kLengthBytes + RoundUp8(message.size());
     uint64_t acked = h->acked.load(std::memory_order_seq_cst);
     if (head_ + need - acked > ring_.capacity_) WaitOn(ring_.fds_.space_ready.get(), left);
     h->producer_waiting.store(0, std::memory_order_relaxed);
@@ -323,8 +355,7 @@ absl::Status RingProducer::Write(std::string_view message, std::chrono::nanoseco
 }
 
 void RingProducer::Close() {
-  ring_.header_->closed.store(1, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  ring_.header_->closed.exchange(1, std::memory_order_seq_cst);
   Signal(ring_.fds_.data_ready.get());
 }
 
@@ -333,10 +364,9 @@ void RingProducer::Close() {
 RingConsumer::RingConsumer(ShmRing ring) : ring_(std::move(ring)) {
   acked_ = ring_.header_->acked.load(std::memory_order_acquire);
   read_ = acked_;
-  head_cache_ = ring_.header_->head.load(std::memory_order_acquire);
-  if (head_cache_ < acked_ || head_cache_ - acked_ > ring_.capacity_) {
-    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: head ", head_cache_,
-                                               " and acknowledged offset ", acked_, " disagree"));
+  if (acked_ % 8 != 0) {
+    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: acknowledged offset ", acked_,
+                                               " is not a record boundary"));
   }
 }
 
@@ -345,17 +375,22 @@ absl::Status RingConsumer::Fail(absl::Status status) {
   return status;
 }
 
+// Returns true when `header`, read at `offset`, carries the sequence
+// expected there.
+static inline bool Ready(uint64_t header, uint64_t offset) {
+  return static_cast<uint32_t>(header >> 32) == SequenceAt(offset);
+}
+
 absl::Status RingConsumer::WaitForData(std::chrono::nanoseconds timeout) {
   RingHeader* h = ring_.header_;
+  auto header = HeaderAt(ring_.data_, ring_.capacity_, read_);
   const auto deadline = Clock::now() + timeout;
   int spins = 0;
   for (;;) {
-    head_cache_ = h->head.load(std::memory_order_acquire);
-    if (head_cache_ != read_) return absl::OkStatus();
+    if (Ready(header.load(std::memory_order_acquire), read_)) return absl::OkStatus();
     if (h->closed.load(std::memory_order_acquire) != 0) {
-      // The producer's last head store precedes its closed store.
-      head_cache_ = h->head.load(std::memory_order_acquire);
-      if (head_cache_ != read_) return absl::OkStatus();
+      // The producer's last header store precedes its closed store.
+      if (Ready(header.load(std::memory_order_acquire), read_)) return absl::OkStatus();
       return absl::OutOfRangeError("channel closed by the producer");
     }
     if (spins < ring_.spin_iterations_) {
@@ -368,8 +403,8 @@ absl::Status RingConsumer::WaitForData(std::chrono::nanoseconds timeout) {
       return absl::DeadlineExceededError("no message within the timeout");
     }
     h->consumer_waiting.store(1, std::memory_order_seq_cst);
-    head_cache_ = h->head.load(std::memory_order_seq_cst);
-    if (head_cache_ == read_ && h->closed.load(std::memory_order_acquire) == 0) {
+    if (!Ready(header.load(std::memory_order_seq_cst), read_) &&
+        h->closed.load(std::memory_order_acquire) == 0) {
       WaitOn(ring_.fds_.data_ready.get(), left);
     }
     h->consumer_waiting.store(0, std::memory_order_relaxed);
@@ -379,31 +414,27 @@ absl::Status RingConsumer::WaitForData(std::chrono::nanoseconds timeout) {
 absl::StatusOr<size_t> RingConsumer::Read(char* out, size_t size,
                                           std::chrono::nanoseconds timeout) {
   if (!broken_.ok()) return broken_;
-  if (head_cache_ == read_) RETURN_IF_ERROR(WaitForData(timeout));
-  uint64_t head = head_cache_;
-  if (head < read_ || head - acked_ > ring_.capacity_) {
-    return Fail(absl::DataLossError(absl::StrCat("ring corrupt: producer head ", head,
-                                                 " outside [", read_, ", ",
-                                                 acked_ + ring_.capacity_, "]")));
+  // Read once: the producer may change the ring under us.
+  uint64_t header = HeaderAt(ring_.data_, ring_.capacity_, read_).load(std::memory_order_acquire);
+  if (!Ready(header, read_)) {
+    RETURN_IF_ERROR(WaitForData(timeout));
+    header = HeaderAt(ring_.data_, ring_.capacity_, read_).load(std::memory_order_acquire);
   }
-  uint64_t available = head - read_;
-  if (available < kLengthBytes) {
-    return Fail(absl::DataLossError(
-        absl::StrCat("ring corrupt: ", available, " bytes at offset ", read_, " hold no length")));
-  }
-  uint32_t length;  // read once: the producer may change the ring under us
-  CopyOut(ring_.data_, ring_.capacity_, read_, reinterpret_cast<char*>(&length), kLengthBytes);
-  if (length > ring_.max_message_ || length > available - kLengthBytes) {
+  const uint32_t length = static_cast<uint32_t>(header);
+  // The producer may fill [acked, acked + capacity); a record past that
+  // would be bytes it must not have written.
+  const uint64_t window_end = acked_ + ring_.capacity_;
+  if (length > ring_.max_message_ || read_ + kLengthBytes + RoundUp8(length) > window_end) {
     return Fail(absl::DataLossError(absl::StrCat(
         "ring corrupt: record at offset ", read_, " claims ", length, " bytes; at most ",
-        std::min<uint64_t>(ring_.max_message_, available - kLengthBytes), " are possible")));
+        std::min<uint64_t>(ring_.max_message_, window_end - read_ - kLengthBytes), " are possible")));
   }
   if (length > size) {
     return absl::InvalidArgumentError(
         absl::StrCat("buffer of ", size, " bytes is too small for a ", length, "-byte message"));
   }
   CopyOut(ring_.data_, ring_.capacity_, read_ + kLengthBytes, out, length);
-  read_ += kLengthBytes + length;
+  read_ += kLengthBytes + RoundUp8(length);
   return static_cast<size_t>(length);
 }
 
@@ -422,8 +453,7 @@ absl::Status RingConsumer::Ack(uint64_t offset) {
   }
   acked_ = offset;
   RingHeader* h = ring_.header_;
-  h->acked.store(acked_, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  h->acked.exchange(acked_, std::memory_order_seq_cst);  // see RingProducer::TryWrite
   if (h->producer_waiting.load(std::memory_order_relaxed) != 0) {
     Signal(ring_.fds_.space_ready.get());
   }
