@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 #include <new>
 #include <utility>
 
@@ -264,6 +266,69 @@ void ShmRing::WriteRecordHeaderForTest(uint64_t offset, uint32_t length) {
 }
 void ShmRing::SetAckedForTest(uint64_t acked) {
   header_->acked.store(acked, std::memory_order_release);
+}
+
+// ---- Passing the descriptors
+
+absl::Status SendRingFds(int unix_socket, const ShmRing& ring) {
+  int fds[3] = {ring.fds_.memory.get(), ring.fds_.data_ready.get(), ring.fds_.space_ready.get()};
+  char byte = 'R';
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(fds))] = {};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(fds));
+  std::memcpy(CMSG_DATA(c), fds, sizeof(fds));
+  for (;;) {
+    ssize_t n = sendmsg(unix_socket, &msg, MSG_NOSIGNAL);
+    if (n == 1) return absl::OkStatus();
+    if (n < 0 && errno == EINTR) continue;
+    return ErrnoError(n < 0 ? errno : EIO, "sendmsg", "ring descriptors");
+  }
+}
+
+absl::StatusOr<RingFds> ReceiveRingFds(int unix_socket, std::chrono::milliseconds timeout) {
+  struct pollfd p = {unix_socket, POLLIN, 0};
+  int ready = poll(&p, 1, static_cast<int>(std::min<int64_t>(timeout.count(), 1 << 30)));
+  if (ready < 0) return ErrnoError(errno, "poll", "ring descriptor socket");
+  if (ready == 0) return absl::DeadlineExceededError("no ring descriptors within the timeout");
+  char byte;
+  struct iovec iov = {&byte, 1};
+  // Room for more than three, so a sender that sends more is seen (and its
+  // extras closed) rather than truncated silently.
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)] = {};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = recvmsg(unix_socket, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return ErrnoError(errno, "recvmsg", "ring descriptors");
+  std::vector<UniqueFd> got;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      got.emplace_back(fd);
+    }
+  }
+  if (n != 1 || got.size() != 3 || (msg.msg_flags & MSG_CTRUNC) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("expected 3 ring descriptors, got ", got.size(),
+                                                   n == 0 ? " (peer closed)" : ""));
+  }
+  RingFds fds;
+  fds.memory = std::move(got[0]);
+  fds.data_ready = std::move(got[1]);
+  fds.space_ready = std::move(got[2]);
+  return fds;
 }
 
 // ---- RingProducer

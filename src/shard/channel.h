@@ -116,6 +116,7 @@ class ShmRing {
  private:
   friend class RingProducer;
   friend class RingConsumer;
+  friend absl::Status SendRingFds(int unix_socket, const ShmRing& ring);
   ShmRing() = default;
   void Unmap();
 
@@ -128,6 +129,16 @@ class ShmRing {
   uint32_t max_message_ = 0;
   int spin_iterations_ = 0;
 };
+
+// Sends the channel's three descriptors over a connected unix socket
+// (SCM_RIGHTS), so a process that did not fork from the creator — a shard
+// in its own sandbox — can Attach. Blocking; the caller bounds it with the
+// socket's own timeouts.
+absl::Status SendRingFds(int unix_socket, const ShmRing& ring);
+// Receives what SendRingFds sent, waiting up to `timeout`. Anything but
+// exactly three descriptors is InvalidArgument, and whatever did arrive is
+// closed (a hostile sender cannot leak descriptors into us).
+absl::StatusOr<RingFds> ReceiveRingFds(int unix_socket, std::chrono::milliseconds timeout);
 
 class RingProducer {
  public:

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -261,7 +262,57 @@ TEST(ShmRingTest, TooLargeMessagesAndSmallBuffersAreRefused) {
   EXPECT_TRUE(absl::IsInvalidArgument(consumer.Ack(consumer.read_offset() + 1)));
 }
 
+TEST(ShmRingTest, DescriptorsPassedOverAUnixSocketAttachInAnotherProcess) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  Child child([&]() -> int {
+    close(sv[0]);
+    // Uses only what came over the socket, as a shard in a sandbox would.
+    auto fds = ReceiveRingFds(sv[1], milliseconds(10000));
+    if (!fds.ok()) return 2;
+    auto ring = ShmRing::Attach(std::move(*fds));
+    if (!ring.ok()) return 3;
+    RingConsumer consumer(std::move(*ring));
+    auto m = consumer.Read(seconds(10));
+    return m.ok() && *m == "over the socket" ? 0 : 4;
+  });
+  ASSERT_TRUE(child.started());
+  close(sv[1]);
+  ShmRing ring = NewRing(4096);
+  ASSERT_TRUE(SendRingFds(sv[0], ring).ok());
+  RingProducer producer(std::move(ring));
+  ASSERT_TRUE(producer.TryWrite("over the socket").ok());
+  EXPECT_EQ(child.Wait(milliseconds(10000)), 0);
+  close(sv[0]);
+}
+
 // ---- Hostile peers
+
+TEST(ShmRingHostileTest, ReceivingTheWrongNumberOfDescriptorsClosesThemAll) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  int one[1] = {dup(0)};
+  char byte = 'R';
+  struct iovec iov = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(one))] = {};
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(one));
+  std::memcpy(CMSG_DATA(c), one, sizeof(one));
+  ASSERT_EQ(sendmsg(sv[0], &msg, 0), 1);
+  close(one[0]);
+  auto fds = ReceiveRingFds(sv[1], milliseconds(1000));
+  EXPECT_TRUE(absl::IsInvalidArgument(fds.status())) << fds.status();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(ReceiveRingFds(sv[1], milliseconds(5)).status()));
+  close(sv[0]);
+  close(sv[1]);
+}
 
 TEST(ShmRingHostileTest, CorruptLengthIsDetectedNotFollowed) {
   ShmRing ring = NewRing(4096, 10, /*max_message=*/1024);
