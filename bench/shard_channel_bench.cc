@@ -11,7 +11,8 @@
 //     one-way latency = round trip / 2, per round trip; median and p99.
 //
 // Rounds alternate the transports so all see the same machine state.
-// Prints a Markdown table of medians over rounds, and JSON with --json.
+// Prints a Markdown table of medians over rounds; JSON with --json (instead)
+// or --json-out=FILE (as well).
 #include <sched.h>
 #include <time.h>
 #include <signal.h>
@@ -46,7 +47,8 @@ struct Flags {
   int rounds = 5;
   int cpu_a = 0;
   int cpu_b = 1;
-  bool json = false;
+  bool json = false;      // print JSON instead of the table
+  std::string json_out;   // also write JSON to this file
 };
 
 void Pin(int cpu) {
@@ -300,6 +302,24 @@ struct Result {
   std::vector<double> p50s, p99s;   // one per round
 };
 
+std::string JsonReport(const Flags& f, const std::vector<Result>& results) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "{\"messages\": %ld, \"round_trips\": %ld, \"rounds\": %d, \"cpus\": [%d, %d], \"results\": [",
+                f.messages, f.round_trips, f.rounds, f.cpu_a, f.cpu_b);
+  std::string out = buf;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    std::snprintf(buf, sizeof(buf),
+                  "%s{\"name\": \"%s\", \"msgs_per_s\": %.0f, \"msgs_per_sender_cpu_s\": %.0f, "
+                  "\"sender_cpu_share\": %.2f, \"p50_us\": %.3f, \"p99_us\": %.3f}",
+                  i ? ", " : "", r.name.c_str(), Median(r.rates), Median(r.per_cpu),
+                  Median(r.cpu_share), Median(r.p50s), Median(r.p99s));
+    out += buf;
+  }
+  return out + "]}\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -314,20 +334,23 @@ int main(int argc, char** argv) {
     else if (const char* v = value("--round-trips")) f.round_trips = std::atol(v);
     else if (const char* v = value("--rounds")) f.rounds = std::atoi(v);
     else if (const char* v = value("--cpus")) std::sscanf(v, "%d,%d", &f.cpu_a, &f.cpu_b);
+    else if (const char* v = value("--json-out")) f.json_out = v;
     else if (a == "--json") f.json = true;
     else {
       std::fprintf(stderr,
-                   "usage: %s [--messages=N] [--round-trips=N] [--rounds=N] [--cpus=A,B] [--json]\n",
+                   "usage: %s [--messages=N] [--round-trips=N] [--rounds=N] [--cpus=A,B] [--json] "
+                   "[--json-out=FILE]\n",
                    argv[0]);
       return 2;
     }
   }
   signal(SIGPIPE, SIG_IGN);
 
-  std::vector<Result> results = {{"shm ring (ack each)", {}, {}, {}},
-                                 {"shm ring (ack every 32)", {}, {}, {}},
-                                 {"unix socket (stream)", {}, {}, {}},
-                                 {"pipe", {}, {}, {}}};
+  std::vector<Result> results(4);
+  results[0].name = "shm ring (ack each)";
+  results[1].name = "shm ring (ack every 32)";
+  results[2].name = "unix socket (stream)";
+  results[3].name = "pipe";
   auto record = [&](Result& r, double rate) {
     r.rates.push_back(rate);
     r.per_cpu.push_back(g_sender_cpu > 0 ? f.messages / g_sender_cpu : 0);
@@ -364,31 +387,38 @@ int main(int argc, char** argv) {
 
   const double ring_rate = Median(results[0].rates);
   const double ring_p50 = Median(results[0].p50s);
-  if (f.json) {
-    std::printf("{\"messages\": %ld, \"round_trips\": %ld, \"rounds\": %d, \"cpus\": [%d, %d], \"results\": [",
-                f.messages, f.round_trips, f.rounds, f.cpu_a, f.cpu_b);
-    for (size_t i = 0; i < results.size(); ++i) {
-      const Result& r = results[i];
-      std::printf("%s{\"name\": \"%s\", \"msgs_per_s\": %.0f, \"msgs_per_sender_cpu_s\": %.0f, "
-                  "\"sender_cpu_share\": %.2f, \"p50_us\": %.3f, \"p99_us\": %.3f}",
-                  i ? ", " : "", r.name.c_str(), Median(r.rates), Median(r.per_cpu),
-                  Median(r.cpu_share), Median(r.p50s), Median(r.p99s));
+  std::string json = JsonReport(f, results);
+  if (!f.json_out.empty()) {
+    FILE* out = std::fopen(f.json_out.c_str(), "w");
+    if (out == nullptr) {
+      std::perror(f.json_out.c_str());
+      return 1;
     }
-    std::printf("]}\n");
+    std::fputs(json.c_str(), out);
+    std::fclose(out);
+  }
+  if (f.json) {
+    std::fputs(json.c_str(), stdout);
     return 0;
   }
   std::printf("| transport | msgs/s (median of %d) | vs ring | msgs per sender CPU-s | sender CPU share | one-way p50 | one-way p99 | p50 vs ring |\n",
               f.rounds);
   std::printf("|---|---|---|---|---|---|---|---|\n");
+  auto us = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof(b), v < 10 ? "%.2f µs" : "%.1f µs", v);
+    return std::string(b);
+  };
   for (const Result& r : results) {
     double rate = Median(r.rates);
     bool has_latency = !r.p50s.empty();
     double p50 = Median(r.p50s);
-    std::printf("| %s | %.2f M | %.2fx | %.2f M | %.0f%% | %s | %s | %s |\n", r.name.c_str(), rate / 1e6,
-                ring_rate > 0 ? rate / ring_rate : 0, Median(r.per_cpu) / 1e6, 100 * Median(r.cpu_share),
-                has_latency ? (std::to_string(p50).substr(0, 5) + " µs").c_str() : "(same as above)",
-                has_latency ? (std::to_string(Median(r.p99s)).substr(0, 5) + " µs").c_str() : "",
-                has_latency && ring_p50 > 0 ? (std::to_string(p50 / ring_p50).substr(0, 5) + "x").c_str() : "");
+    char ratio[32] = "";
+    if (has_latency && ring_p50 > 0) std::snprintf(ratio, sizeof(ratio), "%.1fx", p50 / ring_p50);
+    std::printf("| %s | %.2f M | %.2fx | %.2f M | %.0f%% | %s | %s | %s |\n", r.name.c_str(),
+                rate / 1e6, ring_rate > 0 ? rate / ring_rate : 0, Median(r.per_cpu) / 1e6,
+                100 * Median(r.cpu_share), has_latency ? us(p50).c_str() : "(same as above)",
+                has_latency ? us(Median(r.p99s)).c_str() : "", ratio);
   }
   return 0;
 }
