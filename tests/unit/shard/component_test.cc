@@ -146,6 +146,42 @@ TEST(ComponentSpecTest, CommandStringIsSplitIntoArgv) {
   EXPECT_EQ(spec->stages[0].code.argv, (std::vector<std::string>{"grep", "-v", "x"}));
 }
 
+// Mutations of a valid spec (bytes flipped, deleted, duplicated) must
+// come back as a spec or an InvalidArgument, never an exception or a crash:
+// yaml-cpp throws on shapes the parser did not expect.
+TEST(ComponentSpecTest, MutatedSpecsNeverEscapeAsExceptions) {
+  const std::string base = kSpec;
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  const char kBytes[] = "{}[]:,-'\"\n #&*!|>%@`0a";
+  int ok = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string s = base;
+    int edits = 1 + static_cast<int>(next() % 4);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      size_t at = next() % s.size();
+      switch (next() % 3) {
+        case 0: s[at] = kBytes[next() % (sizeof(kBytes) - 1)]; break;
+        case 1: s.erase(at, 1 + next() % 8); break;
+        default: s.insert(at, s.substr(next() % s.size(), 1 + next() % 16)); break;
+      }
+    }
+    absl::StatusOr<ComponentSpec> spec;
+    ASSERT_NO_THROW(spec = ParseComponentSpec(s, "m.yaml")) << s;
+    if (spec.ok()) {
+      ++ok;
+    } else {
+      EXPECT_TRUE(absl::IsInvalidArgument(spec.status())) << spec.status();
+    }
+  }
+  EXPECT_GT(ok, 0);  // some mutations (in comments, names) stay valid
+}
+
 TEST(ComponentSpecTest, MissingFileIsNotFound) {
   auto spec = LoadComponentSpecFile("/nonexistent/component.yaml");
   EXPECT_TRUE(absl::IsNotFound(spec.status())) << spec.status();
