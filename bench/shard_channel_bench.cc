@@ -14,10 +14,10 @@
 // Prints a Markdown table of medians over rounds; JSON with --json (instead)
 // or --json-out=FILE (as well).
 #include <sched.h>
-#include <time.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,8 +47,8 @@ struct Flags {
   int rounds = 5;
   int cpu_a = 0;
   int cpu_b = 1;
-  bool json = false;      // print JSON instead of the table
-  std::string json_out;   // also write JSON to this file
+  bool json = false;     // print JSON instead of the table
+  std::string json_out;  // also write JSON to this file
 };
 
 void Pin(int cpu) {
@@ -172,7 +172,8 @@ double ThroughputRing(const Flags& f, int ack_every) {
         auto wall0 = Clock::now();
         for (long i = 0; i < f.messages; ++i) {
           std::memcpy(msg, &i, sizeof(i));
-          if (!p.Write(std::string_view(msg, kMessage), std::chrono::seconds(30)).ok()) return false;
+          if (!p.Write(std::string_view(msg, kMessage), std::chrono::seconds(30)).ok())
+            return false;
         }
         g_sender_cpu = ThreadCpu() - cpu0;
         g_sender_wall = std::chrono::duration<double>(Clock::now() - wall0).count();
@@ -255,10 +256,12 @@ std::vector<double> LatencyRing(const Flags& f) {
         char buf[kMessage];
         for (long i = 0; i < f.round_trips; ++i) {
           auto t0 = Clock::now();
-          if (!out.Write(std::string_view(msg, kMessage), std::chrono::seconds(30)).ok()) return false;
+          if (!out.Write(std::string_view(msg, kMessage), std::chrono::seconds(30)).ok())
+            return false;
           auto n = in.Read(buf, sizeof(buf), std::chrono::seconds(30));
           if (!n.ok() || !in.AckAll().ok()) return false;
-          samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2);
+          samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() /
+                            2);
         }
         return true;
       });
@@ -286,7 +289,8 @@ std::vector<double> LatencyStream(const Flags& f, int a[2], int b[2]) {
         for (long i = 0; i < f.round_trips; ++i) {
           auto t0 = Clock::now();
           if (!WriteAll(a[1], msg, kMessage) || !ReadAll(b[0], buf, kMessage)) return false;
-          samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2);
+          samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() /
+                            2);
         }
         return true;
       });
@@ -296,16 +300,17 @@ std::vector<double> LatencyStream(const Flags& f, int a[2], int b[2]) {
 
 struct Result {
   std::string name;
-  std::vector<double> rates;        // one per round
-  std::vector<double> per_cpu;      // messages per sender CPU-second
-  std::vector<double> cpu_share;    // sender CPU / wall
-  std::vector<double> p50s, p99s;   // one per round
+  std::vector<double> rates;       // one per round
+  std::vector<double> per_cpu;     // messages per sender CPU-second
+  std::vector<double> cpu_share;   // sender CPU / wall
+  std::vector<double> p50s, p99s;  // one per round
 };
 
 std::string JsonReport(const Flags& f, const std::vector<Result>& results) {
   char buf[512];
   std::snprintf(buf, sizeof(buf),
-                "{\"messages\": %ld, \"round_trips\": %ld, \"rounds\": %d, \"cpus\": [%d, %d], \"results\": [",
+                "{\"messages\": %ld, \"round_trips\": %ld, \"rounds\": %d, \"cpus\": [%d, %d], "
+                "\"results\": [",
                 f.messages, f.round_trips, f.rounds, f.cpu_a, f.cpu_b);
   std::string out = buf;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -330,12 +335,18 @@ int main(int argc, char** argv) {
       size_t n = std::strlen(name);
       return a.compare(0, n, name) == 0 && a.size() > n && a[n] == '=' ? argv[i] + n + 1 : nullptr;
     };
-    if (const char* v = value("--messages")) f.messages = std::atol(v);
-    else if (const char* v = value("--round-trips")) f.round_trips = std::atol(v);
-    else if (const char* v = value("--rounds")) f.rounds = std::atoi(v);
-    else if (const char* v = value("--cpus")) std::sscanf(v, "%d,%d", &f.cpu_a, &f.cpu_b);
-    else if (const char* v = value("--json-out")) f.json_out = v;
-    else if (a == "--json") f.json = true;
+    if (const char* v = value("--messages"))
+      f.messages = std::atol(v);
+    else if (const char* v = value("--round-trips"))
+      f.round_trips = std::atol(v);
+    else if (const char* v = value("--rounds"))
+      f.rounds = std::atoi(v);
+    else if (const char* v = value("--cpus"))
+      std::sscanf(v, "%d,%d", &f.cpu_a, &f.cpu_b);
+    else if (const char* v = value("--json-out"))
+      f.json_out = v;
+    else if (a == "--json")
+      f.json = true;
     else {
       std::fprintf(stderr,
                    "usage: %s [--messages=N] [--round-trips=N] [--rounds=N] [--cpus=A,B] [--json] "
@@ -401,8 +412,10 @@ int main(int argc, char** argv) {
     std::fputs(json.c_str(), stdout);
     return 0;
   }
-  std::printf("| transport | msgs/s (median of %d) | vs ring | msgs per sender CPU-s | sender CPU share | one-way p50 | one-way p99 | p50 vs ring |\n",
-              f.rounds);
+  std::printf(
+      "| transport | msgs/s (median of %d) | vs ring | msgs per sender CPU-s | sender CPU share | "
+      "one-way p50 | one-way p99 | p50 vs ring |\n",
+      f.rounds);
   std::printf("|---|---|---|---|---|---|---|---|\n");
   auto us = [](double v) {
     char b[32];

@@ -25,9 +25,9 @@ using nlohmann::json;
 
 struct PlanFlags {
   std::string file;
-  std::string cpus;      // "" → this machine's topology
-  std::string memory;    // "" → MemTotal of this machine
-  std::string reserve;   // CPU list kept for the agent
+  std::string cpus;     // "" → this machine's topology
+  std::string memory;   // "" → MemTotal of this machine
+  std::string reserve;  // CPU list kept for the agent
   std::string sysfs = "/sys";
   double min_saved_us = shard::ShardingOptions{}.min_saved_us;
   std::string heavy = "700m";
@@ -68,7 +68,8 @@ json ToJson(const shard::ShardPlan& plan, const shard::NodePlacement& placement,
                {"numa_nodes", topology.numa_nodes}};
   j["cpu_millis"] = plan.cpu_millis;
   j["memory_bytes"] = plan.memory_bytes;
-  j["path_latency_us"] = std::isinf(plan.path_latency_us) ? json(nullptr) : json(plan.path_latency_us);
+  j["path_latency_us"] =
+      std::isinf(plan.path_latency_us) ? json(nullptr) : json(plan.path_latency_us);
   j["stages"] = json::array();
   for (const auto& d : plan.stages) {
     auto finite = [](double v) { return std::isinf(v) ? json(nullptr) : json(v); };
@@ -86,8 +87,10 @@ json ToJson(const shard::ShardPlan& plan, const shard::NodePlacement& placement,
     const auto& s = plan.shards[i];
     const auto& p = placement.shards[i];
     json code = {{"kind", shard::CodeKindName(s.code.kind)}};
-    if (s.code.kind == shard::CodeKind::kCommand) code["argv"] = s.code.argv;
-    else code["target"] = s.code.target;
+    if (s.code.kind == shard::CodeKind::kCommand)
+      code["argv"] = s.code.argv;
+    else
+      code["target"] = s.code.target;
     j["shards"].push_back({{"id", s.id},
                            {"stage", s.stage},
                            {"code", code},
@@ -105,7 +108,8 @@ json ToJson(const shard::ShardPlan& plan, const shard::NodePlacement& placement,
   }
   j["edges"] = json::array();
   for (const auto& e : plan.edges) {
-    j["edges"].push_back({{"from", e.from}, {"to", e.to}, {"routing", shard::RoutingName(e.routing)}});
+    j["edges"].push_back(
+        {{"from", e.from}, {"to", e.to}, {"routing", shard::RoutingName(e.routing)}});
   }
   j["shared_pool"] = shard::FormatCpuList(placement.shared_pool);
   j["warnings"] = plan.warnings;
@@ -118,9 +122,10 @@ void PrintPlan(const shard::ShardPlan& plan, const shard::NodePlacement& placeme
   std::cout << "component " << plan.component << ": " << plan.stages.size() << " stages -> "
             << plan.shards.size() << " shards, " << FormatMillicores(plan.cpu_millis) << " CPU, "
             << FormatBytes(plan.memory_bytes) << " memory, " << plan.edges.size() << " channels\n";
-  std::cout << "node: " << topology.cpus.size() << " CPUs in " << topology.cores.size() << " cores, "
-            << topology.numa_nodes << " NUMA node" << (topology.numa_nodes == 1 ? "" : "s") << " ("
-            << node_source << "); " << FormatMillicores(node.cpu_millis) << " CPU"
+  std::cout << "node: " << topology.cpus.size() << " CPUs in " << topology.cores.size()
+            << " cores, " << topology.numa_nodes << " NUMA node"
+            << (topology.numa_nodes == 1 ? "" : "s") << " (" << node_source << "); "
+            << FormatMillicores(node.cpu_millis) << " CPU"
             << (node.memory_bytes > 0 ? ", " + FormatBytes(node.memory_bytes) + " memory" : "")
             << " offered\n";
   if (plan.path_latency_us > 0) {
@@ -182,18 +187,23 @@ int RunPlan(const PlanFlags& f, bool json_out) {
   shard::PlacementOptions placement_options;
   auto reserved = shard::ParseCpuList(f.reserve);
   if (!reserved.ok()) {
-    return FailComponent(absl::InvalidArgumentError(absl::StrCat("--reserve: ", reserved.status().message())));
+    return FailComponent(
+        absl::InvalidArgumentError(absl::StrCat("--reserve: ", reserved.status().message())));
   }
   placement_options.reserved = *reserved;
   auto heavy = ParseCpu(f.heavy);
-  if (!heavy.ok()) return FailComponent(absl::InvalidArgumentError(absl::StrCat("--heavy: ", heavy.status().message())));
+  if (!heavy.ok())
+    return FailComponent(
+        absl::InvalidArgumentError(absl::StrCat("--heavy: ", heavy.status().message())));
   placement_options.heavy_cpu_millis = *heavy;
 
   shard::NodeResources node;
   for (const auto& cpu : topology.cpus) node.cpu_millis += reserved->count(cpu.id) ? 0 : 1000;
   if (!f.memory.empty()) {
     auto bytes = ParseBytes(f.memory);
-    if (!bytes.ok()) return FailComponent(absl::InvalidArgumentError(absl::StrCat("--memory: ", bytes.status().message())));
+    if (!bytes.ok())
+      return FailComponent(
+          absl::InvalidArgumentError(absl::StrCat("--memory: ", bytes.status().message())));
     node.memory_bytes = *bytes;
   } else {
     node.memory_bytes = HostMemory();
@@ -224,11 +234,13 @@ void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
   plan->add_option("file", flags->file, "the component spec (YAML)")->required();
   plan->add_option("--cpus", flags->cpus, "plan for a node of N CPUs instead of this machine");
   plan->add_option("--memory", flags->memory, "node memory (e.g. 16Gi); default: this machine's");
-  plan->add_option("--reserve", flags->reserve, "CPUs kept for the agent, as a list (e.g. 0 or 0-1)");
+  plan->add_option("--reserve", flags->reserve,
+                   "CPUs kept for the agent, as a list (e.g. 0 or 0-1)");
   plan->add_option("--sysfs", flags->sysfs, "root of the sysfs tree to read the topology from");
   plan->add_option("--min-saved-us", flags->min_saved_us,
                    "least latency per message (µs) one more shard must save");
-  plan->add_option("--heavy", flags->heavy, "CPU from which a shard gets exclusive cores (e.g. 700m)");
+  plan->add_option("--heavy", flags->heavy,
+                   "CPU from which a shard gets exclusive cores (e.g. 700m)");
   plan->callback([rc, json, flags] { *rc = RunPlan(*flags, *json); });
 }
 

@@ -16,7 +16,8 @@ absl::Status ApplyCpuAffinity(pid_t pid, const std::set<int>& cpus) {
   CPU_ZERO(&set);
   for (int cpu : cpus) {
     if (cpu < 0 || cpu >= CPU_SETSIZE) {
-      return absl::InvalidArgumentError(absl::StrCat("cpu affinity: CPU ", cpu, " is out of range"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cpu affinity: CPU ", cpu, " is out of range"));
     }
     CPU_SET(cpu, &set);
   }

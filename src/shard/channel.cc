@@ -3,15 +3,15 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <vector>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -28,7 +28,7 @@ struct RingHeader {
   uint32_t version;
   uint32_t max_message;
   uint64_t capacity;
-  alignas(64) std::atomic<uint64_t> acked;      // written by the consumer
+  alignas(64) std::atomic<uint64_t> acked;  // written by the consumer
   alignas(64) std::atomic<uint32_t> consumer_waiting;
   std::atomic<uint32_t> closed;
   alignas(64) std::atomic<uint32_t> producer_waiting;
@@ -145,9 +145,9 @@ absl::StatusOr<ShmRing> ShmRing::Create(const RingOptions& options) {
   }
   uint64_t capacity = RoundUpPowerOfTwo(options.capacity_bytes);
   if (options.max_message_bytes == 0 || options.max_message_bytes > capacity - kLengthBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_message_bytes ", options.max_message_bytes, " must be in [1, ",
-                     capacity - kLengthBytes, "] for a ring of ", capacity, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("max_message_bytes ", options.max_message_bytes,
+                                                   " must be in [1, ", capacity - kLengthBytes,
+                                                   "] for a ring of ", capacity, " bytes"));
   }
   ShmRing ring;
   int memfd = memfd_create("flotilla-shard-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -194,7 +194,8 @@ absl::StatusOr<ShmRing> ShmRing::Attach(RingFds fds, int spin_iterations) {
   }
   size_t bytes = static_cast<size_t>(st.st_size);
   if (bytes < kHeaderBytes + kMinCapacity) {
-    return absl::InvalidArgumentError(absl::StrCat("attach ring: memfd of ", bytes, " bytes is too small"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attach ring: memfd of ", bytes, " bytes is too small"));
   }
   void* map = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds.memory.get(), 0);
   if (map == MAP_FAILED) return ErrnoError(errno, "mmap", "ring memfd");
@@ -209,17 +210,17 @@ absl::StatusOr<ShmRing> ShmRing::Attach(RingFds fds, int spin_iterations) {
   uint64_t capacity = ring.header_->capacity;
   uint32_t max_message = ring.header_->max_message;
   if (magic != kMagic || version != kVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("attach ring: not a version ", kVersion, " Flotilla ring (magic ", magic,
-                     ", version ", version, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("attach ring: not a version ", kVersion,
+                                                   " Flotilla ring (magic ", magic, ", version ",
+                                                   version, ")"));
   }
   if (!IsPowerOfTwo(capacity) || capacity < kMinCapacity || capacity + kHeaderBytes != bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("attach ring: capacity ", capacity,
-                                                   " does not match the memfd size ", bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attach ring: capacity ", capacity, " does not match the memfd size ", bytes));
   }
   if (max_message == 0 || max_message > capacity - kLengthBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("attach ring: max_message ", max_message, " does not fit capacity ", capacity));
+    return absl::InvalidArgumentError(absl::StrCat("attach ring: max_message ", max_message,
+                                                   " does not fit capacity ", capacity));
   }
   ring.data_ = static_cast<char*>(map) + kHeaderBytes;
   ring.capacity_ = capacity;
@@ -337,16 +338,16 @@ RingProducer::RingProducer(ShmRing ring) : ring_(std::move(ring)) {
   head_ = ring_.header_->acked.load(std::memory_order_acquire);
   acked_cache_ = head_;
   if (head_ % 8 != 0) {
-    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: acknowledged offset ", head_,
-                                               " is not a record boundary"));
+    broken_ = absl::DataLossError(
+        absl::StrCat("ring corrupt: acknowledged offset ", head_, " is not a record boundary"));
   }
 }
 
 absl::Status RingProducer::CheckAcked(uint64_t acked) {
   if (acked > head_ || head_ - acked > ring_.capacity_) {
-    return absl::DataLossError(absl::StrCat("ring corrupt: consumer acknowledged offset ", acked,
-                                            " outside [", head_ > ring_.capacity_ ? head_ - ring_.capacity_ : 0,
-                                            ", ", head_, "]"));
+    return absl::DataLossError(
+        absl::StrCat("ring corrupt: consumer acknowledged offset ", acked, " outside [",
+                     head_ > ring_.capacity_ ? head_ - ring_.capacity_ : 0, ", ", head_, "]"));
   }
   return absl::OkStatus();
 }
@@ -371,7 +372,8 @@ absl::Status RingProducer::TryWrite(std::string_view message) {
   const uint64_t cap = ring_.capacity_;
   CopyIn(data, cap, head_ + kLengthBytes, message.data(), message.size());
   static const char kZeros[8] = {};
-  CopyIn(data, cap, head_ + kLengthBytes + message.size(), kZeros, RoundUp8(message.size()) - message.size());
+  CopyIn(data, cap, head_ + kLengthBytes + message.size(), kZeros,
+         RoundUp8(message.size()) - message.size());
   // Clear the next record's header slot before publishing this record: the
   // consumer polls that slot next, and what it holds now is an older lap's
   // bytes — possibly payload that happens to look like the header expected
@@ -384,8 +386,8 @@ absl::Status RingProducer::TryWrite(std::string_view message) {
   // is also the full barrier the wake-up handshake needs before reading
   // consumer_waiting (pairs with the consumer's seq_cst store of it and
   // re-check of this header), cheaper on x86 than a store and an mfence.
-  HeaderAt(data, cap, head_).exchange(HeaderFor(head_, static_cast<uint32_t>(message.size())),
-                                      std::memory_order_seq_cst);
+  HeaderAt(data, cap, head_)
+      .exchange(HeaderFor(head_, static_cast<uint32_t>(message.size())), std::memory_order_seq_cst);
   head_ += need;
   if (ring_.header_->consumer_waiting.load(std::memory_order_relaxed) != 0) {
     Signal(ring_.fds_.data_ready.get());
@@ -430,8 +432,8 @@ RingConsumer::RingConsumer(ShmRing ring) : ring_(std::move(ring)) {
   acked_ = ring_.header_->acked.load(std::memory_order_acquire);
   read_ = acked_;
   if (acked_ % 8 != 0) {
-    broken_ = absl::DataLossError(absl::StrCat("ring corrupt: acknowledged offset ", acked_,
-                                               " is not a record boundary"));
+    broken_ = absl::DataLossError(
+        absl::StrCat("ring corrupt: acknowledged offset ", acked_, " is not a record boundary"));
   }
 }
 
@@ -492,7 +494,8 @@ absl::StatusOr<size_t> RingConsumer::Read(char* out, size_t size,
   if (length > ring_.max_message_ || read_ + kLengthBytes + RoundUp8(length) > window_end) {
     return Fail(absl::DataLossError(absl::StrCat(
         "ring corrupt: record at offset ", read_, " claims ", length, " bytes; at most ",
-        std::min<uint64_t>(ring_.max_message_, window_end - read_ - kLengthBytes), " are possible")));
+        std::min<uint64_t>(ring_.max_message_, window_end - read_ - kLengthBytes),
+        " are possible")));
   }
   if (length > size) {
     return absl::InvalidArgumentError(

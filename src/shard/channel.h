@@ -13,12 +13,11 @@
 // record's header slot, then publishes the header (a seq_cst exchange). A
 // header is the record's own "published" flag: the consumer polls the
 // header at its read offset and takes the record when the sequence is the
-// one expected there; zero or an older lap's header means nothing new yet. So a message moves only its own cache
-// lines between the cores: no shared head index bounces per message (that
-// index cost more than half the time of a 64-byte message here).
-// Positions are 64-bit byte offsets that only grow; `offset % capacity`
-// is where a byte lives. Headers are 8-aligned and never straddle the end;
-// a payload may wrap around it.
+// one expected there; zero or an older lap's header means nothing new yet. So a message moves only
+// its own cache lines between the cores: no shared head index bounces per message (that index cost
+// more than half the time of a 64-byte message here). Positions are 64-bit byte offsets that only
+// grow; `offset % capacity` is where a byte lives. Headers are 8-aligned and never straddle the
+// end; a payload may wrap around it.
 //
 // Acknowledgements and resume. The consumer reads with a private cursor and
 // publishes `acked`, the offset up to which it is done. The producer reuses
@@ -65,7 +64,7 @@
 namespace flotilla::shard {
 
 struct RingOptions {
-  size_t capacity_bytes = 1 << 20;  // rounded up to a power of two, >= 4096
+  size_t capacity_bytes = 1 << 20;        // rounded up to a power of two, >= 4096
   uint32_t max_message_bytes = 64 << 10;  // must fit: <= capacity - 8
   // Iterations of the busy loop before sleeping on the eventfd. Spinning
   // is what makes a 1-2 µs hop possible; it costs a core while it lasts.

@@ -72,7 +72,8 @@ absl::StatusOr<int64_t> ReadInt(const Errors& e, const YAML::Node& node, const s
   return v;
 }
 
-absl::StatusOr<double> ReadNumber(const Errors& e, const YAML::Node& node, const std::string& path) {
+absl::StatusOr<double> ReadNumber(const Errors& e, const YAML::Node& node,
+                                  const std::string& path) {
   double v = 0;
   if (!node.IsScalar() || !absl::SimpleAtod(node.Scalar(), &v) || !std::isfinite(v) || v < 0) {
     return e.At(path, absl::StrCat("expected a number >= 0, got '", Scalar(node), "'"));
@@ -134,7 +135,8 @@ absl::StatusOr<StageCode> ParseCode(const Errors& e, const YAML::Node& node,
       code.argv = absl::StrSplit(cmd.Scalar(), ' ', absl::SkipEmpty());
     } else if (cmd.IsSequence()) {
       for (size_t i = 0; i < cmd.size(); ++i) {
-        if (!cmd[i].IsScalar()) return e.At(absl::StrCat(path, ".command[", i, "]"), "expected a string");
+        if (!cmd[i].IsScalar())
+          return e.At(absl::StrCat(path, ".command[", i, "]"), "expected a string");
         code.argv.push_back(cmd[i].Scalar());
       }
     }
@@ -146,8 +148,9 @@ absl::StatusOr<StageCode> ParseCode(const Errors& e, const YAML::Node& node,
     code.target = Scalar(fn);
     size_t colon = code.target.find(':');
     if (colon == std::string::npos || colon == 0 || colon + 1 == code.target.size()) {
-      return e.At(path + ".function",
-                  absl::StrCat("'", code.target, "' is not module:function (e.g. pipeline.parse:run)"));
+      return e.At(
+          path + ".function",
+          absl::StrCat("'", code.target, "' is not module:function (e.g. pipeline.parse:run)"));
     }
     return code;
   }
@@ -158,17 +161,19 @@ absl::StatusOr<StageCode> ParseCode(const Errors& e, const YAML::Node& node,
 }
 
 absl::StatusOr<Stage> ParseStage(const Errors& e, const YAML::Node& node, const std::string& path) {
-  RETURN_IF_ERROR(CheckMap(e, node, path,
-                           {"name", "code", "partitions", "max_shards", "resources", "state", "data"}));
+  RETURN_IF_ERROR(CheckMap(
+      e, node, path, {"name", "code", "partitions", "max_shards", "resources", "state", "data"}));
   Stage stage;
   ASSIGN_OR_RETURN(stage.name, ReadName(e, node["name"], path + ".name"));
   ASSIGN_OR_RETURN(stage.code, ParseCode(e, node["code"], path + ".code"));
   if (node["partitions"]) {
-    ASSIGN_OR_RETURN(int64_t p, ReadInt(e, node["partitions"], path + ".partitions", 1, kMaxPartitions));
+    ASSIGN_OR_RETURN(int64_t p,
+                     ReadInt(e, node["partitions"], path + ".partitions", 1, kMaxPartitions));
     stage.partitions = static_cast<int>(p);
   }
   if (node["max_shards"]) {
-    ASSIGN_OR_RETURN(int64_t m, ReadInt(e, node["max_shards"], path + ".max_shards", 0, kMaxPartitions));
+    ASSIGN_OR_RETURN(int64_t m,
+                     ReadInt(e, node["max_shards"], path + ".max_shards", 0, kMaxPartitions));
     stage.max_shards = static_cast<int>(m);
   }
   if (const YAML::Node r = node["resources"]) {
@@ -205,7 +210,8 @@ absl::StatusOr<Stage> ParseStage(const Errors& e, const YAML::Node& node, const 
     if (state.scope == StateScope::kGlobal && stage.partitions != 1) {
       return e.At(path + ".partitions",
                   absl::StrCat("a stage with global state runs as one shard, so it cannot have ",
-                               stage.partitions, " partitions: set partitions: 1, or make the state "
+                               stage.partitions,
+                               " partitions: set partitions: 1, or make the state "
                                "keyed (state.scope: keyed)"));
     }
     stage.state = state;
@@ -256,16 +262,19 @@ absl::Status CheckAcyclic(const Errors& e, const ComponentSpec& spec) {
   for (const auto& [name, d] : indegree) {
     if (d > 0) in_cycle.push_back(name);
   }
-  return e.At("edges", absl::StrCat("the edges form a cycle through ", absl::StrJoin(in_cycle, ", "),
-                                    ": a component is a DAG of stages"));
+  return e.At("edges",
+              absl::StrCat("the edges form a cycle through ", absl::StrJoin(in_cycle, ", "),
+                           ": a component is a DAG of stages"));
 }
 
 absl::StatusOr<StageMeasurement> ParseMeasurement(const Errors& e, const YAML::Node& node,
                                                   const std::string& path) {
-  RETURN_IF_ERROR(CheckMap(e, node, path, {"messages_per_s", "cpu", "memory", "io", "service_time"}));
+  RETURN_IF_ERROR(
+      CheckMap(e, node, path, {"messages_per_s", "cpu", "memory", "io", "service_time"}));
   StageMeasurement m;
   if (node["messages_per_s"]) {
-    ASSIGN_OR_RETURN(m.messages_per_s, ReadNumber(e, node["messages_per_s"], path + ".messages_per_s"));
+    ASSIGN_OR_RETURN(m.messages_per_s,
+                     ReadNumber(e, node["messages_per_s"], path + ".messages_per_s"));
   }
   if (node["cpu"]) {
     ASSIGN_OR_RETURN(m.cpu_millis, ReadCpu(e, node["cpu"], path + ".cpu"));
@@ -285,7 +294,8 @@ absl::StatusOr<StageMeasurement> ParseMeasurement(const Errors& e, const YAML::N
 
 absl::StatusOr<ComponentSpec> ParseRoot(const Errors& e, const YAML::Node& root) {
   if (!root || !root.IsMap()) return e.At("(top)", "expected a mapping with name and stages");
-  RETURN_IF_ERROR(CheckMap(e, root, "(top)", {"name", "usage", "stages", "edges", "data", "measured"}));
+  RETURN_IF_ERROR(
+      CheckMap(e, root, "(top)", {"name", "usage", "stages", "edges", "data", "measured"}));
   ComponentSpec spec;
   ASSIGN_OR_RETURN(spec.name, ReadName(e, root["name"], "name"));
 
@@ -301,13 +311,15 @@ absl::StatusOr<ComponentSpec> ParseRoot(const Errors& e, const YAML::Node& root)
         ASSIGN_OR_RETURN(spec.usage.cpu_limit_millis, ReadCpu(e, l["cpu"], "usage.limits.cpu"));
       }
       if (l["memory"]) {
-        ASSIGN_OR_RETURN(spec.usage.memory_limit_bytes, ReadBytes(e, l["memory"], "usage.limits.memory"));
+        ASSIGN_OR_RETURN(spec.usage.memory_limit_bytes,
+                         ReadBytes(e, l["memory"], "usage.limits.memory"));
       }
     }
     if (const YAML::Node s = u["slo"]) {
       RETURN_IF_ERROR(CheckMap(e, s, "usage.slo", {"latency_p99", "throughput"}));
       if (s["latency_p99"]) {
-        ASSIGN_OR_RETURN(spec.usage.slo_latency_p99_us, ReadMicros(e, s["latency_p99"], "usage.slo.latency_p99"));
+        ASSIGN_OR_RETURN(spec.usage.slo_latency_p99_us,
+                         ReadMicros(e, s["latency_p99"], "usage.slo.latency_p99"));
       }
       if (s["throughput"]) {
         ASSIGN_OR_RETURN(spec.usage.slo_throughput_per_s,
@@ -324,7 +336,8 @@ absl::StatusOr<ComponentSpec> ParseRoot(const Errors& e, const YAML::Node& root)
       RETURN_IF_ERROR(CheckMap(e, d[i], p, {"name", "uri", "size"}));
       DataDependency dep;
       ASSIGN_OR_RETURN(dep.name, ReadName(e, d[i]["name"], p + ".name"));
-      if (!names.insert(dep.name).second) return e.At(p + ".name", absl::StrCat("'", dep.name, "' repeats"));
+      if (!names.insert(dep.name).second)
+        return e.At(p + ".name", absl::StrCat("'", dep.name, "' repeats"));
       dep.uri = Scalar(d[i]["uri"]);
       if (dep.uri.empty()) return e.At(p + ".uri", "required: where the data lives");
       if (d[i]["size"]) {
@@ -368,7 +381,8 @@ absl::StatusOr<ComponentSpec> ParseRoot(const Errors& e, const YAML::Node& root)
       ASSIGN_OR_RETURN(edge.routing, ParseRouting(e, edges[i]["routing"], p + ".routing"));
       const Stage* from = spec.FindStage(edge.from);
       const Stage* to = spec.FindStage(edge.to);
-      if (from == nullptr) return e.At(p + ".from", absl::StrCat("no stage named '", edge.from, "'"));
+      if (from == nullptr)
+        return e.At(p + ".from", absl::StrCat("no stage named '", edge.from, "'"));
       if (to == nullptr) return e.At(p + ".to", absl::StrCat("no stage named '", edge.to, "'"));
       if (edge.from == edge.to) return e.At(p, "an edge from a stage to itself");
       if (!seen.insert({edge.from, edge.to}).second) {
@@ -435,18 +449,24 @@ absl::StatusOr<ComponentSpec> LoadComponentSpecFile(const std::string& path) {
 
 const char* CodeKindName(CodeKind kind) {
   switch (kind) {
-    case CodeKind::kCommand: return "command";
-    case CodeKind::kPythonFunction: return "function";
-    case CodeKind::kPythonModule: return "module";
+    case CodeKind::kCommand:
+      return "command";
+    case CodeKind::kPythonFunction:
+      return "function";
+    case CodeKind::kPythonModule:
+      return "module";
   }
   return "?";
 }
 
 const char* RoutingName(Routing routing) {
   switch (routing) {
-    case Routing::kKey: return "key";
-    case Routing::kShuffle: return "shuffle";
-    case Routing::kBroadcast: return "broadcast";
+    case Routing::kKey:
+      return "key";
+    case Routing::kShuffle:
+      return "shuffle";
+    case Routing::kBroadcast:
+      return "broadcast";
   }
   return "?";
 }

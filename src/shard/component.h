@@ -86,23 +86,23 @@ struct DataDependency {
 };
 
 struct UsageModel {
-  int priority = 0;                 // higher is more important
-  int64_t cpu_limit_millis = 0;     // 0: no limit
-  int64_t memory_limit_bytes = 0;   // 0: no limit
-  int64_t slo_latency_p99_us = 0;   // 0: none
-  int64_t slo_throughput_per_s = 0; // 0: none
+  int priority = 0;                  // higher is more important
+  int64_t cpu_limit_millis = 0;      // 0: no limit
+  int64_t memory_limit_bytes = 0;    // 0: no limit
+  int64_t slo_latency_p99_us = 0;    // 0: none
+  int64_t slo_throughput_per_s = 0;  // 0: none
 };
 
 // Characteristics of a stage measured while it ran (by the agent's monitor,
 // or written by hand from a profile): the whole stage's input rate and what
 // serving it cost. Zero means unknown.
 struct StageMeasurement {
-  double messages_per_s = 0;    // input rate of the whole stage
-  int64_t cpu_millis = 0;       // CPU the whole stage used at that rate
-  int64_t memory_bytes = 0;     // resident memory of one instance
+  double messages_per_s = 0;  // input rate of the whole stage
+  int64_t cpu_millis = 0;     // CPU the whole stage used at that rate
+  int64_t memory_bytes = 0;   // resident memory of one instance
   int64_t io_bytes_per_s = 0;
-  double service_time_us = 0;   // CPU time per message; derived from the two
-                                // above when absent
+  double service_time_us = 0;  // CPU time per message; derived from the two
+                               // above when absent
 };
 
 struct ComponentSpec {

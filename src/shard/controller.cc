@@ -19,7 +19,9 @@ constexpr Dim kMem{"memory", " MiB", 1 << 20};
 
 std::string Show(const Dim& d, int64_t v) { return absl::StrCat(v / d.scale, d.unit); }
 
-int64_t Scaled(int64_t v, double f) { return static_cast<int64_t>(std::ceil(static_cast<double>(v) * f)); }
+int64_t Scaled(int64_t v, double f) {
+  return static_cast<int64_t>(std::ceil(static_cast<double>(v) * f));
+}
 
 }  // namespace
 
@@ -41,10 +43,14 @@ int64_t PredictNext(const std::vector<int64_t>& history, double alpha, double be
 
 const char* ActionName(Action action) {
   switch (action) {
-    case Action::kKeep: return "keep";
-    case Action::kRaise: return "raise";
-    case Action::kLower: return "lower";
-    case Action::kMove: return "move";
+    case Action::kKeep:
+      return "keep";
+    case Action::kRaise:
+      return "raise";
+    case Action::kLower:
+      return "lower";
+    case Action::kMove:
+      return "move";
   }
   return "?";
 }
@@ -75,7 +81,8 @@ std::vector<ResourceDecision> Decide(const std::vector<ShardUsage>& shards,
     rows[i].limit[0] = s.cpu_limit_millis;
     rows[i].limit[1] = s.memory_limit_bytes;
     for (int d = 0; d < 2; ++d) {
-      rows[i].predicted[d] = PredictNext(*hist[d], options.smoothing_level, options.smoothing_trend);
+      rows[i].predicted[d] =
+          PredictNext(*hist[d], options.smoothing_level, options.smoothing_trend);
       rows[i].last[d] = hist[d]->empty() ? 0 : hist[d]->back();
       committed[d] += rows[i].limit[d];
     }
@@ -87,16 +94,19 @@ std::vector<ResourceDecision> Decide(const std::vector<ShardUsage>& shards,
     Row& r = rows[i];
     for (int d = 0; d < 2; ++d) {
       const Dim& dim = dims[d];
-      bool has_history = d == 0 ? !shards[i].cpu_millis_history.empty()
-                                : !shards[i].memory_bytes_history.empty();
+      bool has_history =
+          d == 0 ? !shards[i].cpu_millis_history.empty() : !shards[i].memory_bytes_history.empty();
       if (!has_history || r.limit[d] <= 0) continue;
       double below = options.lower_below_fraction * static_cast<double>(r.limit[d]);
-      if (static_cast<double>(r.last[d]) >= below || static_cast<double>(r.predicted[d]) >= below) continue;
-      int64_t target = std::max(minimum[d], Scaled(std::max(r.predicted[d], r.last[d]), options.headroom));
+      if (static_cast<double>(r.last[d]) >= below || static_cast<double>(r.predicted[d]) >= below)
+        continue;
+      int64_t target =
+          std::max(minimum[d], Scaled(std::max(r.predicted[d], r.last[d]), options.headroom));
       if (target >= r.limit[d]) continue;
-      r.notes.push_back(absl::StrCat(dim.name, " ", Show(dim, r.limit[d]), " -> ", Show(dim, target),
-                                     ": using ", Show(dim, r.last[d]), ", predicted ",
-                                     Show(dim, r.predicted[d]), ", under half the limit"));
+      r.notes.push_back(absl::StrCat(dim.name, " ", Show(dim, r.limit[d]), " -> ",
+                                     Show(dim, target), ": using ", Show(dim, r.last[d]),
+                                     ", predicted ", Show(dim, r.predicted[d]),
+                                     ", under half the limit"));
       committed[d] -= r.limit[d] - target;
       r.limit[d] = target;
       r.lowered = true;
@@ -122,20 +132,21 @@ std::vector<ResourceDecision> Decide(const std::vector<ShardUsage>& shards,
       int64_t room = std::max<int64_t>(0, capacity[d] - committed[d]);
       int64_t grant = std::min(want, r.limit[d] + room);
       if (grant > r.limit[d]) {
-        r.notes.push_back(absl::StrCat(dim.name, " ", Show(dim, r.limit[d]), " -> ", Show(dim, grant),
-                                       ": predicted ", Show(dim, r.predicted[d]), " is over the limit",
-                                       grant < want ? absl::StrCat(" (wanted ", Show(dim, want),
-                                                                   ", the node had only that room)")
-                                                    : ""));
+        r.notes.push_back(absl::StrCat(
+            dim.name, " ", Show(dim, r.limit[d]), " -> ", Show(dim, grant), ": predicted ",
+            Show(dim, r.predicted[d]), " is over the limit",
+            grant < want
+                ? absl::StrCat(" (wanted ", Show(dim, want), ", the node had only that room)")
+                : ""));
         committed[d] += grant - r.limit[d];
         r.limit[d] = grant;
         r.raised = true;
       }
       if (r.limit[d] < r.predicted[d]) {
         r.short_of_room = true;
-        r.notes.push_back(absl::StrCat("the node cannot serve it: predicted ", dim.name, " ",
-                                       Show(dim, r.predicted[d]), ", at most ", Show(dim, r.limit[d]),
-                                       " available at priority ", shards[i].priority));
+        r.notes.push_back(absl::StrCat(
+            "the node cannot serve it: predicted ", dim.name, " ", Show(dim, r.predicted[d]),
+            ", at most ", Show(dim, r.limit[d]), " available at priority ", shards[i].priority));
       }
     }
   }
@@ -159,8 +170,8 @@ std::vector<ResourceDecision> Decide(const std::vector<ShardUsage>& shards,
     d.memory_limit_bytes = r.limit[1];
     d.action = r.raised ? Action::kRaise : r.lowered ? Action::kLower : Action::kKeep;
     if (r.notes.empty()) {
-      d.reason = absl::StrCat("keep: cpu ", r.last[0], "m used, predicted ", r.predicted[0], "m, limit ",
-                              r.limit[0], "m");
+      d.reason = absl::StrCat("keep: cpu ", r.last[0], "m used, predicted ", r.predicted[0],
+                              "m, limit ", r.limit[0], "m");
     } else {
       d.reason = absl::StrCat(ActionName(d.action), ": ");
       for (size_t k = 0; k < r.notes.size(); ++k) d.reason += (k ? "; " : "") + r.notes[k];

@@ -36,12 +36,12 @@ struct ShardUsage {
 };
 
 struct ControllerOptions {
-  double headroom = 1.2;            // limit = prediction · headroom
+  double headroom = 1.2;              // limit = prediction · headroom
   double lower_below_fraction = 0.5;  // "usage below half of the limit"
   int64_t min_cpu_millis = 50;
   int64_t min_memory_bytes = 32ll << 20;
-  double smoothing_level = 0.5;     // Holt's alpha
-  double smoothing_trend = 0.3;     // Holt's beta
+  double smoothing_level = 0.5;  // Holt's alpha
+  double smoothing_trend = 0.3;  // Holt's beta
 };
 
 struct NodeCapacity {
@@ -54,7 +54,7 @@ enum class Action { kKeep, kRaise, kLower, kMove };
 struct ResourceDecision {
   std::string shard;
   Action action = Action::kKeep;
-  int64_t cpu_limit_millis = 0;    // the new limits (for kMove: what it has until moved)
+  int64_t cpu_limit_millis = 0;  // the new limits (for kMove: what it has until moved)
   int64_t memory_limit_bytes = 0;
   int64_t predicted_cpu_millis = 0;
   int64_t predicted_memory_bytes = 0;

@@ -35,14 +35,15 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
     if (!options.reserved.count(cpu.id)) available.insert(cpu.id);
   }
   if (available.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "place shards: no CPU left: the topology has ", topology.cpus.size(), " and ",
-        options.reserved.size(), " are reserved"));
+    return absl::InvalidArgumentError(absl::StrCat("place shards: no CPU left: the topology has ",
+                                                   topology.cpus.size(), " and ",
+                                                   options.reserved.size(), " are reserved"));
   }
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < shards.size(); ++i) {
     if (!index.emplace(shards[i].id, i).second) {
-      return absl::InvalidArgumentError(absl::StrCat("place shards: shard id '", shards[i].id, "' repeats"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("place shards: shard id '", shards[i].id, "' repeats"));
     }
   }
   std::map<std::string, std::vector<std::string>> neighbours;
@@ -66,14 +67,17 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
   bool need_pool = false;
   int64_t heavy_cores = 0;
   for (const ShardDefinition& s : shards) {
-    if (s.cpu_millis < options.heavy_cpu_millis) need_pool = true;
-    else heavy_cores += (s.cpu_millis + 999) / 1000;
+    if (s.cpu_millis < options.heavy_cpu_millis)
+      need_pool = true;
+    else
+      heavy_cores += (s.cpu_millis + 999) / 1000;
   }
   need_pool = need_pool || heavy_cores > free_cores;
   // Threads of partly reserved cores are in the pool anyway.
   bool pool_seeded = false;
   for (size_t c = 0; c < topology.cores.size(); ++c) {
-    for (int cpu : topology.cores[c].cpus) pool_seeded = pool_seeded || (!core_free[c] && available.count(cpu));
+    for (int cpu : topology.cores[c].cpus)
+      pool_seeded = pool_seeded || (!core_free[c] && available.count(cpu));
   }
   const int keep_back = need_pool && !pool_seeded ? 1 : 0;
 
@@ -111,9 +115,9 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
     int spare = free_cores - keep_back;
     if (need > spare) {
       fell_back.push_back(i);
-      p.reason = absl::StrCat("wanted ", need, " exclusive core", need == 1 ? "" : "s", " for ",
-                              s.cpu_millis, "m, ", std::max(0, spare),
-                              " free: shares the pool instead");
+      p.reason =
+          absl::StrCat("wanted ", need, " exclusive core", need == 1 ? "" : "s", " for ",
+                       s.cpu_millis, "m, ", std::max(0, spare), " free: shares the pool instead");
       continue;
     }
     std::vector<int> numas, llcs;
@@ -133,7 +137,8 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
       const PhysicalCore& x = topology.cores[a];
       const PhysicalCore& y = topology.cores[b];
       auto key = [&](const PhysicalCore& k) {
-        return std::make_tuple(k.numa_node != want_numa, k.llc != want_llc, -free_in_llc[k.llc], k.llc);
+        return std::make_tuple(k.numa_node != want_numa, k.llc != want_llc, -free_in_llc[k.llc],
+                               k.llc);
       };
       return key(x) < key(y);
     });
@@ -146,9 +151,9 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
     p.exclusive = true;
     p.numa_node = topology.cores[candidates[0]].numa_node;
     placed[i] = true;
-    p.reason = absl::StrCat("exclusive: ", need, " core", need == 1 ? "" : "s", " (CPUs ",
-                            FormatCpuList(p.cpus), ") for ", s.cpu_millis, "m on NUMA node ",
-                            p.numa_node);
+    p.reason =
+        absl::StrCat("exclusive: ", need, " core", need == 1 ? "" : "s", " (CPUs ",
+                     FormatCpuList(p.cpus), ") for ", s.cpu_millis, "m on NUMA node ", p.numa_node);
     if (!names.empty()) {
       p.reason += absl::StrCat(p.numa_node == want_numa ? ", beside " : ", away from ", names[0]);
     }
@@ -177,10 +182,9 @@ absl::StatusOr<NodePlacement> PlaceShards(const std::vector<ShardDefinition>& sh
     p.cpus = local.empty() ? out.shared_pool : local;
     p.numa_node = p.cpus.empty() ? 0 : numa_of_cpu[*p.cpus.begin()];
     placed[i] = true;
-    std::string why = p.reason.empty()
-                          ? absl::StrCat("light (", shards[i].cpu_millis, "m < ", options.heavy_cpu_millis,
-                                         "m): ")
-                          : p.reason + "; ";
+    std::string why = p.reason.empty() ? absl::StrCat("light (", shards[i].cpu_millis, "m < ",
+                                                      options.heavy_cpu_millis, "m): ")
+                                       : p.reason + "; ";
     p.reason = absl::StrCat(why, "shared CPUs ", FormatCpuList(p.cpus),
                             local.empty() ? "" : absl::StrCat(" on NUMA node ", want_numa));
   }

@@ -17,10 +17,10 @@ constexpr double kSaturatedScore = 1e18;
 // What the engine knows of one stage while it plans.
 struct StageWork {
   const Stage* stage = nullptr;
-  double rate = 0;          // λ, messages/s; 0 unknown
-  double service_us = 0;    // S; 0 unknown
-  double demand = 0;        // cores
-  int64_t memory = 0;       // one instance, without its share of state
+  double rate = 0;        // λ, messages/s; 0 unknown
+  double service_us = 0;  // S; 0 unknown
+  double demand = 0;      // cores
+  int64_t memory = 0;     // one instance, without its share of state
   int64_t io = 0;
   int shards = 1;
   int max_shards = 1;
@@ -34,10 +34,13 @@ struct StageWork {
 
 int64_t ShardCpu(const StageWork& w, int n, const ShardingOptions& o) {
   double want = std::ceil(1000.0 * w.rho(n) * o.cpu_headroom);
-  return std::max<int64_t>(o.min_shard_cpu_millis, std::min<int64_t>(1000, static_cast<int64_t>(want)));
+  return std::max<int64_t>(o.min_shard_cpu_millis,
+                           std::min<int64_t>(1000, static_cast<int64_t>(want)));
 }
 
-int64_t StageCpu(const StageWork& w, int n, const ShardingOptions& o) { return n * ShardCpu(w, n, o); }
+int64_t StageCpu(const StageWork& w, int n, const ShardingOptions& o) {
+  return n * ShardCpu(w, n, o);
+}
 
 int64_t StateShare(const StageWork& w, int n) {
   if (!w.stage->state || w.stage->state->scope != StateScope::kKeyed) {
@@ -49,7 +52,9 @@ int64_t StateShare(const StageWork& w, int n) {
 int64_t StageMemory(const StageWork& w, int n) { return n * (w.memory + StateShare(w, n)); }
 
 std::string Cores(double c) { return absl::StrFormat("%.2f", c); }
-std::string Us(double us) { return std::isinf(us) ? "unbounded (saturated)" : absl::StrFormat("%.1f µs", us); }
+std::string Us(double us) {
+  return std::isinf(us) ? "unbounded (saturated)" : absl::StrFormat("%.1f µs", us);
+}
 
 // Fills rate, service time, demand and the cap of one stage.
 StageWork Describe(const Stage& stage, const StageMeasurement* m) {
@@ -74,8 +79,8 @@ StageWork Describe(const Stage& stage, const StageMeasurement* m) {
     }
   }
   w.max_shards = stage.partitions;
-  w.cap_reason = absl::StrCat("its ", stage.partitions, " key partition",
-                              stage.partitions == 1 ? "" : "s");
+  w.cap_reason =
+      absl::StrCat("its ", stage.partitions, " key partition", stage.partitions == 1 ? "" : "s");
   if (stage.max_shards > 0 && stage.max_shards < w.max_shards) {
     w.max_shards = stage.max_shards;
     w.cap_reason = absl::StrCat("max_shards ", stage.max_shards);
@@ -122,9 +127,8 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
   }
   for (const auto& [name, m] : measured) {
     if (spec.FindStage(name) == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("plan shards: measurements name stage '", name, "', which ", spec.name,
-                       " does not have"));
+      return absl::InvalidArgumentError(absl::StrCat("plan shards: measurements name stage '", name,
+                                                     "', which ", spec.name, " does not have"));
     }
   }
   ShardPlan plan;
@@ -139,8 +143,10 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
     cpu_budget = spec.usage.cpu_limit_millis;
     cpu_budget_why = absl::StrCat("the component's limit of ", cpu_budget, "m");
   }
-  int64_t mem_budget = node.memory_bytes > 0 ? node.memory_bytes : std::numeric_limits<int64_t>::max();
-  if (spec.usage.memory_limit_bytes > 0) mem_budget = std::min(mem_budget, spec.usage.memory_limit_bytes);
+  int64_t mem_budget =
+      node.memory_bytes > 0 ? node.memory_bytes : std::numeric_limits<int64_t>::max();
+  if (spec.usage.memory_limit_bytes > 0)
+    mem_budget = std::min(mem_budget, spec.usage.memory_limit_bytes);
 
   std::vector<StageWork> work;
   for (const Stage& stage : spec.stages) {
@@ -188,20 +194,20 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
         w.done = true;
         w.stop_reason = absl::StrFormat(
             "stopped: shard %d would save %.2f µs a message, under the %.1f µs one more shard "
-            "costs", w.shards + 1, saved_us, options.min_saved_us);
+            "costs",
+            w.shards + 1, saved_us, options.min_saved_us);
         continue;
       }
       int64_t extra_cpu = StageCpu(w, w.shards + 1, options) - StageCpu(w, w.shards, options);
       int64_t extra_mem = StageMemory(w, w.shards + 1) - StageMemory(w, w.shards);
       if (cpu_used + extra_cpu > cpu_budget) {
         w.done = true;
-        w.stop_reason =
-            cpu_used > cpu_budget
-                ? absl::StrCat("stopped by CPU contention: the stages already need ", cpu_used,
-                               "m, more than ", cpu_budget_why)
-                : absl::StrCat("stopped by CPU contention: shard ", w.shards + 1, " needs ",
-                               extra_cpu, "m more, and ", cpu_used, "m of ", cpu_budget_why,
-                               " are taken");
+        w.stop_reason = cpu_used > cpu_budget
+                            ? absl::StrCat("stopped by CPU contention: the stages already need ",
+                                           cpu_used, "m, more than ", cpu_budget_why)
+                            : absl::StrCat("stopped by CPU contention: shard ", w.shards + 1,
+                                           " needs ", extra_cpu, "m more, and ", cpu_used, "m of ",
+                                           cpu_budget_why, " are taken");
         continue;
       }
       if (mem_used + extra_mem > mem_budget) {
@@ -236,11 +242,11 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
       stage_latency[d.stage] = d.latency_chosen_us;
       d.reasons.push_back(absl::StrFormat("demand %s cores (%.0f msg/s × %.1f µs)", Cores(w.demand),
                                           w.rate, w.service_us));
-      d.reasons.push_back(
-          w.shards == 1
-              ? absl::StrCat("1 shard: expected latency ", Us(d.latency_chosen_us))
-              : absl::StrCat(w.shards, " shards: expected latency ", Us(d.latency_one_shard_us),
-                             " with one shard, ", Us(d.latency_chosen_us), " with ", w.shards));
+      d.reasons.push_back(w.shards == 1
+                              ? absl::StrCat("1 shard: expected latency ", Us(d.latency_chosen_us))
+                              : absl::StrCat(w.shards, " shards: expected latency ",
+                                             Us(d.latency_one_shard_us), " with one shard, ",
+                                             Us(d.latency_chosen_us), " with ", w.shards));
     } else {
       d.reasons.push_back(absl::StrCat("demand ", Cores(w.demand),
                                        " cores (declared or measured CPU; no message rate)"));
@@ -281,8 +287,8 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
   for (const Edge& edge : spec.edges) {
     for (const ShardDefinition* a : by_stage[edge.from]) {
       for (const ShardDefinition* b : by_stage[edge.to]) {
-        if (edge.routing == Routing::kKey &&
-            (a->partitions.end <= b->partitions.begin || b->partitions.end <= a->partitions.begin)) {
+        if (edge.routing == Routing::kKey && (a->partitions.end <= b->partitions.begin ||
+                                              b->partitions.end <= a->partitions.begin)) {
           continue;
         }
         plan.edges.push_back({a->id, b->id, edge.routing});
@@ -311,7 +317,8 @@ absl::StatusOr<ShardPlan> PlanShards(const ComponentSpec& spec,
       plan.path_latency_us = std::max(plan.path_latency_us, arrive[n]);
       for (const Edge& e : spec.edges) {
         if (e.from != n) continue;
-        arrive[e.to] = std::max(arrive[e.to], arrive[n] + options.hop_latency_us + stage_latency[e.to]);
+        arrive[e.to] =
+            std::max(arrive[e.to], arrive[n] + options.hop_latency_us + stage_latency[e.to]);
         if (--indegree[e.to] == 0) ready.push_back(e.to);
       }
     }

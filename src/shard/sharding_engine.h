@@ -37,7 +37,7 @@ namespace flotilla::shard {
 
 // What the node can give the component.
 struct NodeResources {
-  int64_t cpu_millis = 0;     // CPUs the component may use, in millicores
+  int64_t cpu_millis = 0;  // CPUs the component may use, in millicores
   int64_t memory_bytes = 0;
 };
 
@@ -63,7 +63,7 @@ struct PartitionRange {
 };
 
 struct ShardDefinition {
-  std::string id;     // "<stage>/<index>"
+  std::string id;  // "<stage>/<index>"
   std::string stage;
   int index = 0;
   StageCode code;
@@ -71,8 +71,8 @@ struct ShardDefinition {
   int64_t cpu_millis = 0;
   int64_t memory_bytes = 0;
   int64_t io_bytes_per_s = 0;
-  std::vector<std::string> data;  // data dependencies it reads
-  std::string state;              // name of the state it holds, "" if none
+  std::vector<std::string> data;    // data dependencies it reads
+  std::string state;                // name of the state it holds, "" if none
   double expected_utilisation = 0;  // ρ of the shard under the model
 };
 
@@ -85,11 +85,11 @@ struct ShardEdge {
 struct StageDecision {
   std::string stage;
   int shards = 1;
-  double demand_cores = 0;        // λ·S
-  double service_time_us = 0;     // S
+  double demand_cores = 0;     // λ·S
+  double service_time_us = 0;  // S
   double latency_one_shard_us = 0;
-  double latency_chosen_us = 0;   // per message, under the model
-  bool saturated = false;         // ρ >= 1 even with the shards chosen
+  double latency_chosen_us = 0;  // per message, under the model
+  bool saturated = false;        // ρ >= 1 even with the shards chosen
   std::vector<std::string> reasons;
 };
 
@@ -98,7 +98,7 @@ struct ShardPlan {
   std::vector<StageDecision> stages;  // in spec order
   std::vector<ShardDefinition> shards;
   std::vector<ShardEdge> edges;
-  int64_t cpu_millis = 0;     // all shards together
+  int64_t cpu_millis = 0;  // all shards together
   int64_t memory_bytes = 0;
   // Mean latency along the slowest path from a source stage to a sink
   // (stage latencies plus one hop per edge), when every stage on it has a

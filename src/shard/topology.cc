@@ -28,7 +28,8 @@ absl::StatusOr<int> ReadSysInt(const std::string& root, const std::string& rel, 
   if (!text) return fallback;
   int v = 0;
   if (!absl::SimpleAtoi(*text, &v)) {
-    return absl::InvalidArgumentError(absl::StrCat(root, "/", rel, ": expected an integer, got '", *text, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(root, "/", rel, ": expected an integer, got '", *text, "'"));
   }
   return v;
 }
@@ -37,7 +38,8 @@ absl::StatusOr<std::set<int>> ReadSysList(const std::string& root, const std::st
   auto text = ReadSys(root, rel);
   if (!text) return std::set<int>{};
   auto list = ParseCpuList(*text);
-  if (!list.ok()) return absl::InvalidArgumentError(absl::StrCat(root, "/", rel, ": ", list.status().message()));
+  if (!list.ok())
+    return absl::InvalidArgumentError(absl::StrCat(root, "/", rel, ": ", list.status().message()));
   return list;
 }
 
@@ -77,11 +79,12 @@ absl::StatusOr<std::set<int>> ParseCpuList(const std::string& text) {
     std::vector<std::string> ends = absl::StrSplit(part, '-');
     int lo = 0;
     int hi = 0;
-    bool ok = ends.size() == 1 ? absl::SimpleAtoi(ends[0], &lo) && (hi = lo, true)
+    bool ok = ends.size() == 1   ? absl::SimpleAtoi(ends[0], &lo) && (hi = lo, true)
               : ends.size() == 2 ? absl::SimpleAtoi(ends[0], &lo) && absl::SimpleAtoi(ends[1], &hi)
                                  : false;
     if (!ok || lo < 0 || hi < lo || hi > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a CPU list (e.g. 0-3,8)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "' is not a CPU list (e.g. 0-3,8)"));
     }
     for (int c = lo; c <= hi; ++c) out.insert(c);
   }
@@ -131,23 +134,27 @@ absl::StatusOr<CpuTopology> SysfsTopologyReader::Read() const {
   const std::string cpu_dir = "devices/system/cpu";
   auto online_text = ReadSys(root_, cpu_dir + "/online");
   if (!online_text) {
-    return absl::NotFoundError(absl::StrCat("read `", root_, "/", cpu_dir,
-                                            "/online`: no CPU list (is sysfs mounted?)"));
+    return absl::NotFoundError(
+        absl::StrCat("read `", root_, "/", cpu_dir, "/online`: no CPU list (is sysfs mounted?)"));
   }
   auto online = ParseCpuList(*online_text);
   if (!online.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(root_, "/", cpu_dir, "/online: ", online.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(root_, "/", cpu_dir, "/online: ", online.status().message()));
   }
-  if (online->empty()) return absl::InvalidArgumentError(absl::StrCat(root_, "/", cpu_dir, "/online: empty"));
+  if (online->empty())
+    return absl::InvalidArgumentError(absl::StrCat(root_, "/", cpu_dir, "/online: empty"));
 
   CpuTopology t;
   std::map<int, int> numa_of;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(root_ + "/devices/system/node", ec)) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(root_ + "/devices/system/node", ec)) {
     std::string name = entry.path().filename().string();
     int node = 0;
     if (name.rfind("node", 0) != 0 || !absl::SimpleAtoi(name.substr(4), &node)) continue;
-    ASSIGN_OR_RETURN(std::set<int> cpus, ReadSysList(root_, "devices/system/node/" + name + "/cpulist"));
+    ASSIGN_OR_RETURN(std::set<int> cpus,
+                     ReadSysList(root_, "devices/system/node/" + name + "/cpulist"));
     for (int c : cpus) numa_of[c] = node;
     t.numa_nodes = std::max(t.numa_nodes, node + 1);
   }

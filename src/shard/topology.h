@@ -28,9 +28,9 @@ namespace flotilla::shard {
 struct LogicalCpu {
   int id = 0;
   int package = 0;
-  int core = 0;       // index into CpuTopology::cores
+  int core = 0;  // index into CpuTopology::cores
   int numa_node = 0;
-  int llc = 0;        // index into CpuTopology::llcs (last-level cache group)
+  int llc = 0;  // index into CpuTopology::llcs (last-level cache group)
 };
 
 struct PhysicalCore {
@@ -40,8 +40,8 @@ struct PhysicalCore {
 };
 
 struct CpuTopology {
-  std::vector<LogicalCpu> cpus;     // ascending id
-  std::vector<PhysicalCore> cores;  // ordered by lowest CPU id
+  std::vector<LogicalCpu> cpus;        // ascending id
+  std::vector<PhysicalCore> cores;     // ordered by lowest CPU id
   std::vector<std::vector<int>> llcs;  // CPUs sharing each last-level cache
   int numa_nodes = 1;
 

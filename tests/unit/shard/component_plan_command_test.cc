@@ -33,10 +33,12 @@ CommandRun Flotilla(const std::string& args) {
   return r;
 }
 
-const std::string kExample = std::string(FLOTILLA_SOURCE_DIR) + "/examples/components/log-pipeline.yaml";
+const std::string kExample =
+    std::string(FLOTILLA_SOURCE_DIR) + "/examples/components/log-pipeline.yaml";
 
 TEST(ComponentPlanCommandTest, PlansTheExampleForAGivenNode) {
-  CommandRun r = Flotilla("--json component plan " + kExample + " --cpus 16 --memory 32Gi --reserve 0");
+  CommandRun r =
+      Flotilla("--json component plan " + kExample + " --cpus 16 --memory 32Gi --reserve 0");
   ASSERT_EQ(r.status, 0) << r.out;
   auto j = nlohmann::json::parse(r.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -72,7 +74,8 @@ TEST(ComponentPlanCommandTest, BadSpecExitsTwoWithTheKey) {
   std::ofstream(path) << "name: x\nstages:\n  - {name: a, code: {command: x}, partitions: 0}\n";
   CommandRun r = Flotilla("component plan " + path + " --cpus 2");
   EXPECT_EQ(r.status, 2) << r.out;
-  EXPECT_NE(r.out.find("stages[0].partitions: must be in [1, 4096], got 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stages[0].partitions: must be in [1, 4096], got 0"), std::string::npos)
+      << r.out;
 }
 
 }  // namespace

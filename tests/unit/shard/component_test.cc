@@ -94,29 +94,44 @@ TEST(ComponentSpecTest, RefusesBadInputWithTheKeyAndValue) {
       {"yaml syntax", "name: [unclosed", "c.yaml"},
       {"not a map", "- just\n- a list\n", "expected a mapping"},
       {"no name", "stages: []\n", "name: required"},
-      {"bad name", Edit("name: log-pipeline", "name: log pipeline"), "'log pipeline' is not a valid name"},
+      {"bad name", Edit("name: log-pipeline", "name: log pipeline"),
+       "'log pipeline' is not a valid name"},
       {"unknown top key", Edit("usage:", "usgae:"), "usgae: unknown setting"},
       {"no stages", "name: x\n", "stages: required"},
-      {"zero partitions", Edit("partitions: 16", "partitions: 0"), "stages[1].partitions: must be in [1, 4096], got 0"},
-      {"text partitions", Edit("partitions: 16", "partitions: many"), "stages[1].partitions: expected an integer, got 'many'"},
+      {"zero partitions", Edit("partitions: 16", "partitions: 0"),
+       "stages[1].partitions: must be in [1, 4096], got 0"},
+      {"text partitions", Edit("partitions: 16", "partitions: many"),
+       "stages[1].partitions: expected an integer, got 'many'"},
       {"bad cpu", Edit("cpu: 500m", "cpu: lots"), "stages[0].resources.cpu: cpu 'lots'"},
       {"zero cpu", Edit("cpu: 500m", "cpu: 0"), "stages[0].resources.cpu: must be > 0"},
       {"bad memory", Edit("memory: 64Mi}", "memory: 64 parsecs}"), "stages[0].resources.memory"},
-      {"two code kinds", Edit("{module: pipeline.aggregate}", "{module: a, function: 'b:c'}"), "exactly one"},
+      {"two code kinds", Edit("{module: pipeline.aggregate}", "{module: a, function: 'b:c'}"),
+       "exactly one"},
       {"no code", Edit("    code: {module: pipeline.aggregate}\n", ""), "stages[2].code: required"},
       {"bad function", Edit("pipeline.parse:parse_line", "parse_line"), "is not module:function"},
       {"empty command", Edit("[\"./ingest\", \"--port\", \"9000\"]", "[]"), "non-empty argv"},
       {"duplicate stage", Edit("name: aggregate", "name: parse"), "stage 'parse' is defined twice"},
-      {"edge to nowhere", Edit("to: aggregate", "to: aggregator"), "edges[1].to: no stage named 'aggregator'"},
+      {"edge to nowhere", Edit("to: aggregate", "to: aggregator"),
+       "edges[1].to: no stage named 'aggregator'"},
       {"self edge", Edit("{from: ingest, to: parse}", "{from: parse, to: parse}"), "to itself"},
-      {"bad routing", Edit("routing: key", "routing: hash"), "'hash' is not one of key, shuffle, broadcast"},
-      {"cycle", Edit("  - {from: ingest, to: parse}", "  - {from: aggregate, to: parse}\n  - {from: ingest, to: parse}"), "cycle"},
-      {"unknown data", Edit("data: [geoip]", "data: [maxmind]"), "stages[1].data[0]: 'maxmind' is not in the top-level data list"},
-      {"global state, many partitions", Edit("scope: keyed", "scope: global"), "global state runs as one shard"},
-      {"bad scope", Edit("scope: keyed", "scope: sometimes"), "'sometimes' is not one of keyed, global"},
-      {"measured unknown stage", Edit("  parse: {messages_per_s", "  parser: {messages_per_s"), "measured.parser: no stage"},
-      {"negative rate", Edit("messages_per_s: 80000", "messages_per_s: -1"), "expected a number >= 0"},
-      {"bad latency", Edit("latency_p99: 5ms", "latency_p99: soon"), "usage.slo.latency_p99: duration 'soon'"},
+      {"bad routing", Edit("routing: key", "routing: hash"),
+       "'hash' is not one of key, shuffle, broadcast"},
+      {"cycle",
+       Edit("  - {from: ingest, to: parse}",
+            "  - {from: aggregate, to: parse}\n  - {from: ingest, to: parse}"),
+       "cycle"},
+      {"unknown data", Edit("data: [geoip]", "data: [maxmind]"),
+       "stages[1].data[0]: 'maxmind' is not in the top-level data list"},
+      {"global state, many partitions", Edit("scope: keyed", "scope: global"),
+       "global state runs as one shard"},
+      {"bad scope", Edit("scope: keyed", "scope: sometimes"),
+       "'sometimes' is not one of keyed, global"},
+      {"measured unknown stage", Edit("  parse: {messages_per_s", "  parser: {messages_per_s"),
+       "measured.parser: no stage"},
+      {"negative rate", Edit("messages_per_s: 80000", "messages_per_s: -1"),
+       "expected a number >= 0"},
+      {"bad latency", Edit("latency_p99: 5ms", "latency_p99: soon"),
+       "usage.slo.latency_p99: duration 'soon'"},
       {"unknown stage key", Edit("max_shards: 4", "max_shard: 4"), "max_shard: unknown setting"},
   };
   for (const BadCase& c : cases) {
@@ -141,7 +156,8 @@ edges:
 }
 
 TEST(ComponentSpecTest, CommandStringIsSplitIntoArgv) {
-  auto spec = ParseComponentSpec("name: c\nstages:\n  - {name: a, code: {command: 'grep -v x'}}\n", "c.yaml");
+  auto spec = ParseComponentSpec("name: c\nstages:\n  - {name: a, code: {command: 'grep -v x'}}\n",
+                                 "c.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->stages[0].code.argv, (std::vector<std::string>{"grep", "-v", "x"}));
 }
@@ -166,9 +182,15 @@ TEST(ComponentSpecTest, MutatedSpecsNeverEscapeAsExceptions) {
     for (int e = 0; e < edits && !s.empty(); ++e) {
       size_t at = next() % s.size();
       switch (next() % 3) {
-        case 0: s[at] = kBytes[next() % (sizeof(kBytes) - 1)]; break;
-        case 1: s.erase(at, 1 + next() % 8); break;
-        default: s.insert(at, s.substr(next() % s.size(), 1 + next() % 16)); break;
+        case 0:
+          s[at] = kBytes[next() % (sizeof(kBytes) - 1)];
+          break;
+        case 1:
+          s.erase(at, 1 + next() % 8);
+          break;
+        default:
+          s.insert(at, s.substr(next() % s.size(), 1 + next() % 16));
+          break;
       }
     }
     absl::StatusOr<ComponentSpec> spec;

@@ -11,9 +11,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-ShardUsage Usage(const std::string& id, int priority, int64_t cpu_limit,
-                 std::vector<int64_t> cpu, int64_t mem_limit = 256 << 20,
-                 std::vector<int64_t> mem = {200 << 20}) {
+ShardUsage Usage(const std::string& id, int priority, int64_t cpu_limit, std::vector<int64_t> cpu,
+                 int64_t mem_limit = 256 << 20, std::vector<int64_t> mem = {200 << 20}) {
   ShardUsage u;
   u.shard = id;
   u.priority = priority;
@@ -101,7 +100,8 @@ TEST(ControllerTest, NeverOverCommitsTheNode) {
       committed += limit;
       std::vector<int64_t> hist;
       for (int k = 0; k < 5; ++k) hist.push_back(next() % 1500);
-      shards.push_back(Usage("s/" + std::to_string(i), next() % 5, limit, hist, 64 << 20, {32 << 20}));
+      shards.push_back(
+          Usage("s/" + std::to_string(i), next() % 5, limit, hist, 64 << 20, {32 << 20}));
     }
     ASSERT_LE(committed, kNode.cpu_millis);
     auto d = Decide(shards, kNode, {});

@@ -185,7 +185,7 @@ TEST(ShardingEngineTest, KeyEdgesConnectOverlappingRangesShuffleEdgesConnectAll)
     EXPECT_TRUE(x.begin < y.end && y.begin < x.end) << e.from << " -> " << e.to;
     fed.insert(e.to);
   }
-  EXPECT_EQ(shuffle, nb);                 // a/0 to every b shard
+  EXPECT_EQ(shuffle, nb);                       // a/0 to every b shard
   EXPECT_EQ(static_cast<int>(fed.size()), nc);  // every c shard has an input
 }
 
@@ -218,7 +218,8 @@ TEST(ShardingEngineTest, SloWarningUsesTheSlowestPath) {
 
 TEST(ShardingEngineTest, RefusesUnknownStagesAndANodeWithoutCpu) {
   ComponentSpec spec = Pipeline();
-  EXPECT_TRUE(absl::IsInvalidArgument(PlanShards(spec, {{"zz", Rate(1, 1)}}, {1000, 0}, {}).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(PlanShards(spec, {{"zz", Rate(1, 1)}}, {1000, 0}, {}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(PlanShards(spec, {}, {0, 0}, {}).status()));
 }
 

@@ -35,8 +35,10 @@ void WriteTwoSocketHost(const std::filesystem::path& root) {
         std::to_string(core) + "," + std::to_string(core + 8));
     std::string pair = std::to_string(core) + "," + std::to_string(core + 8);
     std::string l3 = socket == 0 ? "0-3,8-11" : "4-7,12-15";
-    const char* kinds[][3] = {{"1", "Data", nullptr}, {"1", "Instruction", nullptr},
-                              {"2", "Unified", nullptr}, {"3", "Unified", nullptr}};
+    const char* kinds[][3] = {{"1", "Data", nullptr},
+                              {"1", "Instruction", nullptr},
+                              {"2", "Unified", nullptr},
+                              {"3", "Unified", nullptr}};
     for (int i = 0; i < 4; ++i) {
       std::string c = dir + "/cache/index" + std::to_string(i);
       Put(root, c + "/level", kinds[i][0]);
