@@ -413,7 +413,11 @@ TEST(ShmRingHostileTest, ScribblingProducerProcessNeverCrashesTheConsumer) {
   ASSERT_TRUE(hostile.started());
   int data_loss = 0;
   int delivered = 0;  // plausible forged records: framing holds, contents are the peer's
-  for (int round = 0; round < 100; ++round) {
+  // At least 100 rounds, and on until the scribbler (which a loaded machine
+  // may start late) has produced a DataLoss, within 20 s.
+  const auto deadline = std::chrono::steady_clock::now() + seconds(20);
+  for (int round = 0;
+       round < 100 || (data_loss == 0 && std::chrono::steady_clock::now() < deadline); ++round) {
     RingConsumer consumer(Reattach(ring));
     for (int i = 0; i < 5; ++i) {
       auto r = consumer.Read(milliseconds(2));
