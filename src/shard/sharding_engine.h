@@ -7,14 +7,20 @@
 // (M/M/1: Kleinrock, Queueing Systems vol. 1, 1975 — a pessimistic but
 // monotone model, good enough to rank choices). Starting from one shard a
 // stage, the engine adds shards greedily, each time to the stage where one
-// more shard saves the most latency-weighted time per second
-// (λ·ΔW, times the component's priority weight), while:
+// more shard saves the most waiting time per second (λ·ΔW; a saturated
+// stage first), while:
 //   - the node still has CPU for it (shards' CPU together <= node CPU less
-//     the reserve): the contention bound;
+//     the reserve, or the component's CPU limit): the contention bound;
+//     each shard holds min(1000m, ρ·headroom), at least min_shard_cpu_millis;
 //   - the stage has a partition for it (a shard owns >= 1 key partition);
 //   - the stage keeps no global state, and max_shards allows it;
 //   - the latency it saves is at least `min_saved_us` per message, the cost
-//     of one more channel hop and one more process.
+//     of one more channel hop and one more process;
+//   - memory (instance memory plus its share of keyed state) still fits.
+// A stage without a measured rate has no latency model: it gets shards
+// until each one's CPU, with headroom, fits in one core.
+// The component's priority does not enter here (one component is planned
+// at a time); it orders the controller's raises and the placement.
 // Every choice is written down as a reason, so `flotilla component plan`
 // can show why a stage got the shards it got.
 //
