@@ -13,11 +13,13 @@
 // record's header slot, then publishes the header (a seq_cst exchange). A
 // header is the record's own "published" flag: the consumer polls the
 // header at its read offset and takes the record when the sequence is the
-// one expected there; zero or an older lap's header means nothing new yet. So a message moves only
-// its own cache lines between the cores: no shared head index bounces per message (that index cost
-// more than half the time of a 64-byte message here). Positions are 64-bit byte offsets that only
-// grow; `offset % capacity` is where a byte lives. Headers are 8-aligned and never straddle the
-// end; a payload may wrap around it.
+// one expected there; zero or an older lap's header means nothing new
+// yet. So a message moves only its own cache lines between the cores: no
+// shared head index bounces per message (such an index cost about 40% of a
+// 64-byte message's time here; docs/benchmarks.md). Positions are 64-bit
+// byte offsets that only grow; `offset % capacity` is where a byte lives.
+// Headers are 8-aligned and never straddle the end; a payload may wrap
+// around it.
 //
 // Acknowledgements and resume. The consumer reads with a private cursor and
 // publishes `acked`, the offset up to which it is done. The producer reuses
