@@ -66,7 +66,7 @@
 namespace flotilla::shard {
 
 struct RingOptions {
-  size_t capacity_bytes = 1 << 20;        // rounded up to a power of two, >= 4096
+  size_t capacity_bytes = 1 << 20;        // rounded up to a power of two, 4 KiB..4 GiB
   uint32_t max_message_bytes = 64 << 10;  // must fit: <= capacity - 8
   // Iterations of the busy loop before sleeping on the eventfd. Spinning
   // is what makes a 1-2 µs hop possible; it costs a core while it lasts.
