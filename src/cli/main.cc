@@ -950,11 +950,11 @@ int Main(int argc, char** argv) {
     rc = Fail(absl::NotFoundError(absl::StrCat("no template '", tmpl_name, "' in ", tmpl_dir)));
   });
 
+  AddComponentCommand(app, &rc, &g.json);
   AddSimCommand(app, &rc);
   AddForecastCommand(app, &rc);
   AddTopCommand(app, &rc, &g.manager, &g.json);
   AddFunctionCommands(app, &rc, &g.json);
-  AddComponentCommand(app, &rc, &g.json);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 
