@@ -39,9 +39,44 @@
 # BENCH_WRITE_DOCS=1 it also replaces the generated part of "Workflows:
 # split fan-out speedup and per-node overhead" in docs/benchmarks.md.
 # BENCH_QUICK=1 makes it a smoke run (~30 s).
+#
+# The shard channel step, separate (~3 min):
+#   bench/run.sh shard [BUILD_DIR]
+# builds flotilla_shard_channel_bench and runs bench/shard_channel_bench.cc:
+# 64-byte messages between two processes pinned to CPUs 0 and 1 through the
+# shared-memory ring, a unix socket and a pipe (throughput and ping-pong
+# latency), 5 rounds; once as it is, and, as root, once more under
+# `chrt -f 10` so that background load on a shared machine does not take the
+# pinned CPUs away. Output: BUILD_DIR/bench-results/shard_channel{,_rt}.{md,json}.
+# BENCH_QUICK=1 makes it a smoke run (~10 s).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# ---- the shard channel step: bench/run.sh shard [BUILD_DIR]
+if [[ ${1:-} == shard ]]; then
+  BUILD_DIR=${2:-build}
+  OUT=$BUILD_DIR/bench-results
+  mkdir -p "$OUT"
+  if [[ ! -f $BUILD_DIR/build.ninja ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target flotilla_shard_channel_bench
+  BIN=$BUILD_DIR/bench/flotilla_shard_channel_bench
+  if [[ -n ${BENCH_QUICK:-} ]]; then
+    ARGS=(--messages=200000 --round-trips=20000 --rounds=1)
+  else
+    ARGS=(--messages=5000000 --round-trips=200000 --rounds=5)
+  fi
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$BIN" "${ARGS[@]}" --json-out="$OUT/shard_channel.json" | tee "$OUT/shard_channel.md"
+  if [[ $(id -u) == 0 ]]; then
+    echo "with real-time priority (chrt -f 10):" >&2
+    chrt -f 10 "$BIN" "${ARGS[@]}" --json-out="$OUT/shard_channel_rt.json" | tee "$OUT/shard_channel_rt.md"
+  fi
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  exit 0
+fi
 
 # ---- the sandbox step: bench/run.sh sandbox [BUILD_DIR]
 if [[ ${1:-} == sandbox ]]; then

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "agent/agent.h"
 #include "cli/client.h"
+#include "cli/component_command.h"
 #include "cli/local_federation.h"
 #include "cli/output.h"
 #include "cli/request_file.h"
@@ -958,6 +959,7 @@ int Main(int argc, char** argv) {
     rc = Fail(absl::NotFoundError(absl::StrCat("no template '", tmpl_name, "' in ", tmpl_dir)));
   });
 
+  AddComponentCommand(app, &rc, &g.json);
   AddSimCommand(app, &rc);
   AddForecastCommand(app, &rc);
   AddTopCommand(app, &rc, &g.manager, &g.json);
