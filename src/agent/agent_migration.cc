@@ -62,6 +62,14 @@ bool SafeRelativePath(const std::string& p) {
   return true;
 }
 
+// What a failed checkpoint left of the task, for its error. DataLoss: the
+// checkpointer's tool was killed and the task died with it (see
+// checkpoint/checkpointer.h), or the guest broke its protocol; either way
+// its own run reports it as failed.
+std::string AfterFailedCheckpoint(const absl::Status& st) {
+  return absl::IsDataLoss(st) ? " (the task did not survive it)" : " (the task carries on)";
+}
+
 }  // namespace
 
 struct Agent::Incoming {
@@ -114,7 +122,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
   absl::StatusOr<sandbox::TaskCheckpoint> taken = sandbox_->Checkpoint(key, dir);
   if (!taken.ok()) {
     return Annotate(taken.status(), absl::StrCat("checkpoint of ", key, " on ", config_.node_id,
-                                                 " (the task carries on)"));
+                                                 AfterFailedCheckpoint(taken.status())));
   }
   sandbox::TaskCheckpoint cp = std::move(*taken);
   resp.set_image_bytes(cp.image_bytes);
@@ -477,7 +485,7 @@ absl::StatusOr<v1::CheckpointTaskResponse> Agent::CheckpointTask(
   absl::StatusOr<sandbox::TaskCheckpoint> taken = sandbox_->Checkpoint(key, dir);
   if (!taken.ok()) {
     return Annotate(taken.status(), absl::StrCat("checkpoint of ", key, " on ", config_.node_id,
-                                                 " (the task carries on)"));
+                                                 AfterFailedCheckpoint(taken.status())));
   }
   const sandbox::TaskCheckpoint& cp = *taken;
   RETURN_IF_ERROR(sandbox_->EndCheckpoint(key, false));

@@ -5,8 +5,13 @@
 // another agent.
 //
 // Contract:
-// - Checkpoint never kills the source on failure: CRIU resumes every task it
-//   seized, and AfterCheckpoint::kKill only applies to a dump that succeeded.
+// - Checkpoint does not kill the source on failure: CRIU resumes every task
+//   it seized, and AfterCheckpoint::kKill only applies to a dump that
+//   succeeded. The one exception is not CRIU's to avoid: a CRIU killed (at
+//   its deadline, or cancelled) while the task runs one of its injected
+//   system calls leaves the task to die of the injected breakpoint. That is
+//   detected and reported as DataLoss (see Checkpoint), never as a source
+//   that carries on.
 // - The image directory is self-contained (CRIU's images, the container's
 //   root skeleton and a manifest of what lies outside it), so it can be
 //   copied to another agent byte for byte and restored there.
@@ -80,9 +85,13 @@ class Checkpointer {
   // Returns the image, or: FailedPrecondition when the tool cannot run here,
   // Unimplemented for a resource that cannot be checkpointed (the message
   // quotes the tool's log line), DeadlineExceeded when the tool hung and was
-  // killed, another error for the failed step. On any error the source
+  // killed, another error for the failed step. On any of those the source
   // keeps running (released from the tool's ptrace and stop, see
-  // criu_checkpointer.cc) and the image directory is removed.
+  // criu_checkpointer.cc). DataLoss when the tool was killed (deadline or
+  // cancel) and a process of the source died with it: the message names it
+  // and how it ended ("its init (pid 7) was killed by signal 5 (SIGTRAP)");
+  // the caller must report the source's task as failed. On every error the
+  // image directory is removed.
   virtual absl::StatusOr<CheckpointImage> Checkpoint(const CheckpointRequest& request) = 0;
 
   // Starts the image as a new container, a child of the calling process,

@@ -2,21 +2,28 @@
 // a flat list; each either succeeds or says which step failed.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
-#include <map>
-#include <thread>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "checkpoint/channel.h"
@@ -28,6 +35,13 @@
 #include "common/files.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 namespace flotilla::checkpoint {
 namespace {
@@ -161,24 +175,33 @@ int64_t ResidentBytes(const std::string& proc_dir, pid_t root) {
   return pages * sysconf(_SC_PAGESIZE);
 }
 
-// After CRIU was killed in the middle of a dump, puts the tree back as it
-// was. What a killed CRIU leaves, and why this is enough:
+// After CRIU was killed in the middle of a dump, puts the tree back as far
+// as it can be put back. What a killed CRIU leaves:
 // - ptrace: the tracer's death detaches its tracees (the kernel's
 //   exit_ptrace, done before CRIU became a zombie, so before we reaped it);
 //   a task that was in a ptrace stop is woken, unless a group stop is
 //   pending, and then it stays stopped ('T').
-// - the parasite: a task that still runs CRIU's parasite sees its control
+// - the parasite: a task that runs CRIU's parasite daemon sees its control
 //   socket close and returns to its own code through the signal frame CRIU
 //   built (compel's parasite "cures itself"), leaving only the blob's
 //   mapping behind.
+// - an injected system call: to map the parasite (and to unmap it again)
+//   compel writes "syscall; int3" over the task's code at the start of its
+//   first executable mapping (dump.log: "Parasite syscall_ip at ..."),
+//   points the task's registers at it and lets it run to the int3, then
+//   puts code and registers back. Killed in between, CRIU leaves the task
+//   with those registers; detached, it runs the int3, the SIGTRAP is no
+//   longer caught by a tracer, and the task dies of it. Nothing outside
+//   CRIU knows the registers to put back, so that task is lost:
+//   DeadAfterKilledDump finds it.
 // - the freezer: this checkpointer does not ask CRIU to freeze cgroups, so
 //   none is left frozen (the caller thaws its own freeze).
-// So: wait (bounded) until no task has a tracer, then SIGCONT every task
-// that is stopped now but was not before the dump. Returns what it did,
-// for the error message.
+// So: wait (until `give_up`) until no task has a tracer, then SIGCONT every
+// task that is stopped now but was not before the dump. Returns what it
+// did, for the error message.
 std::string ReleaseAfterKilledDump(const std::string& proc_dir, pid_t root,
-                                   const std::map<pid_t, TaskState>& before) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+                                   const std::map<pid_t, TaskState>& before,
+                                   Clock::time_point give_up) {
   std::map<pid_t, TaskState> now = TasksOf(proc_dir, root);
   auto traced = [&] {
     for (const auto& [tid, t] : now) {
@@ -188,7 +211,7 @@ std::string ReleaseAfterKilledDump(const std::string& proc_dir, pid_t root,
   };
   // No event says "detached"; the detach is normally done already, so this
   // loop runs at most a few rounds.
-  while (traced() && std::chrono::steady_clock::now() < give_up) {
+  while (traced() && Clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     now = TasksOf(proc_dir, root);
   }
@@ -204,6 +227,189 @@ std::string ReleaseAfterKilledDump(const std::string& proc_dir, pid_t root,
   if (continued > 0) absl::StrAppend(&what, ", ", continued, " continued with SIGCONT");
   if (traced()) absl::StrAppend(&what, "; some are still traced");
   return what;
+}
+
+// Whether a thread has run since a moment, and whether it is dying.
+struct ThreadRun {
+  char state = '?';      // as in TaskState
+  bool exiting = false;  // PF_EXITING: in do_exit (a fatal signal, or its namespace's init died)
+  int64_t switches = 0;  // voluntary + involuntary context switches
+};
+
+constexpr unsigned kPfExiting = 0x4;  // include/linux/sched.h
+
+// The state and PF_EXITING of /proc/<pid>/stat (or .../task/<tid>/stat);
+// false if it cannot be read (the task is gone).
+bool ReadStateAndExiting(const std::string& stat_path, char* state, bool* exiting) {
+  auto stat = Slurp(stat_path);
+  if (!stat.ok()) return false;
+  // "pid (comm) S ppid pgrp session tty tpgid flags ...": comm may hold
+  // spaces and parentheses.
+  const size_t close = stat->rfind(')');
+  if (close == std::string::npos) return false;
+  std::vector<absl::string_view> f =
+      absl::StrSplit(absl::string_view(*stat).substr(close + 1), ' ', absl::SkipEmpty());
+  unsigned flags = 0;
+  if (f.size() < 7 || f[0].empty() || !absl::SimpleAtoi(f[6], &flags)) return false;
+  *state = f[0][0];
+  *exiting = (flags & kPfExiting) != 0;
+  return true;
+}
+
+// Every thread of every process of the tree.
+std::map<pid_t, ThreadRun> ThreadRunsOf(const std::string& proc_dir, pid_t root) {
+  std::map<pid_t, ThreadRun> threads;
+  for (pid_t pid : TreeOf(proc_dir, root)) {
+    const std::string task_dir = absl::StrCat(proc_dir, "/", pid, "/task");
+    DIR* d = opendir(task_dir.c_str());
+    if (d == nullptr) continue;
+    while (dirent* e = readdir(d)) {
+      int tid = 0;
+      if (!absl::SimpleAtoi(e->d_name, &tid)) continue;
+      ThreadRun t;
+      if (!ReadStateAndExiting(absl::StrCat(task_dir, "/", tid, "/stat"), &t.state, &t.exiting)) {
+        continue;
+      }
+      auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
+      if (!status.ok()) continue;
+      for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+        if (!absl::ConsumePrefix(&line, "voluntary_ctxt_switches:") &&
+            !absl::ConsumePrefix(&line, "nonvoluntary_ctxt_switches:")) {
+          continue;
+        }
+        int64_t n = 0;
+        if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &n)) t.switches += n;
+      }
+      threads[tid] = t;
+    }
+    closedir(d);
+  }
+  return threads;
+}
+
+// Waits until every thread of the tree has run since CRIU let go of it, or
+// until `give_up`. Why: a task left in an injected system call (see
+// ReleaseAfterKilledDump) dies only once it runs again, and on a loaded
+// host the scheduler may take a while after CRIU was reaped. A thread has
+// run once it is no longer runnable ('R': woken by the detach, maybe not
+// yet scheduled), or has switched context since, or is dying, or is gone.
+// One that computes without a pause is switched out at its next preemption.
+void WaitUntilEveryThreadRan(const std::string& proc_dir, pid_t root, Clock::time_point give_up) {
+  const std::map<pid_t, ThreadRun> start = ThreadRunsOf(proc_dir, root);
+  while (true) {
+    const std::map<pid_t, ThreadRun> now = ThreadRunsOf(proc_dir, root);
+    bool all_ran = true;
+    for (const auto& [tid, then] : start) {
+      auto it = now.find(tid);
+      if (it == now.end()) continue;
+      const ThreadRun& t = it->second;
+      if (t.state == 'R' && !t.exiting && t.switches == then.switches) {
+        all_ran = false;
+        break;
+      }
+    }
+    if (all_ran || Clock::now() >= give_up) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+// A process of the tree, held by a pidfd from before the dump: that it
+// ended is then never confused with a new process that took its pid.
+struct WatchedProcess {
+  pid_t pid = 0;
+  UniqueFd pidfd;
+};
+
+std::vector<WatchedProcess> WatchTree(const std::string& proc_dir, pid_t root) {
+  std::vector<WatchedProcess> watched;
+  for (pid_t pid : TreeOf(proc_dir, root)) {
+    UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    if (fd.valid()) watched.push_back({pid, std::move(fd)});
+  }
+  return watched;
+}
+
+bool Ended(const WatchedProcess& p, int timeout_ms) {
+  pollfd fd = {p.pidfd.get(), POLLIN, 0};
+  while (true) {
+    const int n = poll(&fd, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    return n > 0;
+  }
+}
+
+// How an ended process ended: its wait status if it is the caller's child
+// (looked at, not reaped: its owner reaps it), otherwise only that it ended.
+std::string DescribeEnd(const WatchedProcess& p) {
+  siginfo_t info = {};
+  if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(p.pidfd.get()), &info,
+             WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid != 0) {
+    if (info.si_code == CLD_EXITED) return absl::StrCat("exited with status ", info.si_status);
+    const char* name = sigabbrev_np(info.si_status);
+    return absl::StrCat("was killed by signal ", info.si_status,
+                        name != nullptr ? absl::StrCat(" (SIG", name, ")") : "");
+  }
+  return "has ended";
+}
+
+// After a killed dump and ReleaseAfterKilledDump: the processes of the tree
+// that did not survive it (see there why one may not), each as "its init
+// (pid 7) was killed by signal 5 (SIGTRAP)"; empty when every one lives on.
+// Waits until `give_up` at most: for every thread to run once, and for a
+// dying process to end (a dying init first waits for the rest of its pid
+// namespace to be killed).
+std::vector<std::string> DeadAfterKilledDump(const std::string& proc_dir, pid_t root,
+                                             const std::vector<WatchedProcess>& watched,
+                                             Clock::time_point give_up) {
+  WaitUntilEveryThreadRan(proc_dir, root, give_up);
+  std::vector<std::string> dead;
+  for (const WatchedProcess& p : watched) {
+    if (!Ended(p, 0)) {
+      // Until the pidfd says it ended, /proc/<pid> is still this process.
+      char state = '?';
+      bool exiting = false;
+      const bool read =
+          ReadStateAndExiting(absl::StrCat(proc_dir, "/", p.pid, "/stat"), &state, &exiting);
+      const bool dying = read && (exiting || state == 'Z' || state == 'X');
+      if (!dying && !Ended(p, 0)) continue;
+    }
+    // A dying init first waits for the rest of its pid namespace to die.
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Clock::now());
+    const bool ended = Ended(p, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    const std::string who =
+        p.pid == root ? absl::StrCat("its init (pid ", p.pid, ")") : absl::StrCat("pid ", p.pid);
+    dead.push_back(absl::StrCat(who, " ", ended ? DescribeEnd(p) : "is exiting"));
+  }
+  return dead;
+}
+
+// The error of a dump that was killed (`killed`: at its deadline, or
+// cancelled), once the tree has been released: the same code and "the
+// sandbox carries on" when every process of the tree lives on; DataLoss,
+// naming the dead, when one did not survive (the caller must treat the
+// sandbox's task as failed: it did not end by itself).
+absl::Status AfterKilledDump(const absl::Status& killed, const std::string& proc,
+                             const CheckpointRequest& request,
+                             const std::map<pid_t, TaskState>& before,
+                             const std::vector<WatchedProcess>& watched) {
+  // Bounds the whole clean-up: normally it takes a few milliseconds.
+  const auto give_up = Clock::now() + std::chrono::seconds(2);
+  const std::string released = ReleaseAfterKilledDump(proc, request.init_pid, before, give_up);
+  const std::vector<std::string> dead =
+      DeadAfterKilledDump(proc, request.init_pid, watched, give_up);
+  if (dead.empty()) {
+    spdlog::warn("sandbox {}: criu dump killed: {}; {}", request.id, killed.message(), released);
+    return absl::Status(
+        killed.code(), absl::StrCat(killed.message(), "; the sandbox carries on (", released, ")"));
+  }
+  const std::string died = absl::StrJoin(dead, ", ");
+  spdlog::error("sandbox {}: criu dump killed: {}; the sandbox died with it: {}", request.id,
+                killed.message(), died);
+  return absl::DataLossError(absl::StrCat(
+      killed.message(), "; the sandbox died with the killed dump: ", died,
+      " (criu was killed while its code ran in the task, which cannot be undone; the task is "
+      "lost and must be reported as failed)"));
 }
 
 // Removes a half-made image on every early return of Checkpoint.
@@ -300,12 +506,10 @@ class CriuCheckpointer final : public Checkpointer {
     }
     if (request.after == AfterCheckpoint::kLeaveRunning) run.args.push_back("--leave-running");
     const std::map<pid_t, TaskState> before = TasksOf(proc, request.init_pid);
+    const std::vector<WatchedProcess> watched = WatchTree(proc, request.init_pid);
     if (absl::Status st = criu_.Run(context, run); !st.ok()) {
       if (absl::IsDeadlineExceeded(st) || absl::IsCancelled(st)) {
-        const std::string released = ReleaseAfterKilledDump(proc, request.init_pid, before);
-        spdlog::warn("sandbox {}: criu dump killed: {}; {}", request.id, st.message(), released);
-        st = absl::Status(st.code(), absl::StrCat(st.message(), "; the sandbox carries on (",
-                                                  released, ")"));
+        st = AfterKilledDump(st, proc, request, before, watched);
       }
       // Keep the log for the operator: the image itself is useless.
       std::error_code ec;

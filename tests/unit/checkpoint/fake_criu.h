@@ -5,7 +5,9 @@
 // forever. It records "<its pid> <helper pid> <-t pid>" in `pids` beside
 // itself, so a test can check that the whole tree was killed. With
 // kRealWithoutBreakpoints it runs the real criu when CRIU's breakpoints are
-// off (CRIU_FAULT=130): a host where only that works.
+// off (CRIU_FAULT=130): a host where only that works. With kKillTaskThenHang
+// it SIGKILLs the -t task first, as a real criu killed in the middle of an
+// injected system call leaves the task to die (of SIGTRAP, there).
 #pragma once
 
 #include <signal.h>
@@ -26,7 +28,7 @@ namespace flotilla::checkpoint::testing {
 
 class FakeCriu {
  public:
-  enum Mode { kAlwaysHang, kRealWithoutBreakpoints };
+  enum Mode { kAlwaysHang, kRealWithoutBreakpoints, kKillTaskThenHang };
   // `check_exit`: what `criu check` exits with.
   explicit FakeCriu(const std::string& dir, int check_exit = 0, Mode mode = kAlwaysHang)
       : dir_(dir) {
@@ -50,6 +52,7 @@ class FakeCriu {
         << "  shift\n"
         << "done\n"
         << "echo \"(00.001) fake $cmd of $pid\" >> \"$dir/$log\"\n"
+        << (mode == kKillTaskThenHang ? "kill -KILL \"$pid\"\n" : "")
         << "echo \"(00.020) Daemon $pid exited trapping\" >> \"$dir/$log\"\n"
         << "sleep 1000 &\n"
         << "echo \"$$ $! $pid\" > " << dir_ << "/pids\n"
