@@ -13,6 +13,7 @@ std::string Caller::Describe() const {
   switch (kind) {
     case Kind::kManager: return "the manager";
     case Kind::kNode: return absl::StrCat("node ", node_id);
+    case Kind::kUser: break;
   }
   return absl::StrCat("user ", user.name, " of tenant ", user.tenant);
 }
@@ -52,26 +53,23 @@ absl::StatusOr<Caller> Gate::FromGrpc(const grpc::ServerContextBase& ctx) const 
   if (insecure) return DevelopmentCaller();
   std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
   if (auth && auth->IsPeerAuthenticated()) {
-    // The TLS handshake verified the chain to our CA; the name is the
-    // certificate's common name.
-    std::vector<grpc::string_ref> pem = auth->FindPropertyValues("x509_pem_cert");
-    if (!pem.empty()) {
-      auto cert = ParsePeerCertificate(std::string(pem.front().data(), pem.front().size()));
-      if (!cert.ok()) return absl::UnauthenticatedError(cert.status().message());
+    // The TLS handshake verified the chain to our CA; gRPC hands over the
+    // certificate's common name, so no call parses the certificate again.
+    std::vector<grpc::string_ref> cn = auth->FindPropertyValues("x509_common_name");
+    if (!cn.empty()) {
+      const std::string name(cn.front().data(), cn.front().size());
       Caller c;
-      if (cert->name == kManagerName) {
+      if (name == kManagerName) {
         c.kind = Caller::Kind::kManager;
         return c;
       }
-      if (cert->node_id) {
+      if (auto id = NodeIdFromName(name)) {
         c.kind = Caller::Kind::kNode;
-        c.node_id = *cert->node_id;
-        c.node_trust_level = cert->trust_level;
+        c.node_id = *id;
         return c;
       }
-      return absl::PermissionDeniedError(
-          absl::StrCat("the client certificate names '", cert->name,
-                       "', which is neither the manager nor a node"));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "the client certificate names '", name, "', which is neither the manager nor a node"));
     }
   }
   const auto& md = ctx.client_metadata();
@@ -79,6 +77,16 @@ absl::StatusOr<Caller> Gate::FromGrpc(const grpc::ServerContextBase& ctx) const 
   absl::string_view header;
   if (it != md.end()) header = absl::string_view(it->second.data(), it->second.size());
   return FromBearer(header);
+}
+
+absl::StatusOr<int> PeerTrustLevel(const grpc::ServerContextBase& ctx) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  std::vector<grpc::string_ref> pem;
+  if (auth && auth->IsPeerAuthenticated()) pem = auth->FindPropertyValues("x509_pem_cert");
+  if (pem.empty()) return absl::UnauthenticatedError("the caller presented no certificate");
+  auto cert = ParsePeerCertificate(std::string(pem.front().data(), pem.front().size()));
+  if (!cert.ok()) return absl::UnauthenticatedError(cert.status().message());
+  return cert->trust_level.value_or(0);
 }
 
 absl::StatusOr<Caller> Gate::RequireUser(absl::StatusOr<Caller> caller) const {

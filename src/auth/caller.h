@@ -24,7 +24,6 @@ struct Caller {
   Kind kind = Kind::kUser;
   User user;            // for kUser
   std::string node_id;  // for kNode
-  std::optional<int> node_trust_level;  // for kNode: from its certificate
 
   bool is_admin() const { return kind == Kind::kUser && user.role == UserRole::kAdmin; }
   // May this caller see and act on things of `tenant`?
@@ -48,6 +47,10 @@ struct Gate {
   // The caller as a user; PermissionDenied for nodes and the manager.
   absl::StatusOr<Caller> RequireUser(absl::StatusOr<Caller> caller) const;
 };
+
+// The highest trust level the caller's (verified) node certificate grants,
+// from its "OU=trust=N"; 0 when it names none.
+absl::StatusOr<int> PeerTrustLevel(const grpc::ServerContextBase& ctx);
 
 // The development-mode caller: admin of tenant "default".
 Caller DevelopmentCaller();

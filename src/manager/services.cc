@@ -48,11 +48,15 @@ class FederationServiceImpl final : public v1::FederationService::Service {
     // The CA grants a node its highest trust level; the node's own
     // configuration may claim less, never more.
     const int claimed = req->node().security().trust_level();
-    if (!gate_.insecure && claimed > caller->node_trust_level.value_or(0)) {
-      return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
-          "node ", req->node().id(), " claims trust level ", claimed,
-          " but its certificate allows at most ", caller->node_trust_level.value_or(0),
-          " (flotilla ca issue node ", req->node().id(), " --trust N)")));
+    if (!gate_.insecure) {
+      auto granted = auth::PeerTrustLevel(*ctx);
+      if (!granted.ok()) return ToGrpcStatus(granted.status());
+      if (claimed > *granted) {
+        return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
+            "node ", req->node().id(), " claims trust level ", claimed,
+            " but its certificate allows at most ", *granted, " (flotilla ca issue --node ",
+            req->node().id(), " --trust N)")));
+      }
     }
     return Reply(m_->RegisterNode(*req), resp);
   }
