@@ -353,6 +353,11 @@ class LinuxInstanceFactory final : public InstanceFactory {
     req.limits.memory_bytes =
         from.memory_limit_bytes > 0 ? from.memory_limit_bytes : t.limits.memory_bytes;
     req.limits.pids_max = t.limits.pids;
+    // The image may bind only what this agent's own sandboxes bind.
+    if (!staged_guest_.empty()) {
+      req.manifest_policy.bind_sources.push_back(staged_guest_.substr(0, staged_guest_.rfind('/')));
+    }
+    if (t.rootfs != "host") req.manifest_policy.bind_sources.push_back(t.rootfs);
     ASSIGN_OR_RETURN(checkpoint::RestoredSandbox restored, options_.checkpointer->Restore(req));
     auto client = std::make_unique<sandbox::GuestClient>(restored.channel.Release());
     auto instance = std::make_unique<LinuxInstance>(std::move(restored.container),
