@@ -338,6 +338,10 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
       return cleanup(absl::InvalidArgumentError(
           absl::StrCat("RestoreTask: the image names a path outside it: '", f.path(), "'")));
     }
+    if (received + static_cast<int64_t>(f.data().size()) > h.image_bytes()) {
+      return cleanup(absl::InvalidArgumentError(absl::StrCat(
+          "RestoreTask: the image stream is longer than the ", h.image_bytes(), " bytes announced")));
+    }
     if (f.path() != current) {
       out.close();
       const std::filesystem::path p = std::filesystem::path(dir) / f.path();
