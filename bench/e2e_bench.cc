@@ -37,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <cctype>
 #include <fstream>
 #include <latch>
 #include <mutex>
@@ -257,12 +258,40 @@ json CpuPerTask(const CpuSnapshot& a, const CpuSnapshot& b, size_t tasks) {
 
 // ------------------------------------------------------------ the client
 
+// How the client reaches the manager: plaintext (the development mode), or
+// mutual-TLS gRPC with a user's token, as every real client does.
+struct ClientSecurity {
+  bool tls = false;
+  std::string ca_pem;
+  std::string token;
+};
+ClientSecurity g_security;
+
 std::unique_ptr<v1::ApiService::Stub> NewStub(const std::string& address) {
   grpc::ChannelArguments args;
   // Each client gets its own connection, as separate client processes would.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return v1::ApiService::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (g_security.tls) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = g_security.ca_pem;
+    creds = grpc::CompositeChannelCredentials(grpc::SslCredentials(o),
+                                              grpc::AccessTokenCredentials(g_security.token));
+    args.SetSslTargetNameOverride("manager.flotilla");
+  }
+  return v1::ApiService::NewStub(grpc::CreateCustomChannel(address, creds, args));
+}
+
+// Runs `command` (a flotilla CLI call) and returns its stdout; dies on failure.
+std::string Capture(const std::string& command) {
+  FILE* f = popen(command.c_str(), "r");
+  if (!f) Die("popen: " + command);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  if (pclose(f) != 0) Die("failed: " + command + "\n" + out);
+  return out;
 }
 
 void SetDeadline(grpc::ClientContext* ctx, std::chrono::seconds s) {
@@ -511,6 +540,12 @@ int main(int argc, char** argv) {
   app.add_option("--time-limit-s", time_limit_s, "give up (and clean up) after this long")
       ->capture_default_str();
   app.add_flag("--keep-dir", g_keep_dir, "keep the temporary directory (logs, database)");
+  std::string security = "tls";
+  app.add_option("--security", security,
+                 "tls (mutual TLS and a user token, the default of every deployment) or insecure "
+                 "(the development mode), to measure what security costs")
+      ->check(CLI::IsMember({"tls", "insecure"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   flotilla = std::filesystem::absolute(flotilla).string();
   if (access(flotilla.c_str(), X_OK) != 0) Die("not an executable: " + flotilla);
@@ -550,16 +585,42 @@ int main(int argc, char** argv) {
   }
   const std::string dir = tmpl;
 
+  // Certificates and a token, as `flotilla up` makes them.
+  const std::string pki = dir + "/pki";
+  if (security == "tls") {
+    Capture(flotilla + " ca init --dir " + pki);
+    Capture(flotilla + " ca issue --manager --ip 127.0.0.1 --dir " + pki);
+    Capture(flotilla + " ca issue --node bench-1 --trust 5 --ip 127.0.0.1 --dir " + pki);
+    g_security.tls = true;
+    g_security.token = Capture(flotilla + " user add bench --tenant default --role admin " +
+                               "--users-file " + dir + "/users.json");
+    while (!g_security.token.empty() && std::isspace(g_security.token.back())) {
+      g_security.token.pop_back();
+    }
+    std::ifstream ca(pki + "/ca.crt");
+    g_security.ca_pem.assign(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
+    std::ofstream(dir + "/m.yaml") << "tls: {ca: " << pki << "/ca.crt, cert: " << pki
+                                   << "/manager.crt, key: " << pki << "/manager.key}\n"
+                                   << "auth: {users_file: " << dir << "/users.json}\n";
+    std::ofstream(dir + "/a.yaml") << "tls: {ca: " << pki << "/ca.crt, cert: " << pki
+                                   << "/bench-1.crt, key: " << pki << "/bench-1.key}\n";
+  } else {
+    std::ofstream(dir + "/m.yaml") << "tls: {insecure: true}\n";
+    std::ofstream(dir + "/a.yaml") << "tls: {insecure: true}\n";
+  }
+
   Daemons d;
   d.manager = Spawn(
-      {flotilla, "--log-level", "warn", "manager", "--grpc-listen", "127.0.0.1:0", "--http-listen",
-       "127.0.0.1:0", "--db", dir + "/m.db", "--ready-file", dir + "/m.ready"},
+      {flotilla, "--log-level", "warn", "manager", "--config", dir + "/m.yaml", "--grpc-listen",
+       "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--db", dir + "/m.db", "--ready-file",
+       dir + "/m.ready"},
       dir + "/manager.log");
   const std::string address =
       WaitReadyFile(dir + "/m.ready", d.manager, std::chrono::seconds(20)).value("grpc", "");
   if (address.empty()) Die("the manager's ready file has no grpc address");
   d.agent = Spawn(
-      {flotilla, "--log-level", "warn", "agent", "--manager-address", address, "--id", "bench-1",
+      {flotilla, "--log-level", "warn", "agent", "--config", dir + "/a.yaml", "--manager-address",
+       address, "--id", "bench-1",
        "--listen", "127.0.0.1:0", "--work-dir", dir + "/work", "--ready-file", dir + "/a.ready"},
       dir + "/agent.log");
   auto stub = NewStub(address);
@@ -567,6 +628,7 @@ int main(int argc, char** argv) {
 
   json out;
   out["flotilla"] = flotilla;
+  out["security"] = security;
   out["params"] = {{"latency_n", latency_n},
                    {"throughput_m", load_total},
                    {"concurrency", concurrency},

@@ -150,13 +150,16 @@ def span(xs, nd=1):
 
 
 class Http:
-    def __init__(self, base):
+    def __init__(self, base, token=None):
         self.base = base
+        self.token = token
 
     def call(self, method, path, body=None, timeout=120):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.load(r)
@@ -196,6 +199,10 @@ class Federation:
             raise RuntimeError("flotilla up failed: %s %s" % (p.stdout[-2000:], p.stderr[-2000:]))
         with open(os.path.join(self.dir, "flotilla", "federation.json")) as f:
             self.record = json.load(f)
+        self.token = None
+        if self.record.get("token_file"):
+            with open(self.record["token_file"]) as f:
+                self.token = f.read().strip()
         return "http://" + self.record["manager_http"]
 
     def get_execution(self, eid):
@@ -325,8 +332,8 @@ def main():
     cluster = client = None
     try:
         base = fed.up(args.agents)
-        http = Http(base)
-        fc = flotilla.Client(base)
+        http = Http(base, fed.token)
+        fc = flotilla.Client(base, token=fed.token)
         fc.deploy("bench.fan", fan_src, "fan", annotations={"splitable": True})
         fc.deploy("bench.noopfan", NOOP_SOURCE, "fan", annotations={"splitable": True})
         res["plan_fan"] = fc.analyze("bench.fan")["reason"]

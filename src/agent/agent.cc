@@ -1,5 +1,8 @@
 #include "agent/agent.h"
 
+#include "auth/caller.h"
+#include "auth/tls.h"
+
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -48,13 +51,15 @@ std::unique_ptr<grpc::ClientContext> Context() {
 
 class AgentServiceImpl final : public v1::AgentService::Service {
  public:
-  explicit AgentServiceImpl(Agent* agent) : agent_(agent) {}
-  grpc::Status RequestTask(grpc::ServerContext*, const v1::RequestTaskRequest* req,
+  AgentServiceImpl(Agent* agent, bool insecure) : agent_(agent), gate_{insecure, nullptr} {}
+  grpc::Status RequestTask(grpc::ServerContext* ctx, const v1::RequestTaskRequest* req,
                            v1::RequestTaskResponse*) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     return wire::ToGrpcStatus(agent_->RequestTask(*req));
   }
-  grpc::Status RequestTasks(grpc::ServerContext*, const v1::RequestTasksRequest* req,
+  grpc::Status RequestTasks(grpc::ServerContext* ctx, const v1::RequestTasksRequest* req,
                             v1::RequestTasksResponse* resp) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     for (const auto& t : req->tasks()) {
       absl::Status st = agent_->RequestTask(t);
       auto* a = resp->add_accepted();
@@ -63,36 +68,69 @@ class AgentServiceImpl final : public v1::AgentService::Service {
     }
     return grpc::Status::OK;
   }
-  grpc::Status CancelTask(grpc::ServerContext*, const v1::CancelTaskRequest* req,
+  grpc::Status CancelTask(grpc::ServerContext* ctx, const v1::CancelTaskRequest* req,
                           v1::CancelTaskResponse* resp) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     resp->set_found(agent_->CancelTask(req->execution_id(), req->attempt()));
     return grpc::Status::OK;
   }
-  grpc::Status MigrateTask(grpc::ServerContext*, const v1::MigrateTaskRequest* req,
+  grpc::Status MigrateTask(grpc::ServerContext* ctx, const v1::MigrateTaskRequest* req,
                            v1::MigrateTaskResponse* resp) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     auto r = agent_->MigrateTask(*req);
     if (r.ok()) *resp = std::move(*r);
     return wire::ToGrpcStatus(r.status());
   }
-  grpc::Status RestoreTask(grpc::ServerContext*, grpc::ServerReader<v1::RestoreTaskChunk>* reader,
+  // The one call from another agent: the source of a migration streams
+  // the image here.
+  grpc::Status RestoreTask(grpc::ServerContext* ctx, grpc::ServerReader<v1::RestoreTaskChunk>* reader,
                            v1::RestoreTaskResponse* resp) override {
-    auto r = agent_->RestoreTask([reader](v1::RestoreTaskChunk* c) { return reader->Read(c); });
+    auto from = gate_.FromGrpc(*ctx);
+    if (!from.ok()) return wire::ToGrpcStatus(from.status());
+    std::string source;
+    if (!gate_.insecure) {
+      if (from->kind != auth::Caller::Kind::kNode) {
+        return wire::ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
+            "only another node may stream a migration image here; the caller is ",
+            from->Describe())));
+      }
+      source = from->node_id;
+    }
+    auto r = agent_->RestoreTask([reader](v1::RestoreTaskChunk* c) { return reader->Read(c); },
+                                 source);
     if (r.ok()) *resp = std::move(*r);
     return wire::ToGrpcStatus(r.status());
   }
-  grpc::Status FinishMigration(grpc::ServerContext*, const v1::FinishMigrationRequest* req,
+  grpc::Status FinishMigration(grpc::ServerContext* ctx, const v1::FinishMigrationRequest* req,
                                v1::FinishMigrationResponse*) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     return wire::ToGrpcStatus(agent_->FinishMigration(*req));
   }
-  grpc::Status CheckpointTask(grpc::ServerContext*, const v1::CheckpointTaskRequest* req,
+  grpc::Status CheckpointTask(grpc::ServerContext* ctx, const v1::CheckpointTaskRequest* req,
                               v1::CheckpointTaskResponse* resp) override {
+    if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
     auto r = agent_->CheckpointTask(*req);
     if (r.ok()) *resp = std::move(*r);
     return wire::ToGrpcStatus(r.status());
   }
 
  private:
+  // Tasks, cancels and migrations come from the manager only: the TLS
+  // handshake verified its certificate, and the name must be the manager's.
+  absl::Status FromManager(const grpc::ServerContext& ctx) {
+    if (gate_.insecure) return absl::OkStatus();
+    auto caller = gate_.FromGrpc(ctx);
+    if (!caller.ok()) return caller.status();
+    if (caller->kind != auth::Caller::Kind::kManager) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "only the manager may call this agent; the caller is ", caller->Describe()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
   Agent* agent_;
+  const auth::Gate gate_;
 };
 
 }  // namespace
@@ -112,10 +150,20 @@ absl::Status Agent::Start() {
   if (o.storage_bytes > 0) capacity_.storage_bytes = o.storage_bytes;
   if (o.bandwidth_bps > 0) capacity_.bandwidth_bps = o.bandwidth_bps;
 
-  service_ = std::make_unique<AgentServiceImpl>(this);
+  if (config_.transport.insecure) {
+    spdlog::warn(
+        "SECURITY IS OFF (tls.insecure): this agent accepts tasks from any caller over plaintext "
+        "gRPC. For development on a trusted host only.");
+  }
+  RETURN_IF_ERROR(auth::ValidateTransport(config_.transport, "tls."));
+  if (!config_.transport.insecure) RETURN_IF_ERROR(auth::ValidateNodeId(config_.node_id));
+  ASSIGN_OR_RETURN(auto server_credentials,
+                   auth::ServerCredentials(config_.transport, auth::ClientCertPolicy::kRequire));
+  ASSIGN_OR_RETURN(peer_credentials_, auth::ChannelCredentials(config_.transport, ""));
+  service_ = std::make_unique<AgentServiceImpl>(this, config_.transport.insecure);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config_.listen, server_credentials, &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   wire::ConfigureServerKeepalive(builder);
   builder.RegisterService(service_.get());
@@ -130,8 +178,9 @@ absl::Status Agent::Start() {
   } else {
     address_ = config_.advertise;
   }
-  manager_ = v1::FederationService::NewStub(
-      wire::NewChannel(config_.manager, {.max_send_bytes = 64 << 20}));
+  manager_ = v1::FederationService::NewStub(wire::NewChannel(
+      config_.manager, {.max_send_bytes = 64 << 20}, peer_credentials_.credentials,
+      config_.transport.insecure ? "" : auth::kManagerName));
   spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
                config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
                sandbox_->kind(), config_.manager);
@@ -254,6 +303,7 @@ absl::Status Agent::Register() {
   if (!st.ok()) return wire::FromGrpcStatus(st, "RegisterNode to " + config_.manager);
   std::lock_guard<std::mutex> lock(mu_);
   epoch_ = resp.epoch();
+  migration_key_ = resp.migration_key();
   if (resp.heartbeat_interval_ms() > 0) {
     config_.heartbeat_interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
   }

@@ -22,6 +22,8 @@
 
 #include "absl/status/status.h"
 #include "agent/config.h"
+#include "auth/migration_token.h"
+#include "auth/tls.h"
 #include "agent/result_outbox.h"
 #include "checkpoint/probe.h"
 #include "flotilla/v1/federation.grpc.pb.h"
@@ -70,8 +72,13 @@ class Agent {
   bool CancelTask(const std::string& execution_id, uint32_t attempt);
   // Migration (agent_migration.cc; see federation.proto for the protocol).
   absl::StatusOr<v1::MigrateTaskResponse> MigrateTask(const v1::MigrateTaskRequest& request);
+  // `source`: the node the stream comes from (its certificate); "" when
+  // security is off.
   absl::StatusOr<v1::RestoreTaskResponse> RestoreTask(
-      const std::function<bool(v1::RestoreTaskChunk*)>& next);
+      const std::function<bool(v1::RestoreTaskChunk*)>& next, const std::string& source);
+  // The stream's header must carry the manager's token for exactly this
+  // migration, from `source` to this node, unexpired and unused.
+  absl::Status CheckMigrationToken(const v1::RestoreTaskHeader& h, const std::string& source);
   absl::Status FinishMigration(const v1::FinishMigrationRequest& request);
   absl::StatusOr<v1::CheckpointTaskResponse> CheckpointTask(const v1::CheckpointTaskRequest& request);
 
@@ -110,6 +117,9 @@ class Agent {
   model::Resources capacity_;
   std::string address_;
   std::unique_ptr<v1::FederationService::Stub> manager_;
+  auth::ChannelSecurity peer_credentials_;  // to the manager and migration targets
+  std::string migration_key_;               // from the last registration; under mu_
+  auth::UsedTokens used_tokens_;            // migration tokens already spent here
   std::unique_ptr<v1::AgentService::Service> service_;
   std::unique_ptr<grpc::Server> server_;
 

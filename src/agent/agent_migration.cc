@@ -18,6 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+
+#include "auth/migration_token.h"
+#include "auth/pki.h"
 #include "agent/agent_task.h"
 #include "checkpoint/image_auth.h"
 #include "checkpoint/image_sweep.h"
@@ -41,14 +44,17 @@ constexpr size_t kImageChunk = 1 << 20;
 constexpr auto kImageRetention = std::chrono::minutes(30);
 
 // The one key that authenticates a migration's image between the source
-// and the target agent (checkpoint/image_auth.h).
-// PLACEHOLDER until the manager issues a migration token: this is derived
-// from values both agents know (execution id and attempt), so it catches
-// corrupt, truncated or stale images and images of another attempt, but
-// not a forger who knows the ids. The control plane's migration token
-// replaces it here, and only here.
-std::string MigrationImageKey(const std::string& execution_id, uint32_t attempt) {
-  return absl::StrCat("flotilla-migration-placeholder/", execution_id, "/", attempt);
+// and the target agent (checkpoint/image_auth.h): the manager's migration
+// token for this stream (auth/migration_token.h), which only the manager,
+// the source and the target see (over mutual TLS), and which the target has
+// verified before it reads the image. A node in development mode
+// (transport.insecure) gets no token; its key is derived from values both
+// agents know, which still catches corrupt, truncated and stale images and
+// images of another attempt, but not a forger who knows the ids.
+std::string MigrationImageKey(const std::string& token, const std::string& execution_id,
+                              uint32_t attempt) {
+  if (!token.empty()) return token;
+  return absl::StrCat("flotilla-insecure-migration/", execution_id, "/", attempt);
 }
 
 void SweepLeftoverImages(const std::string& root) {
@@ -166,7 +172,8 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
     return give_up(absl::InternalError("fault injected after the checkpoint"));
   }
   if (absl::Status st =
-          checkpoint::SignImage(dir, MigrationImageKey(req.execution_id(), req.attempt()));
+          checkpoint::SignImage(
+              dir, MigrationImageKey(req.token(), req.execution_id(), req.attempt()));
       !st.ok()) {
     return give_up(Annotate(st, "signing the image"));
   }
@@ -175,7 +182,9 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
 
   auto t1 = std::chrono::steady_clock::now();
   auto stub = v1::AgentService::NewStub(
-      wire::NewChannel(req.target_address(), {.max_send_bytes = 64 << 20}));
+      wire::NewChannel(req.target_address(), {.max_send_bytes = 64 << 20},
+                       peer_credentials_.credentials,
+                       config_.transport.insecure ? "" : auth::NodeName(req.target_node_id())));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kTransferTimeout);
   v1::RestoreTaskResponse restored;
@@ -187,6 +196,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
   h->set_attempt(req.attempt());
   *h->mutable_request() = task->request;
   h->set_source_node_id(config_.node_id);
+  h->set_token(req.token());
   h->set_stdout(cp.stdout_data);
   h->set_stderr(cp.stderr_data);
   h->set_memory_limit_bytes(cp.memory_limit_bytes);
@@ -304,13 +314,42 @@ absl::Status Agent::FinishMigration(const v1::FinishMigrationRequest& req) {
 
 // ------------------------------------------------------------------ target
 
+absl::Status Agent::CheckMigrationToken(const v1::RestoreTaskHeader& h, const std::string& source) {
+  if (h.source_node_id() != source) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: node ", source, " may not send an image as node '", h.source_node_id(), "'"));
+  }
+  std::string key;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    key = migration_key_;
+  }
+  const int64_t now = NowUnixMs();
+  auto claims = auth::VerifyMigrationToken(key, h.token(), now);
+  if (!claims.ok()) return Annotate(claims.status(), "RestoreTask");
+  if (claims->target_node_id() != config_.node_id || claims->source_node_id() != source ||
+      claims->migration_id() != h.migration_id() || claims->execution_id() != h.execution_id() ||
+      claims->attempt() != h.attempt()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: the migration token is for ", claims->migration_id(), " (",
+        claims->execution_id(), " attempt ", claims->attempt(), ", ", claims->source_node_id(),
+        " to ", claims->target_node_id(), "), not this stream"));
+  }
+  if (!used_tokens_.Use(claims->migration_id(), claims->expires_unix_ms(), now)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "RestoreTask: the migration token of ", claims->migration_id(), " was used already"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
-    const std::function<bool(v1::RestoreTaskChunk*)>& next) {
+    const std::function<bool(v1::RestoreTaskChunk*)>& next, const std::string& source) {
   v1::RestoreTaskChunk chunk;
   if (!next(&chunk) || !chunk.has_header()) {
     return absl::InvalidArgumentError("RestoreTask: the first message must be the header");
   }
   const v1::RestoreTaskHeader h = chunk.header();
+  if (!config_.transport.insecure) RETURN_IF_ERROR(CheckMigrationToken(h, source));
   if (!SafeName(h.migration_id()) || h.execution_id().empty() || h.attempt() == 0) {
     return absl::InvalidArgumentError("RestoreTask: the header needs a migration id, an execution "
                                       "id and an attempt");
@@ -365,7 +404,8 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
   }
   // Nothing of the image is used before it is known to be the source's.
   if (absl::Status st =
-          checkpoint::VerifyImage(dir, MigrationImageKey(h.execution_id(), h.attempt()));
+          checkpoint::VerifyImage(
+              dir, MigrationImageKey(h.token(), h.execution_id(), h.attempt()));
       !st.ok()) {
     return cleanup(Annotate(st, "RestoreTask"));
   }

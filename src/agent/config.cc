@@ -17,7 +17,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   const std::string where = path + ": ";
   RETURN_IF_ERROR(CheckKnownKeys(
       root, where,
-      {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets",
+      {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets", "tls",
        "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
        "trusted_development_node", "templates_dir", "guest_binary", "default_template",
        "sandbox_uid", "cost", "resize", "checkpoint"}));
@@ -87,6 +87,14 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
   RETURN_IF_ERROR(ReadYaml(root, where, "manager", &c.manager));
   RETURN_IF_ERROR(ReadYaml(root, where, "listen", &c.listen));
+  if (const YAML::Node t = root["tls"]) {
+    const std::string w = where + "tls.";
+    RETURN_IF_ERROR(CheckKnownKeys(t, w, {"ca", "cert", "key", "insecure"}));
+    RETURN_IF_ERROR(ReadYaml(t, w, "ca", &c.transport.files.ca_cert));
+    RETURN_IF_ERROR(ReadYaml(t, w, "cert", &c.transport.files.cert));
+    RETURN_IF_ERROR(ReadYaml(t, w, "key", &c.transport.files.key));
+    RETURN_IF_ERROR(ReadYaml(t, w, "insecure", &c.transport.insecure));
+  }
   RETURN_IF_ERROR(ReadYaml(root, where, "advertise", &c.advertise));
   RETURN_IF_ERROR(ReadYaml(root, where, "labels", &c.labels));
   if (const YAML::Node sec = root["security"]) {

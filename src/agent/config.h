@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "auth/pki.h"
 #include "model/model.h"
 #include "monitor/resize_policy.h"
 
@@ -18,6 +19,10 @@ struct AgentConfig {
   std::string manager = "127.0.0.1:7070";  // the manager's gRPC address
   std::string listen = "127.0.0.1:0";    // AgentService; port 0 picks one
   std::string advertise;                 // address given to the manager; default: bound address
+  // Mutual TLS with the manager and the other agents (tls: {ca, cert, key});
+  // the certificate names this node (`flotilla ca issue node ID`).
+  // `tls.insecure: true` is the development mode, logged loudly.
+  auth::Transport transport;
   std::map<std::string, std::string> labels;  // region, zone, ...
   int trust_level = 0;
   std::vector<std::string> allowed_tenants;

@@ -5,7 +5,9 @@
 #include <cstdlib>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "auth/tls.h"
 #include "common/status_macros.h"
 #include "cli/local_federation.h"
 #include "wire/channel.h"
@@ -59,12 +61,68 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 10) {
 
 }  // namespace
 
-Client::Client(std::string address) : address_(std::move(address)) {
+absl::StatusOr<std::string> ReadToken(const std::string& path) {
+  auto text = auth::ReadSmallFile(path, 4096);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read the token file ", path));
+  }
+  std::string token(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
+  return token;
+}
+
+absl::StatusOr<ClientSecurity> ResolveClientSecurity() {
+  ClientSecurity s;
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? std::string(v) : std::string();
+  };
+  auto local = ReadLocalFederation(DefaultStateDir());
+  if (env("FLOTILLA_INSECURE") == "1" || (local.ok() && local->insecure && env("FLOTILLA_CA").empty())) {
+    s.insecure = true;
+    return s;
+  }
+  s.ca_cert = env("FLOTILLA_CA");
+  if (s.ca_cert.empty() && local.ok()) s.ca_cert = local->ca_cert;
+  s.token = env("FLOTILLA_TOKEN");
+  if (s.token.empty()) {
+    std::string file = env("FLOTILLA_TOKEN_FILE");
+    if (file.empty() && local.ok()) file = local->token_file;
+    if (!file.empty()) {
+      ASSIGN_OR_RETURN(s.token, ReadToken(file));
+    }
+  }
+  if (s.ca_cert.empty()) {
+    return absl::FailedPreconditionError(
+        "no CA certificate to check the manager with: set FLOTILLA_CA (and FLOTILLA_TOKEN), or "
+        "start a local federation with `flotilla up`");
+  }
+  if (s.token.empty()) {
+    return absl::FailedPreconditionError(
+        "no token: set FLOTILLA_TOKEN or FLOTILLA_TOKEN_FILE (an admin makes one with "
+        "`flotilla user add`)");
+  }
+  return s;
+}
+
+Client::Client(std::string address, const ClientSecurity& security) : address_(std::move(address)) {
+  auth::Transport t;
+  t.insecure = security.insecure;
+  t.files.ca_cert = security.ca_cert;
+  auto creds = auth::ChannelCredentials(t, auth::kManagerName, security.token);
+  // Unreadable files were found by ResolveClientSecurity; should one vanish
+  // since, every call fails with this message.
+  if (!creds.ok()) {
+    init_error_ = creds.status();
+    creds = auth::ChannelSecurity{grpc::InsecureChannelCredentials(), ""};
+  }
   stub_ = v1::ApiService::NewStub(
-      wire::NewChannel(address_, {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20}));
+      wire::NewChannel(address_, {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20},
+                       creds->credentials, creds->peer_name));
 }
 
 #define FLOTILLA_UNARY(Method, Req, Resp)                                            \
+  if (!init_error_.ok()) return init_error_;                                        \
   Resp resp;                                                                         \
   auto ctx = Ctx();                                                                  \
   grpc::Status st = stub_->Method(ctx.get(), Req, &resp);                            \
@@ -125,6 +183,7 @@ absl::StatusOr<v1::ListExecutionsResponse> Client::ListExecutions(
 
 absl::Status Client::Watch(const std::string& id, bool output, std::chrono::milliseconds deadline,
                            const std::function<void(const v1::WatchEvent&)>& on_event) {
+  if (!init_error_.ok()) return init_error_;
   v1::WatchRequest req;
   req.set_execution_id(id);
   req.set_output(output);

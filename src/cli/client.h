@@ -30,9 +30,25 @@ struct WatchTiming {
 // $FLOTILLA_WATCH_GIVE_UP_MS; an error names the variable and its bad value.
 absl::StatusOr<WatchTiming> WatchTimingFromEnv();
 
+// How the CLI proves itself to the manager and checks the manager: the CA
+// that signed the manager's certificate and the user's bearer token.
+struct ClientSecurity {
+  bool insecure = false;  // the development mode: plaintext, no token
+  std::string ca_cert;    // file
+  std::string token;
+};
+
+// $FLOTILLA_INSECURE=1 for the development mode; else the CA from $FLOTILLA_CA
+// and the token from $FLOTILLA_TOKEN (or the file $FLOTILLA_TOKEN_FILE),
+// each falling back to the local federation's (`flotilla up`) state.
+absl::StatusOr<ClientSecurity> ResolveClientSecurity();
+
+// A token file's first line, trimmed; InvalidArgument names the file.
+absl::StatusOr<std::string> ReadToken(const std::string& path);
+
 class Client {
  public:
-  explicit Client(std::string address);
+  Client(std::string address, const ClientSecurity& security);
   const std::string& address() const { return address_; }
 
   absl::StatusOr<flotilla::v1::SubmitResponse> Submit(const flotilla::v1::ExecutionRequest& r);
@@ -50,6 +66,7 @@ class Client {
 
  private:
   std::string address_;
+  absl::Status init_error_;
   std::unique_ptr<flotilla::v1::ApiService::Stub> stub_;
 };
 

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "cli/client.h"
 #include "absl/strings/str_join.h"
 #include "cli/local_federation.h"
 #include "cli/output.h"
@@ -44,7 +45,10 @@ absl::StatusOr<json> Rest(const std::string& flag, const std::string& method,
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("'", *addr, "' is not HOST:PORT"));
   }
+  auto security = ResolveClientSecurity();
+  if (!security.ok()) return security.status();
   httplib::Client c(addr->substr(0, colon), std::atoi(addr->substr(colon + 1).c_str()));
+  if (!security->insecure) c.set_bearer_token_auth(security->token);
   c.set_read_timeout(660, 0);
   c.set_connection_timeout(5, 0);
   httplib::Result r = method == "GET"      ? c.Get(path)

@@ -1,5 +1,8 @@
 #include "cli/local_federation.h"
 
+#include "auth/pki.h"
+#include "auth/users.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,7 +18,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/client.h"
 #include "common/status_macros.h"
 
@@ -152,10 +157,95 @@ absl::StatusOr<LocalFederation> ReadLocalFederation(const std::string& state_dir
     f.manager_pid = (*j)["manager_pid"].get<pid_t>();
     f.agent_pids = (*j)["agent_pids"].get<std::vector<pid_t>>();
     f.agent_ids = (*j)["agent_ids"].get<std::vector<std::string>>();
+    f.ca_cert = j->value("ca", "");
+    f.token_file = j->value("token_file", "");
+    f.insecure = j->value("insecure", false);
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(RecordPath(state_dir), ": ", e.what()));
   }
   return f;
+}
+
+namespace {
+
+absl::Status WritePrivateFile(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot write ", path));
+  fchmod(fd, 0600);
+  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+std::string AgentId(int i) { return absl::StrCat("agent-", i + 1); }
+
+int AgentTrust(int i) {
+  const Profile& p = Profiles()[static_cast<size_t>(i) % Profiles().size()];
+  return i < 3 ? p.trust : 1 + i % 10;
+}
+
+// Points an agent's config at its certificate (or at the development
+// mode), replacing a tls: line an earlier `up` wrote and keeping the rest
+// of an operator's edits.
+absl::Status SetAgentTransport(const std::string& config, bool insecure, const std::string& pki,
+                               const std::string& id) {
+  std::ifstream in(config);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string kept;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "tls:")) continue;
+    absl::StrAppend(&kept, line, "\n");
+  }
+  if (insecure) {
+    absl::StrAppend(&kept, "tls: {insecure: true}  # SECURITY OFF (flotilla up --insecure)\n");
+  } else {
+    absl::StrAppend(&kept, "tls: {ca: ", pki, "/ca.crt, cert: ", pki, "/", id, ".crt, key: ", pki,
+                    "/", id, ".key}\n");
+  }
+  std::ofstream out(config, std::ios::trunc);
+  out << kept;
+  if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", config));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status EnsureLocalPki(const std::string& state_dir,
+                            const std::vector<std::pair<std::string, int>>& agents) {
+  const std::string pki = state_dir + "/pki";
+  if (!fs::exists(pki + "/ca.key")) RETURN_IF_ERROR(auth::InitCa(pki));
+  if (!fs::exists(pki + "/manager.crt")) {
+    auth::IssueRequest req;
+    req.role = auth::Role::kManager;
+    req.dns = {"localhost"};
+    req.ips = {"127.0.0.1", "::1"};
+    RETURN_IF_ERROR(auth::Issue(pki, req, pki + "/manager").status());
+  }
+  for (const auto& [id, trust] : agents) {
+    // Issued again on every `up`: the trust level follows the profile.
+    auth::IssueRequest req;
+    req.role = auth::Role::kNode;
+    req.node_id = id;
+    req.trust_level = trust;
+    req.ips = {"127.0.0.1"};
+    RETURN_IF_ERROR(auth::Issue(pki, req, pki + "/" + id).status());
+  }
+  const std::string users = state_dir + "/users.json";
+  const std::string token_file = state_dir + "/admin.token";
+  if (!fs::exists(users) || !fs::exists(token_file)) {
+    std::string token;
+    auto added = auth::AddUser(users, {"admin", "default", auth::UserRole::kAdmin});
+    if (added.ok()) {
+      token = *added;
+    } else if (added.status().code() == absl::StatusCode::kAlreadyExists) {
+      ASSIGN_OR_RETURN(token, auth::RotateToken(users, "admin"));
+    } else {
+      return added.status();
+    }
+    RETURN_IF_ERROR(WritePrivateFile(token_file, token + "\n"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
@@ -177,11 +267,35 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
 
   LocalFederation f;
   f.state_dir = o.state_dir;
+  f.insecure = o.insecure;
+  std::vector<std::pair<std::string, int>> agent_trust;
+  for (int i = 0; i < o.agents; ++i) {
+    agent_trust.emplace_back(AgentId(i), AgentTrust(i));
+  }
+  const std::string pki = o.state_dir + "/pki";
+  if (!o.insecure) {
+    RETURN_IF_ERROR(EnsureLocalPki(o.state_dir, agent_trust));
+    f.ca_cert = pki + "/ca.crt";
+    f.token_file = o.state_dir + "/admin.token";
+  }
+  {
+    // Rewritten on every `up`: it only says where the security files are.
+    std::ofstream out(o.state_dir + "/manager.yaml");
+    out << "# Generated by `flotilla up`.\n";
+    if (o.insecure) {
+      out << "tls: {insecure: true}  # SECURITY OFF (flotilla up --insecure)\n";
+    } else {
+      out << "tls: {ca: " << pki << "/ca.crt, cert: " << pki << "/manager.crt, key: " << pki
+          << "/manager.key}\n"
+          << "auth: {users_file: " << o.state_dir << "/users.json}\n";
+    }
+  }
   const std::string ready = o.state_dir + "/manager.ready";
   fs::remove(ready, ec);
   std::vector<std::string> argv = {o.self, "manager", "--grpc-listen", "127.0.0.1:0",
                                    "--http-listen", "127.0.0.1:0", "--db",
-                                   o.state_dir + "/manager.db", "--ready-file", ready};
+                                   o.state_dir + "/manager.db", "--ready-file", ready,
+                                   "--config", o.state_dir + "/manager.yaml"};
   if (o.lease_timeout_ms > 0) {
     argv.insert(argv.end(), {"--lease-timeout-ms", std::to_string(o.lease_timeout_ms)});
   }
@@ -202,7 +316,7 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
   };
   for (int i = 0; i < o.agents; ++i) {
     const Profile& p = Profiles()[i % Profiles().size()];
-    const std::string id = absl::StrCat("agent-", i + 1);
+    const std::string id = AgentId(i);
     const std::string config = absl::StrCat(o.state_dir, "/", id, ".yaml");
     // Written once: an operator's edits survive `down` and the next `up`.
     if (!fs::exists(config)) {
@@ -217,13 +331,14 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
           << "labels: {region: " << p.region << ", zone: " << p.zone << "}\n"
           << "cost: {per_cpu_second: " << (0.00002 * (1 + i % 3)) << ", per_gib_second: "
           << (0.000005 * (1 + i % 3)) << "}\n"
-          << "security:\n  trust_level: " << (i < 3 ? p.trust : 1 + i % 10) << "\n"
+          << "security:\n  trust_level: " << AgentTrust(i) << "\n"
           << "  capabilities: [";
       for (size_t c = 0; c < p.capabilities.size(); ++c) out << (c ? ", " : "") << p.capabilities[c];
       out << "]\ndata_sets:\n";
       for (const auto& [key, size] : p.data) out << "  - {key: " << key << ", size_bytes: " << size << "}\n";
       if (p.data.empty()) out << "  []\n";
     }
+    RETURN_IF_ERROR(SetAgentTransport(config, o.insecure, pki, id));
     fs::create_directories(absl::StrCat(o.state_dir, "/work/", id), ec);
     const std::string log = absl::StrCat(o.state_dir, "/logs/", id, ".log");
     auto pid = SpawnDaemon({o.self, "agent", "--config", config}, log);
@@ -233,7 +348,15 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
   }
 
   // Wait until every agent is registered and online.
-  Client client(f.manager_grpc);
+  ClientSecurity security;
+  security.insecure = f.insecure;
+  security.ca_cert = f.ca_cert;
+  if (!f.insecure) {
+    auto token = ReadToken(f.token_file);
+    if (!token.ok()) return fail(token.status());
+    security.token = *token;
+  }
+  Client client(f.manager_grpc, security);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (true) {
     auto nodes = client.ListNodes();
@@ -262,7 +385,8 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
 
   nlohmann::json j = {{"manager_grpc", f.manager_grpc}, {"manager_http", f.manager_http},
                       {"manager_pid", f.manager_pid},   {"agent_pids", f.agent_pids},
-                      {"agent_ids", f.agent_ids}};
+                      {"agent_ids", f.agent_ids},       {"ca", f.ca_cert},
+                      {"token_file", f.token_file},     {"insecure", f.insecure}};
   std::ofstream(RecordPath(o.state_dir)) << j.dump(2) << "\n";
   return f;
 }

@@ -16,6 +16,11 @@ struct LocalFederation {
   std::string state_dir;
   std::string manager_grpc;
   std::string manager_http;
+  // Security: the CA that signed the manager's certificate, and the file
+  // holding the admin's token; `insecure` for the development mode.
+  std::string ca_cert;
+  std::string token_file;
+  bool insecure = false;
   pid_t manager_pid = 0;
   std::vector<pid_t> agent_pids;
   std::vector<std::string> agent_ids;
@@ -27,12 +32,20 @@ struct UpOptions {
   std::string self;  // path of the flotilla binary to start
   int64_t lease_timeout_ms = 0;  // 0: the manager's default
   std::string isolation = "linux";  // "process": unisolated, for trusted development hosts
+  bool insecure = false;  // security off: plaintext, no identities (development only)
 };
 
 std::string DefaultStateDir();
 
 // Returns the recorded federation, or NotFound when none is recorded.
 absl::StatusOr<LocalFederation> ReadLocalFederation(const std::string& state_dir);
+
+// Makes what a secure federation in `state_dir` needs, keeping what is
+// there: a CA (pki/), the manager's certificate, one per agent id (with the
+// trust level given), the users file with an admin of tenant default and
+// its token in admin.token (0600).
+absl::Status EnsureLocalPki(const std::string& state_dir,
+                            const std::vector<std::pair<std::string, int>>& agents);
 
 // Starts the manager and the agents, waits until every agent is online, and
 // records the federation. FailedPrecondition if one is already running.

@@ -27,6 +27,7 @@
 #include <algorithm>
 
 #include "cli/function_command.h"
+#include "cli/security_command.h"
 #include "manager/server.h"
 #include "wire/convert.h"
 
@@ -55,7 +56,9 @@ std::string SelfPath() {
 absl::StatusOr<Client> Connect(const Globals& g) {
   auto addr = ResolveManager(g.manager);
   if (!addr.ok()) return addr.status();
-  return Client(*addr);
+  auto security = ResolveClientSecurity();
+  if (!security.ok()) return security.status();
+  return Client(*addr, *security);
 }
 
 std::string CommandText(const v1::ExecutionRequest& r) {
@@ -298,8 +301,6 @@ void AddRequestFlags(CLI::App* cmd, v1::ExecutionRequest* r, std::string* cpu, s
       "function name: keys the latency model and warm-sandbox reuse");
   cmd->add_option("--env", *env, "KEY=VALUE for the task's environment (repeatable)")
       ->allow_extra_args(false);
-  cmd->add_option_function<std::string>("--user", [r](const std::string& u) { r->set_user_id(u); },
-                                        "the user (tenant) it runs for; default $USER");
   cmd->add_option_function<std::string>("--name", [r](const std::string& n) { r->set_name(n); },
                                         "a name shown in listings");
   cmd->add_option_function<std::string>(
@@ -331,10 +332,6 @@ absl::Status ApplyRequestFlags(v1::ExecutionRequest* r, const std::string& cpu,
       return absl::InvalidArgumentError(absl::StrCat("--env '", kv, "': use KEY=VALUE"));
     }
     (*r->mutable_env())[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  if (r->user_id().empty()) {
-    const char* user = getenv("USER");
-    r->set_user_id(user && *user ? user : "anonymous");
   }
   return absl::OkStatus();
 }
@@ -399,7 +396,8 @@ void PrintExecution(const v1::Execution& e) {
   std::cout << "id:        " << e.id() << "\n"
             << "state:     " << wire::StateName(e.state()) << "\n"
             << "command:   " << CommandText(e.request()) << "\n"
-            << "user:      " << e.request().user_id() << "\n"
+            << "tenant:    " << e.request().user_id()
+            << (e.request().owner().empty() ? "" : " (user " + e.request().owner() + ")") << "\n"
             << "node:      " << (e.node_id().empty() ? "-" : e.node_id()) << " (attempt "
             << e.attempt() << ")\n"
             << "exit:      " << ExitText(e) << "\n"
@@ -561,6 +559,9 @@ int Main(int argc, char** argv) {
   up->add_option("--state-dir", up_opts.state_dir, "where state, configs and logs live")
       ->capture_default_str();
   up->add_option("--lease-timeout-ms", up_opts.lease_timeout_ms, "agent lease (default 10000)");
+  up->add_flag("--insecure", up_opts.insecure,
+               "SECURITY OFF: plaintext gRPC, no node identities, no user tokens (development "
+               "on a trusted host only)");
   up->add_option("--isolation", up_opts.isolation,
                  "linux (default; needs root) or process (UNISOLATED: trusted development only)")
       ->check(CLI::IsMember({"linux", "process"}));
@@ -574,8 +575,16 @@ int Main(int argc, char** argv) {
     std::cout << "flotilla: local federation up\n"
               << "  manager gRPC  " << f->manager_grpc << "\n"
               << "  manager HTTP  http://" << f->manager_http << "/metrics\n"
-              << "  state         " << f->state_dir << "\n\n";
-    Client client(f->manager_grpc);
+              << "  state         " << f->state_dir << "\n"
+              << (f->insecure ? "  security      OFF (--insecure): plaintext, no identities, no tokens\n"
+                              : absl::StrCat("  security      mutual TLS (CA ", f->ca_cert,
+                                             "), admin token in ", f->token_file, "\n"))
+              << "\n";
+    ClientSecurity security{f->insecure, f->ca_cert, ""};
+    if (!f->insecure) {
+      if (auto token = ReadToken(f->token_file); token.ok()) security.token = *token;
+    }
+    Client client(f->manager_grpc, security);
     if (auto nodes = client.ListNodes(); nodes.ok()) PrintNodes(*nodes);
     std::cout << "\nTry: flotilla run -- echo hi    (stop with: flotilla down)\n";
   });
@@ -953,6 +962,7 @@ int Main(int argc, char** argv) {
   AddForecastCommand(app, &rc);
   AddTopCommand(app, &rc, &g.manager, &g.json);
   AddFunctionCommands(app, &rc, &g.json);
+  AddSecurityCommands(app, &rc);
 
   app.add_subcommand("version", "print the version")->callback([] { std::cout << "flotilla 0.1.0\n"; });
 

@@ -60,8 +60,11 @@ absl::Status ParseOne(const YAML::Node& doc, const std::string& where, v1::Execu
   RETURN_IF_ERROR(ReadYaml(doc, where, "name", &s));
   r->set_name(s);
   s.clear();
-  RETURN_IF_ERROR(ReadYaml(doc, where, "user", &s));
-  r->set_user_id(s);
+  if (doc["user"]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "user: no longer a request key: the tenant and user come from your token "
+               "(FLOTILLA_TOKEN); remove it"));
+  }
   std::vector<std::string> argv;
   if (doc["command"] && doc["command"].IsScalar()) {
     return absl::InvalidArgumentError(absl::StrCat(

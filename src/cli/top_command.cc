@@ -99,7 +99,13 @@ void AddTopCommand(CLI::App& app, int* rc, const std::string* manager, const boo
       *rc = 1;
       return;
     }
-    Client client(*addr);
+    auto security = ResolveClientSecurity();
+    if (!security.ok()) {
+      std::fprintf(stderr, "flotilla: %s\n", std::string(security.status().message()).c_str());
+      *rc = 1;
+      return;
+    }
+    Client client(*addr, *security);
     v1::ListExecutionsRequest req;
     req.add_states(v1::EXECUTION_RUNNING);
     req.set_limit(opts->limit);

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 
+#include "auth/pki.h"
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "wire/channel.h"
 #include "wire/grpc_status.h"
@@ -143,26 +144,45 @@ namespace {
 
 class GrpcAgentClientFactory final : public AgentClientFactory {
  public:
-  std::shared_ptr<AgentClient> ForAddress(const std::string& address) override {
+  GrpcAgentClientFactory(std::shared_ptr<grpc::ChannelCredentials> credentials, bool verify_node)
+      : credentials_(std::move(credentials)), verify_node_(verify_node) {}
+
+  std::shared_ptr<AgentClient> For(const std::string& node_id, const std::string& address) override {
     std::lock_guard<std::mutex> lock(mu_);
-    auto& client = clients_[address];
-    if (!client) {
-      auto channel =
-          wire::NewChannel(address, {.max_send_bytes = 64 << 20, .max_receive_bytes = 64 << 20});
-      client = std::make_shared<GrpcAgentClient>(address, channel);
-    }
+    auto& client = clients_[{node_id, address}];
+    if (!client) client = std::make_shared<GrpcAgentClient>(address, ChannelLocked(node_id, address));
     return client;
   }
 
+  std::shared_ptr<grpc::Channel> ChannelFor(const std::string& node_id,
+                                            const std::string& address) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ChannelLocked(node_id, address);
+  }
+
  private:
+  std::shared_ptr<grpc::Channel> ChannelLocked(const std::string& node_id,
+                                               const std::string& address) {
+    auto& channel = channels_[{node_id, address}];
+    if (!channel) {
+      channel = wire::NewChannel(address, {.max_send_bytes = 64 << 20, .max_receive_bytes = 64 << 20},
+                                 credentials_, verify_node_ ? auth::NodeName(node_id) : "");
+    }
+    return channel;
+  }
+
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  const bool verify_node_;
   std::mutex mu_;
-  std::map<std::string, std::shared_ptr<AgentClient>> clients_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<AgentClient>> clients_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<grpc::Channel>> channels_;
 };
 
 }  // namespace
 
-std::unique_ptr<AgentClientFactory> NewGrpcAgentClientFactory() {
-  return std::make_unique<GrpcAgentClientFactory>();
+std::unique_ptr<AgentClientFactory> NewGrpcAgentClientFactory(
+    std::shared_ptr<grpc::ChannelCredentials> credentials, bool verify_node) {
+  return std::make_unique<GrpcAgentClientFactory>(std::move(credentials), verify_node);
 }
 
 }  // namespace flotilla::manager

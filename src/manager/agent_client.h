@@ -10,6 +10,11 @@
 #include "absl/status/status.h"
 #include "flotilla/v1/federation.pb.h"
 
+namespace grpc {
+class Channel;
+class ChannelCredentials;
+}
+
 namespace flotilla::manager {
 
 class AgentClient {
@@ -28,14 +33,33 @@ class AgentClient {
                           std::function<void(absl::Status)> done) = 0;
 };
 
+// Where an agent is: the node it must prove to be (its certificate), and the
+// address it registered.
+struct AgentEndpoint {
+  std::string node_id;
+  std::string address;
+};
+
 class AgentClientFactory {
  public:
   virtual ~AgentClientFactory() = default;
-  // Returns a client for the agent at `address`; clients are cached and shared.
-  virtual std::shared_ptr<AgentClient> ForAddress(const std::string& address) = 0;
+  // Returns a client for node `node_id` at `address`; clients are cached and
+  // shared. The connection is refused unless the server proves to be that
+  // node (mutual TLS), so a node cannot take another's tasks by its address.
+  virtual std::shared_ptr<AgentClient> For(const std::string& node_id,
+                                           const std::string& address) = 0;
+  // The gRPC channel behind For(), for the calls AgentClient does not cover
+  // (migration); nullptr where there is none (test fakes).
+  virtual std::shared_ptr<grpc::Channel> ChannelFor(const std::string& node_id,
+                                                    const std::string& address) {
+    return nullptr;
+  }
 };
 
-// gRPC clients over insecure loopback/LAN channels, one channel per address.
-std::unique_ptr<AgentClientFactory> NewGrpcAgentClientFactory();
+// gRPC clients, one channel per node and address, with `credentials` (the
+// manager's certificate, as the client side of mutual TLS). With
+// `verify_node` the agent's certificate must name the node.
+std::unique_ptr<AgentClientFactory> NewGrpcAgentClientFactory(
+    std::shared_ptr<grpc::ChannelCredentials> credentials, bool verify_node);
 
 }  // namespace flotilla::manager

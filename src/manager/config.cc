@@ -35,7 +35,7 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
        "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
        "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions",
-       "max_queued", "attempt_grace_ms", "max_attempts", "retention"}));
+       "max_queued", "attempt_grace_ms", "max_attempts", "retention", "tls", "auth"}));
   RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
@@ -128,6 +128,26 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
     RETURN_IF_ERROR(ReadYaml(fn, w, "max_instances", &c.function_max_instances));
     RETURN_IF_ERROR(ReadYaml(fn, w, "target_concurrency", &c.function_target_concurrency));
     RETURN_IF_ERROR(ReadYaml(fn, w, "min_piece_cost", &c.split_min_piece_cost));
+  }
+  if (const YAML::Node t = root["tls"]) {
+    const std::string w = where + "tls.";
+    RETURN_IF_ERROR(CheckKnownKeys(t, w, {"ca", "cert", "key", "insecure"}));
+    RETURN_IF_ERROR(ReadYaml(t, w, "ca", &c.transport.files.ca_cert));
+    RETURN_IF_ERROR(ReadYaml(t, w, "cert", &c.transport.files.cert));
+    RETURN_IF_ERROR(ReadYaml(t, w, "key", &c.transport.files.key));
+    RETURN_IF_ERROR(ReadYaml(t, w, "insecure", &c.transport.insecure));
+  }
+  if (const YAML::Node a = root["auth"]) {
+    const std::string w = where + "auth.";
+    RETURN_IF_ERROR(CheckKnownKeys(a, w, {"users_file", "metrics"}));
+    RETURN_IF_ERROR(ReadYaml(a, w, "users_file", &c.users_file));
+    std::string metrics = "open";
+    RETURN_IF_ERROR(ReadYaml(a, w, "metrics", &metrics));
+    if (metrics != "open" && metrics != "token") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(w, "metrics: '", metrics, "' is not one of open, token"));
+    }
+    c.metrics_need_token = metrics == "token";
   }
   RETURN_IF_ERROR(Annotate(Validate(c), path));
   return c;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "auth/pki.h"
 #include "model/model.h"
 #include "scheduler/node_selection.h"
 #include "store/store.h"
@@ -66,6 +67,13 @@ struct ManagerConfig {
   int function_max_instances = 16;    // in-flight executions per function
   double function_target_concurrency = 1.0;
   double split_min_piece_cost = 3.0;  // pieces below this merge (cost units ~ ms)
+  // Security (docs/security.md). gRPC is mutual TLS under the federation's
+  // CA: nodes present certificates, users bearer tokens from users_file.
+  // `tls.insecure: true` turns all of it off: a development mode, logged
+  // loudly, in which every caller is the admin of tenant "default".
+  auth::Transport transport;
+  std::string users_file;
+  bool metrics_need_token = false;  // auth.metrics: "open" (default) or "token"
 };
 
 // Returns the defaults overridden by the YAML file at `path`.

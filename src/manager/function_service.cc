@@ -1,5 +1,7 @@
 #include "manager/function_service.h"
 
+#include "manager/access.h"
+
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
@@ -106,11 +108,12 @@ Status Answer(const absl::Status& st) { return ToGrpcStatus(st); }
 
 class FunctionServiceImpl final : public v1::FunctionService::Service {
  public:
-  FunctionServiceImpl(FunctionRegistry* functions, Orchestrator* orchestrator)
-      : functions_(functions), orchestrator_(orchestrator) {}
+  FunctionServiceImpl(FunctionRegistry* functions, Orchestrator* orchestrator, auth::Gate gate)
+      : functions_(functions), orchestrator_(orchestrator), gate_(gate) {}
 
-  Status DeployFunction(ServerContext*, const v1::DeployFunctionRequest* req,
+  Status DeployFunction(ServerContext* ctx, const v1::DeployFunctionRequest* req,
                         v1::Function* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     json spec = {{"name", req->name()}, {"source", req->source()}, {"entrypoint", req->entrypoint()}};
     // Empty means the registry's default, as a missing REST key does.
     if (!req->runtime().empty()) spec["runtime"] = req->runtime();
@@ -122,8 +125,9 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Answer(FunctionFromJson(FunctionToJson(*f, /*with_source=*/false), resp));
   }
 
-  Status GetFunction(ServerContext*, const v1::GetFunctionRequest* req,
+  Status GetFunction(ServerContext* ctx, const v1::GetFunctionRequest* req,
                      v1::Function* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     auto f = functions_->Get(req->name());
     if (!f.ok()) return Answer(f.status());
     json j = FunctionToJson(*f, /*with_source=*/true);
@@ -132,8 +136,9 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Answer(FunctionFromJson(std::move(j), resp));
   }
 
-  Status ListFunctions(ServerContext*, const v1::ListFunctionsRequest*,
+  Status ListFunctions(ServerContext* ctx, const v1::ListFunctionsRequest*,
                        v1::ListFunctionsResponse* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     auto list = functions_->List();
     if (!list.ok()) return Answer(list.status());
     json scaling = orchestrator_->Scaling();
@@ -145,16 +150,18 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Status::OK;
   }
 
-  Status DeleteFunction(ServerContext*, const v1::DeleteFunctionRequest* req,
+  Status DeleteFunction(ServerContext* ctx, const v1::DeleteFunctionRequest* req,
                         v1::DeleteFunctionResponse* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     auto st = functions_->Delete(req->name());
     if (!st.ok()) return Answer(st);
     resp->set_deleted(true);
     return Status::OK;
   }
 
-  Status UpdateAnnotations(ServerContext*, const v1::UpdateAnnotationsRequest* req,
+  Status UpdateAnnotations(ServerContext* ctx, const v1::UpdateAnnotationsRequest* req,
                            v1::Function* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     if (req->function().empty()) {
       return Answer(absl::InvalidArgumentError("UpdateAnnotations needs function: NAME"));
     }
@@ -165,8 +172,9 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Answer(FunctionFromJson(FunctionToJson(*f, /*with_source=*/false), resp));
   }
 
-  Status AnalyzeSplit(ServerContext*, const v1::AnalyzeSplitRequest* req,
+  Status AnalyzeSplit(ServerContext* ctx, const v1::AnalyzeSplitRequest* req,
                       v1::AnalyzeSplitResponse* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     json request = req->function().empty()
                        ? json{{"source", req->source()}, {"entrypoint", req->entrypoint()}}
                        : json{{"function", req->function()}};
@@ -180,7 +188,8 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Status::OK;
   }
 
-  Status SubmitCall(ServerContext*, const v1::SubmitCallRequest* req, v1::Workflow* resp) override {
+  Status SubmitCall(ServerContext* ctx, const v1::SubmitCallRequest* req, v1::Workflow* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     if (req->function().empty()) {
       return Answer(absl::InvalidArgumentError("SubmitCall needs function: NAME"));
     }
@@ -198,7 +207,8 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return WorkflowAnswer(orchestrator_->Submit(request), resp);
   }
 
-  Status SubmitPlan(ServerContext*, const v1::SubmitPlanRequest* req, v1::Workflow* resp) override {
+  Status SubmitPlan(ServerContext* ctx, const v1::SubmitPlanRequest* req, v1::Workflow* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     if (req->workflow_yaml().empty()) {
       return Answer(absl::InvalidArgumentError("SubmitPlan needs workflow_yaml: the workflow's YAML text"));
     }
@@ -206,12 +216,14 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
         orchestrator_->Submit({{"plan", req->workflow_yaml()}, {"wait_ms", req->wait_ms()}}), resp);
   }
 
-  Status GetWorkflow(ServerContext*, const v1::GetWorkflowRequest* req, v1::Workflow* resp) override {
+  Status GetWorkflow(ServerContext* ctx, const v1::GetWorkflowRequest* req, v1::Workflow* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     return WorkflowAnswer(orchestrator_->Get(req->id(), req->wait_ms()), resp);
   }
 
-  Status ListWorkflows(ServerContext*, const v1::ListWorkflowsRequest* req,
+  Status ListWorkflows(ServerContext* ctx, const v1::ListWorkflowsRequest* req,
                        v1::ListWorkflowsResponse* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     const size_t limit = req->limit() > 0 ? static_cast<size_t>(req->limit()) : 100;
     for (const json& wf : orchestrator_->List(limit)) {
       if (auto st = WorkflowFromJson(wf, resp->add_workflows()); !st.ok()) return Answer(st);
@@ -219,8 +231,9 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Status::OK;
   }
 
-  Status CancelWorkflow(ServerContext*, const v1::CancelWorkflowRequest* req,
+  Status CancelWorkflow(ServerContext* ctx, const v1::CancelWorkflowRequest* req,
                         v1::Workflow* resp) override {
+    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
     return WorkflowAnswer(orchestrator_->Cancel(req->id()), resp);
   }
 
@@ -230,15 +243,23 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     return Answer(WorkflowFromJson(std::move(wf).value(), resp));
   }
 
+  absl::Status Allowed(const ServerContext& ctx) {
+    auto caller = gate_.RequireUser(gate_.FromGrpc(ctx));
+    if (!caller.ok()) return caller.status();
+    return SharedCatalogue(*caller);
+  }
+
   FunctionRegistry* const functions_;
   Orchestrator* const orchestrator_;
+  const auth::Gate gate_;
 };
 
 }  // namespace
 
 std::unique_ptr<v1::FunctionService::Service> NewFunctionService(FunctionRegistry* functions,
-                                                                 Orchestrator* orchestrator) {
-  return std::make_unique<FunctionServiceImpl>(functions, orchestrator);
+                                                                 Orchestrator* orchestrator,
+                                                                 auth::Gate gate) {
+  return std::make_unique<FunctionServiceImpl>(functions, orchestrator, gate);
 }
 
 }  // namespace flotilla::manager

@@ -11,12 +11,14 @@
 #include <memory>
 
 #include "flotilla/v1/functions.grpc.pb.h"
+#include "auth/caller.h"
 #include "manager/functions.h"
 #include "manager/orchestrator.h"
 
 namespace flotilla::manager {
 
+// Every call needs a user's token (auth/caller.h).
 std::unique_ptr<flotilla::v1::FunctionService::Service> NewFunctionService(
-    FunctionRegistry* functions, Orchestrator* orchestrator);
+    FunctionRegistry* functions, Orchestrator* orchestrator, auth::Gate gate);
 
 }  // namespace flotilla::manager

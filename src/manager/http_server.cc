@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/numbers.h"
+#include "manager/http_guard.h"
 #include "absl/strings/str_cat.h"
 
 namespace flotilla::manager {
@@ -20,17 +23,42 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
   return std::make_pair(host, port);
 }
 
+namespace {
+
+void Refuse(httplib::Response& res, int status, const absl::Status& why) {
+  res.status = status;
+  res.set_content(nlohmann::json{{"error", std::string(why.message())}}.dump() + "\n",
+                  "application/json");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& listen, std::function<std::string()> metrics,
-    std::function<void(httplib::Server&)> routes) {
+    std::function<void(httplib::Server&)> routes, HttpOptions options) {
   auto hp = SplitHostPort(listen);
   if (!hp.ok()) return hp.status();
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->server_ = std::make_unique<httplib::Server>();
+  const int threads = std::max(4, options.threads);
+  s->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s->server_->set_payload_max_length(options.max_body_bytes);
+  // A client that sends its request slowly holds a thread: bounded.
+  s->server_->set_read_timeout(10, 0);
+  s->server_->set_write_timeout(10, 0);
   s->server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
-  s->server_->Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+  s->server_->Get("/metrics", [metrics, gate = options.gate, need = options.metrics_need_token](
+                                  const httplib::Request& req, httplib::Response& res) {
+    if (need) {
+      auto caller = gate.RequireUser(gate.FromBearer(req.get_header_value("Authorization")));
+      if (!caller.ok()) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return Refuse(res, caller.status().code() == absl::StatusCode::kUnauthenticated ? 401 : 403,
+                      caller.status());
+      }
+    }
     res.set_content(metrics(), "text/plain; version=0.0.4");
   });
   if (routes) routes(*s->server_);
@@ -45,6 +73,26 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
                                                ": address in use or not available"));
   }
   s->address_ = absl::StrCat(hp->first, ":", port);
+  // Before any route: the checks of http_guard.h, for every path.
+  s->server_->set_pre_routing_handler(
+      [bound = hp->first, port](const httplib::Request& req, httplib::Response& res) {
+        const std::string host = req.get_header_value("Host");
+        if (absl::Status st = CheckHost(host, bound, port); !st.ok()) {
+          Refuse(res, 403, st);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        if (absl::Status st = CheckOrigin(req.get_header_value("Origin"), host); !st.ok()) {
+          Refuse(res, 403, st);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        if (absl::Status st = CheckContentType(req.method, req.get_header_value("Content-Type"),
+                                               req.body.size());
+            !st.ok()) {
+          Refuse(res, 415, st);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
   httplib::Server* raw = s->server_.get();
   s->thread_ = std::thread([raw] { raw->listen_after_bind(); });
   return s;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "auth/caller.h"
 
 namespace httplib {
 class Server;
@@ -16,14 +17,22 @@ class Server;
 
 namespace flotilla::manager {
 
+struct HttpOptions {
+  auth::Gate gate;                  // who may call (REST routes check it)
+  bool metrics_need_token = false;  // /healthz is always open
+  size_t max_body_bytes = 8 << 20;  // larger bodies get 413
+  int threads = 16;                 // requests served at once
+};
+
 class HttpServer {
  public:
   ~HttpServer();
   // Binds `listen` ("host:port", port 0 picks one) and serves in a thread.
   // `routes`, when set, registers more handlers (the REST API) before serving.
+  // Every request passes the checks of http_guard.h first.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::function<std::string()> metrics,
-      std::function<void(httplib::Server&)> routes = nullptr);
+      std::function<void(httplib::Server&)> routes = nullptr, HttpOptions options = {});
   // "host:port" actually bound.
   const std::string& address() const { return address_; }
   void Stop();

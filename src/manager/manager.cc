@@ -363,6 +363,7 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
   std::shared_ptr<Writer::Ticket> ticket;
   v1::Execution reply;
   std::string address;
+  std::string node_id;
   v1::CancelTaskRequest req;
   {
     absl::MutexLock lock(&mu_);
@@ -389,6 +390,7 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
           StageExecution(*live, &w);
           Changed(*live);
           address = node->node.address;
+          node_id = node->node.id;
           req.set_execution_id(id);
           req.set_attempt(live->rec.attempt);
         }
@@ -408,7 +410,7 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
   }
   Failpoint("cancel.after_persist");
   if (!address.empty()) {
-    agents_->ForAddress(address)->CancelTask(req, [id](absl::Status st) {
+    agents_->For(node_id, address)->CancelTask(req, [id](absl::Status st) {
       if (!st.ok()) spdlog::warn("[{}] cancel not delivered: {}", id, st.message());
     });
   }
@@ -438,7 +440,12 @@ absl::StatusOr<std::vector<v1::Execution>> Manager::ListExecutions(
     const v1::ListExecutionsRequest& req) {
   store::ListFilter filter;
   for (int s : req.states()) filter.states.push_back(wire::FromProto(static_cast<v1::ExecutionState>(s)));
-  filter.limit = req.limit() > 0 ? std::min(req.limit(), 10000) : 100;
+  if (req.limit() > kMaxListPage) {
+    return absl::InvalidArgumentError(absl::StrCat("limit ", req.limit(),
+                                                   " is above the page cap of ", kMaxListPage));
+  }
+  filter.limit = req.limit() > 0 ? req.limit() : 100;
+  filter.user_id = req.tenant();
   ASSIGN_OR_RETURN(std::vector<store::ExecutionRecord> rows, store_->ListExecutions(filter));
   std::vector<v1::Execution> out(rows.size());
   std::vector<size_t> stored;  // rows not live: their results come from the store
@@ -677,7 +684,7 @@ std::vector<model::HypervisorNode> Manager::NodeViews() const { return nodes_.Vi
 
 void Manager::DispatchRound() {
   struct Send {
-    std::string address;
+    std::pair<std::string, std::string> node;  // id, address
     v1::RequestTaskRequest request;
   };
   std::vector<Send> sends;
@@ -752,7 +759,7 @@ void Manager::DispatchRound() {
       StageExecution(live, &w);
       metrics_.placement_latency().Observe((now_mono - live.queued_mono_ms) / 1000.0);
       Changed(live);
-      Send s{ns.node.address, {}};
+      Send s{{ns.node.id, ns.node.address}, {}};
       s.request.set_execution_id(entry.id);
       s.request.set_attempt(live.rec.attempt);
       *s.request.mutable_request() = live.request;
@@ -785,19 +792,19 @@ void Manager::DispatchRound() {
   }
   Failpoint("dispatch.after_persist");
   // One call per node: the tasks placed on it this round travel together.
-  std::map<std::string, std::vector<v1::RequestTaskRequest>> by_node;
-  for (auto& s : sends) by_node[s.address].push_back(std::move(s.request));
-  for (auto& [address, batch] : by_node) {
+  std::map<std::pair<std::string, std::string>, std::vector<v1::RequestTaskRequest>> by_node;
+  for (auto& s : sends) by_node[s.node].push_back(std::move(s.request));
+  for (auto& [node, batch] : by_node) {
     if (batch.size() == 1) {
       const std::string id = batch[0].execution_id();
       const uint32_t attempt = batch[0].attempt();
-      agents_->ForAddress(address)->RequestTask(
+      agents_->For(node.first, node.second)->RequestTask(
           batch[0], [this, id, attempt](absl::Status st) { OnDispatchDone(id, attempt, st); });
       continue;
     }
     std::vector<std::pair<std::string, uint32_t>> keys;
     for (const auto& r : batch) keys.emplace_back(r.execution_id(), r.attempt());
-    agents_->ForAddress(address)->RequestTasks(
+    agents_->For(node.first, node.second)->RequestTasks(
         batch, [this, keys = std::move(keys)](std::vector<absl::Status> statuses) {
           for (size_t i = 0; i < keys.size() && i < statuses.size(); ++i) {
             OnDispatchDone(keys[i].first, keys[i].second, statuses[i]);
@@ -838,7 +845,7 @@ std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::Hypervi
             absl::StrCat("preempted on ", plan->node_id, " by ", live.rec.id, " (priority ",
                          live.rec.priority, " over ", victim.rec.priority, ")"),
             w);
-    agents_->ForAddress(address)->CancelTask(cancel, [id](absl::Status st) {
+    agents_->For(node->node.id, address)->CancelTask(cancel, [id](absl::Status st) {
       if (!st.ok()) spdlog::warn("[{}] preemption cancel not delivered: {}", id, st.message());
     });
     ++preemptions_;
@@ -878,7 +885,7 @@ void Manager::OnDispatchDone(const std::string& id, uint32_t attempt, absl::Stat
 }
 
 void Manager::CheckLeases() {
-  std::vector<std::pair<std::string, v1::CancelTaskRequest>> cancels;
+  std::vector<std::pair<AgentEndpoint, v1::CancelTaskRequest>> cancels;
   bool retention_due = false;
   {
     absl::MutexLock lock(&mu_);
@@ -906,8 +913,8 @@ void Manager::CheckLeases() {
     }
   }
   writer_.Drain();
-  for (auto& [address, req] : cancels) {
-    agents_->ForAddress(address)->CancelTask(req, [id = req.execution_id()](absl::Status st) {
+  for (auto& [to, req] : cancels) {
+    agents_->For(to.node_id, to.address)->CancelTask(req, [id = req.execution_id()](absl::Status st) {
       if (!st.ok()) spdlog::warn("[{}] cancel of a lost attempt not delivered: {}", id, st.message());
     });
   }
@@ -919,7 +926,7 @@ void Manager::CheckLeases() {
 }
 
 void Manager::CheckAttemptDeadlines(
-    WriteBatch* w, std::vector<std::pair<std::string, v1::CancelTaskRequest>>* cancels) {
+    WriteBatch* w, std::vector<std::pair<AgentEndpoint, v1::CancelTaskRequest>>* cancels) {
   const int64_t now = MonoMs();
   std::vector<std::string> lost;
   nodes_.ForEach([&](const NodeState& ns) {
@@ -937,7 +944,7 @@ void Manager::CheckAttemptDeadlines(
       v1::CancelTaskRequest req;
       req.set_execution_id(eid);
       req.set_attempt(live.rec.attempt);
-      cancels->push_back({n->node.address, std::move(req)});
+      cancels->push_back({{n->node.id, n->node.address}, std::move(req)});
     }
     const std::string why = absl::StrCat(
         "node ", node_id, " returned no result for attempt ", live.rec.attempt, " within its timeout (",

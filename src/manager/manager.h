@@ -82,6 +82,9 @@ class Manager {
   absl::StatusOr<v1::Execution> Get(const std::string& id);
   absl::StatusOr<v1::Execution> Cancel(const std::string& id);
   std::vector<v1::HypervisorNode> ListNodes();
+  // At most kMaxListPage executions (a larger limit is refused), of
+  // req.tenant() when set.
+  static constexpr int kMaxListPage = 1000;
   absl::StatusOr<std::vector<v1::Execution>> ListExecutions(const v1::ListExecutionsRequest& req);
   // Streams the events of `id` to `sink`: what it should see now at once,
   // then each change, until the execution ends (the last Push carries OK).
@@ -118,11 +121,16 @@ class Manager {
 
   std::string RenderMetrics();
   const ManagerConfig& config() const { return config_; }
+  AgentClientFactory* agent_clients() const { return agents_.get(); }
 
   // --- Migration (manager/migration.cc drives it) ---
   // ApiService.Checkpoint / Migrate.
   absl::StatusOr<v1::CheckpointResponse> Checkpoint(const std::string& id);
   absl::StatusOr<v1::MigrateResponse> Migrate(const v1::MigrateRequest& request);
+  // A token for one image stream to claims.target_node_id(), valid for `ttl`
+  // (auth/migration_token.h); FailedPrecondition if the target is unknown.
+  absl::StatusOr<std::string> MintMigrationToken(v1::MigrationClaims claims,
+                                                 std::chrono::milliseconds ttl);
   // A running execution as a migration sees it.
   struct RunningView {
     std::string execution_id;
@@ -199,7 +207,7 @@ class Manager {
   void CheckLeases();
   // Running attempts past their timeout + attempt_grace: cancelled on their
   // node and re-queued, or failed after max_attempts.
-  void CheckAttemptDeadlines(WriteBatch* w, std::vector<std::pair<std::string, v1::CancelTaskRequest>>* cancels)
+  void CheckAttemptDeadlines(WriteBatch* w, std::vector<std::pair<AgentEndpoint, v1::CancelTaskRequest>>* cancels)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int> RunRetention();
   void DispatcherLoop();

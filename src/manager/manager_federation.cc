@@ -10,6 +10,8 @@
 #include "common/status_macros.h"
 #include "manager/internal/live.h"
 #include "manager/manager.h"
+
+#include "auth/migration_token.h"
 #include "wire/convert.h"
 
 namespace flotilla::manager {
@@ -17,6 +19,18 @@ namespace flotilla::manager {
 using model::ExecutionState;
 
 // ---------------------------------------------------------------- federation
+
+absl::StatusOr<std::string> Manager::MintMigrationToken(v1::MigrationClaims claims,
+                                                        std::chrono::milliseconds ttl) {
+  absl::MutexLock lock(&mu_);
+  const NodeState* target = nodes_.Find(claims.target_node_id());
+  if (target == nullptr || target->migration_key.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", claims.target_node_id(), " is not registered: no migration to it"));
+  }
+  claims.set_expires_unix_ms(clock_->UnixMs() + ttl.count());
+  return auth::MintMigrationToken(target->migration_key, claims);
+}
 
 absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::RegisterNodeRequest& req) {
   const v1::HypervisorNode& spec = req.node();
@@ -71,6 +85,8 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
                spec.security().trust_level());
   dispatch_wanted_ = true;
   dispatch_cv_.Signal();
+  ns.migration_key = auth::NewMigrationKey();
+  resp.set_migration_key(ns.migration_key);
   resp.set_epoch(epoch);
   resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
   resp.set_lease_timeout_ms(config_.lease_timeout.count());

@@ -35,8 +35,16 @@ int64_t SteadyMs() {
       .count();
 }
 
-std::unique_ptr<v1::AgentService::Stub> AgentStub(const std::string& address) {
-  return v1::AgentService::NewStub(wire::NewChannel(address, {.max_receive_bytes = 64 << 20}));
+// A stub on the manager's (mutual TLS) channel to node `node` at `address`.
+std::unique_ptr<v1::AgentService::Stub> AgentStub(AgentClientFactory* agents,
+                                                  const std::string& node,
+                                                  const std::string& address) {
+  std::shared_ptr<grpc::Channel> channel = agents->ChannelFor(node, address);
+  if (!channel) {
+    // Only test fakes have none; a channel to nowhere fails every call.
+    channel = grpc::CreateChannel("unix:/nonexistent", grpc::InsecureChannelCredentials());
+  }
+  return v1::AgentService::NewStub(channel);
 }
 
 template <typename Duration>
@@ -46,8 +54,8 @@ std::unique_ptr<grpc::ClientContext> Ctx(Duration d) {
   return ctx;
 }
 
-absl::Status Finish(const std::string& address, const std::string& node, const std::string& mig,
-                    const Manager::RunningView& v, bool moved) {
+absl::Status Finish(AgentClientFactory* agents, const std::string& address, const std::string& node,
+                    const std::string& mig, const Manager::RunningView& v, bool moved) {
   v1::FinishMigrationRequest req;
   req.set_migration_id(mig);
   req.set_execution_id(v.execution_id);
@@ -55,7 +63,7 @@ absl::Status Finish(const std::string& address, const std::string& node, const s
   req.set_moved(moved);
   v1::FinishMigrationResponse resp;
   auto ctx = Ctx(kFinishTimeout);
-  return wire::FromGrpcStatus(AgentStub(address)->FinishMigration(ctx.get(), req, &resp),
+  return wire::FromGrpcStatus(AgentStub(agents, node, address)->FinishMigration(ctx.get(), req, &resp),
                               absl::StrCat("FinishMigration(moved=", moved, ") on ", node));
 }
 
@@ -159,7 +167,7 @@ absl::StatusOr<v1::CheckpointResponse> Migrator::Checkpoint(const std::string& i
   req.set_attempt(v.attempt);
   v1::CheckpointTaskResponse resp;
   auto ctx = Ctx(kMigrateTimeout);
-  RETURN_IF_ERROR(wire::FromGrpcStatus(AgentStub(v.node_address)->CheckpointTask(ctx.get(), req, &resp),
+  RETURN_IF_ERROR(wire::FromGrpcStatus(AgentStub(manager_->agent_clients(), v.node_id, v.node_address)->CheckpointTask(ctx.get(), req, &resp),
                                        absl::StrCat("CheckpointTask on ", v.node_id)));
   v1::CheckpointResponse out;
   out.set_node_id(v.node_id);
@@ -263,10 +271,19 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   if (fail_after == "checkpoint" || fail_after == "transfer" || fail_after == "restore") {
     mreq.set_fail_after(fail_after);
   }
+  {
+    v1::MigrationClaims claims;
+    claims.set_migration_id(mig);
+    claims.set_execution_id(id);
+    claims.set_attempt(v.attempt);
+    claims.set_source_node_id(v.node_id);
+    claims.set_target_node_id(target);
+    ASSIGN_OR_RETURN(*mreq.mutable_token(), manager_->MintMigrationToken(claims, kMigrateTimeout));
+  }
   v1::MigrateTaskResponse mresp;
   {
     auto ctx = Ctx(kMigrateTimeout);
-    grpc::Status st = AgentStub(v.node_address)->MigrateTask(ctx.get(), mreq, &mresp);
+    grpc::Status st = AgentStub(manager_->agent_clients(), v.node_id, v.node_address)->MigrateTask(ctx.get(), mreq, &mresp);
     if (!st.ok()) {
       return Annotate(wire::FromGrpcStatus(st, "MigrateTask on " + v.node_id),
                       absl::StrCat("migration of ", id, " from ", v.node_id, " to ", target,
@@ -275,10 +292,10 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   }
   // 3. The switch.
   auto undo_restore = [&](absl::Status why_failed) {
-    if (absl::Status st = Finish(address[target], target, mig, v, false); !st.ok()) {
+    if (absl::Status st = Finish(manager_->agent_clients(), address[target], target, mig, v, false); !st.ok()) {
       spdlog::warn("[{}] discarding the restored copy on {}: {}", id, target, st.message());
     }
-    if (absl::Status st = Finish(v.node_address, v.node_id, mig, v, false); !st.ok()) {
+    if (absl::Status st = Finish(manager_->agent_clients(), v.node_address, v.node_id, mig, v, false); !st.ok()) {
       spdlog::warn("[{}] resuming the source on {}: {}", id, v.node_id, st.message());
     }
     return Annotate(why_failed, absl::StrCat("migration of ", id, " from ", v.node_id, " to ",
@@ -290,14 +307,14 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   // 4. Resume on the target, then end the source.
   absl::Status resumed = fail_after == "switch"
                              ? absl::InternalError("fault injected after the switch")
-                             : Finish(address[target], target, mig, v, true);
+                             : Finish(manager_->agent_clients(), address[target], target, mig, v, true);
   if (!resumed.ok()) {
     if (absl::Status st = manager_->MoveAssignment(id, v.attempt, target, v.node_id); !st.ok()) {
       spdlog::error("[{}] could not move the execution back to {}: {}", id, v.node_id, st.message());
     }
     return undo_restore(resumed);
   }
-  if (absl::Status st = Finish(v.node_address, v.node_id, mig, v, true); !st.ok()) {
+  if (absl::Status st = Finish(manager_->agent_clients(), v.node_address, v.node_id, mig, v, true); !st.ok()) {
     // The held source resumes on its own later; the manager then cancels it
     // (it is no longer the execution's node) and drops its result as stale.
     spdlog::warn("[{}] the source on {} did not confirm the end of its copy: {}", id, v.node_id,

@@ -34,6 +34,9 @@ struct NodeState {
   int64_t suspect_until_mono_ms = 0;  // a dispatch to it failed: skip it until then
   model::Resources reported_available;
   double load_average = 0;
+  // Given to the node at registration; migration tokens for images sent to
+  // it are signed with it (auth/migration_token.h).
+  std::string migration_key;
 };
 
 class NodeRegistry {

@@ -11,6 +11,8 @@
 #include "kv/kv.h"
 #include "kv/queue.h"
 #include "manager/functions.h"
+#include "manager/access.h"
+#include "manager/http_guard.h"
 #include "manager/orchestrator.h"
 
 namespace flotilla::manager {
@@ -22,6 +24,8 @@ int HttpStatus(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
     case absl::StatusCode::kNotFound: return 404;
     case absl::StatusCode::kAlreadyExists:
     case absl::StatusCode::kFailedPrecondition:
@@ -40,6 +44,7 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void Error(httplib::Response& res, const absl::Status& s) {
   Reply(res, HttpStatus(s), {{"error", std::string(s.message())}});
+  if (s.code() == absl::StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
   // Admission control and a store that could not record: both pass; say when
   // to come back (RFC 9110 Retry-After, in seconds).
   if (s.code() == absl::StatusCode::kResourceExhausted ||
@@ -50,6 +55,11 @@ void Error(httplib::Response& res, const absl::Status& s) {
 
 // Parses the body as a JSON object, or answers 400 and returns nullopt.
 std::optional<json> Body(const httplib::Request& req, httplib::Response& res) {
+  if (JsonTooDeep(req.body)) {
+    Reply(res, 400, {{"error", absl::StrCat("the request body nests deeper than ", kMaxJsonDepth,
+                                            " levels")}});
+    return std::nullopt;
+  }
   json j = json::parse(req.body.empty() ? std::string("{}") : req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     Reply(res, 400, {{"error", "the request body must be a JSON object"}});
@@ -76,15 +86,52 @@ std::optional<std::string> Unb64(const json& v) {
   return out;
 }
 
+absl::Status TooManyWaiting(const WaitSlots& waits) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "already ", waits.max(), " requests wait for changes or messages on this manager; retry"));
+}
+
+using AuthedHandler =
+    std::function<void(const auth::Caller&, const httplib::Request&, httplib::Response&)>;
+
+// Every route: the caller must be a user holding a token (auth/caller.h).
+httplib::Server::Handler Authed(const RestServices& svc, AuthedHandler handler) {
+  return [gate = svc.gate, handler = std::move(handler)](const httplib::Request& req,
+                                                         httplib::Response& res) {
+    auto caller = gate.RequireUser(gate.FromBearer(req.get_header_value("Authorization")));
+    if (!caller.ok()) return Error(res, caller.status());
+    handler(*caller, req, res);
+  };
+}
+
+// Key-value namespaces and queues are per tenant: a tenant's "cache" is
+// "<tenant>~cache" underneath ("cache" itself in tenant default), and no
+// user may name a namespace with '~'.
+absl::StatusOr<std::string> Scoped(const auth::Caller& caller, const std::string& name) {
+  if (name.find('~') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name, "' contains '~', which is reserved for tenant scoping"));
+  }
+  if (caller.user.tenant == kDefaultTenant) return name;
+  return absl::StrCat(caller.user.tenant, "~", name);
+}
+
+#define SCOPED_OR_REPLY(var, caller, name)            \
+  auto var##_or = Scoped(caller, name);                \
+  if (!var##_or.ok()) return Error(res, var##_or.status()); \
+  const std::string var = *var##_or
+
 void FunctionRoutes(httplib::Server& s, RestServices svc) {
-  s.Post("/function/deploy", [svc](const httplib::Request& req, httplib::Response& res) {
+  s.Post("/function/deploy", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
     auto f = svc.functions->Deploy(*body, NowMs());
     if (!f.ok()) return Error(res, f.status());
     Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
-  });
-  s.Get("/v1/functions", [svc](const httplib::Request&, httplib::Response& res) {
+  }));
+  s.Get("/v1/functions", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto list = svc.functions->List();
     if (!list.ok()) return Error(res, list.status());
     json scaling = svc.orchestrator->Scaling();
@@ -95,21 +142,24 @@ void FunctionRoutes(httplib::Server& s, RestServices svc) {
       out.push_back(std::move(j));
     }
     Reply(res, 200, {{"functions", out}});
-  });
-  s.Get(R"(/v1/functions/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Get(R"(/v1/functions/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto f = svc.functions->Get(req.matches[1]);
     if (!f.ok()) return Error(res, f.status());
     json j = FunctionToJson(*f, true);
     json scaling = svc.orchestrator->Scaling();
     if (scaling.contains(f->name)) j["scaling"] = scaling[f->name];
     Reply(res, 200, {{"function", j}});
-  });
-  s.Delete(R"(/v1/functions/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Delete(R"(/v1/functions/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto st = svc.functions->Delete(req.matches[1]);
     if (!st.ok()) return Error(res, st);
     Reply(res, 200, {{"deleted", true}});
-  });
-  s.Post("/annotation/update", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Post("/annotation/update", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
     if (!body->contains("function") || !(*body)["function"].is_string()) {
@@ -119,48 +169,55 @@ void FunctionRoutes(httplib::Server& s, RestServices svc) {
                                               body->value("annotations", json::object()), NowMs());
     if (!f.ok()) return Error(res, f.status());
     Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
-  });
+  }));
 }
 
 void WorkflowRoutes(httplib::Server& s, RestServices svc) {
-  s.Post("/split/analyze", [svc](const httplib::Request& req, httplib::Response& res) {
+  s.Post("/split/analyze", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
     auto out = svc.orchestrator->Analyze(*body);
     if (!out.ok()) return Error(res, out.status());
     Reply(res, 200, *out);
-  });
-  s.Post("/execution/submit", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Post("/execution/submit", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
     auto wf = svc.orchestrator->Submit(*body);
     if (!wf.ok()) return Error(res, wf.status());
     Reply(res, 200, {{"workflow", *wf}});
-  });
-  s.Get("/v1/workflows", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Get("/v1/workflows", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto list = svc.orchestrator->List(static_cast<size_t>(QueryInt(req, "limit", 100)));
     Reply(res, 200, {{"workflows", list}});
-  });
-  s.Get(R"(/v1/workflows/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Get(R"(/v1/workflows/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto wf = svc.orchestrator->Get(req.matches[1], QueryInt(req, "wait_ms", 0));
     if (!wf.ok()) return Error(res, wf.status());
     Reply(res, 200, {{"workflow", *wf}});
-  });
-  s.Post(R"(/v1/workflows/([^/]+)/cancel)", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Post(R"(/v1/workflows/([^/]+)/cancel)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto wf = svc.orchestrator->Cancel(req.matches[1]);
     if (!wf.ok()) return Error(res, wf.status());
     Reply(res, 200, {{"workflow", *wf}});
-  });
+  }));
 }
 
 void KvRoutes(httplib::Server& s, RestServices svc) {
-  s.Get(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
-    auto e = svc.kv->Get(req.matches[1].str(), req.matches[2].str());
+  s.Get(R"(/v1/kv/([^/]+)/(.+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
+    auto e = svc.kv->Get(ns, req.matches[2].str());
     if (!e.ok()) return Error(res, e.status());
     if (!*e) return Reply(res, 404, {{"error", absl::StrCat("no key '", req.matches[2].str(), "'")}});
     Reply(res, 200, {{"value", B64((*e)->value)}, {"version", (*e)->version}});
-  });
-  s.Put(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Put(R"(/v1/kv/([^/]+)/(.+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     auto body = Body(req, res);
     if (!body) return;
     auto value = Unb64(body->value("value", json("")));
@@ -168,20 +225,23 @@ void KvRoutes(httplib::Server& s, RestServices svc) {
     kv::PutOptions o;
     o.ttl_ms = body->value("ttl_ms", int64_t{0});
     if (body->contains("if_version")) o.if_version = (*body)["if_version"].get<int64_t>();
-    auto v = svc.kv->Put(req.matches[1].str(), req.matches[2].str(), *value, o);
+    auto v = svc.kv->Put(ns, req.matches[2].str(), *value, o);
     if (!v.ok()) return Error(res, v.status());
     Reply(res, 200, {{"version", *v}});
-  });
-  s.Delete(R"(/v1/kv/([^/]+)/(.+))", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Delete(R"(/v1/kv/([^/]+)/(.+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     kv::DeleteOptions o;
     o.if_version = QueryInt(req, "if_version", kv::kAnyVersion);
-    auto d = svc.kv->Delete(req.matches[1].str(), req.matches[2].str(), o);
+    auto d = svc.kv->Delete(ns, req.matches[2].str(), o);
     if (!d.ok()) return Error(res, d.status());
     Reply(res, 200, {{"deleted", *d}});
-  });
-  s.Get(R"(/v1/kv/([^/]+))", [svc](const httplib::Request& req, httplib::Response& res) {
-    const std::string ns = req.matches[1].str();
+  }));
+  s.Get(R"(/v1/kv/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     if (req.has_param("watch_prefix") || req.has_param("after")) {
+      WaitSlots::Slot slot = svc.waits->Take();
+      if (!slot) return Error(res, TooManyWaiting(*svc.waits));
       kv::WatchOptions o;
       o.timeout_ms = std::clamp<int64_t>(QueryInt(req, "timeout_ms", 10'000), 0, 60'000);
       auto w = svc.kv->WaitForChange(ns, req.get_param_value("watch_prefix"),
@@ -204,26 +264,33 @@ void KvRoutes(httplib::Server& s, RestServices svc) {
       entries.push_back({{"key", e.key}, {"value", B64(e.entry.value)}, {"version", e.entry.version}});
     }
     Reply(res, 200, {{"entries", entries}, {"revision", l->revision}, {"truncated", l->truncated}});
-  });
+  }));
 }
 
 void QueueRoutes(httplib::Server& s, RestServices svc) {
-  s.Post(R"(/v1/queues/([^/]+)/send)", [svc](const httplib::Request& req, httplib::Response& res) {
+  s.Post(R"(/v1/queues/([^/]+)/send)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     auto body = Body(req, res);
     if (!body) return;
     auto payload = Unb64(body->value("message", json("")));
     if (!payload) return Reply(res, 400, {{"error", "\"message\" must be base64 text"}});
-    auto id = svc.queue->Send(req.matches[1].str(), *payload);
+    auto id = svc.queue->Send(ns, *payload);
     if (!id.ok()) return Error(res, id.status());
     Reply(res, 200, {{"id", *id}});
-  });
-  s.Post(R"(/v1/queues/([^/]+)/receive)", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Post(R"(/v1/queues/([^/]+)/receive)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     auto body = Body(req, res);
     if (!body) return;
     kv::ReceiveOptions o;
     o.max_messages = static_cast<size_t>(std::max<int64_t>(1, body->value("max", int64_t{1})));
     o.block_ms = std::clamp<int64_t>(body->value("block_ms", int64_t{0}), 0, 60'000);
-    auto msgs = svc.queue->Receive(req.matches[1].str(), body->value("group", "default"),
+    std::optional<WaitSlots::Slot> slot;
+    if (o.block_ms > 0) {
+      slot.emplace(svc.waits->Take());
+      if (!*slot) return Error(res, TooManyWaiting(*svc.waits));
+    }
+    auto msgs = svc.queue->Receive(ns, body->value("group", "default"),
                                    body->value("consumer", "default"), o);
     if (!msgs.ok()) return Error(res, msgs.status());
     json out = json::array();
@@ -231,15 +298,16 @@ void QueueRoutes(httplib::Server& s, RestServices svc) {
       out.push_back({{"id", m.id}, {"message", B64(m.payload)}, {"deliveries", m.delivery_count}});
     }
     Reply(res, 200, {{"messages", out}});
-  });
-  s.Post(R"(/v1/queues/([^/]+)/ack)", [svc](const httplib::Request& req, httplib::Response& res) {
+  }));
+  s.Post(R"(/v1/queues/([^/]+)/ack)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
+    SCOPED_OR_REPLY(ns, caller, req.matches[1].str());
     auto body = Body(req, res);
     if (!body) return;
-    auto st = svc.queue->Ack(req.matches[1].str(), body->value("group", "default"),
+    auto st = svc.queue->Ack(ns, body->value("group", "default"),
                              body->value("id", ""));
     if (!st.ok()) return Error(res, st);
     Reply(res, 200, json::object());
-  });
+  }));
 }
 
 }  // namespace

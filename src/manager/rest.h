@@ -15,12 +15,17 @@ class KvStore;
 class MessageQueue;
 }  // namespace flotilla::kv
 
+#include "auth/caller.h"
+#include "manager/http_guard.h"
+
 namespace flotilla::manager {
 
 class FunctionRegistry;
 class Orchestrator;
 
 struct RestServices {
+  auth::Gate gate;                    // every route needs a user's token
+  std::shared_ptr<WaitSlots> waits;   // long-polls that may wait at once
   FunctionRegistry* functions = nullptr;
   Orchestrator* orchestrator = nullptr;
   kv::KvStore* kv = nullptr;

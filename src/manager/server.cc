@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "auth/tls.h"
+#include "auth/users.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "manager/http_server.h"
@@ -61,11 +63,37 @@ absl::Status RunManager(const ManagerConfig& config) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+  // Security first: nothing listens before it is settled.
+  auth::Gate gate;
+  std::unique_ptr<auth::UserDirectory> users;
+  std::shared_ptr<grpc::ChannelCredentials> agent_credentials;
+  if (config.transport.insecure) {
+    gate.insecure = true;
+    spdlog::warn(
+        "SECURITY IS OFF (tls.insecure): plaintext gRPC, no node identities, and every caller is "
+        "the admin of tenant default. For development on a trusted host only.");
+    agent_credentials = grpc::InsecureChannelCredentials();
+  } else {
+    RETURN_IF_ERROR(auth::ValidateTransport(config.transport, "tls."));
+    if (config.users_file.empty()) {
+      return absl::InvalidArgumentError(
+          "auth.users_file: missing; user tokens are checked against it (`flotilla user add`)");
+    }
+    ASSIGN_OR_RETURN(users, auth::UserDirectory::Open(config.users_file));
+    gate.users = users.get();
+    ASSIGN_OR_RETURN(auth::ChannelSecurity to_agents,
+                     auth::ChannelCredentials(config.transport, ""));
+    agent_credentials = to_agents.credentials;
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> server_credentials,
+                   auth::ServerCredentials(config.transport, auth::ClientCertPolicy::kOptional));
+
   ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
                    store::OpenSqliteStore(config.db_path, config.durability));
   // The store is shared: the manager owns it, functions and workflows use it.
   store::Store* store_ptr = store.get();
-  Manager manager(config, std::move(store), NewGrpcAgentClientFactory());
+  Manager manager(config, std::move(store),
+                  NewGrpcAgentClientFactory(agent_credentials, !config.transport.insecure));
   RETURN_IF_ERROR(Annotate(manager.Recover(), "recovering state from " + config.db_path));
 
   // Shared state for functions and workflows.
@@ -96,12 +124,12 @@ absl::Status RunManager(const ManagerConfig& config) {
   manager.SetFinishListener([&orchestrator](const std::string& id) { orchestrator.NoteFinished(id); });
   RETURN_IF_ERROR(Annotate(orchestrator.Recover(), "recovering workflows"));
 
-  auto federation = NewFederationService(&manager);
-  auto api = NewApiService(&manager);
-  auto function_service = NewFunctionService(&functions, &orchestrator);
+  auto federation = NewFederationService(&manager, gate);
+  auto api = NewApiService(&manager, gate);
+  auto function_service = NewFunctionService(&functions, &orchestrator, gate);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.grpc_listen, server_credentials, &port);
   // Oversized requests get a clear message from Submit's own check rather
   // than a bare RESOURCE_EXHAUSTED from the transport.
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes * 2 + (1 << 20)));
@@ -120,10 +148,17 @@ absl::Status RunManager(const ManagerConfig& config) {
 
   std::unique_ptr<HttpServer> http;
   if (!config.http_listen.empty()) {
-    RestServices rest{&functions, &orchestrator, kv.get(), queue.get()};
+    HttpOptions ho;
+    ho.gate = gate;
+    ho.metrics_need_token = config.metrics_need_token;
+    ho.max_body_bytes = static_cast<size_t>(config.max_request_bytes * 2 + (1 << 20));
+    ho.threads = 16;
+    // Fewer than the threads: requests that do not wait always find one.
+    auto waits = std::make_shared<WaitSlots>(ho.threads / 2);
+    RestServices rest{gate, waits, &functions, &orchestrator, kv.get(), queue.get()};
     ASSIGN_OR_RETURN(http, HttpServer::Start(
                                config.http_listen, [&] { return manager.RenderMetrics(); },
-                               [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }));
+                               [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }, ho));
   }
   manager.Start();
   orchestrator.Start();

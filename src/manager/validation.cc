@@ -1,5 +1,6 @@
 #include "manager/validation.h"
 
+#include <cctype>
 #include <set>
 #include <string>
 
@@ -76,8 +77,49 @@ absl::Status ValidateRequest(const ManagerConfig& config, flotilla::v1::Executio
     return absl::InvalidArgumentError(absl::StrCat(
         "security.min_trust_level ", r->security().min_trust_level(), " is out of range 0..10"));
   }
+  // Per-field limits, below the whole request's: each names the field and
+  // the bound (Linux itself refuses one argument or env string above 128 KiB).
+  constexpr int kMaxArgs = 4096, kMaxEnv = 1024, kMaxFiles = 1024;
+  constexpr size_t kMaxArgBytes = 128 << 10, kMaxEnvName = 256, kMaxPath = 1024;
+  if (code.argv_size() > kMaxArgs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("code.argv has ", code.argv_size(), " arguments; at most ", kMaxArgs));
+  }
+  for (int i = 0; i < code.argv_size(); ++i) {
+    if (code.argv(i).size() > kMaxArgBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("code.argv[", i, "] is ", code.argv(i).size(),
+                                                     " bytes; at most ", kMaxArgBytes));
+    }
+  }
+  if (r->env_size() > kMaxEnv) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("env has ", r->env_size(), " variables; at most ", kMaxEnv));
+  }
+  for (const auto& [name, value] : r->env()) {
+    bool ok = !name.empty() && name.size() <= kMaxEnvName && !std::isdigit(static_cast<unsigned char>(name[0]));
+    for (char c : name) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "env: '", name.substr(0, 64), "' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most ",
+          kMaxEnvName, " characters)"));
+    }
+    if (value.size() > kMaxArgBytes || value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "env ", name, ": the value is ", value.size(), " bytes or holds NUL; at most ",
+          kMaxArgBytes, " bytes of text"));
+    }
+  }
+  if (r->dependencies().files_size() > kMaxFiles) {
+    return absl::InvalidArgumentError(absl::StrCat("dependencies.files has ",
+                                                   r->dependencies().files_size(), " files; at most ",
+                                                   kMaxFiles));
+  }
   for (const auto& f : r->dependencies().files()) {
     const std::string& p = f.path();
+    if (p.size() > kMaxPath || p.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dependencies.files: a path of ", p.size(), " bytes (at most ", kMaxPath, ", no NUL)"));
+    }
     if (p.empty() || p[0] == '/' || p == ".." || p.rfind("../", 0) == 0 ||
         p.find("/../") != std::string::npos ||
         (p.size() >= 3 && p.compare(p.size() - 3, 3, "/..") == 0)) {

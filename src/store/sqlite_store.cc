@@ -143,12 +143,13 @@ constexpr const char* kLoadUnfinishedSql =
     "SELECT " FLOTILLA_EXECUTION_COLUMNS
     " FROM executions WHERE state IN ('queued', 'assigned', 'running') ORDER BY seq";
 constexpr const char* kListAllSql =
-    "SELECT " FLOTILLA_EXECUTION_COLUMNS " FROM executions ORDER BY seq DESC LIMIT ?1";
+    "SELECT " FLOTILLA_EXECUTION_COLUMNS
+    " FROM executions WHERE (?2 = '' OR user_id = ?2) ORDER BY seq DESC LIMIT ?1";
 // ?2 is a JSON array of state names, so one cached statement serves any filter.
 constexpr const char* kListStatesSql =
     "SELECT " FLOTILLA_EXECUTION_COLUMNS
     " FROM executions WHERE state IN (SELECT value FROM json_each(?2)) "
-    "ORDER BY seq DESC LIMIT ?1";
+    "AND (?3 = '' OR user_id = ?3) ORDER BY seq DESC LIMIT ?1";
 constexpr const char* kPutAttemptSql =
     "INSERT INTO attempts (execution_id, attempt, node_id, assigned_ms, ended_ms, outcome) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (execution_id, attempt) DO UPDATE SET "
@@ -675,7 +676,7 @@ absl::StatusOr<std::vector<ExecutionRecord>> SqliteStore::ListExecutions(const L
   Access access(this);
   if (filter.states.empty()) {
     Use use(db_.get(), stmts_.list_all.get());
-    use.Int(1, limit);
+    use.Int(1, limit).Text(2, filter.user_id);
     return ReadExecutions(use, "list executions");
   }
   // State names are plain identifiers, so they need no JSON escaping.
@@ -685,7 +686,7 @@ absl::StatusOr<std::vector<ExecutionRecord>> SqliteStore::ListExecutions(const L
   }
   states += "]";
   Use use(db_.get(), stmts_.list_states.get());
-  use.Int(1, limit).Text(2, states);
+  use.Int(1, limit).Text(2, states).Text(3, filter.user_id);
   return ReadExecutions(use, absl::StrCat("list executions in states ", states));
 }
 

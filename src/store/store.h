@@ -68,6 +68,7 @@ struct DocumentRecord {
 struct ListFilter {
   std::vector<model::ExecutionState> states;  // empty: every state
   int limit = 100;                            // newest (highest seq) first
+  std::string user_id;                        // the tenant; "" for every tenant
 };
 
 class Store {

@@ -23,10 +23,12 @@ grpc::ChannelArguments ChannelArgs(const ChannelLimits& limits) {
   return args;
 }
 
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
-                                          const ChannelLimits& limits) {
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   ChannelArgs(limits));
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, const ChannelLimits& limits,
+                                          std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                          const std::string& peer_name) {
+  grpc::ChannelArguments args = ChannelArgs(limits);
+  if (!peer_name.empty()) args.SetSslTargetNameOverride(peer_name);
+  return grpc::CreateCustomChannel(address, std::move(credentials), args);
 }
 
 void ConfigureServerKeepalive(grpc::ServerBuilder& builder) {

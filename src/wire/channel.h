@@ -37,9 +37,12 @@ struct ChannelLimits {
 // The arguments NewChannel uses: keepalive and the message limits.
 grpc::ChannelArguments ChannelArgs(const ChannelLimits& limits);
 
-// An insecure channel to `address` with ChannelArgs(limits).
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
-                                          const ChannelLimits& limits = {});
+// A channel to `address` with ChannelArgs(limits) and `credentials`
+// (auth/tls.h makes them). `peer_name`, when not empty, is the name the
+// server's certificate must carry, whatever address was dialled.
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, const ChannelLimits& limits,
+                                          std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                          const std::string& peer_name);
 
 // Lets the server accept the clients' keepalive pings and ping its own
 // clients. Call before BuildAndStart.

@@ -528,10 +528,11 @@ class Hostile : public ::testing::Test {
 
   // Submits and waits for the end; the execution (state UNSPECIFIED if it
   // did not end in time).
-  v1::Execution Run(v1::ExecutionRequest r, seconds wait = seconds(60)) {
+  // Runs `r` as the admin of tenant default, or as the user holding `token`.
+  v1::Execution Run(v1::ExecutionRequest r, seconds wait = seconds(60), const std::string& token = "") {
     r.set_request_id(absl::StrCat(marker_, "-", ++runs_));
     v1::SubmitResponse resp;
-    grpc::Status st = h_->Submit(r, &resp);
+    grpc::Status st = h_->Submit(r, &resp, token);
     EXPECT_TRUE(st.ok()) << st.error_message();
     if (!st.ok()) return {};
     const std::string id = resp.execution().id();
@@ -1682,8 +1683,9 @@ TEST_F(Hostile, AnotherTenantNeverGetsTheSandbox) {
   EXPECT_EQ(mine.state(), v1::EXECUTION_SUCCEEDED) << Show(mine);
   // Same function, another tenant: never the same sandbox.
   auto other = Shell("cat /tmp/left-behind /dev/shm/left-behind 2>&1; echo \"tmp: $(ls -A /tmp | tr '\\n' ' ')\"");
-  other.set_user_id("someone-else");
-  auto e = Run(other);
+  const std::string someone_else = h_->AddUser(absl::StrCat("other-", runs_), "someone-else");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the users file is re-read each second
+  auto e = Run(other, seconds(60), someone_else);
   EXPECT_EQ(e.state(), v1::EXECUTION_SUCCEEDED) << Show(e);
   EXPECT_HASNT(e.result().stdout(), "secret");
   EXPECT_HAS(e.result().stdout(), "No such file or directory");

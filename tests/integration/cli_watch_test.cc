@@ -50,6 +50,9 @@ CliRun RunCli(const FederationHarness& h, const std::vector<std::string>& args,
     dup2(o, 1);
     dup2(e, 2);
     for (const auto& kv : env) putenv(const_cast<char*>(kv.c_str()));
+    static std::vector<std::string> client_env;  // putenv keeps the pointers
+    client_env = h.ClientEnv();
+    for (auto& kv : client_env) putenv(kv.data());
     std::vector<char*> argv = {const_cast<char*>(FLOTILLA_BIN)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

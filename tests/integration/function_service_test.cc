@@ -33,7 +33,7 @@ class FunctionServiceTest : public ::testing::Test {
     h_.StartAgent(spec);
     ASSERT_TRUE(h_.WaitOnline(1));
     stub_ = v1::FunctionService::NewStub(
-        grpc::CreateChannel(h_.manager_address(), grpc::InsecureChannelCredentials()));
+        h_.UserChannel(h_.token()));
   }
 
   static std::unique_ptr<grpc::ClientContext> Context(std::chrono::seconds timeout) {

@@ -43,6 +43,7 @@ class WorkflowTest : public ::testing::Test {
             int* status = nullptr) {
     auto hp = h_.http_address();
     httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
+    c.set_bearer_token_auth(h_.token());
     c.set_read_timeout(120, 0);
     httplib::Result r = method == "GET"      ? c.Get(path)
                         : method == "DELETE" ? c.Delete(path)

@@ -52,8 +52,11 @@ class EndToEndTest(unittest.TestCase):
             raise RuntimeError("`%s` failed (rc %d):\n%s%s" % (" ".join(cmd), up.returncode,
                                                                  up.stdout, up.stderr))
         with open(os.path.join(cls.tmp, "flotilla", "federation.json")) as f:
-            cls.address = json.load(f)["manager_http"]
-        cls.client = flotilla.Client(cls.address, timeout=60)
+            record = json.load(f)
+        cls.address = record["manager_http"]
+        with open(record["token_file"]) as f:
+            cls.token = f.read().strip()
+        cls.client = flotilla.Client(cls.address, timeout=60, token=cls.token)
         tag = "e2e%d" % os.getpid()
         cls.fanout = _load("fanout", tag + "_fanout")
         cls.exceptions = _load("exceptions", tag + "_exceptions")

@@ -44,6 +44,7 @@ class State:
         self.queues = {}  # name -> [(id, msg)]
         self.groups = {}  # (queue, group) -> {"next": i, "pending": {id: deliveries}}
         self.requests = []  # (method, path) seen, for tests
+        self.authorization = []  # the Authorization header of each request (None if absent)
         self.next_id = 0
 
 
@@ -65,6 +66,7 @@ class FakeManager:
                 query = dict(urllib.parse.parse_qsl(parsed.query))
                 with state.lock:
                     state.requests.append((method, parsed.path))
+                    state.authorization.append(self.headers.get("Authorization"))
                 try:
                     data = json.loads(body) if body else None
                     code, out = route(state, method, parsed.path, query, data)

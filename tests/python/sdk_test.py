@@ -103,6 +103,33 @@ class AddressTest(unittest.TestCase):
         self.assertIn("FLOTILLA_HTTP", str(cm.exception))
 
 
+class TokenTest(unittest.TestCase):
+    def test_argument_env_file_then_record(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "flotilla"))
+        token_file = os.path.join(tmp, "flotilla", "admin.token")
+        with open(token_file, "w") as f:
+            f.write("flt_from_record\n")
+        with open(os.path.join(tmp, "flotilla", "federation.json"), "w") as f:
+            json.dump({"manager_http": "127.0.0.1:7001", "token_file": token_file}, f)
+        env = {"XDG_DATA_HOME": tmp}
+        self.assertEqual(_address.resolve_token("flt_arg", env), "flt_arg")
+        self.assertEqual(_address.resolve_token(None, dict(env, FLOTILLA_TOKEN="flt_env")), "flt_env")
+        self.assertEqual(_address.resolve_token(None, dict(env, FLOTILLA_TOKEN_FILE=token_file)),
+                         "flt_from_record")
+        self.assertEqual(_address.resolve_token(None, env), "flt_from_record")
+        self.assertIsNone(_address.resolve_token(None, {"HOME": tmp}))
+        with self.assertRaises(flotilla.FlotillaError):
+            _address.resolve_token(None, {"FLOTILLA_TOKEN_FILE": os.path.join(tmp, "missing")})
+
+    def test_every_call_carries_the_token(self):
+        with FakeManager() as fake:
+            client = flotilla.Client(fake.address, token="flt_abc")
+            client.functions()
+            self.assertEqual(fake.state.authorization[-1], "Bearer flt_abc")
+
+
 class UnitsTest(unittest.TestCase):
     def test_quantities(self):
         self.assertEqual(_units.memory_bytes("256Mi"), 256 << 20)

@@ -22,6 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_join.h"
+#include "auth/pki.h"
+#include "auth/tls.h"
+#include "auth/users.h"
 #include "flotilla/v1/api.grpc.pb.h"
 #include "pool/linux_instance.h"
 
@@ -42,10 +45,76 @@ struct AgentSpec {
 
 class FederationHarness {
  public:
-  FederationHarness() {
+  // Security is on, as in production: a CA of the test's own, mutual TLS
+  // between the manager and the agents, and an admin token for the test's
+  // calls. `insecure` starts everything in the development mode instead.
+  explicit FederationHarness(bool insecure = false) : insecure_(insecure) {
     char tmpl[] = "/tmp/flotilla-it-XXXXXX";
     dir_ = mkdtemp(tmpl);
+    pki_ = dir_ + "/pki";
+    if (insecure_) return;
+    Check(auth::InitCa(pki_), "ca init");
+    auth::IssueRequest manager;
+    manager.role = auth::Role::kManager;
+    manager.ips = {"127.0.0.1"};
+    Check(auth::Issue(pki_, manager, pki_ + "/manager").status(), "issue manager");
+    token_ = AddUser("admin", "default", auth::UserRole::kAdmin);
   }
+
+  // Adds a user to the manager's users file and returns its token (the
+  // manager reloads the file within a second).
+  std::string AddUser(const std::string& name, const std::string& tenant,
+                      auth::UserRole role = auth::UserRole::kUser) {
+    auto token = auth::AddUser(users_file(), {name, tenant, role});
+    Check(token.status(), "user add");
+    return *token;
+  }
+  // Issues a node certificate (prefix pki/<id>) as `flotilla ca issue` does.
+  auth::TlsFiles IssueNode(const std::string& id, int trust) {
+    auth::IssueRequest req;
+    req.role = auth::Role::kNode;
+    req.node_id = id;
+    req.trust_level = trust;
+    req.ips = {"127.0.0.1"};
+    auto files = auth::Issue(pki_, req, pki_ + "/" + id);
+    Check(files.status(), "issue node");
+    return *files;
+  }
+  std::string users_file() const { return dir_ + "/users.json"; }
+  std::string ca_cert() const { return pki_ + "/ca.crt"; }
+  const std::string& token() const { return token_; }
+  bool insecure() const { return insecure_; }
+  // What a CLI run by the test needs in its environment.
+  std::vector<std::string> ClientEnv() const {
+    if (insecure_) return {"FLOTILLA_INSECURE=1"};
+    return {"FLOTILLA_CA=" + ca_cert(), "FLOTILLA_TOKEN=" + token_};
+  }
+  // A channel to the manager's gRPC port as a user holding `token` ("" for
+  // none).
+  std::shared_ptr<grpc::Channel> UserChannel(const std::string& token) const {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    if (insecure_) return grpc::CreateCustomChannel(grpc_, grpc::InsecureChannelCredentials(), args);
+    auth::Transport t;
+    t.files.ca_cert = ca_cert();
+    auto creds = auth::ChannelCredentials(t, auth::kManagerName, token);
+    Check(creds.status(), "channel credentials");
+    args.SetSslTargetNameOverride(creds->peer_name);
+    return grpc::CreateCustomChannel(grpc_, creds->credentials, args);
+  }
+  // A channel to `address` presenting `files` (a node's or the manager's
+  // certificate), checking that the server is `peer_name`.
+  std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address, const auth::TlsFiles& files,
+                                             const std::string& peer_name) const {
+    auth::Transport t;
+    t.files = files;
+    auto creds = auth::ChannelCredentials(t, peer_name);
+    Check(creds.status(), "channel credentials");
+    grpc::ChannelArguments args;
+    args.SetSslTargetNameOverride(peer_name);
+    return grpc::CreateCustomChannel(address, creds->credentials, args);
+  }
+  std::string pki() const { return pki_; }
 
   ~FederationHarness() {
     // Agents first and gracefully, so they destroy their sandboxes (an
@@ -84,8 +153,14 @@ class FederationHarness {
                                      "--http-listen", "127.0.0.1:0", "--db", dir_ + "/manager.db",
                                      "--ready-file", ready, "--lease-timeout-ms",
                                      std::to_string(lease_timeout_ms), "--log-level", "warn"};
-    if (!manager_config.empty()) {
-      std::ofstream(dir_ + "/manager.yaml") << manager_config;
+    {
+      std::ofstream out(dir_ + "/manager.yaml");
+      out << TlsYaml("manager");
+      // A test's own auth: section replaces the harness's.
+      if (!insecure_ && manager_config.find("auth:") == std::string::npos) {
+        out << "auth: {users_file: " << users_file() << "}\n";
+      }
+      out << manager_config;
       argv.push_back("--config");
       argv.push_back(dir_ + "/manager.yaml");
     }
@@ -94,16 +169,15 @@ class FederationHarness {
     nlohmann::json j = WaitForJson(ready, manager_pid_);
     grpc_ = j["grpc"].get<std::string>();
     http_ = j["http"].get<std::string>();
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    stub_ = v1::ApiService::NewStub(
-        grpc::CreateCustomChannel(grpc_, grpc::InsecureChannelCredentials(), args));
+    stub_ = v1::ApiService::NewStub(UserChannel(token_));
   }
 
   void StartAgent(const AgentSpec& spec) {
     const std::string config = dir_ + "/" + spec.id + ".yaml";
+    if (!insecure_) IssueNode(spec.id, spec.trust);
     {
       std::ofstream out(config);
+      out << TlsYaml(spec.id);
       out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: 127.0.0.1:0\n"
           << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
           << "labels: {region: " << spec.region << "}\n"
@@ -172,11 +246,14 @@ class FederationHarness {
     return true;
   }
 
-  grpc::Status Submit(const v1::ExecutionRequest& r, v1::SubmitResponse* resp) {
+  // Submits as the admin of tenant default, or as the user holding `token`.
+  grpc::Status Submit(const v1::ExecutionRequest& r, v1::SubmitResponse* resp,
+                      const std::string& token = "") {
     v1::SubmitRequest req;
     *req.mutable_request() = r;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token.empty()) return v1::ApiService::NewStub(UserChannel(token))->Submit(&ctx, req, resp);
     return stub_->Submit(&ctx, req, resp);
   }
 
@@ -253,6 +330,15 @@ class FederationHarness {
   }
 
  private:
+  static void Check(const absl::Status& st, const char* what) {
+    if (!st.ok()) throw std::runtime_error(std::string(what) + ": " + std::string(st.message()));
+  }
+  std::string TlsYaml(const std::string& who) const {
+    if (insecure_) return "tls: {insecure: true}\n";
+    return "tls: {ca: " + ca_cert() + ", cert: " + pki_ + "/" + who + ".crt, key: " + pki_ + "/" +
+           who + ".key}\n";
+  }
+
   static pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
                      const std::string& env = "") {
     pid_t pid = fork();
@@ -307,6 +393,9 @@ class FederationHarness {
   }
 
   std::string dir_;
+  bool insecure_ = false;
+  std::string pki_;
+  std::string token_;
   std::string grpc_;
   std::string http_;
   pid_t manager_pid_ = 0;

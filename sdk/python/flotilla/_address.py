@@ -1,4 +1,5 @@
-"""Where the manager's REST port is: argument, $FLOTILLA_HTTP, or the local federation."""
+"""Where the manager's REST port is, and the caller's token: argument, environment, or the
+local federation (`flotilla up`)."""
 
 import json
 import os
@@ -35,3 +36,39 @@ def resolve(address=None, env=None):
     if "://" not in address:
         address = "http://" + address
     return address
+
+
+def _record(env):
+    path = federation_record_path(env)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise FlotillaError("cannot read the local federation record %s: %s" % (path, e))
+
+
+def resolve_token(token=None, env=None):
+    """Returns the bearer token to send, or None in the development mode.
+
+    Order: the argument, $FLOTILLA_TOKEN, the file $FLOTILLA_TOKEN_FILE, then the admin
+    token of the local federation (`flotilla up` writes it to its state directory).
+    """
+    env = os.environ if env is None else env
+    if token:
+        return token.strip()
+    if env.get("FLOTILLA_TOKEN"):
+        return env["FLOTILLA_TOKEN"].strip()
+    path = env.get("FLOTILLA_TOKEN_FILE")
+    record = {} if path else _record(env)
+    if not path and record.get("insecure"):
+        return None
+    path = path or record.get("token_file")
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return f.readline().strip() or None
+    except OSError as e:
+        raise FlotillaError("cannot read the token file %s: %s" % (path, e))

@@ -19,9 +19,10 @@ class Transport:
     Thread-safe: it keeps no connection state between calls.
     """
 
-    def __init__(self, base_url, timeout=30.0):
+    def __init__(self, base_url, timeout=30.0, token=None):
         self.base_url = base_url
         self.timeout = timeout
+        self.token = token
 
     def request(self, method, path, body=None, query=None, timeout=None):
         url = self.base_url + path
@@ -29,6 +30,8 @@ class Transport:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = None
         headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -66,5 +69,8 @@ def _http_error(method, path, e):
     if not message:
         message = raw.decode("utf-8", "replace").strip() or e.reason or "HTTP %d" % e.code
     text = "%s %s: %s (HTTP %d)" % (method, path, message, e.code)
+    if e.code == 401:
+        text += ("; pass Client(token=...) or set FLOTILLA_TOKEN (an admin makes tokens with "
+                 "`flotilla user add`)")
     cls = {404: NotFoundError, 409: ConflictError}.get(e.code, FlotillaError)
     return cls(text, status=e.code)

@@ -4,7 +4,7 @@ import base64
 import time
 
 from . import _runner
-from ._address import resolve
+from ._address import resolve, resolve_token
 from ._http import Transport, quote
 from ._units import resource_constraint
 from .errors import FlotillaError, rebuild_exception
@@ -119,13 +119,15 @@ class Client:
     """The manager's REST API.
 
     address: "host:port" or "http://host:port"; default $FLOTILLA_HTTP, then
-    the local federation record written by `flotilla up`. Methods raise
+    the local federation record written by `flotilla up`.
+    token: the caller's bearer token; default $FLOTILLA_TOKEN, the file
+    $FLOTILLA_TOKEN_FILE, then the local federation's admin token. Methods raise
     FlotillaError (NotFoundError, ConflictError) with the manager's message.
     """
 
-    def __init__(self, address=None, timeout=30.0):
+    def __init__(self, address=None, timeout=30.0, token=None):
         self.address = resolve(address)
-        self._t = Transport(self.address, timeout=timeout)
+        self._t = Transport(self.address, timeout=timeout, token=resolve_token(token))
 
     def __repr__(self):
         return "<flotilla.Client %s>" % self.address

@@ -156,7 +156,7 @@ class FakeClient : public AgentClient {
 class FakeFactory : public AgentClientFactory {
  public:
   explicit FakeFactory(std::shared_ptr<FakeAgents> agents) : agents_(std::move(agents)) {}
-  std::shared_ptr<AgentClient> ForAddress(const std::string& address) override {
+  std::shared_ptr<AgentClient> For(const std::string&, const std::string& address) override {
     return std::make_shared<FakeClient>(agents_, address);
   }
 

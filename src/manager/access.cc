@@ -1,0 +1,65 @@
+#include "manager/access.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace flotilla::manager {
+
+namespace {
+
+constexpr char kRedacted[] = "<redacted>";
+
+}  // namespace
+
+absl::Status StampSubmit(const auth::Caller& caller, v1::ExecutionRequest* request) {
+  if (absl::StrContains(request->request_id(), ':')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id '", request->request_id(),
+        "' contains ':', which is reserved: request ids are qualified by the tenant"));
+  }
+  request->set_user_id(caller.user.tenant);
+  request->set_owner(caller.user.name);
+  if (!request->request_id().empty() && caller.user.tenant != kDefaultTenant) {
+    request->set_request_id(absl::StrCat(caller.user.tenant, ":", request->request_id()));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> CandidateIds(const auth::Caller& caller, const std::string& id) {
+  if (caller.user.tenant == kDefaultTenant || absl::StrContains(id, ':')) return {id};
+  // A user names its own request ids without the tenant; generated ids
+  // ("ex-...") are global.
+  return {absl::StrCat(caller.user.tenant, ":", id), id};
+}
+
+absl::Status CheckAccess(const auth::Caller& caller, const v1::Execution& e,
+                         const std::string& asked_id) {
+  std::string tenant = e.request().user_id();
+  if (tenant.empty()) tenant = kDefaultTenant;  // executions from before tenants
+  if (caller.CanAccessTenant(tenant)) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("no execution '", asked_id, "'"));
+}
+
+void Redact(const auth::Caller& caller, v1::ExecutionRequest* request) {
+  const bool owner = caller.kind == auth::Caller::Kind::kUser &&
+                     (request->owner() == caller.user.name ||
+                      // executions from before owners were recorded
+                      (request->owner().empty() && caller.is_admin()));
+  if (!owner) {
+    for (auto& [key, value] : *request->mutable_env()) value = kRedacted;
+  }
+  for (auto& f : *request->mutable_dependencies()->mutable_files()) {
+    if (f.secret()) f.set_content(kRedacted);
+  }
+}
+
+void Redact(const auth::Caller& caller, v1::Execution* e) { Redact(caller, e->mutable_request()); }
+
+absl::Status SharedCatalogue(const auth::Caller& caller) {
+  if (caller.is_admin() || caller.user.tenant == kDefaultTenant) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "functions and workflows are not yet separated by tenant; tenant ", caller.user.tenant,
+      " may not use them (only tenant default and admins may)"));
+}
+
+}  // namespace flotilla::manager

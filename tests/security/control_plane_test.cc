@@ -1,0 +1,516 @@
+// Control-plane probes: each plays an untrusted caller against a real
+// manager and real agents (mutual TLS, user tokens, tenants) and asserts the
+// verdict. docs/security.md lists what each boundary enforces.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "flotilla/v1/federation.grpc.pb.h"
+#include "support/federation_harness.h"
+
+namespace flotilla::testing {
+namespace {
+
+using std::chrono::seconds;
+
+std::unique_ptr<grpc::ClientContext> Ctx(int s = 5) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(s));
+  return ctx;
+}
+
+class ControlPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h_.StartManager();
+    h_.StartAgent({.id = "n1", .trust = 3});
+    ASSERT_TRUE(h_.WaitOnline(1)) << h_.ReadLog("manager.log");
+    alice_ = h_.AddUser("alice", "acme");
+    bob_ = h_.AddUser("bob", "beta");
+    // The manager reads a changed users file at most once a second.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  }
+
+  std::unique_ptr<v1::ApiService::Stub> Api(const std::string& token) {
+    return v1::ApiService::NewStub(h_.UserChannel(token));
+  }
+  std::unique_ptr<v1::FederationService::Stub> FederationAs(const auth::TlsFiles& files) {
+    return v1::FederationService::NewStub(
+        h_.PeerChannel(h_.manager_address(), files, auth::kManagerName));
+  }
+  std::string AgentAddress(const std::string& id) {
+    v1::ListNodesResponse nodes;
+    EXPECT_TRUE(h_.ListNodes(&nodes).ok());
+    for (const auto& n : nodes.nodes()) {
+      if (n.id() == id) return n.address();
+    }
+    return "";
+  }
+  grpc::Status SubmitAs(const std::string& token, v1::ExecutionRequest r, v1::SubmitResponse* out) {
+    v1::SubmitRequest req;
+    *req.mutable_request() = std::move(r);
+    return Api(token)->Submit(Ctx().get(), req, out);
+  }
+  grpc::Status GetAs(const std::string& token, const std::string& id, v1::Execution* out) {
+    v1::GetRequest req;
+    req.set_execution_id(id);
+    return Api(token)->Get(Ctx().get(), req, out);
+  }
+  httplib::Client Http() {
+    const std::string hp = h_.http_address();
+    httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+
+  FederationHarness h_;
+  std::string alice_;
+  std::string bob_;
+};
+
+// --- Transport and identity ---
+
+TEST_F(ControlPlaneTest, PlaintextGrpcToTheManagerIsRefused) {
+  auto stub = v1::ApiService::NewStub(
+      grpc::CreateChannel(h_.manager_address(), grpc::InsecureChannelCredentials()));
+  v1::ListNodesResponse resp;
+  grpc::Status st = stub->ListNodes(Ctx(3).get(), v1::ListNodesRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, ACallWithoutATokenIsUnauthenticated) {
+  v1::SubmitResponse resp;
+  grpc::Status st = SubmitAs("", FederationHarness::Command({"true"}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st.error_message().find("no credentials"), std::string::npos) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, AnUnknownTokenIsUnauthenticated) {
+  v1::ListNodesResponse resp;
+  grpc::Status st = Api("flt_forged")->ListNodes(Ctx().get(), v1::ListNodesRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st.error_message().find("not known"), std::string::npos) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, AServerCertificateFromAnotherCaIsNotTrusted) {
+  // A second CA, as an attacker posing as the manager would hold.
+  const std::string other = h_.dir() + "/other-ca";
+  ASSERT_TRUE(auth::InitCa(other).ok());
+  auth::Transport t;
+  t.files.ca_cert = other + "/ca.crt";
+  auto creds = auth::ChannelCredentials(t, auth::kManagerName, h_.token());
+  ASSERT_TRUE(creds.ok());
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride(auth::kManagerName);
+  auto stub = v1::ApiService::NewStub(
+      grpc::CreateCustomChannel(h_.manager_address(), creds->credentials, args));
+  v1::ListNodesResponse resp;
+  EXPECT_EQ(stub->ListNodes(Ctx(3).get(), v1::ListNodesRequest(), &resp).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+// --- Forged federation calls ---
+
+TEST_F(ControlPlaneTest, AUserMayNotSendResults) {
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(h_.Submit(FederationHarness::Command({"sleep", "30"}), &sub).ok());
+  auto stub = v1::FederationService::NewStub(h_.UserChannel(h_.token()));
+  v1::SendResultsRequest req;
+  req.set_node_id("n1");
+  auto* r = req.add_results();
+  r->set_execution_id(sub.execution().id());
+  r->set_attempt(1);
+  r->set_node_id("n1");
+  r->set_stdout("forged output");
+  v1::SendResultsResponse resp;
+  grpc::Status st = stub->SendResults(Ctx().get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  v1::Execution e;
+  ASSERT_TRUE(h_.Get(sub.execution().id(), &e).ok());
+  EXPECT_NE(e.result().stdout(), "forged output");
+}
+
+TEST_F(ControlPlaneTest, ANodeMayNotSpeakForAnother) {
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(h_.Submit(FederationHarness::Command({"sleep", "30"}), &sub).ok());
+  auto mallory = h_.IssueNode("mallory", 1);
+  v1::SendResultsRequest req;
+  req.set_node_id("n1");
+  auto* r = req.add_results();
+  r->set_execution_id(sub.execution().id());
+  r->set_attempt(1);
+  r->set_node_id("n1");
+  r->set_stdout("forged output");
+  v1::SendResultsResponse resp;
+  grpc::Status st = FederationAs(mallory)->SendResults(Ctx().get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("mallory may not speak for node 'n1'"), std::string::npos)
+      << st.error_message();
+  v1::ReportStatusRequest status;
+  status.set_node_id("n1");
+  v1::ReportStatusResponse sresp;
+  EXPECT_EQ(FederationAs(mallory)->ReportStatus(Ctx().get(), status, &sresp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(ControlPlaneTest, ANodeMayNotClaimMoreTrustThanItsCertificateGrants) {
+  auto mallory = h_.IssueNode("mallory", 1);
+  v1::RegisterNodeRequest req;
+  req.mutable_node()->set_id("mallory");
+  req.mutable_node()->set_address("127.0.0.1:1");
+  req.mutable_node()->mutable_security()->set_trust_level(10);
+  v1::RegisterNodeResponse resp;
+  grpc::Status st = FederationAs(mallory)->RegisterNode(Ctx().get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("allows at most 1"), std::string::npos) << st.error_message();
+  v1::ListNodesResponse nodes;
+  ASSERT_TRUE(h_.ListNodes(&nodes).ok());
+  for (const auto& n : nodes.nodes()) EXPECT_NE(n.id(), "mallory");
+}
+
+TEST_F(ControlPlaneTest, AUserMayNotRegisterANode) {
+  auto stub = v1::FederationService::NewStub(h_.UserChannel(h_.token()));
+  v1::RegisterNodeRequest req;
+  req.mutable_node()->set_id("fake");
+  req.mutable_node()->set_address("127.0.0.1:1");
+  v1::RegisterNodeResponse resp;
+  EXPECT_EQ(stub->RegisterNode(Ctx().get(), req, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// --- Direct calls to an agent ---
+
+TEST_F(ControlPlaneTest, AnAgentRefusesTasksFromAnotherNode) {
+  auto mallory = h_.IssueNode("mallory", 1);
+  auto stub = v1::AgentService::NewStub(
+      h_.PeerChannel(AgentAddress("n1"), mallory, auth::NodeName("n1")));
+  v1::RequestTaskRequest req;
+  req.set_execution_id("ex-rogue");
+  req.set_attempt(1);
+  req.mutable_request()->mutable_code()->add_argv("touch");
+  req.mutable_request()->mutable_code()->add_argv("/tmp/pwned");
+  v1::RequestTaskResponse resp;
+  grpc::Status st = stub->RequestTask(Ctx().get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("only the manager"), std::string::npos) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, AnAgentRefusesACallerWithoutACertificate) {
+  auth::Transport t;
+  t.files.ca_cert = h_.ca_cert();  // checks the agent, presents nothing
+  auto creds = auth::ChannelCredentials(t, auth::NodeName("n1"));
+  ASSERT_TRUE(creds.ok());
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride(auth::NodeName("n1"));
+  auto stub = v1::AgentService::NewStub(
+      grpc::CreateCustomChannel(AgentAddress("n1"), creds->credentials, args));
+  v1::CancelTaskRequest req;
+  req.set_execution_id("ex-any");
+  v1::CancelTaskResponse resp;
+  EXPECT_EQ(stub->CancelTask(Ctx(3).get(), req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  auto plain = v1::AgentService::NewStub(
+      grpc::CreateChannel(AgentAddress("n1"), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(plain->CancelTask(Ctx(3).get(), req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(ControlPlaneTest, ARestoreStreamMustComeFromTheNodeItNames) {
+  auto mallory = h_.IssueNode("mallory", 1);
+  auto stub = v1::AgentService::NewStub(
+      h_.PeerChannel(AgentAddress("n1"), mallory, auth::NodeName("n1")));
+  auto ctx = Ctx();
+  v1::RestoreTaskResponse resp;
+  auto writer = stub->RestoreTask(ctx.get(), &resp);
+  v1::RestoreTaskChunk head;
+  head.mutable_header()->set_migration_id("mig-1");
+  head.mutable_header()->set_execution_id("ex-any");
+  head.mutable_header()->set_attempt(1);
+  head.mutable_header()->set_source_node_id("n2");
+  writer->Write(head);
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, ARestoreStreamWithoutTheManagersTokenIsRefused) {
+  // A node with a good certificate, streaming as itself, but with a token
+  // it made up (it does not hold the target's migration key).
+  auto n2 = h_.IssueNode("n2", 3);
+  for (const std::string token : {std::string(), std::string("forged-token")}) {
+    auto stub = v1::AgentService::NewStub(h_.PeerChannel(AgentAddress("n1"), n2, auth::NodeName("n1")));
+    auto ctx = Ctx();
+    v1::RestoreTaskResponse resp;
+    auto writer = stub->RestoreTask(ctx.get(), &resp);
+    v1::RestoreTaskChunk head;
+    head.mutable_header()->set_migration_id("mig-1");
+    head.mutable_header()->set_execution_id("ex-any");
+    head.mutable_header()->set_attempt(1);
+    head.mutable_header()->set_source_node_id("n2");
+    head.mutable_header()->set_token(token);
+    writer->Write(head);
+    writer->WritesDone();
+    grpc::Status st = writer->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+    EXPECT_NE(st.error_message().find("migration token"), std::string::npos) << st.error_message();
+  }
+}
+
+// --- Tenants ---
+
+TEST_F(ControlPlaneTest, AnotherTenantCannotSeeOrCancelAnExecution) {
+  auto r = FederationHarness::Command({"sleep", "30"});
+  r.set_request_id("job1");
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(SubmitAs(alice_, r, &sub).ok());
+  const std::string id = sub.execution().id();
+  EXPECT_EQ(id, "acme:job1");
+  EXPECT_EQ(sub.execution().request().user_id(), "acme");
+
+  v1::Execution e;
+  EXPECT_EQ(GetAs(bob_, id, &e).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetAs(bob_, "job1", &e).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::CancelRequest cancel;
+  cancel.set_execution_id(id);
+  v1::CancelResponse cresp;
+  EXPECT_EQ(Api(bob_)->Cancel(Ctx().get(), cancel, &cresp).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(GetAs(alice_, "job1", &e).ok());  // her own, by her own request id
+  EXPECT_FALSE(e.cancel_requested());
+
+  v1::ListExecutionsResponse list;
+  ASSERT_TRUE(Api(bob_)->ListExecutions(Ctx().get(), v1::ListExecutionsRequest(), &list).ok());
+  EXPECT_EQ(list.executions_size(), 0);
+  ASSERT_TRUE(Api(alice_)->ListExecutions(Ctx().get(), v1::ListExecutionsRequest(), &list).ok());
+  EXPECT_EQ(list.executions_size(), 1);
+}
+
+TEST_F(ControlPlaneTest, AWatchOfAnotherTenantsExecutionEndsNotFound) {
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(SubmitAs(alice_, FederationHarness::Command({"sleep", "30"}), &sub).ok());
+  v1::WatchRequest req;
+  req.set_execution_id(sub.execution().id());
+  auto ctx = Ctx();
+  auto reader = Api(bob_)->Watch(ctx.get(), req);
+  v1::WatchEvent ev;
+  EXPECT_FALSE(reader->Read(&ev));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ControlPlaneTest, RequestIdsAreUniquePerTenant) {
+  auto r = FederationHarness::Command({"true"});
+  r.set_request_id("same");
+  v1::SubmitResponse a, b;
+  ASSERT_TRUE(SubmitAs(alice_, r, &a).ok());
+  ASSERT_TRUE(SubmitAs(bob_, r, &b).ok());
+  EXPECT_NE(a.execution().id(), b.execution().id());
+  EXPECT_FALSE(b.already_existed());
+  r.set_request_id("acme:same");  // bob naming alice's id space
+  grpc::Status st = SubmitAs(bob_, r, &b);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("reserved"), std::string::npos) << st.error_message();
+}
+
+TEST_F(ControlPlaneTest, EnvValuesAreShownOnlyToTheirOwnerAndSecretFilesToNobody) {
+  auto r = FederationHarness::Command({"sh", "-c", "cat key.pem; echo $API_KEY"});
+  (*r.mutable_env())["API_KEY"] = "s3cr3t";
+  auto* f = r.mutable_dependencies()->add_files();
+  f->set_path("key.pem");
+  f->set_content("PRIVATE");
+  f->set_secret(true);
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(SubmitAs(alice_, r, &sub).ok());
+  const std::string id = sub.execution().id();
+  auto done = h_.WaitAllDone({id}, seconds(30));
+  ASSERT_EQ(done.size(), 1u);
+  // The task had both; its output is its owner's business.
+  EXPECT_EQ(done[id].result().stdout(), "PRIVATEs3cr3t\n");
+  v1::Execution own, admin;
+  ASSERT_TRUE(GetAs(alice_, id, &own).ok());
+  EXPECT_EQ(own.request().env().at("API_KEY"), "s3cr3t");
+  EXPECT_EQ(own.request().dependencies().files(0).content(), "<redacted>");
+  ASSERT_TRUE(GetAs(h_.token(), id, &admin).ok());  // an admin sees the execution...
+  EXPECT_EQ(admin.request().env().at("API_KEY"), "<redacted>");  // ...not its secrets
+}
+
+TEST_F(ControlPlaneTest, OnlyAnAdminMayMigrate) {
+  v1::MigrateRequest req;
+  req.set_execution_id("ex-any");
+  v1::MigrateResponse resp;
+  grpc::Status st = Api(alice_)->Migrate(Ctx().get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("admin"), std::string::npos) << st.error_message();
+}
+
+// --- REST ---
+
+TEST_F(ControlPlaneTest, RestWithoutATokenIsUnauthorizedButHealthzIsOpen) {
+  auto c = Http();
+  auto r = c.Get("/v1/functions");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Bearer");
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(ControlPlaneTest, RestRefusesCrossOriginRequests) {
+  auto c = Http();
+  c.set_bearer_token_auth(h_.token());
+  httplib::Headers headers = {{"Origin", "http://evil.example"}};
+  auto r = c.Post("/function/deploy", headers, R"({"name":"f"})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  EXPECT_NE(r->body.find("cross-origin"), std::string::npos) << r->body;
+}
+
+TEST_F(ControlPlaneTest, RestRefusesBodiesThatAreNotJson) {
+  auto c = Http();
+  c.set_bearer_token_auth(h_.token());
+  // A browser sends text/plain across origins without a preflight.
+  auto r = c.Post("/function/deploy", R"({"name":"f","source":"def f(): pass","entrypoint":"f"})",
+                  "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  auto list = c.Get("/v1/functions");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->body.find("\"f\""), std::string::npos) << list->body;
+}
+
+TEST_F(ControlPlaneTest, RestRefusesAForeignHostHeader) {
+  auto c = Http();
+  c.set_bearer_token_auth(h_.token());
+  httplib::Headers headers = {{"Host", "attacker.example"}};
+  auto r = c.Get("/v1/functions", headers);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+}
+
+TEST_F(ControlPlaneTest, ADeeplyNestedBodyIsRefusedAndTheManagerLives) {
+  auto c = Http();
+  c.set_bearer_token_auth(h_.token());
+  std::string body = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto r = c.Post("/execution/submit", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(r->body.find("nests deeper"), std::string::npos) << r->body;
+  EXPECT_FALSE(h_.ManagerExited());
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(ControlPlaneTest, AnOversizedBodyIsRefused) {
+  auto c = Http();
+  c.set_bearer_token_auth(h_.token());
+  auto r = c.Put("/v1/kv/ns/key", std::string(20 << 20, ' '), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+}
+
+TEST_F(ControlPlaneTest, KeyValueNamespacesArePerTenant) {
+  auto a = Http();
+  a.set_bearer_token_auth(alice_);
+  auto put = a.Put("/v1/kv/shared/secret", R"({"value":"c2VjcmV0"})", "application/json");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 200) << put->body;
+  auto b = Http();
+  b.set_bearer_token_auth(bob_);
+  auto get = b.Get("/v1/kv/shared/secret");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 404) << get->body;
+  auto sneaky = b.Get("/v1/kv/acme~shared/secret");
+  ASSERT_TRUE(sneaky);
+  EXPECT_EQ(sneaky->status, 400) << sneaky->body;
+  auto own = a.Get("/v1/kv/shared/secret");
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->status, 200);
+}
+
+TEST_F(ControlPlaneTest, OtherTenantsMayNotUseTheSharedFunctionCatalogue) {
+  auto b = Http();
+  b.set_bearer_token_auth(bob_);
+  auto r = b.Get("/v1/functions");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  EXPECT_NE(r->body.find("not yet separated by tenant"), std::string::npos) << r->body;
+}
+
+TEST_F(ControlPlaneTest, IdleLongPollsCannotStarveTheApi) {
+  std::atomic<int> refused{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 12; ++i) {
+    waiters.emplace_back([&, i] {
+      auto c = Http();
+      c.set_bearer_token_auth(h_.token());
+      auto r = c.Get("/v1/kv/idle" + std::to_string(i) + "?after=0&timeout_ms=8000&watch_prefix=x");
+      if (r && r->status == 429) ++refused;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto c = Http();
+  c.set_read_timeout(3, 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health) << "healthz did not answer while 12 long-polls waited";
+  EXPECT_EQ(health->status, 200);
+  c.set_bearer_token_auth(h_.token());
+  auto list = c.Get("/v1/functions");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(3));
+  for (auto& t : waiters) t.join();
+  EXPECT_GE(refused.load(), 4);  // beyond the bound: told to come back
+}
+
+TEST(MetricsAuthTest, MetricsCanRequireAToken) {
+  FederationHarness h;
+  h.manager_config = "auth: {users_file: " + h.users_file() + ", metrics: token}\n";
+  // The harness writes its own auth: line first; a second would be a
+  // duplicate key, so the test's replaces it.
+  h.StartManager();
+  const std::string hp = h.http_address();
+  httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  c.set_bearer_token_auth(h.token());
+  r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(DevelopmentModeTest, SecurityOffIsExplicitAndSaysSo) {
+  FederationHarness h(/*insecure=*/true);
+  h.StartManager();
+  h.StartAgent({.id = "dev"});
+  ASSERT_TRUE(h.WaitOnline(1));
+  EXPECT_NE(h.ReadLog("manager.log").find("SECURITY IS OFF"), std::string::npos);
+  EXPECT_NE(h.ReadLog("dev.log").find("SECURITY IS OFF"), std::string::npos);
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(h.Submit(FederationHarness::Command({"true"}), &sub).ok());
+  EXPECT_EQ(h.WaitAllDone({sub.execution().id()}, seconds(20)).size(), 1u);
+}
+
+TEST(SecureByDefaultTest, AManagerWithoutCertificatesRefusesToStart) {
+  FederationHarness h;
+  // A config naming no tls: section at all.
+  const std::string config = h.dir() + "/bare.yaml";
+  std::ofstream(config) << "grpc_listen: 127.0.0.1:0\n";
+  std::string out;
+  FILE* p = popen((std::string(FLOTILLA_BIN) + " manager --config " + config + " --db " + h.dir() +
+                   "/m.db --http-listen 127.0.0.1:0 2>&1")
+                      .c_str(),
+                  "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(out.find("tls.ca: missing"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace flotilla::testing

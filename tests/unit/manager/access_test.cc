@@ -1,0 +1,115 @@
+// Tenancy rules and the HTTP guard, on plain values.
+#include "gtest/gtest.h"
+#include "manager/access.h"
+#include "manager/http_guard.h"
+
+namespace flotilla::manager {
+namespace {
+
+auth::Caller UserOf(const std::string& name, const std::string& tenant, bool admin = false) {
+  auth::Caller c;
+  c.user = {name, tenant, admin ? auth::UserRole::kAdmin : auth::UserRole::kUser};
+  return c;
+}
+
+TEST(AccessTest, SubmitsAreStampedWithTheCallerAndTheirIdsQualified) {
+  v1::ExecutionRequest r;
+  r.set_user_id("someone-else");
+  r.set_owner("mallory");
+  r.set_request_id("job");
+  ASSERT_TRUE(StampSubmit(UserOf("alice", "acme"), &r).ok());
+  EXPECT_EQ(r.user_id(), "acme");
+  EXPECT_EQ(r.owner(), "alice");
+  EXPECT_EQ(r.request_id(), "acme:job");
+  v1::ExecutionRequest d;
+  d.set_request_id("job");
+  ASSERT_TRUE(StampSubmit(UserOf("admin", "default", true), &d).ok());
+  EXPECT_EQ(d.request_id(), "job");
+  v1::ExecutionRequest bad;
+  bad.set_request_id("beta:job");
+  EXPECT_EQ(StampSubmit(UserOf("alice", "acme"), &bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(AccessTest, IdsResolveWithinTheTenantAndOthersAreNotFound) {
+  EXPECT_EQ(CandidateIds(UserOf("alice", "acme"), "job"),
+            (std::vector<std::string>{"acme:job", "job"}));
+  EXPECT_EQ(CandidateIds(UserOf("alice", "acme"), "acme:job"), (std::vector<std::string>{"acme:job"}));
+  EXPECT_EQ(CandidateIds(UserOf("admin", "default", true), "job"), (std::vector<std::string>{"job"}));
+  v1::Execution e;
+  e.mutable_request()->set_user_id("acme");
+  EXPECT_TRUE(CheckAccess(UserOf("alice", "acme"), e, "x").ok());
+  EXPECT_EQ(CheckAccess(UserOf("bob", "beta"), e, "x").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(CheckAccess(UserOf("root", "ops", true), e, "x").ok());
+  auth::Caller node;
+  node.kind = auth::Caller::Kind::kNode;
+  node.node_id = "n1";
+  EXPECT_EQ(CheckAccess(node, e, "x").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(AccessTest, EnvIsTheOwnersAndSecretFilesNobodys) {
+  v1::ExecutionRequest r;
+  r.set_owner("alice");
+  (*r.mutable_env())["TOKEN"] = "s3cr3t";
+  auto* secret = r.mutable_dependencies()->add_files();
+  secret->set_content("key");
+  secret->set_secret(true);
+  auto* plain = r.mutable_dependencies()->add_files();
+  plain->set_content("data");
+  v1::ExecutionRequest own = r, other = r, admin = r;
+  Redact(UserOf("alice", "acme"), &own);
+  EXPECT_EQ(own.env().at("TOKEN"), "s3cr3t");
+  EXPECT_EQ(own.dependencies().files(0).content(), "<redacted>");
+  EXPECT_EQ(own.dependencies().files(1).content(), "data");
+  Redact(UserOf("bob", "acme"), &other);
+  EXPECT_EQ(other.env().at("TOKEN"), "<redacted>");
+  Redact(UserOf("root", "default", true), &admin);
+  EXPECT_EQ(admin.env().at("TOKEN"), "<redacted>");
+}
+
+TEST(HttpGuardTest, HostMustNameThisServer) {
+  EXPECT_TRUE(CheckHost("127.0.0.1:7071", "127.0.0.1", 7071).ok());
+  EXPECT_TRUE(CheckHost("localhost:7071", "127.0.0.1", 7071).ok());
+  EXPECT_TRUE(CheckHost("[::1]:7071", "127.0.0.1", 7071).ok());
+  EXPECT_FALSE(CheckHost("evil.example:7071", "127.0.0.1", 7071).ok());
+  EXPECT_FALSE(CheckHost("127.0.0.1:80", "127.0.0.1", 7071).ok());
+  EXPECT_FALSE(CheckHost("127.0.0.1", "127.0.0.1", 7071).ok());
+  EXPECT_FALSE(CheckHost("", "127.0.0.1", 7071).ok());
+  EXPECT_TRUE(CheckHost("mgr.lan:7071", "0.0.0.0", 7071).ok());
+  EXPECT_TRUE(CheckHost("MGR.lan:7071", "mgr.lan", 7071).ok());
+}
+
+TEST(HttpGuardTest, OnlySameOriginBrowsersAndJsonBodies) {
+  EXPECT_TRUE(CheckOrigin("", "127.0.0.1:7071").ok());
+  EXPECT_TRUE(CheckOrigin("http://127.0.0.1:7071", "127.0.0.1:7071").ok());
+  EXPECT_EQ(CheckOrigin("http://evil.example", "127.0.0.1:7071").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckOrigin("null", "127.0.0.1:7071").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(CheckContentType("POST", "application/json; charset=utf-8", 10).ok());
+  EXPECT_TRUE(CheckContentType("GET", "", 0).ok());
+  EXPECT_TRUE(CheckContentType("DELETE", "", 0).ok());
+  EXPECT_FALSE(CheckContentType("POST", "text/plain", 10).ok());
+  EXPECT_FALSE(CheckContentType("POST", "application/x-www-form-urlencoded", 3).ok());
+  EXPECT_FALSE(CheckContentType("PUT", "", 5).ok());
+}
+
+TEST(HttpGuardTest, NestingIsCountedOutsideStringsOnly) {
+  EXPECT_FALSE(JsonTooDeep(R"({"a":[[1],[2]]})", 3));
+  EXPECT_TRUE(JsonTooDeep(R"({"a":[[[1]]]})", 3));
+  EXPECT_FALSE(JsonTooDeep(R"({"a":"[[[[[[[[[["})", 2));
+  EXPECT_FALSE(JsonTooDeep(R"({"a":"\"[[[[[[["})", 2));
+  EXPECT_TRUE(JsonTooDeep(std::string(100000, '['), 64));
+  EXPECT_FALSE(JsonTooDeep(std::string(100000, ']'), 64));
+}
+
+TEST(WaitSlotsTest, BoundsWaitersAndFreesOnRelease) {
+  WaitSlots slots(2);
+  auto a = slots.Take();
+  auto b = slots.Take();
+  EXPECT_TRUE(a && b);
+  EXPECT_FALSE(slots.Take());
+  { auto moved = std::move(a); }
+  EXPECT_TRUE(slots.Take());
+}
+
+}  // namespace
+}  // namespace flotilla::manager
