@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test demo bench asan sanitize thread-safety ci-sanitize clean format
+.PHONY: all deps build test demo bench asan sanitize thread-safety ci-sanitize fuzz clean format
 
 all: build
 
@@ -43,8 +43,13 @@ ci-sanitize: deps
 thread-safety: deps
 	./scripts/sanitize thread-safety
 
+# libFuzzer over the parsers of hostile input (tests/fuzz), FUZZ_SECONDS
+# (60) each, in build-fuzz with clang (installed on demand by scripts/fuzz).
+fuzz: deps
+	./scripts/fuzz
+
 format:
 	find src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-fuzz

@@ -22,6 +22,8 @@
 #include "auth/migration_token.h"
 #include "auth/pki.h"
 #include "agent/agent_task.h"
+#include "checkpoint/image_auth.h"
+#include "checkpoint/image_sweep.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/logging.h"
@@ -37,6 +39,33 @@ namespace {
 constexpr auto kVerdictTimeout = std::chrono::seconds(60);
 constexpr auto kTransferTimeout = std::chrono::seconds(300);
 constexpr size_t kImageChunk = 1 << 20;
+// Images and snapshots older than this are leftovers (a crash, a snapshot
+// nobody fetched): far longer than kTransferTimeout + kVerdictTimeout.
+constexpr auto kImageRetention = std::chrono::minutes(30);
+
+// The one key that authenticates a migration's image between the source
+// and the target agent (checkpoint/image_auth.h): the manager's migration
+// token for this stream (auth/migration_token.h), which only the manager,
+// the source and the target see (over mutual TLS), and which the target has
+// verified before it reads the image. A node in development mode
+// (transport.insecure) gets no token; its key is derived from values both
+// agents know, which still catches corrupt, truncated and stale images and
+// images of another attempt, but not a forger who knows the ids.
+std::string MigrationImageKey(const std::string& token, const std::string& execution_id,
+                              uint32_t attempt) {
+  if (!token.empty()) return token;
+  return absl::StrCat("flotilla-insecure-migration/", execution_id, "/", attempt);
+}
+
+void SweepLeftoverImages(const std::string& root) {
+  auto removed = checkpoint::SweepImages(root, std::chrono::system_clock::now(), kImageRetention);
+  if (!removed.ok()) {
+    spdlog::warn("sweeping old checkpoint images in {}: {}", root, removed.status().message());
+  } else if (*removed > 0) {
+    spdlog::info("removed {} checkpoint image(s) older than {} min from {}", *removed,
+                 kImageRetention.count(), root);
+  }
+}
 
 std::string Key(const std::string& id, uint32_t attempt) { return absl::StrCat(id, "/", attempt); }
 
@@ -112,6 +141,7 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
       return absl::AlreadyExistsError(absl::StrCat("migration ", req.migration_id(), " is under way"));
     }
   }
+  SweepLeftoverImages(ImageRoot());
   std::error_code ec;
   std::filesystem::create_directories(ImageRoot(), ec);
   const std::string dir = absl::StrCat(ImageRoot(), "/", req.migration_id(), ".out");
@@ -149,6 +179,14 @@ absl::StatusOr<v1::MigrateTaskResponse> Agent::MigrateTask(const v1::MigrateTask
   if (faults && req.fail_after() == "checkpoint") {
     return give_up(absl::InternalError("fault injected after the checkpoint"));
   }
+  if (absl::Status st =
+          checkpoint::SignImage(
+              dir, MigrationImageKey(req.token(), req.execution_id(), req.attempt()));
+      !st.ok()) {
+    return give_up(Annotate(st, "signing the image"));
+  }
+  if (auto bytes = checkpoint::ImageBytes(dir); bytes.ok()) cp.image_bytes = *bytes;
+  resp.set_image_bytes(cp.image_bytes);
 
   auto t1 = std::chrono::steady_clock::now();
   auto stub = v1::AgentService::NewStub(
@@ -324,6 +362,7 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
     return absl::InvalidArgumentError("RestoreTask: the header needs a migration id, an execution "
                                       "id and an attempt");
   }
+  SweepLeftoverImages(ImageRoot());
   std::error_code ec;
   std::filesystem::create_directories(ImageRoot(), ec);
   const std::string dir = absl::StrCat(ImageRoot(), "/", h.migration_id(), ".in");
@@ -346,6 +385,10 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
       return cleanup(absl::InvalidArgumentError(
           absl::StrCat("RestoreTask: the image names a path outside it: '", f.path(), "'")));
     }
+    if (received + static_cast<int64_t>(f.data().size()) > h.image_bytes()) {
+      return cleanup(absl::InvalidArgumentError(absl::StrCat(
+          "RestoreTask: the image stream is longer than the ", h.image_bytes(), " bytes announced")));
+    }
     if (f.path() != current) {
       out.close();
       const std::filesystem::path p = std::filesystem::path(dir) / f.path();
@@ -366,6 +409,13 @@ absl::StatusOr<v1::RestoreTaskResponse> Agent::RestoreTask(
     // A broken stream (the source gave up, or the network) ends the reads early.
     return cleanup(absl::DataLossError(absl::StrCat(
         "RestoreTask: the image stream ended after ", received, " of ", h.image_bytes(), " bytes")));
+  }
+  // Nothing of the image is used before it is known to be the source's.
+  if (absl::Status st =
+          checkpoint::VerifyImage(
+              dir, MigrationImageKey(h.token(), h.execution_id(), h.attempt()));
+      !st.ok()) {
+    return cleanup(Annotate(st, "RestoreTask"));
   }
 
   auto task = std::make_shared<Task>();
@@ -479,6 +529,7 @@ absl::StatusOr<v1::CheckpointTaskResponse> Agent::CheckpointTask(
     return absl::NotFoundError(
         absl::StrCat("execution ", req.execution_id(), " is not running on node ", config_.node_id));
   }
+  SweepLeftoverImages(ImageRoot());
   std::error_code ec;
   std::filesystem::create_directories(ImageRoot(), ec);
   const std::string dir = absl::StrCat(ImageRoot(), "/", req.execution_id(), "-", NowUnixMs());

@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "checkpoint/criu_process.h"
+#include "checkpoint/externals.h"
 #include "common/unique_fd.h"
 #include "sandbox/linux/container.h"
 
@@ -66,10 +67,14 @@ struct CheckpointImage {
 };
 
 struct RestoreRequest {
+  // Hostile input until proven otherwise: the caller verifies its MAC
+  // (image_auth.h) first; Restore then checks the manifest against
+  // `manifest_policy` and the root archive (tar_check.h) before using them.
   std::string image_dir;
   std::string id;                // the new container's id ([A-Za-z0-9._-]+)
   sandbox::HostLayout layout;    // detected (DetectHostLayout) on this agent
   sandbox::CgroupLimits limits;  // of the new container's cgroups
+  ManifestPolicy manifest_policy = DefaultManifestPolicy();
 };
 
 struct RestoredSandbox {

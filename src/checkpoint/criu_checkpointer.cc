@@ -540,6 +540,9 @@ class CriuCheckpointer final : public Checkpointer {
     if (!text.ok()) return Annotate(text.status(), absl::StrCat(context, ": not a sandbox image"));
     auto manifest = Manifest::Parse(*text);
     if (!manifest.ok()) return Annotate(manifest.status(), context);
+    if (absl::Status st = ValidateManifest(*manifest, request.manifest_policy); !st.ok()) {
+      return Annotate(st, context);
+    }
     for (const ExternalMount& m : manifest->mounts) {
       if (access(m.host_path.c_str(), F_OK) != 0) {
         return Annotate(ErrnoError(errno, "find the bind source", m.host_path),

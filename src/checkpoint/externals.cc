@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -137,6 +139,101 @@ absl::StatusOr<Manifest> Manifest::Parse(absl::string_view text) {
     return absl::InvalidArgumentError("checkpoint manifest lacks the channel or netns inode");
   }
   return m;
+}
+
+namespace {
+
+// An absolute path with no empty, `.` or `..` component, no blank or
+// control character (CRIU's option syntax and our manifest's lines split on
+// them) and no `[`, `]` or `:` (CRIU's --external syntax).
+bool CleanAbsolute(absl::string_view path) {
+  if (path.size() < 2 || path.size() > 4096 || path.front() != '/' || path.back() == '/') {
+    return false;
+  }
+  for (char c : path) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u <= ' ' || u == 0x7f || c == '[' || c == ']' || c == ':' || c == '\\') return false;
+  }
+  for (absl::string_view part : absl::StrSplit(path.substr(1), '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return true;
+}
+
+bool AtOrBelow(absl::string_view path, absl::string_view base) {
+  return path == base || (absl::StartsWith(path, base) && path.size() > base.size() &&
+                          (base == "/" || path[base.size()] == '/'));
+}
+
+bool AllOf(absl::string_view s, absl::string_view chars) {
+  return !s.empty() && s.find_first_not_of(chars) == absl::string_view::npos;
+}
+
+}  // namespace
+
+ManifestPolicy DefaultManifestPolicy() {
+  ManifestPolicy policy;
+  policy.bind_sources = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin",
+                         "/etc/ld.so.cache", "/etc/alternatives"};
+  return policy;
+}
+
+absl::Status ValidateManifest(const Manifest& m, const ManifestPolicy& policy) {
+  auto refuse = [](absl::string_view field, absl::string_view value, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint manifest: ", field, " `",
+                                                   absl::CHexEscape(value), "` ", why));
+  };
+  if (m.root_bytes < 4096 || m.root_bytes > policy.max_root_bytes) {
+    return refuse("root_bytes", absl::StrCat(m.root_bytes),
+                  absl::StrCat("is outside 4096..", policy.max_root_bytes));
+  }
+  if (m.mounts.size() > policy.max_mounts) {
+    return refuse("mount", absl::StrCat(m.mounts.size(), " entries"),
+                  absl::StrCat("exceeds ", policy.max_mounts));
+  }
+  std::set<std::string> keys;
+  for (const ExternalMount& mount : m.mounts) {
+    absl::string_view key = mount.key;
+    if (!absl::ConsumePrefix(&key, "m") || key.size() > 6 || !AllOf(key, "0123456789") ||
+        !keys.insert(mount.key).second) {
+      return refuse("mount key", mount.key, "is not a unique m<number>");
+    }
+    if (!CleanAbsolute(mount.mountpoint)) {
+      return refuse("mount point", mount.mountpoint,
+                    "is not a clean absolute path inside the sandbox's root");
+    }
+    for (const char* own : {"/proc", "/sys", "/dev"}) {
+      if (AtOrBelow(mount.mountpoint, own)) {
+        return refuse("mount point", mount.mountpoint,
+                      absl::StrCat("lies in ", own, ", which the sandbox makes for itself"));
+      }
+    }
+    bool allowed = false;
+    for (const std::string& source : policy.bind_sources) {
+      allowed = allowed || AtOrBelow(mount.host_path, source);
+    }
+    if (!CleanAbsolute(mount.host_path) || !allowed) {
+      return refuse("mount host path", mount.host_path,
+                    "is not a path this agent binds into sandboxes");
+    }
+  }
+  for (const ExternalFile& f : m.files) {
+    absl::string_view key = f.key;
+    const size_t colon = key.find(':');
+    if (!absl::ConsumePrefix(&key, "file[") || !absl::ConsumeSuffix(&key, "]") ||
+        colon == absl::string_view::npos || key.size() > 40 ||
+        !AllOf(key.substr(0, key.find(':')), "0123456789abcdef") ||
+        !AllOf(key.substr(key.find(':') + 1), "0123456789abcdef")) {
+      return refuse("file key", f.key, "is not file[<hex>:<hex>]");
+    }
+    if (f.path != "/dev/null") {
+      return refuse("file path", f.path, "is not /dev/null, the one host file a sandbox holds");
+    }
+  }
+  if (m.files.size() > 3) {
+    return refuse("file", absl::StrCat(m.files.size(), " entries"), "exceeds 3 (stdio)");
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Manifest> FindExternals(const std::string& proc_dir, pid_t init_pid,

@@ -49,6 +49,29 @@ struct Manifest {
   static absl::StatusOr<Manifest> Parse(absl::string_view text);
 };
 
+// What a restore on this agent accepts in a manifest. The manifest comes
+// with the image from another agent, so it is hostile input: it decides
+// which host paths are bound into the new sandbox and which host files CRIU
+// reopens for it.
+struct ManifestPolicy {
+  // Host paths this agent itself binds into sandboxes: a mount's host path
+  // must be one of them or lie below one.
+  std::vector<std::string> bind_sources;
+  uint64_t max_root_bytes = 64 << 20;
+  size_t max_mounts = 256;
+};
+
+// The binds of a sandbox on the host's root (sandbox::ContainerSpec's
+// host_binds and the generated /etc's two binds).
+ManifestPolicy DefaultManifestPolicy();
+
+// Returns OK if `m` names only what `policy` allows: mount keys `m<N>`,
+// mount points that are clean absolute paths inside the sandbox's root
+// (not /, not under /proc, /sys or /dev), host paths at or below a bind
+// source, `file[<hex>:<hex>]` keys for /dev/null only, and a root size up to
+// the cap. Otherwise InvalidArgument naming the field and the value.
+absl::Status ValidateManifest(const Manifest& m, const ManifestPolicy& policy);
+
 // Filesystems a container mounts for itself (CRIU dumps their content or
 // recreates them); everything else in its mountinfo is a bind from the host.
 bool IsOwnFilesystem(absl::string_view fstype);

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint/child.h"
+#include "checkpoint/tar_check.h"
 #include "common/status_macros.h"
 #include "common/unique_fd.h"
 
@@ -89,6 +92,42 @@ absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::st
 
 absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes,
                          std::chrono::milliseconds deadline) {
+  // The bytes are read once, checked, and handed to tar from a sealed
+  // memfd: the file cannot change between the check and the unpack.
+  UniqueFd file(open(tar_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!file.valid()) return ErrnoError(errno, "open", tar_path);
+  struct stat st;
+  if (fstat(file.get(), &st) != 0) return ErrnoError(errno, "fstat", tar_path);
+  // tar's headers and padding add a block or two per entry to the content.
+  const uint64_t max_tar = bytes + (8u << 20);
+  if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > max_tar) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "root archive `", tar_path, "` is not a regular file of at most ", max_tar, " bytes"));
+  }
+  std::string archive(static_cast<size_t>(st.st_size), '\0');
+  for (size_t done = 0; done < archive.size();) {
+    ssize_t n = read(file.get(), archive.data() + done, archive.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError(n < 0 ? errno : EIO, "read", tar_path);
+    done += static_cast<size_t>(n);
+  }
+  if (absl::Status st = CheckTarArchive(archive, RootSkeletonTarPolicy()); !st.ok()) {
+    return Annotate(st, absl::StrCat("root archive `", tar_path, "` is refused"));
+  }
+  UniqueFd sealed(memfd_create("flotilla-root-tar", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!sealed.valid()) return ErrnoError(errno, "memfd_create", "flotilla-root-tar");
+  for (size_t done = 0; done < archive.size();) {
+    ssize_t n = write(sealed.get(), archive.data() + done, archive.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError(n < 0 ? errno : EIO, "write", "flotilla-root-tar");
+    done += static_cast<size_t>(n);
+  }
+  if (fcntl(sealed.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) !=
+          0 ||
+      lseek(sealed.get(), 0, SEEK_SET) != 0) {
+    return ErrnoError(errno, "seal", "flotilla-root-tar");
+  }
+
   const std::string options = absl::StrCat("size=", bytes, ",mode=0755");
   if (mount("flotilla-root", root_dir.c_str(), "tmpfs", MS_NOSUID, options.c_str()) != 0) {
     return ErrnoError(errno, "mount tmpfs on", root_dir);
@@ -101,7 +140,11 @@ absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_di
   }
   if (pid == 0) {
     if (StartOwnGroupInChild() != 0) _exit(126);
-    execl(kTar, "tar", "--numeric-owner", "--xattrs", "-xpf", tar_path.c_str(), "-C",
+    if (dup2(sealed.get(), 0) != 0) _exit(126);
+    // --no-same-owner: everything belongs to the agent's user, whatever
+    // the archive says; -p keeps modes, which the check found free of
+    // setuid and setgid bits.
+    execl(kTar, "tar", "--numeric-owner", "--no-same-owner", "--xattrs", "-xpf", "-", "-C",
           root_dir.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -23,9 +23,13 @@ namespace flotilla::checkpoint {
 absl::Status SaveRoot(const std::string& proc_dir, pid_t init_pid, const std::string& tar_path,
                       std::chrono::milliseconds deadline);
 
-// Mounts a tmpfs of `bytes` on the (existing, empty) `root_dir` and unpacks
-// `tar_path` into it; tar is killed at `deadline` (DeadlineExceeded). On
-// error nothing stays mounted.
+// Reads `tar_path` (at most `bytes` plus tar's overhead), refuses it unless
+// CheckTarArchive passes it under RootSkeletonTarPolicy (tar_check.h), then
+// mounts a nosuid tmpfs of `bytes` on the (existing, empty) `root_dir` and
+// unpacks exactly the bytes that were checked into it, with the extracting
+// user as owner; tar is killed at `deadline` (DeadlineExceeded). On error
+// nothing stays mounted. The root cannot be nodev: the sandbox's /dev nodes
+// live on it, which is why the archive may hold exactly those.
 absl::Status RestoreRoot(const std::string& tar_path, const std::string& root_dir, uint64_t bytes,
                          std::chrono::milliseconds deadline);
 

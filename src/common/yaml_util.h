@@ -2,10 +2,13 @@
 // "agent.yaml: resources.cpu_millis: expected an integer, got 'lots'".
 #pragma once
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -55,6 +58,60 @@ inline absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path, const st
     return absl::NotFoundError(absl::StrCat("cannot read ", what, " `", path, "`"));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+}
+
+namespace internal {
+
+// Sees where each document starts and nothing else (no nodes are built).
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  YAML::Mark start;
+};
+
+}  // namespace internal
+
+// Parses every document of `text` (as YAML::LoadAll does). InvalidArgument
+// names `where` and the line for a syntax error, and for input on which
+// yaml-cpp 0.7's LoadAll never returns: on some malformed streams
+// ("--- &a b, c:") its parser hands out the same document at the same
+// position forever, allocating a node each time. A first pass without
+// nodes sees that and stops; the second pass then terminates too.
+inline absl::StatusOr<std::vector<YAML::Node>> LoadAllYaml(const std::string& text,
+                                                           const std::string& where,
+                                                           size_t max_documents = 10000) {
+  try {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    internal::DocumentStarts starts;
+    size_t documents = 0;
+    int last = -1;
+    while (parser.HandleNextDocument(starts)) {
+      if (starts.start.pos <= last) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": line ", starts.start.line + 1, ", column ", starts.start.column + 1,
+            ": the YAML parser cannot get past this point (malformed document)"));
+      }
+      last = starts.start.pos;
+      if (++documents > max_documents) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": more than ", max_documents, " YAML documents"));
+      }
+    }
+    return YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", e.what()));
   }
 }
 

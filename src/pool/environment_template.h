@@ -21,7 +21,9 @@ enum class Lifecycle {
 
 enum class NetworkPolicy {
   kNone,    // loopback only
-  kEgress,  // the host's network, when the request asks and the node grants it
+  // A NAT to the outside (sandbox/linux/egress.h), when the request asks and
+  // the node grants it.
+  kEgress,
 };
 
 struct TemplateLimits {

@@ -35,8 +35,10 @@ class LinuxInstance final : public Instance {
  public:
   LinuxInstance(std::unique_ptr<sandbox::Container> container,
                 std::unique_ptr<sandbox::GuestClient> client, const EnvironmentTemplate& t,
-                const LinuxInstanceOptions& options, bool checkpointable)
-      : container_(std::move(container)),
+                const LinuxInstanceOptions& options, bool checkpointable,
+                std::unique_ptr<sandbox::isolation::EgressNetwork> egress = nullptr)
+      : egress_(std::move(egress)),
+        container_(std::move(container)),
         client_(std::move(client)),
         template_(t),
         options_(options),
@@ -47,6 +49,7 @@ class LinuxInstance final : public Instance {
     // Whatever the guest left (or a guest that would not exit) dies with the
     // cgroup; the Container's destructor removes it and the root directory.
     (void)container_->Kill();
+    egress_.reset();  // its namespace is gone with the container
   }
 
   absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
@@ -216,6 +219,7 @@ class LinuxInstance final : public Instance {
   }
 
  private:
+  std::unique_ptr<sandbox::isolation::EgressNetwork> egress_;  // set for network egress
   std::unique_ptr<sandbox::Container> container_;
   std::unique_ptr<sandbox::GuestClient> client_;
   const EnvironmentTemplate& template_;
@@ -285,7 +289,9 @@ class LinuxInstanceFactory final : public InstanceFactory {
     spec.workdir = "/work";
     spec.workdir_bytes = static_cast<uint64_t>(t.limits.work_bytes);
     spec.tmp_bytes = static_cast<uint64_t>(t.limits.tmp_bytes);
-    spec.network = o.network_egress ? sandbox::NetworkNamespace::kHost : sandbox::NetworkNamespace::kNew;
+    // Egress too gets a namespace of its own, connected below; the host's
+    // would put the task beside the control plane's loopback ports.
+    spec.network = sandbox::NetworkNamespace::kNew;
     spec.limits.cpu_millis = t.limits.cpu_millis;
     spec.limits.memory_bytes = t.limits.memory_bytes;
     spec.limits.pids_max = t.limits.pids;
@@ -304,7 +310,9 @@ class LinuxInstanceFactory final : public InstanceFactory {
     spec.env = t.env;
     std::unique_ptr<sandbox::Container> container;
     int agent_end = -1;
-    const bool checkpointable = spec.network == sandbox::NetworkNamespace::kNew;
+    // slirp4netns, outside the sandbox, holds its tap device: CRIU could
+    // not move that.
+    const bool checkpointable = !o.network_egress;
     if (checkpointable && !staged_guest_.empty() && spec.template_rootfs.empty()) {
       const std::string dir = staged_guest_.substr(0, staged_guest_.rfind('/'));
       spec.host_binds.push_back(dir);
@@ -338,8 +346,17 @@ class LinuxInstanceFactory final : public InstanceFactory {
       (void)container->Kill();
       return Annotate(st, absl::StrCat("template '", t.name, "': the guest did not start"));
     }
-    return std::unique_ptr<Instance>(
-        new LinuxInstance(std::move(container), std::move(client), t, options_, checkpointable));
+    std::unique_ptr<sandbox::isolation::EgressNetwork> egress;
+    if (o.network_egress) {
+      auto attached = sandbox::isolation::EgressNetwork::Attach(container->pid(), options_.egress);
+      if (!attached.ok()) {
+        (void)container->Kill();
+        return Annotate(attached.status(), absl::StrCat("template '", t.name, "': network egress"));
+      }
+      egress = std::move(*attached);
+    }
+    return std::unique_ptr<Instance>(new LinuxInstance(std::move(container), std::move(client), t,
+                                                       options_, checkpointable, std::move(egress)));
   }
 
   absl::StatusOr<std::unique_ptr<Instance>> Restore(const EnvironmentTemplate& t,
@@ -353,6 +370,11 @@ class LinuxInstanceFactory final : public InstanceFactory {
     req.limits.memory_bytes =
         from.memory_limit_bytes > 0 ? from.memory_limit_bytes : t.limits.memory_bytes;
     req.limits.pids_max = t.limits.pids;
+    // The image may bind only what this agent's own sandboxes bind.
+    if (!staged_guest_.empty()) {
+      req.manifest_policy.bind_sources.push_back(staged_guest_.substr(0, staged_guest_.rfind('/')));
+    }
+    if (t.rootfs != "host") req.manifest_policy.bind_sources.push_back(t.rootfs);
     ASSIGN_OR_RETURN(checkpoint::RestoredSandbox restored, options_.checkpointer->Restore(req));
     auto client = std::make_unique<sandbox::GuestClient>(restored.channel.Release());
     auto instance = std::make_unique<LinuxInstance>(std::move(restored.container),

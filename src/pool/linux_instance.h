@@ -18,6 +18,7 @@
 #include "checkpoint/checkpointer.h"
 #include "pool/warm_pool.h"
 #include "sandbox/linux/container.h"
+#include "sandbox/linux/egress.h"
 
 namespace flotilla::pool {
 
@@ -35,6 +36,9 @@ struct LinuxInstanceOptions {
   // binary exec'd from the agent's fd is not), and a target agent with the
   // same release finds the same path. Must be on the host's root filesystem.
   std::string guest_stage_root = "/var/lib/flotilla/guest";
+  // Sandboxes granted network egress get their own namespace with a NAT
+  // (sandbox/linux/egress.h), never the host's network.
+  sandbox::isolation::EgressOptions egress;
 };
 
 // The per-agent names of its sandboxes' runtime directory and cgroup parent:

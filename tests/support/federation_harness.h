@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_join.h"
 #include "auth/pki.h"
 #include "auth/tls.h"
 #include "auth/users.h"
@@ -39,6 +40,7 @@ struct AgentSpec {
   int64_t cpu_millis = 2000;
   int64_t memory_bytes = 0;  // 0: the host's
   std::string extra_config;  // appended to the agent's YAML (e.g. a resize: section)
+  std::vector<std::string> capabilities;  // security.capabilities ("network-egress")
 };
 
 class FederationHarness {
@@ -179,7 +181,8 @@ class FederationHarness {
       out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: 127.0.0.1:0\n"
           << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
           << "labels: {region: " << spec.region << "}\n"
-          << "security: {trust_level: " << spec.trust << "}\n"
+          << "security: {trust_level: " << spec.trust << ", capabilities: ["
+          << absl::StrJoin(spec.capabilities, ", ") << "]}\n"
           << "resources: {cpu_millis: " << spec.cpu_millis
           << (spec.memory_bytes > 0 ? ", memory_bytes: " + std::to_string(spec.memory_bytes) : "")
           << "}\n"

@@ -93,6 +93,7 @@ class Planner {
     ops_.push_back({Kind::kBindReadOnly, host_path, Under(path), "", "", 0, 0, 0});
     return absl::OkStatus();
   }
+  void Push(RootfsOp op) { ops_.push_back(std::move(op)); }
   void RemountRootReadOnly() {
     ops_.push_back({Kind::kRemountReadOnly, "", root_, "", "", 0, 0, 0});
   }
@@ -145,12 +146,7 @@ absl::Status PlanEtc(const RootfsSpec& spec, Planner& plan) {
 
 void PlanDev(const RootfsSpec& spec, Planner& plan) {
   plan.Mkdirs("/dev");
-  plan.Mknod("/dev/null", 1, 3);
-  plan.Mknod("/dev/zero", 1, 5);
-  plan.Mknod("/dev/full", 1, 7);
-  plan.Mknod("/dev/random", 1, 8);
-  plan.Mknod("/dev/urandom", 1, 9);
-  plan.Mknod("/dev/tty", 5, 0);
+  for (const DeviceNode& d : SandboxDeviceNodes()) plan.Mknod(d.path, d.major, d.minor);
   plan.Symlink("/proc/self/fd", "/dev/fd");
   plan.Symlink("/proc/self/fd/0", "/dev/stdin");
   plan.Symlink("/proc/self/fd/1", "/dev/stdout");
@@ -166,7 +162,42 @@ void PlanDev(const RootfsSpec& spec, Planner& plan) {
   }
 }
 
+// The sandbox's own /proc is still the host kernel's: these files are the
+// same in every pid namespace. Whether each exists depends on the kernel's
+// configuration, so the child skips missing ones.
+void PlanProcMasks(Planner& plan) {
+  for (size_t i = 0; i < kMaskedProcPathCount; ++i) {
+    plan.Push({Kind::kMaskPath, plan.Under("/dev/null"), plan.Under(kMaskedProcPaths[i]), "tmpfs",
+               "size=4k,mode=0555", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, 0, 0});
+  }
+  for (size_t i = 0; i < kReadOnlyProcPathCount; ++i) {
+    const std::string path = plan.Under(kReadOnlyProcPaths[i]);
+    plan.Push({Kind::kReadOnlyPath, path, path, "", "", 0, 0, 0});
+  }
+}
+
 }  // namespace
+
+const std::vector<DeviceNode>& SandboxDeviceNodes() {
+  static const std::vector<DeviceNode> kNodes = {{"/dev/null", 1, 3},   {"/dev/zero", 1, 5},
+                                                 {"/dev/full", 1, 7},   {"/dev/random", 1, 8},
+                                                 {"/dev/urandom", 1, 9}, {"/dev/tty", 5, 0}};
+  return kNodes;
+}
+
+// runc's and crun's maskedPaths, with sysrq-trigger masked rather than
+// read-only (a task has no business writing it at all) and the kernel's
+// symbol and page tables added.
+const char* const kMaskedProcPaths[] = {
+    "/proc/acpi",       "/proc/asound",       "/proc/interrupts", "/proc/kcore",
+    "/proc/keys",       "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi",        "/proc/sysrq-trigger", "/proc/kallsyms",
+    "/proc/kmsg",       "/proc/kpagecgroup",  "/proc/kpagecount", "/proc/kpageflags",
+};
+const size_t kMaskedProcPathCount = sizeof(kMaskedProcPaths) / sizeof(kMaskedProcPaths[0]);
+// runc's and crun's readonlyPaths.
+const char* const kReadOnlyProcPaths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"};
+const size_t kReadOnlyProcPathCount = sizeof(kReadOnlyProcPaths) / sizeof(kReadOnlyProcPaths[0]);
 
 std::string RootfsOp::Describe() const {
   switch (kind) {
@@ -186,6 +217,10 @@ std::string RootfsOp::Describe() const {
       return absl::StrCat("mount ", fstype, " (", data, ") on");
     case Kind::kRemountReadOnly:
       return "remount read-only";
+    case Kind::kMaskPath:
+      return "mask";
+    case Kind::kReadOnlyPath:
+      return "make read-only";
   }
   return "?";
 }
@@ -229,6 +264,7 @@ absl::StatusOr<std::vector<RootfsOp>> PlanRootfs(const RootfsSpec& spec) {
   // processes even if one were in its pid namespace.
   plan.Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
              spec.proc_subset_pid ? "hidepid=invisible,subset=pid" : "hidepid=invisible");
+  PlanProcMasks(plan);
   plan.RemountRootReadOnly();
   return std::move(plan).Take();
 }
@@ -276,6 +312,25 @@ int BindReadOnly(const RootfsOp& op) {
   return 0;
 }
 
+// Hides a host-wide /proc file or directory from the sandbox. A missing
+// path is fine: the kernel was built without it.
+int MaskPath(const RootfsOp& op) {
+  struct stat st;
+  if (lstat(op.target.c_str(), &st) != 0) return errno == ENOENT ? 0 : errno;
+  if (S_ISDIR(st.st_mode)) {
+    return mount("tmpfs", op.target.c_str(), op.fstype.c_str(), op.flags, op.data.c_str()) == 0
+               ? 0
+               : errno;
+  }
+  if (mount(op.source.c_str(), op.target.c_str(), nullptr, MS_BIND, nullptr) != 0) return errno;
+  // nodev as well: opening the mask fails instead of reading /dev/null.
+  if (mount(nullptr, op.target.c_str(), nullptr,
+            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
 int ApplyOne(const RootfsOp& op) {
   const char* target = op.target.c_str();
   switch (op.kind) {
@@ -305,6 +360,13 @@ int ApplyOne(const RootfsOp& op) {
                    nullptr) == 0
                  ? 0
                  : errno;
+    case Kind::kMaskPath:
+      return MaskPath(op);
+    case Kind::kReadOnlyPath: {
+      struct stat st;
+      if (lstat(target, &st) != 0) return errno == ENOENT ? 0 : errno;
+      return BindReadOnly(op);
+    }
   }
   return EINVAL;
 }

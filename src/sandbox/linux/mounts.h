@@ -19,7 +19,9 @@
 //   /tmp, /work     tmpfs with a size cap, owned by the sandbox user
 //   /dev            null, zero, full, random, urandom, tty (mknod), fd and
 //                   std* symlinks, /dev/shm (capped tmpfs), /dev/pts
-//   /proc           a procfs of the container's pid namespace, hidepid
+//   /proc           a procfs of the container's pid namespace, hidepid, with
+//                   the kernel's host-wide files masked (kMaskedProcPaths)
+//                   and its tunables read-only (kReadOnlyProcPaths)
 #pragma once
 
 #include <sys/types.h>
@@ -42,6 +44,9 @@ struct RootfsOp {
     kBindReadOnly,     // bind source on target, then make it (recursively) read-only
     kMount,            // mount(source, target, fstype, flags, data)
     kRemountReadOnly,  // make the mount at target read-only (the root, at the end)
+    kMaskPath,         // hide target if it exists: source (/dev/null) bound over a
+                       // file, an empty read-only tmpfs over a directory
+    kReadOnlyPath,     // bind target on itself read-only, if it exists
   };
   Kind kind;
   std::string source;
@@ -77,6 +82,23 @@ struct RootfsSpec {
   // runtimes read at startup; off by default.
   bool proc_subset_pid = false;
 };
+
+// A character device every sandbox gets in /dev. Restores accept exactly
+// these in a root skeleton (checkpoint/tar_check.h).
+struct DeviceNode {
+  const char* path;
+  unsigned major;
+  unsigned minor;
+};
+const std::vector<DeviceNode>& SandboxDeviceNodes();
+
+// /proc paths that expose or change the whole host, not the sandbox: masked
+// (kcore, keys, sysrq-trigger, ...) or made read-only (sys, irq, ...). The
+// lists follow runc's and crun's defaults (maskedPaths, readonlyPaths).
+extern const char* const kMaskedProcPaths[];
+extern const size_t kMaskedProcPathCount;
+extern const char* const kReadOnlyProcPaths[];
+extern const size_t kReadOnlyProcPathCount;
 
 // Compiles `spec` into the ops that build the root. Reads the host (lstat of
 // host_binds, readdir of template_rootfs) but changes nothing.

@@ -17,7 +17,9 @@ namespace flotilla::sandbox::isolation {
 
 enum class NetworkNamespace {
   kNew,   // an empty network namespace: loopback only
-  kHost,  // the host's network: only for requests allowed egress
+  // The creating thread's network namespace: LaunchCheckpointable's
+  // prepared one. Never the host's for a sandbox (egress.h).
+  kHost,
 };
 
 struct CloneOptions {

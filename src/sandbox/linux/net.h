@@ -1,9 +1,8 @@
 // Net: the container's network. With a new network namespace (the default)
 // the container has only a loopback interface, which starts down; the child
 // brings it up so that programs talking to 127.0.0.1 work. No other
-// interface exists, so nothing leaves the container. Sharing the host's
-// network (NetworkNamespace::kHost, namespaces.h) is for requests allowed
-// egress only.
+// interface exists, so nothing leaves the container. Requests allowed
+// egress get a NAT attached afterwards (egress.h), never the host's network.
 //
 // A pre-created namespace to setns() into would save the ~0.4 ms that
 // CLONE_NEWNET costs; not built yet.

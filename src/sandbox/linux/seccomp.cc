@@ -7,11 +7,15 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <iterator>
+#include <linux/netlink.h>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -39,7 +43,21 @@ constexpr const char* kDenied[] = {
     "kexec_load", "kexec_file_load", "reboot", "init_module", "finit_module", "delete_module",
     "create_module", "swapon", "swapoff", "acct", "syslog", "settimeofday", "clock_settime",
     "adjtimex", "clock_adjtime", "quotactl", "quotactl_fd", "vhangup", "iopl", "ioperm", "uselib",
-    "nfsservctl", "_sysctl"};
+    "nfsservctl", "_sysctl",
+    // Old or rarely needed ways into the kernel: 16-bit segments (a long
+    // history of bugs), moving other processes' pages, NUMA policy of pages
+    // a task does not own, and obsolete information calls.
+    "modify_ldt", "move_pages", "migrate_pages", "ustat", "sysfs", "get_kernel_syms",
+    "query_module"};
+
+// Socket families a task may open: local sockets, IP, and route netlink
+// (getaddrinfo and Python's socket module ask it for interfaces). Every
+// other family (AF_ALG's kernel crypto, AF_VSOCK, AF_PACKET, AF_KEY,
+// AF_BLUETOOTH, AF_TIPC, AF_RDS, ...) is a protocol implementation in the
+// kernel that no task needs and that has had its share of exploits; it
+// fails with EAFNOSUPPORT, as on a kernel built without it.
+constexpr uint64_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
+constexpr uint64_t kLastFamily = 63;  // beyond AF_MAX of any kernel to come
 
 constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,   CLONE_NEWUSER,
                                         CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP};
@@ -85,6 +103,22 @@ absl::StatusOr<std::vector<sock_filter>> CompileSeccompFilter() {
   for (uint64_t flag : kNamespaceFlags) {
     RETURN_IF_ERROR(filter.Rule(eperm, "clone", {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)}));
   }
+  // The family is an int: compare the low 32 bits only.
+  const uint32_t no_family = SCMP_ACT_ERRNO(EAFNOSUPPORT);
+  for (uint64_t family = 0; family <= kLastFamily; ++family) {
+    if (std::find(std::begin(kAllowedFamilies), std::end(kAllowedFamilies), family) !=
+        std::end(kAllowedFamilies)) {
+      continue;
+    }
+    RETURN_IF_ERROR(
+        filter.Rule(no_family, "socket", {SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffULL, family)}));
+  }
+  RETURN_IF_ERROR(filter.Rule(no_family, "socket", {SCMP_A0(SCMP_CMP_GT, kLastFamily)}));
+  // Netlink: only NETLINK_ROUTE (0). The others reach audit, uevents,
+  // crypto, netfilter and more.
+  RETURN_IF_ERROR(filter.Rule(no_family, "socket",
+                              {SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffULL, AF_NETLINK),
+                               SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE)}));
   // ioctl's request is an unsigned int: compare the low 32 bits only, so
   // garbage in the upper half cannot slip past.
   for (uint64_t request : {TIOCSTI, TIOCLINUX}) {

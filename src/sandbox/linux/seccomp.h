@@ -7,7 +7,11 @@
 //           reboot, modules, swap, acct, syslog, clock setting, quotactl,
 //           file handles, lookup_dcookie, vhangup, chroot, kcmp,
 //           pidfd_getfd, iopl/ioperm, ioctl TIOCSTI/TIOCLINUX, and
-//           personality flags that weaken ASLR or make data executable
+//           personality flags that weaken ASLR or make data executable,
+//           modify_ldt, move_pages, migrate_pages
+//   EAFNOSUPPORT  socket() of any family but AF_UNIX, AF_INET, AF_INET6 and
+//           AF_NETLINK with NETLINK_ROUTE (no AF_ALG, AF_VSOCK, AF_PACKET,
+//           AF_KEY, AF_BLUETOOTH, other netlink protocols, ...)
 //   ENOSYS  clone3, whose flags live in memory a filter cannot read: libc
 //           then falls back to clone, whose flags it can
 //   KILL    any non-native ABI (i386 int 0x80, x32), where the syscall
