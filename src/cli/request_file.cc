@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <fstream>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -158,14 +159,12 @@ absl::Status ParseOne(const YAML::Node& doc, const std::string& where, v1::Execu
 }  // namespace
 
 absl::StatusOr<std::vector<v1::ExecutionRequest>> LoadRequestFile(const std::string& path) {
-  std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAllFromFile(path);
-  } catch (const YAML::BadFile&) {
-    return absl::NotFoundError(absl::StrCat("cannot read `", path, "`"));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
-  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read `", path, "`"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Not YAML::LoadAll: on some malformed streams it never returns (found by
+  // fuzzing request files); LoadAllYaml refuses them.
+  ASSIGN_OR_RETURN(std::vector<YAML::Node> docs, LoadAllYaml(text, path));
   std::vector<v1::ExecutionRequest> out;
   for (size_t i = 0; i < docs.size(); ++i) {
     if (!docs[i] || docs[i].IsNull()) continue;
