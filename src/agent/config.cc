@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/ids.h"
+#include "auth/transport_yaml.h"
 #include "common/status_macros.h"
 #include "common/yaml_util.h"
 
@@ -87,14 +88,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
   RETURN_IF_ERROR(ReadYaml(root, where, "manager", &c.manager));
   RETURN_IF_ERROR(ReadYaml(root, where, "listen", &c.listen));
-  if (const YAML::Node t = root["tls"]) {
-    const std::string w = where + "tls.";
-    RETURN_IF_ERROR(CheckKnownKeys(t, w, {"ca", "cert", "key", "insecure"}));
-    RETURN_IF_ERROR(ReadYaml(t, w, "ca", &c.transport.files.ca_cert));
-    RETURN_IF_ERROR(ReadYaml(t, w, "cert", &c.transport.files.cert));
-    RETURN_IF_ERROR(ReadYaml(t, w, "key", &c.transport.files.key));
-    RETURN_IF_ERROR(ReadYaml(t, w, "insecure", &c.transport.insecure));
-  }
+  RETURN_IF_ERROR(auth::ReadTransportYaml(root, where, &c.transport));
   RETURN_IF_ERROR(ReadYaml(root, where, "advertise", &c.advertise));
   RETURN_IF_ERROR(ReadYaml(root, where, "labels", &c.labels));
   if (const YAML::Node sec = root["security"]) {

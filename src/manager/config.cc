@@ -5,6 +5,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "auth/transport_yaml.h"
 #include "common/status_macros.h"
 #include "common/yaml_util.h"
 #include "scheduler/load_balancer.h"
@@ -140,14 +141,7 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(w, "values must not be negative"));
     }
   }
-  if (const YAML::Node t = root["tls"]) {
-    const std::string w = where + "tls.";
-    RETURN_IF_ERROR(CheckKnownKeys(t, w, {"ca", "cert", "key", "insecure"}));
-    RETURN_IF_ERROR(ReadYaml(t, w, "ca", &c.transport.files.ca_cert));
-    RETURN_IF_ERROR(ReadYaml(t, w, "cert", &c.transport.files.cert));
-    RETURN_IF_ERROR(ReadYaml(t, w, "key", &c.transport.files.key));
-    RETURN_IF_ERROR(ReadYaml(t, w, "insecure", &c.transport.insecure));
-  }
+  RETURN_IF_ERROR(auth::ReadTransportYaml(root, where, &c.transport));
   if (const YAML::Node a = root["auth"]) {
     const std::string w = where + "auth.";
     RETURN_IF_ERROR(CheckKnownKeys(a, w, {"users_file", "metrics"}));
