@@ -187,12 +187,24 @@ def main():
             return 0
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        # The child runs no task code before the guest has its pid: a task
+        # that kills this server at once (kill(-1)) would otherwise end
+        # unknown to the guest, which waits for it until its timeout.
+        go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(go_w)
+            try:
+                os.read(go_r, 1)
+            except OSError:
+                pass
+            os.close(go_r)
             _child(sock, fds, payload)
+        os.close(go_r)
         for fd in fds:
             os.close(fd)
         sock.sendall(b'pid %d\n' % pid)
+        os.close(go_w)
         _, status, ru = os.wait4(pid, 0)
         sock.sendall(b'exit %d %d %d %d %d\n' % (pid, status, int(ru.ru_utime * 1e6),
                                                  int(ru.ru_stime * 1e6), ru.ru_maxrss))

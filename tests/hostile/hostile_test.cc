@@ -1504,7 +1504,7 @@ import os, signal
 os.kill(-1, signal.SIGKILL)
 print("kill(-1) done; still alive")
 )PY")));
-  EXPECT_EQ(e.state(), v1::EXECUTION_SUCCEEDED) << Show(e);
+  EXPECT_EQ(e.state(), v1::EXECUTION_SUCCEEDED) << Show(e) << h_->ReadLog(std::string(kAgent) + ".log");
   EXPECT_HAS(e.result().stdout(), "still alive");
   // The fork server it killed is started again for the next Python task.
   auto next = Run(Python("print('python again')"));
