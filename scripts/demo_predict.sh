@@ -21,10 +21,19 @@ pids=()
 stop_agents() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; }
 trap stop_agents EXIT
 
+insecure=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get("insecure", False))' "$state/federation.json")
+
 start_agent() {  # id region extra-resources
   local id=$1 region=$2 resources=$3
   mkdir -p "$state/work-$id"
+  # Every agent proves who it is with a certificate from the federation's CA.
+  local tls="tls: {insecure: true}"
+  if [ "$insecure" != True ]; then
+    "$FLOTILLA" ca issue --node "$id" --trust 5 --ip 127.0.0.1 --dir "$state/pki" >/dev/null
+    tls="tls: {ca: $state/pki/ca.crt, cert: $state/pki/$id.crt, key: $state/pki/$id.key}"
+  fi
   cat > "$state/$id.yaml" <<YAML
+$tls
 node_id: $id
 manager: $grpc
 listen: 127.0.0.1:0
