@@ -133,32 +133,40 @@ std::vector<pid_t> TreeOf(const std::string& proc_dir, pid_t root) {
   return tree;
 }
 
-// Every thread of every process of the tree, with its state and tracer.
-std::map<pid_t, TaskState> TasksOf(const std::string& proc_dir, pid_t root) {
-  std::map<pid_t, TaskState> tasks;
+// Calls fn(task_dir, tid) for every thread of every process of the tree;
+// task_dir is "<proc>/<pid>/task".
+template <typename Fn>
+void ForEachThread(const std::string& proc_dir, pid_t root, Fn fn) {
   for (pid_t pid : TreeOf(proc_dir, root)) {
     const std::string task_dir = absl::StrCat(proc_dir, "/", pid, "/task");
     DIR* d = opendir(task_dir.c_str());
     if (d == nullptr) continue;
     while (dirent* e = readdir(d)) {
       int tid = 0;
-      if (!absl::SimpleAtoi(e->d_name, &tid)) continue;
-      auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
-      if (!status.ok()) continue;
-      TaskState t;
-      for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-        if (absl::ConsumePrefix(&line, "State:")) {
-          line = absl::StripLeadingAsciiWhitespace(line);
-          if (!line.empty()) t.state = line[0];
-        } else if (absl::ConsumePrefix(&line, "TracerPid:")) {
-          int tracer = 0;
-          if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &tracer)) t.tracer = tracer;
-        }
-      }
-      tasks[tid] = t;
+      if (absl::SimpleAtoi(e->d_name, &tid)) fn(task_dir, static_cast<pid_t>(tid));
     }
     closedir(d);
   }
+}
+
+// Every thread of every process of the tree, with its state and tracer.
+std::map<pid_t, TaskState> TasksOf(const std::string& proc_dir, pid_t root) {
+  std::map<pid_t, TaskState> tasks;
+  ForEachThread(proc_dir, root, [&](const std::string& task_dir, pid_t tid) {
+    auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
+    if (!status.ok()) return;
+    TaskState t;
+    for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+      if (absl::ConsumePrefix(&line, "State:")) {
+        line = absl::StripLeadingAsciiWhitespace(line);
+        if (!line.empty()) t.state = line[0];
+      } else if (absl::ConsumePrefix(&line, "TracerPid:")) {
+        int tracer = 0;
+        if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &tracer)) t.tracer = tracer;
+      }
+    }
+    tasks[tid] = t;
+  });
   return tasks;
 }
 
@@ -259,31 +267,23 @@ bool ReadStateAndExiting(const std::string& stat_path, char* state, bool* exitin
 // Every thread of every process of the tree.
 std::map<pid_t, ThreadRun> ThreadRunsOf(const std::string& proc_dir, pid_t root) {
   std::map<pid_t, ThreadRun> threads;
-  for (pid_t pid : TreeOf(proc_dir, root)) {
-    const std::string task_dir = absl::StrCat(proc_dir, "/", pid, "/task");
-    DIR* d = opendir(task_dir.c_str());
-    if (d == nullptr) continue;
-    while (dirent* e = readdir(d)) {
-      int tid = 0;
-      if (!absl::SimpleAtoi(e->d_name, &tid)) continue;
-      ThreadRun t;
-      if (!ReadStateAndExiting(absl::StrCat(task_dir, "/", tid, "/stat"), &t.state, &t.exiting)) {
+  ForEachThread(proc_dir, root, [&](const std::string& task_dir, pid_t tid) {
+    ThreadRun t;
+    if (!ReadStateAndExiting(absl::StrCat(task_dir, "/", tid, "/stat"), &t.state, &t.exiting)) {
+      return;
+    }
+    auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
+    if (!status.ok()) return;
+    for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+      if (!absl::ConsumePrefix(&line, "voluntary_ctxt_switches:") &&
+          !absl::ConsumePrefix(&line, "nonvoluntary_ctxt_switches:")) {
         continue;
       }
-      auto status = Slurp(absl::StrCat(task_dir, "/", tid, "/status"));
-      if (!status.ok()) continue;
-      for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-        if (!absl::ConsumePrefix(&line, "voluntary_ctxt_switches:") &&
-            !absl::ConsumePrefix(&line, "nonvoluntary_ctxt_switches:")) {
-          continue;
-        }
-        int64_t n = 0;
-        if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &n)) t.switches += n;
-      }
-      threads[tid] = t;
+      int64_t n = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &n)) t.switches += n;
     }
-    closedir(d);
-  }
+    threads[tid] = t;
+  });
   return threads;
 }
 

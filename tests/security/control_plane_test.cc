@@ -499,7 +499,9 @@ TEST(SecureByDefaultTest, AManagerWithoutCertificatesRefusesToStart) {
   const std::string config = h.dir() + "/bare.yaml";
   std::ofstream(config) << "grpc_listen: 127.0.0.1:0\n";
   std::string out;
-  FILE* p = popen((std::string(FLOTILLA_BIN) + " manager --config " + config + " --db " + h.dir() +
+  // Bounded: a manager that did start would otherwise keep popen waiting.
+  FILE* p = popen(("timeout 20 " + std::string(FLOTILLA_BIN) + " manager --config " + config +
+                   " --db " + h.dir() +
                    "/m.db --http-listen 127.0.0.1:0 2>&1")
                       .c_str(),
                   "r");
