@@ -1,22 +1,15 @@
 #include "auth/tls.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 
 namespace flotilla::auth {
 
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, size_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
-  std::string data;
-  data.resize(limit + 1);
-  in.read(data.data(), static_cast<std::streamsize>(data.size()));
-  data.resize(static_cast<size_t>(in.gcount()));
-  if (data.size() > limit) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is larger than ", limit, " bytes"));
+  auto data = ReadWholeFile(path, limit);
+  if (!data.ok() && data.status().code() != absl::StatusCode::kInvalidArgument) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
   }
   return data;
 }

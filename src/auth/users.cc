@@ -10,11 +10,10 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "common/logging.h"
@@ -25,6 +24,8 @@ namespace flotilla::auth {
 namespace {
 
 using Json = nlohmann::json;
+
+constexpr size_t kMaxUsersFileBytes = 16 << 20;
 
 absl::Status ValidateName(const char* what, const std::string& name) {
   bool ok = !name.empty() && name.size() <= 63;
@@ -75,16 +76,6 @@ absl::StatusOr<std::vector<Entry>> Parse(const std::string& path, const std::str
   return out;
 }
 
-absl::StatusOr<std::string> ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the users file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() > (16 << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is larger than 16 MiB"));
-  }
-  return ss.str();
-}
 
 // Holds an exclusive lock on `<path>.lock` for a read-modify-write of the
 // users file, so two `flotilla user add` never lose one another's entry.
@@ -112,7 +103,7 @@ class FileLock {
 
 absl::StatusOr<std::vector<Entry>> LoadEntries(const std::string& path) {
   if (access(path.c_str(), F_OK) != 0) return std::vector<Entry>{};
-  ASSIGN_OR_RETURN(std::string text, ReadAll(path));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path, kMaxUsersFileBytes));
   return Parse(path, text);
 }
 
@@ -238,7 +229,7 @@ absl::Status UserDirectory::Load() {
     return absl::NotFoundError(absl::StrCat("the users file ", path_,
                                             " is missing: create users with `flotilla user add`"));
   }
-  ASSIGN_OR_RETURN(std::string text, ReadAll(path_));
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path_, kMaxUsersFileBytes));
   ASSIGN_OR_RETURN(std::vector<Entry> entries, Parse(path_, text));
   std::map<std::string, User> by_digest;
   for (auto& e : entries) by_digest[e.digest] = std::move(e.user);

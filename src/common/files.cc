@@ -12,7 +12,7 @@
 
 namespace flotilla {
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, "open", path);
   std::string out;
@@ -27,6 +27,11 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
       return out;
     }
     out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is larger than ", max_bytes, " bytes"));
+    }
   }
 }
 
