@@ -111,10 +111,10 @@ Client::Client(std::string address, const ClientSecurity& security) : address_(s
   t.files.ca_cert = security.ca_cert;
   auto creds = auth::ChannelCredentials(t, auth::kManagerName, security.token);
   // Unreadable files were found by ResolveClientSecurity; should one vanish
-  // since, every call fails with this message.
+  // since, every call fails with this message (and no stub is made).
   if (!creds.ok()) {
     init_error_ = creds.status();
-    creds = auth::ChannelSecurity{grpc::InsecureChannelCredentials(), ""};
+    return;
   }
   stub_ = v1::ApiService::NewStub(
       wire::NewChannel(address_, {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20},
