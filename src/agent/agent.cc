@@ -71,12 +71,18 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   grpc::Status CancelTask(grpc::ServerContext* ctx, const v1::CancelTaskRequest* req,
                           v1::CancelTaskResponse* resp) override {
     if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
+    if (auto st = agent_->AcceptManagerEpoch(req->manager_epoch(), "a cancel"); !st.ok()) {
+      return wire::ToGrpcStatus(st);
+    }
     resp->set_found(agent_->CancelTask(req->execution_id(), req->attempt()));
     return grpc::Status::OK;
   }
   grpc::Status MigrateTask(grpc::ServerContext* ctx, const v1::MigrateTaskRequest* req,
                            v1::MigrateTaskResponse* resp) override {
     if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
+    if (auto st = agent_->AcceptManagerEpoch(req->manager_epoch(), "a migration"); !st.ok()) {
+      return wire::ToGrpcStatus(st);
+    }
     auto r = agent_->MigrateTask(*req);
     if (r.ok()) *resp = std::move(*r);
     return wire::ToGrpcStatus(r.status());
@@ -104,11 +110,18 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   grpc::Status FinishMigration(grpc::ServerContext* ctx, const v1::FinishMigrationRequest* req,
                                v1::FinishMigrationResponse*) override {
     if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
+    if (auto st = agent_->AcceptManagerEpoch(req->manager_epoch(), "a migration's end");
+        !st.ok()) {
+      return wire::ToGrpcStatus(st);
+    }
     return wire::ToGrpcStatus(agent_->FinishMigration(*req));
   }
   grpc::Status CheckpointTask(grpc::ServerContext* ctx, const v1::CheckpointTaskRequest* req,
                               v1::CheckpointTaskResponse* resp) override {
     if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
+    if (auto st = agent_->AcceptManagerEpoch(req->manager_epoch(), "a checkpoint"); !st.ok()) {
+      return wire::ToGrpcStatus(st);
+    }
     auto r = agent_->CheckpointTask(*req);
     if (r.ok()) *resp = std::move(*r);
     return wire::ToGrpcStatus(r.status());
@@ -178,9 +191,14 @@ absl::Status Agent::Start() {
   } else {
     address_ = config_.advertise;
   }
-  manager_ = v1::FederationService::NewStub(wire::NewChannel(
-      config_.manager, {.max_send_bytes = 64 << 20}, peer_credentials_.credentials,
-      config_.transport.insecure ? "" : auth::kManagerName));
+  ASSIGN_OR_RETURN(std::vector<std::string> manager_addresses,
+                   wire::ParseEndpointList(config_.manager));
+  managers_ = std::make_unique<wire::Endpoints>(
+      std::move(manager_addresses), [this](const std::string& address) {
+        return wire::NewChannel(address, {.max_send_bytes = 64 << 20},
+                                peer_credentials_.credentials,
+                                config_.transport.insecure ? "" : auth::kManagerName);
+      });
   spdlog::info("agent {} serving on {} ({}m cpu, {} MiB memory, sandbox {}), manager {}",
                config_.node_id, address_, capacity_.cpu_millis, capacity_.memory_bytes >> 20,
                sandbox_->kind(), config_.manager);
@@ -299,19 +317,61 @@ absl::Status Agent::Register() {
   }
   v1::RegisterNodeResponse resp;
   auto ctx = Context();
-  grpc::Status st = manager_->RegisterNode(ctx.get(), req, &resp);
-  if (!st.ok()) return wire::FromGrpcStatus(st, "RegisterNode to " + config_.manager);
+  ManagerCall call = Manager();
+  grpc::Status st = call.stub->RegisterNode(ctx.get(), req, &resp);
+  if (!st.ok()) {
+    ManagerFailed(call, st);
+    return wire::FromGrpcStatus(st, "RegisterNode to " + call.address);
+  }
+  if (absl::Status fenced = AcceptManagerEpoch(resp.manager_epoch(), "a registration");
+      !fenced.ok()) {
+    ManagerFailed(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, ""));
+    return fenced;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   epoch_ = resp.epoch();
   migration_key_ = resp.migration_key();
   if (resp.heartbeat_interval_ms() > 0) {
     config_.heartbeat_interval = std::chrono::milliseconds(resp.heartbeat_interval_ms());
   }
-  spdlog::info("agent {} registered (epoch {})", config_.node_id, epoch_);
+  spdlog::info("agent {} registered with manager {} (node epoch {}, manager epoch {})",
+               config_.node_id, call.address, epoch_, resp.manager_epoch());
   if (!config_.ready_file.empty()) {
     nlohmann::json j = {{"address", address_}, {"node_id", config_.node_id}, {"pid", getpid()}};
     std::ofstream(config_.ready_file + ".tmp") << j.dump() << "\n";
     rename((config_.ready_file + ".tmp").c_str(), config_.ready_file.c_str());
+  }
+  return absl::OkStatus();
+}
+
+Agent::ManagerCall Agent::Manager() {
+  wire::Endpoints::Pick pick = managers_->Current();
+  return ManagerCall{pick.index, std::move(pick.address),
+                     v1::FederationService::NewStub(std::move(pick.channel))};
+}
+
+void Agent::ManagerFailed(const ManagerCall& call, const grpc::Status& st) {
+  // The agent's calls are all safe to repeat, so a manager that answers
+  // nothing before the deadline (paused, or cut off) counts as gone too.
+  if (!wire::MovesToNextManager(st.error_code(), /*deadline_moves=*/true)) return;
+  if (managers_->size() < 2) return;
+  const size_t next = managers_->Failed(call.index);
+  if (next != call.index) {
+    spdlog::info("agent {}: manager {} does not answer as leader ({}); trying {}",
+                 config_.node_id, call.address, st.error_message(),
+                 managers_->addresses()[next]);
+  }
+}
+
+absl::Status Agent::AcceptManagerEpoch(uint64_t epoch, const char* what) {
+  uint64_t seen = manager_epoch_.load();
+  while (epoch > seen) {
+    if (manager_epoch_.compare_exchange_weak(seen, epoch)) return absl::OkStatus();
+  }
+  if (epoch < seen) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("refused ", what, " from manager epoch ", epoch, ": a newer leader (epoch ",
+                     seen, ") has taken over"));
   }
   return absl::OkStatus();
 }
@@ -345,7 +405,16 @@ void Agent::ControlLoop() {
       if (sampler_) AddUsage(&req);
       v1::ReportStatusResponse resp;
       auto ctx = Context();
-      grpc::Status gst = manager_->ReportStatus(ctx.get(), req, &resp);
+      ManagerCall call = Manager();
+      grpc::Status gst = call.stub->ReportStatus(ctx.get(), req, &resp);
+      if (gst.ok() && !AcceptManagerEpoch(resp.manager_epoch(), "a status answer").ok()) {
+        // A deposed leader that has not noticed yet: its word counts for
+        // nothing (not even its cancels); look for the new one.
+        gst = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                           absl::StrCat("manager ", call.address, " was deposed (epoch ",
+                                        resp.manager_epoch(), ")"));
+      }
+      if (!gst.ok()) ManagerFailed(call, gst);
       if (gst.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
           gst.error_code() == grpc::StatusCode::NOT_FOUND) {
         spdlog::warn("agent {}: {}; registering again", config_.node_id, gst.error_message());
@@ -353,7 +422,7 @@ void Agent::ControlLoop() {
         epoch_ = 0;
         continue;
       }
-      st = wire::FromGrpcStatus(gst, "ReportStatus to " + config_.manager);
+      st = wire::FromGrpcStatus(gst, "ReportStatus to " + call.address);
       if (gst.ok()) ApplyPoolTargets(resp);
       for (const auto& t : resp.cancel()) {
         spdlog::info("[{}] attempt {} is superseded: stopping it", t.execution_id(), t.attempt());
@@ -390,9 +459,11 @@ void Agent::ResultsLoop() {
     v1::SendResultsResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kResultsRpcTimeout);
-    grpc::Status st = manager_->SendResults(&ctx, req, &resp);
+    ManagerCall call = Manager();
+    grpc::Status st = call.stub->SendResults(&ctx, req, &resp);
     if (!st.ok()) {
-      spdlog::debug("agent {}: SendResults to {}: {}", config_.node_id, config_.manager,
+      ManagerFailed(call, st);
+      spdlog::debug("agent {}: SendResults to {}: {}", config_.node_id, call.address,
                     st.error_message());
       pause();
       continue;
@@ -435,7 +506,11 @@ void Agent::OutputLoop() {
     }
     v1::SendOutputResponse resp;
     auto ctx = Context();
-    manager_->SendOutput(ctx.get(), req, &resp);  // best effort: the result carries it all
+    ManagerCall call = Manager();
+    // Best effort: the result carries it all.
+    if (grpc::Status st = call.stub->SendOutput(ctx.get(), req, &resp); !st.ok()) {
+      ManagerFailed(call, st);
+    }
   }
 }
 
@@ -620,6 +695,7 @@ absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
   if (req.execution_id().empty() || req.attempt() == 0) {
     return absl::InvalidArgumentError("RequestTask needs an execution id and an attempt >= 1");
   }
+  RETURN_IF_ERROR(AcceptManagerEpoch(req.manager_epoch(), "a task"));
   const auto& code = r.code();
   if (code.argv_size() == 0 && code.source().empty()) {
     return absl::InvalidArgumentError("the request has no code to run");

@@ -30,6 +30,7 @@
 #include "monitor/sampler.h"
 #include "pool/warm_pool.h"
 #include "sandbox/sandbox.h"
+#include "wire/endpoints.h"
 
 namespace grpc {
 class Server;
@@ -66,6 +67,12 @@ class Agent {
 
   const std::string& address() const { return address_; }
   const std::string& node_id() const { return config_.node_id; }
+
+  // Fencing: every request from a manager carries its epoch (its term as
+  // leader). One older than the newest this agent has seen comes from a
+  // deposed leader and is refused with FAILED_PRECONDITION; a newer one
+  // becomes the newest. `what` names the request for the message.
+  absl::Status AcceptManagerEpoch(uint64_t epoch, const char* what);
 
   // AgentService.
   absl::Status RequestTask(const v1::RequestTaskRequest& request);
@@ -116,7 +123,19 @@ class Agent {
   std::unique_ptr<sandbox::Sandbox> sandbox_;
   model::Resources capacity_;
   std::string address_;
-  std::unique_ptr<v1::FederationService::Stub> manager_;
+  // The managers' addresses (one, or the replicas of an HA federation); calls
+  // go to the current one and move on when it does not lead.
+  std::unique_ptr<wire::Endpoints> managers_;
+  struct ManagerCall {
+    size_t index;
+    std::string address;
+    std::unique_ptr<v1::FederationService::Stub> stub;
+  };
+  ManagerCall Manager();
+  // After a call through `call` failed with `st`: moves to the next manager
+  // when the failure says this one does not lead (or is paused).
+  void ManagerFailed(const ManagerCall& call, const grpc::Status& st);
+  std::atomic<uint64_t> manager_epoch_{0};  // the newest seen; see AcceptManagerEpoch
   auth::ChannelSecurity peer_credentials_;  // to the manager and migration targets
   std::string migration_key_;               // from the last registration; under mu_
   auth::UsedTokens used_tokens_;            // migration tokens already spent here

@@ -7,6 +7,7 @@
 #include "auth/transport_yaml.h"
 #include "common/status_macros.h"
 #include "common/yaml_util.h"
+#include "wire/endpoints.h"
 
 namespace flotilla::agent {
 
@@ -136,6 +137,9 @@ absl::Status Validate(const AgentConfig& c) {
         "node_id: '", c.node_id, "' is not valid: use 1-128 characters from [A-Za-z0-9._:-]"));
   }
   if (c.manager.empty()) return absl::InvalidArgumentError("manager: must not be empty");
+  if (auto list = wire::ParseEndpointList(c.manager); !list.ok()) {
+    return Annotate(list.status(), "manager");
+  }
   if (c.trust_level < 0 || c.trust_level > 10) {
     return absl::InvalidArgumentError(
         absl::StrCat("security.trust_level: ", c.trust_level, " is out of range 0..10"));

@@ -16,7 +16,9 @@ namespace flotilla::agent {
 
 struct AgentConfig {
   std::string node_id;                   // default: the host name
-  std::string manager = "127.0.0.1:7070";  // the manager's gRPC address
+  // The manager's gRPC address; for an HA federation every replica's,
+  // comma-separated ("10.0.0.1:7070,10.0.0.2:7070"): the agent follows the leader.
+  std::string manager = "127.0.0.1:7070";
   std::string listen = "127.0.0.1:0";    // AgentService; port 0 picks one
   std::string advertise;                 // address given to the manager; default: bound address
   // Mutual TLS with the manager and the other agents (tls: {ca, cert, key});

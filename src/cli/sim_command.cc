@@ -78,13 +78,15 @@ std::string Percent(double fraction) { return absl::StrFormat("%.1f%%", 100 * fr
 
 std::string MetricsTable(const std::vector<sim::Metrics>& rows) {
   Table t({"POLICY", "DONE", "REJECTED", "UTIL", "WAIT P50", "WAIT P99", "MAKESPAN", "DATA MOVED",
-           "SLO MISS", "MAX WAIT", "STARVED", "RE-RUNS", "DECISIONS", "COST"});
+           "SLO MISS", "MAX WAIT", "STARVED", "RE-RUNS", "DECISIONS", "COST", "BUSIEST",
+           "MAX/MEAN"});
   for (const sim::Metrics& m : rows) {
     t.Add({m.policy, absl::StrCat(m.completed, "/", m.arrivals), absl::StrCat(m.rejected),
            Percent(m.utilisation), FormatDurationMs(m.wait_p50_ms), FormatDurationMs(m.wait_p99_ms),
            FormatDurationMs(m.makespan_ms), FormatBytes(m.bytes_moved), absl::StrCat(m.slo_misses),
            FormatDurationMs(m.wait_max_ms), absl::StrCat(m.starved), absl::StrCat(m.reruns),
-           absl::StrCat(m.decisions), absl::StrFormat("%.2f", m.cost)});
+           absl::StrCat(m.decisions), absl::StrFormat("%.2f", m.cost), Percent(m.busiest_share),
+           absl::StrFormat("%.2f", m.max_over_mean)});
   }
   return t.Render();
 }
@@ -99,6 +101,7 @@ nlohmann::json ToJson(const sim::Metrics& m) {
       {"makespan_ms", m.makespan_ms}, {"bytes_moved", m.bytes_moved},
       {"slo_misses", m.slo_misses},   {"reruns", m.reruns},
       {"decisions", m.decisions},     {"cost", m.cost},
+      {"busiest_share", m.busiest_share}, {"max_over_mean", m.max_over_mean},
   };
 }
 

@@ -36,7 +36,7 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       {"grpc_listen", "http_listen", "db_path", "durability", "lease_timeout_ms",
        "heartbeat_interval_ms", "dispatch_grace_ms", "scheduler", "default_resources",
        "default_timeout_ms", "max_timeout_ms", "max_request_bytes", "state", "functions",
-       "max_queued", "attempt_grace_ms", "max_attempts", "retention", "tls", "auth", "limits"}));
+       "max_queued", "attempt_grace_ms", "max_attempts", "retention", "tls", "auth", "limits", "ha"}));
   RETURN_IF_ERROR(ReadYaml(root, where, "grpc_listen", &c.grpc_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "http_listen", &c.http_listen));
   RETURN_IF_ERROR(ReadYaml(root, where, "db_path", &c.db_path));
@@ -141,6 +141,16 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(w, "values must not be negative"));
     }
   }
+  if (const YAML::Node h = root["ha"]) {
+    const std::string w = where + "ha.";
+    RETURN_IF_ERROR(
+        CheckKnownKeys(h, w, {"etcd", "id", "advertise", "lease_ttl_ms", "prefix"}));
+    RETURN_IF_ERROR(ReadYaml(h, w, "etcd", &c.ha.etcd));
+    RETURN_IF_ERROR(ReadYaml(h, w, "id", &c.ha.id));
+    RETURN_IF_ERROR(ReadYaml(h, w, "advertise", &c.ha.advertise));
+    RETURN_IF_ERROR(ReadMs(h, w, "lease_ttl_ms", &c.ha.lease_ttl));
+    RETURN_IF_ERROR(ReadYaml(h, w, "prefix", &c.ha.prefix));
+  }
   RETURN_IF_ERROR(auth::ReadTransportYaml(root, where, &c.transport));
   if (const YAML::Node a = root["auth"]) {
     const std::string w = where + "auth.";
@@ -209,6 +219,29 @@ absl::Status Validate(const ManagerConfig& c) {
   }
   if (c.grpc_listen.empty()) return absl::InvalidArgumentError("grpc_listen: must not be empty");
   if (c.db_path.empty()) return absl::InvalidArgumentError("db_path: must not be empty");
+  if (c.ha.enabled()) {
+    for (const std::string& e : c.ha.etcd) {
+      if (e.empty() || e.find(':') == std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ha.etcd: '", e, "' is not host:port"));
+      }
+    }
+    if (c.ha.lease_ttl < std::chrono::seconds(2) || c.ha.lease_ttl > std::chrono::seconds(60)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ha.lease_ttl_ms: ", c.ha.lease_ttl.count(), " is out of range 2000..60000"));
+    }
+    if (c.ha.prefix.empty() || c.ha.prefix.front() != '/' || c.ha.prefix.back() != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ha.prefix: '", c.ha.prefix, "' must start and end with '/'"));
+    }
+    // Every replica must see the same keys and queues: the embedded store
+    // lives in one process's memory and would vanish with a failover.
+    if (c.state_backend != "redis") {
+      return absl::InvalidArgumentError(
+          "ha: needs state.backend: redis (the embedded key-value store lives in one manager's "
+          "memory; the replicas must share theirs)");
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "auth/pki.h"
@@ -15,7 +16,28 @@
 
 namespace flotilla::manager {
 
+// High availability (`ha:`): several manager replicas share their state in
+// an etcd cluster and elect one leader with an etcd lease; the others stand
+// by and take over when it goes. Off (the single-manager SQLite default)
+// while `etcd` is empty.
+struct HaConfig {
+  std::vector<std::string> etcd;  // etcd client endpoints, "host:port"
+  // This replica's name in the election; default: its advertised address.
+  std::string id;
+  // The address agents and clients reach this replica at (its grpc_listen
+  // when that names a host, else required).
+  std::string advertise;
+  std::chrono::milliseconds lease_ttl{5000};  // etcd rounds up to whole seconds
+  std::string prefix = "/flotilla/";          // keys: <prefix>leader, <prefix>store/
+  bool enabled() const { return !etcd.empty(); }
+};
+
 struct ManagerConfig {
+  // This manager's term as leader (set by RunManager from the election, not
+  // read from YAML; 0 for a single manager). It goes with every request to an
+  // agent and every answer to one, so agents refuse a deposed leader.
+  uint64_t manager_epoch = 0;
+  HaConfig ha;
   std::string grpc_listen = "127.0.0.1:7070";  // port 0 picks a free one
   std::string http_listen = "127.0.0.1:7071";  // /healthz, /metrics; "" disables
   std::string db_path = "flotilla.db";

@@ -402,6 +402,7 @@ absl::StatusOr<v1::Execution> Manager::Cancel(const std::string& id) {
           node_id = node->node.id;
           req.set_execution_id(id);
           req.set_attempt(live->rec.attempt);
+          req.set_manager_epoch(config_.manager_epoch);
         }
       }
       reply = ToExecution(*live);
@@ -774,6 +775,7 @@ void Manager::DispatchRound() {
       s.request.set_attempt(live.rec.attempt);
       *s.request.mutable_request() = live.request;
       s.request.set_node_epoch(ns.node.epoch);
+      s.request.set_manager_epoch(config_.manager_epoch);
       sends.push_back(std::move(s));
     }
     ticket = CommitAwaited(std::move(w));
@@ -850,6 +852,7 @@ std::vector<std::string> Manager::Preempt(Live& live, std::vector<model::Hypervi
     v1::CancelTaskRequest cancel;
     cancel.set_execution_id(id);
     cancel.set_attempt(victim.rec.attempt);
+    cancel.set_manager_epoch(config_.manager_epoch);
     // Re-queued, not lost: it keeps its place and age, and runs again later.
     Requeue(victim, "preempted",
             absl::StrCat("preempted on ", plan->node_id, " by ", live.rec.id, " (priority ",
@@ -954,6 +957,7 @@ void Manager::CheckAttemptDeadlines(
       v1::CancelTaskRequest req;
       req.set_execution_id(eid);
       req.set_attempt(live.rec.attempt);
+      req.set_manager_epoch(config_.manager_epoch);
       cancels->push_back({{n->node.id, n->node.address}, std::move(req)});
     }
     const std::string why = absl::StrCat(

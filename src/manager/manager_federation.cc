@@ -88,6 +88,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Manager::RegisterNode(const v1::Registe
   ns.migration_key = auth::NewMigrationKey();
   resp.set_migration_key(ns.migration_key);
   resp.set_epoch(epoch);
+  resp.set_manager_epoch(config_.manager_epoch);
   resp.set_heartbeat_interval_ms(config_.heartbeat_interval.count());
   resp.set_lease_timeout_ms(config_.lease_timeout.count());
   ticket = CommitAwaited(std::move(w));
@@ -110,6 +111,13 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
     return absl::NotFoundError(absl::StrCat("unknown node '", req.node_id(), "': register first"));
   }
   NodeState& ns = *found;
+  // No migration key: the node's registration happened with another manager
+  // process (this one restarted, or took over as leader). It registers again,
+  // which gets it a key and settles which executions are still its own.
+  if (ns.migration_key.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", req.node_id(), " registered with an earlier manager: register again"));
+  }
   if (ns.node.status != model::NodeStatus::kOnline || ns.node.epoch != req.epoch()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the lease of node ", req.node_id(), " (epoch ", req.epoch(),
@@ -129,6 +137,7 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   *ns.spec.mutable_checkpoint() = req.checkpoint();
 
   v1::ReportStatusResponse resp;
+  resp.set_manager_epoch(config_.manager_epoch);
   for (auto& t : prewarmer_.TargetsFor(clock_->UnixMs(), static_cast<int>(nodes_.size()))) {
     *resp.add_pool_targets() = std::move(t);
   }

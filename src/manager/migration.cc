@@ -54,13 +54,15 @@ std::unique_ptr<grpc::ClientContext> Ctx(Duration d) {
   return ctx;
 }
 
-absl::Status Finish(AgentClientFactory* agents, const std::string& address, const std::string& node,
-                    const std::string& mig, const Manager::RunningView& v, bool moved) {
+absl::Status Finish(AgentClientFactory* agents, uint64_t epoch, const std::string& address,
+                    const std::string& node, const std::string& mig, const Manager::RunningView& v,
+                    bool moved) {
   v1::FinishMigrationRequest req;
   req.set_migration_id(mig);
   req.set_execution_id(v.execution_id);
   req.set_attempt(v.attempt);
   req.set_moved(moved);
+  req.set_manager_epoch(epoch);
   v1::FinishMigrationResponse resp;
   auto ctx = Ctx(kFinishTimeout);
   return wire::FromGrpcStatus(AgentStub(agents, node, address)->FinishMigration(ctx.get(), req, &resp),
@@ -165,6 +167,7 @@ absl::StatusOr<v1::CheckpointResponse> Migrator::Checkpoint(const std::string& i
   v1::CheckpointTaskRequest req;
   req.set_execution_id(id);
   req.set_attempt(v.attempt);
+  req.set_manager_epoch(manager_->config().manager_epoch);
   v1::CheckpointTaskResponse resp;
   auto ctx = Ctx(kMigrateTimeout);
   RETURN_IF_ERROR(wire::FromGrpcStatus(AgentStub(manager_->agent_clients(), v.node_id, v.node_address)->CheckpointTask(ctx.get(), req, &resp),
@@ -266,6 +269,7 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   mreq.set_migration_id(mig);
   mreq.set_execution_id(id);
   mreq.set_attempt(v.attempt);
+  mreq.set_manager_epoch(manager_->config().manager_epoch);
   mreq.set_target_node_id(target);
   mreq.set_target_address(address[target]);
   if (fail_after == "checkpoint" || fail_after == "transfer" || fail_after == "restore") {
@@ -292,10 +296,10 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   }
   // 3. The switch.
   auto undo_restore = [&](absl::Status why_failed) {
-    if (absl::Status st = Finish(manager_->agent_clients(), address[target], target, mig, v, false); !st.ok()) {
+    if (absl::Status st = Finish(manager_->agent_clients(), manager_->config().manager_epoch, address[target], target, mig, v, false); !st.ok()) {
       spdlog::warn("[{}] discarding the restored copy on {}: {}", id, target, st.message());
     }
-    if (absl::Status st = Finish(manager_->agent_clients(), v.node_address, v.node_id, mig, v, false); !st.ok()) {
+    if (absl::Status st = Finish(manager_->agent_clients(), manager_->config().manager_epoch, v.node_address, v.node_id, mig, v, false); !st.ok()) {
       spdlog::warn("[{}] resuming the source on {}: {}", id, v.node_id, st.message());
     }
     return Annotate(why_failed, absl::StrCat("migration of ", id, " from ", v.node_id, " to ",
@@ -307,14 +311,14 @@ absl::StatusOr<v1::MigrateResponse> Migrator::Migrate(const std::string& id, con
   // 4. Resume on the target, then end the source.
   absl::Status resumed = fail_after == "switch"
                              ? absl::InternalError("fault injected after the switch")
-                             : Finish(manager_->agent_clients(), address[target], target, mig, v, true);
+                             : Finish(manager_->agent_clients(), manager_->config().manager_epoch, address[target], target, mig, v, true);
   if (!resumed.ok()) {
     if (absl::Status st = manager_->MoveAssignment(id, v.attempt, target, v.node_id); !st.ok()) {
       spdlog::error("[{}] could not move the execution back to {}: {}", id, v.node_id, st.message());
     }
     return undo_restore(resumed);
   }
-  if (absl::Status st = Finish(manager_->agent_clients(), v.node_address, v.node_id, mig, v, true); !st.ok()) {
+  if (absl::Status st = Finish(manager_->agent_clients(), manager_->config().manager_epoch, v.node_address, v.node_id, mig, v, true); !st.ok()) {
     // The held source resumes on its own later; the manager then cancels it
     // (it is no longer the execution's node) and drops its result as stale.
     spdlog::warn("[{}] the source on {} did not confirm the end of its copy: {}", id, v.node_id,

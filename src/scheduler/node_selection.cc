@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -15,6 +16,17 @@
 
 namespace flotilla::scheduler {
 namespace {
+
+// A 64-bit mix (splitmix64's finaliser) of the request's hash and the node
+// id's: std::hash of a string alone is not mixed well enough for its order
+// to look random across nodes with similar names.
+uint64_t TieHash(uint64_t request_hash, const std::string& node_id) {
+  uint64_t x = request_hash ^ (std::hash<std::string>{}(node_id) + 0x9e3779b97f4a7c15ULL);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 
 using model::ExecutionRequest;
 using model::HypervisorNode;
@@ -164,6 +176,7 @@ void NodeSelection::Evaluate(const ExecutionRequest& request, std::span<const Hy
   }
 
   // Pass 2: scores.
+  const uint64_t request_hash = std::hash<std::string>{}(request.id);
   for (Feasible& f : scratch.feasible) {
     const HypervisorNode& node = nodes[f.index];
     context.predicted_ms = f.predicted_ms;
@@ -175,6 +188,7 @@ void NodeSelection::Evaluate(const ExecutionRequest& request, std::span<const Hy
       if (verdict != nullptr) verdict->parts.emplace_back(s.scorer->name(), points);
     }
     f.score = score;
+    f.tie = TieHash(request_hash, node.id);
     if (verdict != nullptr) {
       verdict->score = score;
       verdict->predicted_ms = f.predicted_ms;
@@ -225,7 +239,11 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
     return decision;
   }
 
-  // Higher score, then fewer running executions, then the smaller id.
+  // Higher score, then fewer running executions, then the larger rendezvous
+  // hash of (request, node), then the smaller id. The hash spreads requests
+  // that tie over every tied node (the smallest id alone sent a burst of
+  // short tasks to one node: none was running long enough to count), yet a
+  // request meets the same order on every retry and on every manager.
   auto better = [&](const Feasible& a, const Feasible& b) {
     if (a.score != b.score) return a.score > b.score;
     const HypervisorNode& na = nodes[a.index];
@@ -233,6 +251,7 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
     if (na.running_executions != nb.running_executions) {
       return na.running_executions < nb.running_executions;
     }
+    if (a.tie != b.tie) return a.tie > b.tie;
     return na.id < nb.id;
   };
   auto better_at = [&](uint32_t a, uint32_t b) { return better(feasible[a], feasible[b]); };

@@ -59,7 +59,7 @@ struct SelectionOptions {
   // kScore: choose at random (with the rng passed to Select) among at most
   // top_k candidates scoring within tie_epsilon points of the best. 1, or no
   // rng: deterministic, the best by score, then fewer running executions,
-  // then the smaller id.
+  // then a rendezvous hash of (request id, node id), then the smaller id.
   int top_k = 1;
   double tie_epsilon = 1.0;
 
@@ -121,7 +121,7 @@ class NodeSelection {
 
   // Returns the best feasible node for `request` among `nodes`, examining
   // every node and breaking ties deterministically (score, then fewer
-  // running executions, then the smaller id). Placement modes apply, with
+  // running executions, then a rendezvous hash of request and node ids). Placement modes apply, with
   // the default LoadLatencyPredictor.
   Decision Select(const model::ExecutionRequest& request,
                   std::span<const model::HypervisorNode> nodes) const;
@@ -153,6 +153,7 @@ class NodeSelection {
     double score = 0;
     double predicted_ms = 0;
     double cost_per_s = 0;
+    uint64_t tie = 0;  // rendezvous hash of (request id, node id): breaks exact ties
   };
   // Buffers reused across decisions so the hot path does not allocate.
   struct Scratch {

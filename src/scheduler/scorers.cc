@@ -136,10 +136,16 @@ double MemoryScorer::Score(const ExecutionRequest& request, const HypervisorNode
 
 double SecurityScorer::Score(const ExecutionRequest& request, const HypervisorNode& node,
                              const ScoringContext&) const {
+  // The match, not the margin: a node exactly as trusted as the request needs
+  // scores 1 and each level above it costs a share, so work without a
+  // requirement lands on ordinary nodes and the trusted ones stay free for
+  // the work only they may run (the way a taint or a rank expression keeps
+  // special machines for special jobs). Filters have already removed nodes
+  // below the minimum.
   const int min = std::clamp(request.security.min_trust_level, 0, kMaxTrust);
   if (min >= kMaxTrust) return 1;
-  const double margin = static_cast<double>(node.security.trust_level - min);
-  return Clamp01(0.5 + 0.5 * margin / static_cast<double>(kMaxTrust - min));
+  const int excess = std::max(0, std::min(node.security.trust_level, kMaxTrust) - min);
+  return Clamp01(1 - static_cast<double>(excess) / static_cast<double>(kMaxTrust - min));
 }
 
 double LocalityScorer::Score(const ExecutionRequest&, const HypervisorNode& node,

@@ -27,7 +27,7 @@ namespace flotilla::scheduler {
 struct Weights {
   double cpu = 0.3;       // "cpu": free cpu (or packed cpu, by strategy)
   double memory = 0.3;    // "memory": free memory (or packed memory)
-  double security = 0.2;  // "security": margin of the node's trust over the minimum
+  double security = 0.2;  // "security": how closely the node's trust matches the minimum
   double locality = 0.2;  // "locality": fraction of the request's data bytes on the node
   double geo = 0;         // "geo": position of the node's region among the preferred
   double warm = 0;        // "warm": an idle sandbox of the request's template waits there
@@ -163,11 +163,12 @@ class MemoryScorer final : public Scorer {
   AllocationStrategy strategy_;
 };
 
-// "security": the margin of the node's trust over the request's minimum,
-// 0.5 + 0.5 * (trust - min) / (10 - min), and 1 when the minimum is 10. A
-// node exactly at the minimum scores 0.5 and a trust-10 node 1: it prefers
-// safer nodes, so with a positive weight trusted nodes attract work that
-// could run elsewhere; lower the weight where trusted capacity is scarce.
+// "security": how well the node's trust matches the request's minimum,
+// 1 - (trust - min) / (10 - min), and 1 when the minimum is 10. A node
+// exactly at the minimum scores 1 and a trust-10 node serving a request that
+// needs nothing scores 0: over-qualified nodes are kept for the work that
+// needs them (the seed's "how well the node's security profile matches the
+// code's requirements").
 class SecurityScorer final : public Scorer {
  public:
   const char* name() const override { return "security"; }

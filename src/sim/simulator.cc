@@ -421,6 +421,7 @@ class Run {
     m.policy = policy_.name();
     m.arrivals = static_cast<int64_t>(executions_.size());
     std::vector<int64_t> waits;
+    std::vector<int64_t> ran_on(nodes_.size(), 0);
     for (Execution& x : executions_) {
       const Arrival& a = *x.arrival;
       ExecutionRecord r;
@@ -428,7 +429,10 @@ class Run {
       r.arrival_ms = a.time_ms;
       r.attempts = x.attempts;
       r.bytes_moved = x.bytes_moved;
-      if (x.ran) r.node_id = nodes_[x.node].id;
+      if (x.ran) {
+        r.node_id = nodes_[x.node].id;
+        ++ran_on[x.node];
+      }
       if (x.state == Execution::State::kQueued) x.wait_ms += now_ - x.enqueued_ms;
       r.wait_ms = x.wait_ms;
       switch (x.state) {
@@ -463,6 +467,9 @@ class Run {
     m.reruns = reruns_;
     m.decisions = decisions_;
     m.cost = cost_;
+    const Spread spread = PlacementSpread(ran_on);
+    m.busiest_share = spread.busiest_share;
+    m.max_over_mean = spread.max_over_mean;
     return result;
   }
 
@@ -574,6 +581,19 @@ std::unique_ptr<PlacementPolicy> MakeSelectionPolicy(std::string name,
                                                      const scheduler::SelectionOptions& options,
                                                      uint64_t seed) {
   return std::make_unique<SelectionPolicy>(std::move(name), weights, options, std::nullopt, seed);
+}
+
+Spread PlacementSpread(std::span<const int64_t> per_node) {
+  int64_t total = 0;
+  int64_t busiest = 0;
+  for (int64_t n : per_node) {
+    total += n;
+    busiest = std::max(busiest, n);
+  }
+  if (total <= 0) return {};
+  const double mean = static_cast<double>(total) / static_cast<double>(per_node.size());
+  return {static_cast<double>(busiest) / static_cast<double>(total),
+          static_cast<double>(busiest) / mean};
 }
 
 SimResult Simulate(std::span<const model::HypervisorNode> cluster, const Trace& trace,

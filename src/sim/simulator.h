@@ -129,6 +129,11 @@ struct Metrics {
   int64_t reruns = 0;       // starts lost to node failures and run again
   int64_t decisions = 0;    // PlacementPolicy::Place calls
   double cost = 0;          // node price times resources times seconds reserved
+  // Placement spread over the cluster's nodes (idle ones count as 0): the
+  // busiest node's share of the executions that ran, and its count over the
+  // mean count. 1.0 is a perfectly even spread.
+  double busiest_share = 0;
+  double max_over_mean = 0;
   bool operator==(const Metrics&) const = default;
 };
 
@@ -136,6 +141,15 @@ struct SimResult {
   Metrics metrics;
   std::vector<ExecutionRecord> executions;  // in trace order
 };
+
+// The busiest node's share of `per_node` counts and its count over their
+// mean ({0, 0} when nothing ran): the placement spread reported by the
+// simulator and by the scale check.
+struct Spread {
+  double busiest_share = 0;
+  double max_over_mean = 0;
+};
+Spread PlacementSpread(std::span<const int64_t> per_node);
 
 // Runs `trace` on a copy of `cluster` (from GenerateCluster, or made by hand;
 // Failure::node indexes it) with `policy` until every arrival has completed

@@ -324,11 +324,11 @@ TEST_F(ManagerTest, DispatchSendsAttemptOneToTheChosenNode) {
 
 TEST_F(ManagerTest, UnavailableDispatchRequeuesAndTheNextUsesAttemptTwo) {
   Register(NodeSpec("a"));
-  Register(NodeSpec("b"));
+  Register(NodeSpec("b", /*trust=*/6));  // over-qualified: a matches better
   agents_->ReplyTo(AddressOf("a"), absl::UnavailableError("connection refused"));
   const std::string id = SubmitOk();
 
-  mgr().DispatchOnceForTest();  // to a (ties go to the smaller id), which fails
+  mgr().DispatchOnceForTest();  // to a, which fails
   v1::Execution e = GetOk(id);
   EXPECT_EQ(e.state(), v1::EXECUTION_QUEUED);
   EXPECT_EQ(e.attempt(), 1u);
@@ -415,7 +415,7 @@ TEST_F(ManagerTest, ResultsEndTheExecutionByTermination) {
 
 TEST_F(ManagerTest, ResultsFromAnotherNodeOrAnOlderAttemptAreStale) {
   Register(NodeSpec("a"));
-  Register(NodeSpec("b"));
+  Register(NodeSpec("b", /*trust=*/6));  // over-qualified: a matches better
   v1::HypervisorNode only_a = NodeSpec("a");
   const std::string id = SubmitOk();
   mgr().DispatchOnceForTest();
@@ -868,8 +868,17 @@ TEST_F(ManagerTest, RecoverKeepsAssignmentsAndDispatchesTheQueue) {
   EXPECT_EQ(tasks[0].request.attempt(), 1u);
   EXPECT_EQ(GetOk(no_room).state(), v1::EXECUTION_QUEUED);
 
-  // The agent's lease and its result carry over.
-  ASSERT_TRUE(Report("a", epoch, {Task(assigned, 1), Task(queued, 1)}).ok());
+  // The node registered with the manager that died: its next report asks it
+  // to register again (for a fresh migration key), and registering with what
+  // it holds keeps both executions its own. Its result carries over.
+  absl::Status report = Report("a", epoch, {Task(assigned, 1), Task(queued, 1)}).status();
+  EXPECT_EQ(report.code(), absl::StatusCode::kFailedPrecondition) << report;
+  EXPECT_THAT(std::string(report.message()), HasSubstr("register again"));
+  const uint64_t again = Register(NodeSpec("a", 5, 250), {Task(assigned, 1), Task(queued, 1)});
+  EXPECT_GT(again, epoch);
+  ASSERT_TRUE(Report("a", again, {Task(assigned, 1), Task(queued, 1)}).ok());
+  EXPECT_EQ(GetOk(queued).node_id(), "a");  // still its first attempt, on a
+  EXPECT_EQ(GetOk(queued).attempt(), 1u);
   EXPECT_EQ(SendResult("a", Exited(assigned, 1, 0)), v1::RESULT_ACCEPTED);
   EXPECT_EQ(GetOk(assigned).state(), v1::EXECUTION_SUCCEEDED);
   mgr().DispatchOnceForTest();

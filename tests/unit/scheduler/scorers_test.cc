@@ -73,18 +73,20 @@ TEST(MemoryScorerTest, BothStrategies) {
       MemoryScorer(AllocationStrategy::kMostAllocated).Score(Request(), node, kNoContext), 2.5 / 8);
 }
 
-TEST(SecurityScorerTest, MarginOverTheMinimum) {
+TEST(SecurityScorerTest, MatchToTheMinimum) {
   const SecurityScorer scorer;
   HypervisorNode node = Node();
   ExecutionRequest request = Request();
-  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.75);  // 0.5 + 0.5 * 5/10
+  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.5);  // 1 - 5/10
   node.security.trust_level = 10;
+  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.0);  // kept for who needs it
+  node.security.trust_level = 0;
   EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 1.0);
   request.security.min_trust_level = 6;
   node.security.trust_level = 6;
-  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.5);  // exactly at the minimum
+  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 1.0);  // exactly at the minimum
   node.security.trust_level = 8;
-  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.75);  // 0.5 + 0.5 * 2/4
+  EXPECT_DOUBLE_EQ(scorer.Score(request, node, kNoContext), 0.5);  // 1 - 2/4
 }
 
 TEST(SecurityScorerTest, MinimumTenIsOne) {
