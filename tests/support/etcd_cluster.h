@@ -84,6 +84,7 @@ class EtcdCluster {
   TempDir dir_{"flotilla_etcd"};
   std::string binary_;
   std::vector<Member> members_;
+  unsigned client_port_seed_ = 0;  // makes each start's cluster token unique
 };
 
 // The etcd binary, or "" if none is installed.
