@@ -1,12 +1,13 @@
 #include "ha/election.h"
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/logging.h"
 
 namespace flotilla::ha {
@@ -56,7 +57,7 @@ class LeaderElection::Impl {
                                       LostCallback on_lost, const std::atomic<bool>* stop,
                                       etcd::Deadline deadline) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (leading_) {
         return absl::FailedPreconditionError(
             absl::StrCat("campaign of ", id, ": already leading at epoch ", leadership_.epoch));
@@ -86,14 +87,14 @@ class LeaderElection::Impl {
   }
 
   bool IsLeader() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     // The deadline is checked here too: the renewal thread may be starved of
     // CPU past it, and a leader that might have lost must not act as one.
     return leading_ && Clock::now() < last_renewal_sent_ + options_.ttl - options_.margin;
   }
 
   std::optional<Leadership> leadership() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!leading_) return std::nullopt;
     return leadership_;
   }
@@ -101,13 +102,13 @@ class LeaderElection::Impl {
   absl::Status Resign() {
     Leadership held;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (!leading_) return absl::OkStatus();
       leading_ = false;
       held = leadership_;
       stop_ = true;
+      cv_.SignalAll();
     }
-    cv_.notify_all();
     if (std::this_thread::get_id() != thread_.get_id()) JoinThread();
     const etcd::Deadline deadline = Clock::now() + options_.ttl / 2;
     etcd::TxnRequest txn;
@@ -161,7 +162,7 @@ class LeaderElection::Impl {
       (void)client_->LeaseRevoke(lease->id, call);
       return std::optional<Leadership>();
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     last_renewal_sent_ = sent;
     return std::optional<Leadership>(won);
   }
@@ -178,7 +179,7 @@ class LeaderElection::Impl {
 
   void StartLeading(const Leadership& won, LostCallback on_lost) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       leading_ = true;
       stop_ = false;
       leadership_ = won;
@@ -193,11 +194,17 @@ class LeaderElection::Impl {
     const auto give_up_after = options_.ttl - options_.margin;
     Clock::time_point next = Clock::now() + interval;
     absl::Status why;
-    std::unique_lock<std::mutex> lock(mu_);
+    mu_.Lock();
     while (true) {
       Clock::time_point give_up = last_renewal_sent_ + give_up_after;
-      cv_.wait_until(lock, std::min(next, give_up), [&] { return stop_; });
-      if (stop_) return;
+      const Clock::time_point wake = std::min(next, give_up);
+      while (!stop_ && Clock::now() < wake) {
+        cv_.WaitWithTimeout(&mu_, absl::FromChrono(wake - Clock::now()));
+      }
+      if (stop_) {
+        mu_.Unlock();
+        return;
+      }
       const Clock::time_point now = Clock::now();
       if (now >= give_up) {
         why = absl::UnavailableError(absl::StrCat(
@@ -207,13 +214,16 @@ class LeaderElection::Impl {
         break;
       }
       if (now < next) continue;
-      lock.unlock();
+      mu_.Unlock();
       const etcd::Deadline call = std::min(give_up, now + interval);
       absl::StatusOr<int64_t> ttl = client_->LeaseKeepAliveOnce(held.lease_id, call);
       absl::StatusOr<etcd::RangeResult> key;
       if (ttl.ok()) key = client_->Range(held.key, "", 0, call);
-      lock.lock();
-      if (stop_) return;
+      mu_.Lock();
+      if (stop_) {
+        mu_.Unlock();
+        return;
+      }
       if (ttl.status().code() == absl::StatusCode::kNotFound) {
         why = absl::FailedPreconditionError(absl::StrCat("lost leadership of ", held.key,
                                                          " at epoch ", held.epoch, ": ",
@@ -235,7 +245,7 @@ class LeaderElection::Impl {
       next = now + interval;
     }
     leading_ = false;
-    lock.unlock();
+    mu_.Unlock();
     spdlog::warn("election: {}", why.message());
     if (on_lost) on_lost(why);
     (void)client_->LeaseRevoke(held.lease_id, Clock::now() + milliseconds(200));
@@ -248,13 +258,15 @@ class LeaderElection::Impl {
   const std::shared_ptr<etcd::EtcdClient> client_;
   ElectionOptions options_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool leading_ = false;              // guarded by mu_
-  bool stop_ = false;                 // guarded by mu_
-  Leadership leadership_;             // guarded by mu_
-  Clock::time_point last_renewal_sent_;  // guarded by mu_
-  std::thread thread_;                // the renewal thread of the leadership held last
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // stop_ set
+  bool leading_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  Leadership leadership_ ABSL_GUARDED_BY(mu_);
+  Clock::time_point last_renewal_sent_ ABSL_GUARDED_BY(mu_);
+  // The renewal thread of the leadership held last; started by Campaign,
+  // joined by the next Campaign, Resign or the destructor.
+  std::thread thread_;
 };
 
 LeaderElection::LeaderElection(std::shared_ptr<etcd::EtcdClient> client, ElectionOptions options)
