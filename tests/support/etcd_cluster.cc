@@ -108,8 +108,8 @@ absl::Status EtcdCluster::Spawn(int i, bool initial) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  // posix_spawn, not fork: gRPC's fork handlers (GRPC_ENABLE_FORK_SUPPORT)
-  // shut down every connection of the parent's channels at a fork.
+  // posix_spawn, not fork: the test process has gRPC threads, and a fork
+  // runs gRPC's atfork handlers in it; posix_spawn runs none.
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   const std::string log = LogPath(i);
