@@ -51,8 +51,10 @@ std::string AttemptNo(uint32_t n) { return absl::StrFormat("%010u", n); }
 using AttemptKey = std::pair<std::string, uint32_t>;
 using DocKey = std::pair<std::string, std::string>;
 
+// A result's summary stays in memory; its bytes (the output, possibly large)
+// only in etcd, read on demand: the index stays small, and a new leader's
+// load does not read every output ever kept.
 struct ResultEntry {
-  std::string result;
   std::string summary;
 };
 
@@ -339,39 +341,59 @@ class EtcdStore final : public Store {
       pb::ResultValue v;
       v.set_execution_id(id);
       v.set_attempt(attempt);
-      v.set_result(result);
       v.set_summary(summary);
       std::string value = v.SerializeAsString();
-      if (static_cast<int64_t>(value.size()) > kMaxTxnBytes) {
+      if (static_cast<int64_t>(value.size() + result.size()) > kMaxTxnBytes) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            context, ": the result is ", value.size(), " bytes; the etcd store keeps at most ",
-            kMaxTxnBytes, " per write (etcd's --max-request-bytes); keep large outputs out of "
-            "the store"));
+            context, ": the result is ", value.size() + result.size(),
+            " bytes; the etcd store keeps at most ", kMaxTxnBytes,
+            " per write (etcd's --max-request-bytes); keep large outputs out of the store"));
       }
       b.Add(Op::Put(ResultKeyOf(id, attempt), std::move(value)));
+      b.Add(Op::Put(OutputKeyOf(id, attempt), result));
       Set(b, index_.results, AttemptKey(id, attempt),
-          std::optional<ResultEntry>(ResultEntry{result, summary}));
+          std::optional<ResultEntry>(ResultEntry{summary}));
       return absl::OkStatus();
     });
   }
 
   absl::StatusOr<std::optional<std::string>> GetResultSummary(const std::string& id,
                                                               uint32_t attempt) override {
-    return Read([&]() -> absl::StatusOr<std::optional<std::string>> {
-      auto it = index_.results.find({id, attempt});
-      if (it == index_.results.end()) return std::optional<std::string>();
-      return std::optional<std::string>(it->second.summary.empty() ? it->second.result
-                                                                   : it->second.summary);
-    });
+    absl::StatusOr<std::optional<std::string>> summary =
+        Read([&]() -> absl::StatusOr<std::optional<std::string>> {
+          auto it = index_.results.find({id, attempt});
+          if (it == index_.results.end() || it->second.summary.empty()) {
+            return std::optional<std::string>();
+          }
+          return std::optional<std::string>(it->second.summary);
+        });
+    if (!summary.ok() || summary->has_value()) return summary;
+    return GetResult(id, attempt);
   }
 
   absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                        uint32_t attempt) override {
-    return Read([&]() -> absl::StatusOr<std::optional<std::string>> {
-      auto it = index_.results.find({id, attempt});
-      if (it == index_.results.end()) return std::optional<std::string>();
-      return std::optional<std::string>(it->second.result);
+    const std::string key = OutputKeyOf(id, attempt);
+    if (InOwnTransaction()) {
+      // The body's own, uncommitted write of it.
+      if (auto op = txn_batch_->by_key.find(key); op != txn_batch_->by_key.end()) {
+        const Op& o = txn_batch_->ops[op->second];
+        if (o.type == Op::Type::kPut) return std::optional<std::string>(o.value);
+        return std::optional<std::string>();
+      }
+    }
+    bool known = false;
+    (void)Read([&] {
+      known = index_.results.count({id, attempt}) > 0;
+      return 0;
     });
+    if (!known) return std::optional<std::string>();
+    // Outside the gate: a linearizable read sees every committed write, and
+    // other calls need not wait for it.
+    absl::StatusOr<::flotilla::etcd::RangeResult> r = client_->Range(key, "");
+    if (!r.ok()) return Annotate(r.status(), absl::StrCat("get result ", id, "/", attempt));
+    if (r->kvs.empty()) return std::optional<std::string>();  // deleted meanwhile
+    return std::optional<std::string>(std::move(r->kvs[0].value));
   }
 
   absl::Status PutDocument(const DocumentRecord& doc) override {
@@ -512,6 +534,9 @@ class EtcdStore final : public Store {
   std::string ResultKeyOf(const std::string& id, uint32_t n) const {
     return ResultPrefix(id) + AttemptNo(n);
   }
+  std::string OutputKeyOf(const std::string& id, uint32_t n) const {
+    return prefix_ + "o/" + Seg(id) + "/" + AttemptNo(n);
+  }
   std::string DocKeyOf(const std::string& kind, const std::string& key) const {
     return prefix_ + "d/" + Seg(kind) + key;
   }
@@ -580,7 +605,7 @@ class EtcdStore final : public Store {
     }
     for (auto r = index_.results.lower_bound({id, 0});
          r != index_.results.end() && r->first.first == id; ++r) {
-      ++n;
+      n += 2;
     }
     return n;
   }
@@ -609,6 +634,7 @@ class EtcdStore final : public Store {
     }
     for (const AttemptKey& k : results) {
       b.Add(Op::Delete(ResultKeyOf(k.first, k.second)));
+      b.Add(Op::Delete(OutputKeyOf(k.first, k.second)));
       Set(b, index_.results, k, std::nullopt);
     }
   }
@@ -711,16 +737,19 @@ class EtcdStore final : public Store {
     }
     Index index;
     int64_t txn_rev = 0;
-    std::string from = prefix_;
-    const std::string end = PrefixEnd(prefix_);
-    while (true) {
-      absl::StatusOr<::flotilla::etcd::RangeResult> page = client_->Range(from, end, kLoadPage);
-      if (!page.ok()) return Annotate(page.status(), absl::StrCat("open etcd store ", prefix_));
-      for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
-        RETURN_IF_ERROR(LoadOne(kv, &index, &txn_rev));
+    // Every kind of record but the outputs (o/), which are read on demand.
+    for (const char* kind : {"a/", "d/", "e/", "meta/", "n/", "r/"}) {
+      std::string from = prefix_ + kind;
+      const std::string end = PrefixEnd(from);
+      while (true) {
+        absl::StatusOr<::flotilla::etcd::RangeResult> page = client_->Range(from, end, kLoadPage);
+        if (!page.ok()) return Annotate(page.status(), absl::StrCat("open etcd store ", prefix_));
+        for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
+          RETURN_IF_ERROR(LoadOne(kv, &index, &txn_rev));
+        }
+        if (!page->more || page->kvs.empty()) break;
+        from = page->kvs.back().key + std::string(1, '\0');
       }
-      if (!page->more || page->kvs.empty()) break;
-      from = page->kvs.back().key + std::string(1, '\0');
     }
     index_ = std::move(index);
     last_txn_rev_ = txn_rev;
@@ -754,7 +783,7 @@ class EtcdStore final : public Store {
     } else if (rest.rfind("r/", 0) == 0) {
       pb::ResultValue v;
       if (!v.ParseFromString(kv.value)) return bad("a result");
-      index->results[{v.execution_id(), v.attempt()}] = ResultEntry{v.result(), v.summary()};
+      index->results[{v.execution_id(), v.attempt()}] = ResultEntry{v.summary()};
     } else if (rest.rfind("n/", 0) == 0) {
       pb::NodeValue v;
       if (!v.ParseFromString(kv.value)) return bad("a node");

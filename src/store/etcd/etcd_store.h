@@ -2,17 +2,20 @@
 // the elected leader writes, every write fenced by its leadership.
 //
 // Layout under `prefix`: e/<id> executions, a/<id>/<attempt> attempts,
-// r/<id>/<attempt> results, n/<id> nodes, d/<kind>/<key> documents,
-// meta/seq and meta/txn (ids are length-prefixed so any byte string is a
-// safe id). Values are protobuf (etcd_store.proto).
+// r/<id>/<attempt> result summaries, o/<id>/<attempt> result bytes, n/<id>
+// nodes, d/<kind>/<key> documents, meta/seq and meta/txn (ids are
+// length-prefixed so any byte string is a safe id). Values are protobuf
+// (proto/etcd/store_records.proto); o/ holds the raw result.
 //
 // Fencing: every write is one etcd Txn whose compares check that the fence
 // key (the leader key) still has the fence's create_revision. A deposed
 // leader's writes fail with FailedPrecondition "lost leadership ...", and so
 // does every later write of that Store: open a new one after winning again.
 //
-// Reads come from memory: Open loads everything under the prefix, and the
-// index is updated only after the Txn that changes it succeeded. This holds
+// Reads come from memory: Open loads everything under the prefix but the
+// result bytes, and the index is updated only after the Txn that changes it
+// succeeded. GetResult (and GetResultSummary of a result stored without a
+// summary) reads the bytes from etcd: one linearizable read. This holds
 // because the fenced leader is the only writer; every Txn also compares
 // meta/txn's mod_revision with the last one this Store wrote, so a write by
 // anyone else (or a timed-out write of ours applied late) is noticed: the

@@ -93,7 +93,7 @@ TEST_F(EtcdStoreTest, ADeposedLeadersWritesFailAndTheNewLeaderHasEverythingAckno
   EXPECT_THAT(std::string(refused.message()), HasSubstr(absl::StrCat(b_won->epoch)));
   // Every later write too, and nothing of them shows in a's own reads.
   EXPECT_EQ(store_a->UpdateExecution(e1).code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store_a->Transaction([&] { return store_a->UpsertNode({.id = "n"}); }).code(),
+  EXPECT_EQ(store_a->Transaction([&] { return store_a->UpsertNode(NodeRecord{"n", "", model::NodeStatus::kOnline, 1, 0}); }).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_FALSE(store_a->GetExecution("late")->has_value());
   // A store cannot even be opened with the old fence.
@@ -195,7 +195,7 @@ TEST_F(EtcdStoreTest, ATransactionOverEtcdsBoundsIsRefusedAndChangesNothing) {
     ExecutionRecord done = Execution(absl::StrCat("done-", i));
     done.state = model::ExecutionState::kSucceeded;
     ASSERT_TRUE(store->InsertExecution(&done).ok());
-    ASSERT_TRUE(store->PutAttempt({.execution_id = done.id, .attempt = 1}).ok());
+    ASSERT_TRUE(store->PutAttempt(AttemptRecord{done.id, 1, "node", 0, 0, ""}).ok());
   }
   auto deleted = store->DeleteFinishedExecutions(0, 0, -1);
   ASSERT_TRUE(deleted.ok()) << deleted.status();
