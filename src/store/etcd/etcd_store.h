@@ -24,12 +24,15 @@
 // seq stays increasing across leaders: meta/seq is written in the same Txn
 // as the execution.
 //
-// Bounds: a Transaction() body becomes one Txn, so it may hold at most
-// kMaxTxnOps - 4 writes and about 1.25 MiB in all (etcd's defaults,
-// --max-txn-ops 128, --max-request-bytes 1.5 MiB); more fails with
-// ResourceExhausted naming the bound. A result with its summary is bounded
-// by the same 1.25 MiB; larger outputs belong outside the store.
+// Bounds: a Transaction() body becomes one Txn, so it may write at most
+// kMaxTxnOps - 4 = 124 keys (each call writes one, PutResult two, deleting
+// an execution one per execution, attempt and result key) and about
+// 1.25 MiB in all (etcd's defaults, --max-txn-ops 128, --max-request-bytes
+// 1.5 MiB); more fails with ResourceExhausted naming the bound, and the body
+// changes nothing. A result with its summary is bounded by the same
+// 1.25 MiB; larger outputs belong outside the store. Outside a transaction,
 // DeleteFinishedExecutions splits its work into Txns under those bounds.
+// Writing a key twice in one body is fine (the later write wins).
 //
 // Like the SQLite store, writes are serialized and a reader waits for a
 // write in flight (one etcd round trip), and a Transaction() body holds off
