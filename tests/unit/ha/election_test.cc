@@ -193,6 +193,27 @@ TEST_F(ElectionTest, CampaignEndsOnStopAndOnDeadline) {
   EXPECT_FALSE(b.IsLeader());
 }
 
+// Any one of the three members may die, the raft leader among them: the
+// renewals fail over to the others and leadership holds.
+TEST_F(ElectionTest, LeadershipHoldsWhileAnyOneMemberIsKilled) {
+  ElectionOptions options = Options();
+  options.ttl = milliseconds(3000);
+  LeaderElection a(client_, options);
+  LostSignal lost;
+  auto won = a.Campaign("a", "addr", lost.Callback(), nullptr, In(milliseconds(5000)));
+  ASSERT_TRUE(won.ok()) << won.status();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cluster_.Kill(i).ok());
+    // Three renewal intervals: a renewal has to get through meanwhile.
+    EXPECT_FALSE(lost.Wait(options.ttl)) << "member " << i << ": " << *lost.why;
+    EXPECT_TRUE(a.IsLeader()) << "member " << i << " killed";
+    ASSERT_TRUE(cluster_.Restart(i).ok());
+  }
+  auto observed = a.Observe();
+  ASSERT_TRUE(observed.ok() && observed->has_value());
+  EXPECT_EQ((*observed)->epoch, won->epoch);
+}
+
 TEST(LeaderValueTest, RoundTripsAndRejectsGarbage) {
   auto info = DecodeLeaderValue("3:m:1[::1]:7070", 42);
   ASSERT_TRUE(info.ok());
