@@ -11,6 +11,10 @@
 // key (the leader key) still has the fence's create_revision. A deposed
 // leader's writes fail with FailedPrecondition "lost leadership ...", and so
 // does every later write of that Store: open a new one after winning again.
+// The fence guards against a stale leader, not against misuse: anyone can
+// read (key, epoch), so only the process that won that leadership may open
+// a Store with it (a second writer under the same fence is caught by the
+// meta/txn check below, after the fact).
 //
 // Reads come from memory: Open loads everything under the prefix but the
 // result bytes, and the index is updated only after the Txn that changes it
