@@ -243,9 +243,10 @@ absl::Status Lab::MakeBridge(const LabOptions& options) {
   if (a == 0) {
     // Another Lab (another test process) may be running: start from our pid
     // and skip /24s that an address or route already uses.
-    const int pid = getpid();
-    for (int i = 0; i < 50 * 256; ++i) {
-      const int k = (pid * 7 + i) % (50 * 256);
+    const uint32_t start =
+        options.subnet_seed != 0 ? options.subnet_seed : static_cast<uint32_t>(getpid()) * 7;
+    for (uint32_t i = 0; i < 50 * 256; ++i) {
+      const int k = static_cast<int>((start + i) % (50 * 256));
       a = 200 + k / 256;
       b = k % 256;
       if (in_use.find(absl::StrCat(" 10.", a, ".", b, ".")) == std::string::npos &&

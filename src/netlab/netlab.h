@@ -59,6 +59,9 @@ struct LabOptions {
   // the pid. Set both to choose one (it must not be in use).
   int subnet_a = 0;
   int subnet_b = 0;
+  // Where the search for a free /24 starts (0: from the pid). A fixed seed
+  // gives a Lab remade under the same name the same addresses, while free.
+  uint32_t subnet_seed = 0;
 };
 
 class Lab {
