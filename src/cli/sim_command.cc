@@ -29,6 +29,7 @@ struct SimFlags {
   sim::PrewarmTraceOptions prewarm_trace;
   sim::PrewarmSimOptions prewarm_sim;
   std::string manager_costs;  // JSON of bench/scale_bench.cc ("" for none)
+  double heartbeat_s = 0;     // 0: the interval the costs were measured at
 };
 
 // Reads the per-node and per-task costs that flotilla_scale_bench --json
@@ -55,11 +56,11 @@ absl::StatusOr<sim::ManagerCosts> ReadManagerCosts(const std::string& path) {
 }
 
 std::vector<sim::ManagerLoad> ManagerLoads(const sim::ManagerCosts& costs, int64_t nodes,
-                                           double rate) {
+                                           double rate, double heartbeat_s) {
   std::vector<int64_t> sizes = {1000, 10000};
   if (nodes != 1000 && nodes != 10000) sizes.insert(sizes.begin(), nodes);
   std::vector<sim::ManagerLoad> loads;
-  for (int64_t n : sizes) loads.push_back(sim::Extrapolate(costs, n, rate));
+  for (int64_t n : sizes) loads.push_back(sim::Extrapolate(costs, n, rate, heartbeat_s));
   return loads;
 }
 
@@ -230,7 +231,8 @@ int RunSim(const SimFlags& f, bool json) {
   if (!f.manager_costs.empty()) {
     auto costs = ReadManagerCosts(f.manager_costs);
     if (!costs.ok()) return FailSim(costs.status());
-    loads = ManagerLoads(*costs, static_cast<int64_t>(cluster.size()), f.trace.arrival_rate_per_s);
+    loads = ManagerLoads(*costs, static_cast<int64_t>(cluster.size()), f.trace.arrival_rate_per_s,
+                         f.heartbeat_s);
   }
   if (json) {
     nlohmann::json out;
@@ -285,6 +287,9 @@ void AddSimCommand(CLI::App& app, int* rc) {
   sim->add_option("--manager-costs", flags->manager_costs,
                   "JSON of flotilla_scale_bench --json: also extrapolate the manager's memory and "
                   "CPU to 1,000 and 10,000 nodes at --rate");
+  sim->add_option("--heartbeat-s", flags->heartbeat_s,
+                  "with --manager-costs: the agents' heartbeat interval to extrapolate to "
+                  "(default: the measured one)");
   sim->add_flag("--prewarm", flags->prewarm,
                 "simulate warm-pool policies instead (fixed 10-minute keep-alive, reactive, "
                 "predictive) on a generated invocation trace");
