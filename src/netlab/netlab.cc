@@ -234,6 +234,11 @@ absl::StatusOr<std::unique_ptr<Lab>> Lab::Create(LabOptions options) {
   return lab;
 }
 
+// Traffic between hosts is bridged here, in the root namespace: where
+// br_netfilter has net.bridge.bridge-nf-call-iptables = 1 (as on the
+// development machines) it also passes the root namespace's iptables FORWARD
+// chain, so a DROP policy there cuts the hosts off from each other (not from
+// the root namespace). Nothing here changes the root's rules.
 absl::Status Lab::MakeBridge(const LabOptions& options) {
   bridge_ = prefix_ + "br";
   ASSIGN_OR_RETURN(std::string in_use, Run({"ip", "-4", "-o", "addr", "show"}));

@@ -56,10 +56,12 @@ TEST(ClockSkewTest, ManagerDoesNotDependOnAgentsClocks) {
   }
   FederationHarness h;
   h.agent_log_level = "info";
-  h.StartManager(/*lease_timeout_ms=*/1500);
+  // A lease of three heartbeats: an expiry here must mean the clocks, not a
+  // loaded machine's scheduling.
+  h.StartManager(/*lease_timeout_ms=*/3000);
   const time_t started = time(nullptr);
-  h.StartAgent({.id = "behind", .env = Skewed("-40m")});
-  h.StartAgent({.id = "ahead", .env = Skewed("+40m")});
+  h.StartAgent({.id = "behind", .region = "behind", .env = Skewed("-40m")});
+  h.StartAgent({.id = "ahead", .region = "ahead", .env = Skewed("+40m")});
   ASSERT_TRUE(h.WaitOnline(2)) << h.ReadLog("behind.log") << h.ReadLog("ahead.log");
   // The skew is real: the agents log by their own clocks.
   EXPECT_NEAR(LogSkewMinutes(h.ReadLog("behind.log"), started), -40, 1) << h.ReadLog("behind.log");
@@ -74,7 +76,10 @@ TEST(ClockSkewTest, ManagerDoesNotDependOnAgentsClocks) {
   std::vector<std::string> ids;
   for (int i = 0; i < 12; ++i) {
     v1::SubmitResponse resp;
-    ASSERT_TRUE(h.Submit(FederationHarness::Shell("sleep 0.2; echo ok"), &resp).ok());
+    auto r = FederationHarness::Shell("sleep 0.2; echo ok");
+    // Half on each agent, whatever placement prefers.
+    r.mutable_placement()->add_required_regions(i % 2 ? "ahead" : "behind");
+    ASSERT_TRUE(h.Submit(r, &resp).ok());
     ids.push_back(resp.execution().id());
   }
   auto done = h.WaitAllDone(ids, std::chrono::seconds(40));
@@ -91,7 +96,8 @@ TEST(ClockSkewTest, ManagerDoesNotDependOnAgentsClocks) {
     EXPECT_GE(e.finished_unix_ms(), e.started_unix_ms()) << id;
     ++per_node[e.node_id()];
   }
-  EXPECT_EQ(per_node.size(), 2u) << "both skewed agents should take work";
+  EXPECT_EQ(per_node["behind"], 6);
+  EXPECT_EQ(per_node["ahead"], 6);
 
   // Several lease periods later neither has been declared lost.
   FederationHarness::WaitUntil(std::chrono::seconds(4), [] { return false; });

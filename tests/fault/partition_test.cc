@@ -192,7 +192,9 @@ TEST_F(PartitionTest, TasksCompleteOverASlowLossyLink) {
   }
   if (!support.netem) std::cerr << "NOTE: " << support.why << "\n";
   FederationHarness& h = *h_;
-  h.StartManager(/*lease_timeout_ms=*/3000);
+  // Five heartbeats: a retransmitted heartbeat (TCP's minimum RTO is 200 ms)
+  // must not cost the node its lease, on a loaded machine either.
+  h.StartManager(/*lease_timeout_ms=*/5000);
   h.StartAgent({.id = "slow"});
   ASSERT_TRUE(h.WaitOnline(1)) << h.ReadLog("manager.log");
 
