@@ -392,7 +392,34 @@ absl::Status Lab::Heal(const std::string& host) {
   absl::Status error;
   const Host* h = Require(host, &error);
   if (h == nullptr) return error;
-  return Run({"ip", "link", "set", h->veth, "up"}).status();
+  RETURN_IF_ERROR(Run({"ip", "link", "set", h->veth, "up"}).status());
+  // The kernel reports carrier changes through linkwatch, up to a second
+  // late, and drops what the host sends until its end is up: wait for both
+  // ends, so that a healed link carries traffic when Heal returns.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (true) {
+    auto outer = Run({"ip", "-o", "link", "show", h->veth});
+    auto inner = Run({"ip", "-n", h->netns, "-o", "link", "show", "eth0"});
+    if (outer.ok() && inner.ok() && outer->find("state UP") != std::string::npos &&
+        inner->find("state UP") != std::string::npos) {
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("host ", host, ": its link did not come up within 5 s of healing"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Whoever tried to reach the host (or it them) during the partition holds
+  // a failed neighbour entry, and the first connect after healing would get
+  // EHOSTUNREACH at once: forget them, as if the partition had never been.
+  (void)Run({"ip", "-n", h->netns, "neigh", "flush", "dev", "eth0"});
+  (void)Run({"ip", "neigh", "flush", "to", h->address, "dev", bridge_});
+  for (const Host& other : hosts_) {
+    if (other.netns == h->netns) continue;
+    (void)Run({"ip", "-n", other.netns, "neigh", "flush", "to", h->address, "dev", "eth0"});
+  }
+  return absl::OkStatus();
 }
 
 const Lab::ShapeSupport& Lab::Support() {
