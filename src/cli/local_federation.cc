@@ -4,6 +4,7 @@
 #include "auth/users.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -20,9 +21,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "cli/client.h"
 #include "common/status_macros.h"
+#include "netlab/netlab.h"
 
 namespace flotilla::cli {
 
@@ -63,19 +66,32 @@ bool IsOurs(pid_t pid, const std::string& state_dir) {
          cmdline.find(state_dir) != std::string::npos;
 }
 
-absl::StatusOr<pid_t> SpawnDaemon(const std::vector<std::string>& argv, const std::string& log) {
+// Starts a daemon; `netns` ("" for ours) names the network namespace under
+// /run/netns that it runs in.
+absl::StatusOr<pid_t> SpawnDaemon(const std::vector<std::string>& argv, const std::string& log,
+                                  const std::string& netns = "") {
+  int ns = -1;
+  if (!netns.empty()) {
+    ns = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return ErrnoError(errno, "open", "/run/netns/" + netns);
+  }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(errno, "open", log);
+  if (fd < 0) {
+    if (ns >= 0) close(ns);
+    return ErrnoError(errno, "open", log);
+  }
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   pid_t pid = fork();
   if (pid < 0) {
     close(fd);
+    if (ns >= 0) close(ns);
     return ErrnoError(errno, "fork");
   }
   if (pid == 0) {
+    if (ns >= 0 && setns(ns, CLONE_NEWNET) != 0) _exit(126);
     setsid();  // outlives `flotilla up`, and the terminal's signals
     dup2(devnull, 0);
     dup2(fd, 1);
@@ -85,6 +101,7 @@ absl::StatusOr<pid_t> SpawnDaemon(const std::vector<std::string>& argv, const st
   }
   close(fd);
   close(devnull);
+  if (ns >= 0) close(ns);
   return pid;
 }
 
@@ -160,6 +177,9 @@ absl::StatusOr<LocalFederation> ReadLocalFederation(const std::string& state_dir
     f.ca_cert = j->value("ca", "");
     f.token_file = j->value("token_file", "");
     f.insecure = j->value("insecure", false);
+    f.lab = j->value("lab", "");
+    f.manager_host = j->value("manager_host", "");
+    f.agent_hosts = j->value("agent_hosts", std::vector<std::string>{});
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(RecordPath(state_dir), ": ", e.what()));
   }
@@ -180,23 +200,36 @@ absl::Status WritePrivateFile(const std::string& path, const std::string& text) 
 
 std::string AgentId(int i) { return absl::StrCat("agent-", i + 1); }
 
+// The name of the netlab Lab of `up --hosts` in `state_dir`: fixed per state
+// directory, so `down` (another process) finds it, and short enough for
+// interface names ("flu" + 5 hex digits + "v200").
+std::string LabName(const std::string& state_dir) {
+  return absl::StrFormat("flu%05x", std::hash<std::string>{}(state_dir) & 0xfffff);
+}
+
 int AgentTrust(int i) {
   const Profile& p = Profiles()[static_cast<size_t>(i) % Profiles().size()];
   return i < 3 ? p.trust : 1 + i % 10;
 }
 
 // Points an agent's config at its certificate (or at the development
-// mode), replacing a tls: line an earlier `up` wrote and keeping the rest
-// of an operator's edits.
+// mode) and at this `up`'s manager and listening address, replacing the
+// lines an earlier `up` wrote (the manager's port, and with --hosts the
+// addresses, change every time) and keeping the rest of an operator's edits.
 absl::Status SetAgentTransport(const std::string& config, bool insecure, const std::string& pki,
-                               const std::string& id) {
+                               const std::string& id, const std::string& manager,
+                               const std::string& listen) {
   std::ifstream in(config);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::string kept;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    if (absl::StartsWith(line, "tls:")) continue;
+    if (absl::StartsWith(line, "tls:") || absl::StartsWith(line, "manager:") ||
+        absl::StartsWith(line, "listen:")) {
+      continue;
+    }
     absl::StrAppend(&kept, line, "\n");
   }
+  absl::StrAppend(&kept, "manager: ", manager, "\nlisten: ", listen, "\n");
   if (insecure) {
     absl::StrAppend(&kept, "tls: {insecure: true}  # SECURITY OFF (flotilla up --insecure)\n");
   } else {
@@ -248,8 +281,19 @@ absl::Status EnsureLocalPki(const std::string& state_dir,
   return absl::OkStatus();
 }
 
-absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
-  if (o.agents < 1 || o.agents > 64) {
+absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& options) {
+  UpOptions o = options;
+  if (o.hosts < 0 || o.hosts > 200) {
+    return absl::InvalidArgumentError(absl::StrCat("--hosts ", o.hosts, ": use 1 to 200"));
+  }
+  if (o.hosts > 0) {
+    if (geteuid() != 0) {
+      return absl::PermissionDeniedError(
+          "--hosts makes network namespaces and a bridge: run it as root, or drop --hosts");
+    }
+    o.agents = o.hosts;
+  }
+  if (o.agents < 1 || o.agents > (o.hosts > 0 ? 200 : 64)) {
     return absl::InvalidArgumentError(absl::StrCat("--agents ", o.agents, ": use 1 to 64"));
   }
   if (auto existing = ReadLocalFederation(o.state_dir); existing.ok()) {
@@ -290,17 +334,38 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
           << "auth: {users_file: " << o.state_dir << "/users.json}\n";
     }
   }
+  // With --hosts, every process gets a host of its own; the Lab is detached
+  // once the federation is up (its namespaces outlive `up`) and removed by
+  // name in `down`, or here if the start fails.
+  std::unique_ptr<netlab::Lab> lab;
+  std::string manager_listen = "127.0.0.1", manager_netns;
+  if (o.hosts > 0) {
+    netlab::LabOptions lo;
+    lo.name = LabName(o.state_dir);
+    // The same addresses at every `up` of this state directory, while free.
+    lo.subnet_seed = static_cast<uint32_t>(std::hash<std::string>{}(o.state_dir) >> 20) | 1;
+    netlab::Lab::RemoveNamed(lo.name);  // a stale one of this state directory
+    auto made = netlab::Lab::Create(lo);
+    if (!made.ok()) return made.status();
+    lab = std::move(*made);
+    f.lab = lo.name;
+    auto host = lab->AddHost("manager");
+    if (!host.ok()) return host.status();
+    manager_listen = host->address;
+    manager_netns = host->netns;
+    f.manager_host = host->address;
+  }
   const std::string ready = o.state_dir + "/manager.ready";
   fs::remove(ready, ec);
-  std::vector<std::string> argv = {o.self, "manager", "--grpc-listen", "127.0.0.1:0",
-                                   "--http-listen", "127.0.0.1:0", "--db",
+  std::vector<std::string> argv = {o.self, "manager", "--grpc-listen", manager_listen + ":0",
+                                   "--http-listen", manager_listen + ":0", "--db",
                                    o.state_dir + "/manager.db", "--ready-file", ready,
                                    "--config", o.state_dir + "/manager.yaml"};
   if (o.lease_timeout_ms > 0) {
     argv.insert(argv.end(), {"--lease-timeout-ms", std::to_string(o.lease_timeout_ms)});
   }
   const std::string manager_log = o.state_dir + "/logs/manager.log";
-  ASSIGN_OR_RETURN(f.manager_pid, SpawnDaemon(argv, manager_log));
+  ASSIGN_OR_RETURN(f.manager_pid, SpawnDaemon(argv, manager_log, manager_netns));
   auto ready_json = WaitReady(ready, f.manager_pid, "the manager", manager_log);
   if (!ready_json.ok()) {
     Terminate(f.manager_pid, o.state_dir);
@@ -322,7 +387,7 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
     if (!fs::exists(config)) {
       std::ofstream out(config);
       out << "# Generated by `flotilla up`; edit it and run `flotilla down && flotilla up`.\n"
-          << "node_id: " << id << "\nmanager: " << f.manager_grpc << "\nlisten: 127.0.0.1:0\n"
+          << "node_id: " << id << "\n"
           << "work_dir: " << o.state_dir << "/work/" << id << "\n"
           << (o.isolation == "process"
                   ? "isolation: process  # UNISOLATED: tasks run on the host\n"
@@ -338,10 +403,21 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
       for (const auto& [key, size] : p.data) out << "  - {key: " << key << ", size_bytes: " << size << "}\n";
       if (p.data.empty()) out << "  []\n";
     }
-    RETURN_IF_ERROR(SetAgentTransport(config, o.insecure, pki, id));
+    std::string listen = "127.0.0.1:0", netns;
+    if (lab) {
+      auto host = lab->AddHost(id);
+      if (!host.ok()) return fail(host.status());
+      listen = host->address + ":0";
+      netns = host->netns;
+      f.agent_hosts.push_back(host->address);
+    }
+    if (absl::Status st = SetAgentTransport(config, o.insecure, pki, id, f.manager_grpc, listen);
+        !st.ok()) {
+      return fail(st);
+    }
     fs::create_directories(absl::StrCat(o.state_dir, "/work/", id), ec);
     const std::string log = absl::StrCat(o.state_dir, "/logs/", id, ".log");
-    auto pid = SpawnDaemon({o.self, "agent", "--config", config}, log);
+    auto pid = SpawnDaemon({o.self, "agent", "--config", config}, log, netns);
     if (!pid.ok()) return fail(pid.status());
     f.agent_pids.push_back(*pid);
     f.agent_ids.push_back(id);
@@ -387,6 +463,12 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& o) {
                       {"manager_pid", f.manager_pid},   {"agent_pids", f.agent_pids},
                       {"agent_ids", f.agent_ids},       {"ca", f.ca_cert},
                       {"token_file", f.token_file},     {"insecure", f.insecure}};
+  if (lab) {
+    j["lab"] = f.lab;
+    j["manager_host"] = f.manager_host;
+    j["agent_hosts"] = f.agent_hosts;
+    lab->Detach();
+  }
   std::ofstream(RecordPath(o.state_dir)) << j.dump(2) << "\n";
   return f;
 }
@@ -397,6 +479,7 @@ absl::Status StopLocalFederation(const std::string& state_dir, bool purge) {
   if (f.ok()) {
     for (pid_t p : f->agent_pids) Terminate(p, state_dir);
     Terminate(f->manager_pid, state_dir);
+    if (!f->lab.empty()) netlab::Lab::RemoveNamed(f->lab);
   }
   std::error_code ec;
   fs::remove(RecordPath(state_dir), ec);

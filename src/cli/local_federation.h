@@ -24,6 +24,11 @@ struct LocalFederation {
   pid_t manager_pid = 0;
   std::vector<pid_t> agent_pids;
   std::vector<std::string> agent_ids;
+  // With `up --hosts`: the netlab Lab's name (its namespaces and links are
+  // removed by `down`) and each process's host address; empty otherwise.
+  std::string lab;
+  std::string manager_host;
+  std::vector<std::string> agent_hosts;
 };
 
 struct UpOptions {
@@ -33,6 +38,10 @@ struct UpOptions {
   int64_t lease_timeout_ms = 0;  // 0: the manager's default
   std::string isolation = "linux";  // "process": unisolated, for trusted development hosts
   bool insecure = false;  // security off: plaintext, no identities (development only)
+  // 0: every process on loopback. N: the manager and N agents (N replaces
+  // `agents`) each in a host of its own, a network namespace joined to a
+  // bridge in the root namespace (netlab/netlab.h); needs root.
+  int hosts = 0;
 };
 
 std::string DefaultStateDir();

@@ -557,6 +557,9 @@ int Main(int argc, char** argv) {
   UpOptions up_opts;
   up_opts.state_dir = DefaultStateDir();
   up->add_option("--agents", up_opts.agents, "number of agents")->capture_default_str();
+  up->add_option("--hosts", up_opts.hosts,
+                 "N agents, and the manager, each in a network namespace of its own joined by a "
+                 "bridge (needs root; replaces --agents)");
   up->add_option("--state-dir", up_opts.state_dir, "where state, configs and logs live")
       ->capture_default_str();
   up->add_option("--lease-timeout-ms", up_opts.lease_timeout_ms, "agent lease (default 10000)");
@@ -577,6 +580,11 @@ int Main(int argc, char** argv) {
               << "  manager gRPC  " << f->manager_grpc << "\n"
               << "  manager HTTP  http://" << f->manager_http << "/metrics\n"
               << "  state         " << f->state_dir << "\n"
+              << (f->lab.empty() ? ""
+                                 : absl::StrCat("  hosts         manager at ", f->manager_host, ", ",
+                                                f->agent_hosts.size(),
+                                                " agents in network namespaces ", f->lab,
+                                                "h1.. (ip netns list), bridge ", f->lab, "br\n"))
               << (f->insecure ? "  security      OFF (--insecure): plaintext, no identities, no tokens\n"
                               : absl::StrCat("  security      mutual TLS (CA ", f->ca_cert,
                                              "), admin token in ", f->token_file, "\n"))

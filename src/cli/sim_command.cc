@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/output.h"
+#include "sim/manager_cost.h"
 #include "sim/prewarm_sim.h"
 #include "sim/simulator.h"
 #include "sim/trace.h"
@@ -26,7 +28,52 @@ struct SimFlags {
   bool prewarm = false;
   sim::PrewarmTraceOptions prewarm_trace;
   sim::PrewarmSimOptions prewarm_sim;
+  std::string manager_costs;  // JSON of bench/scale_bench.cc ("" for none)
+  double heartbeat_s = 0;     // 0: the interval the costs were measured at
 };
+
+// Reads the per-node and per-task costs that flotilla_scale_bench --json
+// measured.
+absl::StatusOr<sim::ManagerCosts> ReadManagerCosts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--manager-costs: cannot read `", path, "`"));
+  sim::ManagerCosts c;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(in);
+    c.base_rss_kib = j.at("manager_rss_kib_empty").get<double>();
+    c.kib_per_idle_node = j.at("manager_kib_per_idle_node").get<double>();
+    c.cpu_ms_per_node_second = j.at("manager_cpu_ms_per_node_second").get<double>();
+    c.cpu_ms_per_task = j.at("manager_cpu_ms_per_task").get<double>();
+    c.heartbeat_interval_s = j.value("heartbeat_interval_s", 1.0);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--manager-costs `", path, "`: ", e.what(), " (write it with flotilla_scale_bench --json)"));
+  }
+  if (absl::Status st = c.Validate(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--manager-costs `", path, "`: ", st.message()));
+  }
+  return c;
+}
+
+std::vector<sim::ManagerLoad> ManagerLoads(const sim::ManagerCosts& costs, int64_t nodes,
+                                           double rate, double heartbeat_s) {
+  std::vector<int64_t> sizes = {1000, 10000};
+  if (nodes != 1000 && nodes != 10000) sizes.insert(sizes.begin(), nodes);
+  std::vector<sim::ManagerLoad> loads;
+  for (int64_t n : sizes) loads.push_back(sim::Extrapolate(costs, n, rate, heartbeat_s));
+  return loads;
+}
+
+std::string ManagerLoadTable(const std::vector<sim::ManagerLoad>& loads) {
+  Table t({"NODES", "TASKS/S", "MANAGER RSS", "HEARTBEAT CORES", "TASK CORES", "TOTAL CORES"});
+  for (const auto& l : loads) {
+    t.Add({absl::StrCat(l.nodes), absl::StrFormat("%.1f", l.tasks_per_s),
+           absl::StrFormat("%.0f MiB", l.rss_mib), absl::StrFormat("%.2f", l.heartbeat_cores),
+           absl::StrFormat("%.2f", l.task_cores), absl::StrFormat("%.2f", l.cores())});
+  }
+  return "manager cost, extrapolated linearly from the measured per-node and per-task costs:\n" +
+         t.Render();
+}
 
 int FailSim(const absl::Status& st) {
   std::fprintf(stderr, "flotilla sim: %s\n", std::string(st.message()).c_str());
@@ -183,8 +230,22 @@ int RunSim(const SimFlags& f, bool json) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
 
+  std::vector<sim::ManagerLoad> loads;
+  if (!f.manager_costs.empty()) {
+    auto costs = ReadManagerCosts(f.manager_costs);
+    if (!costs.ok()) return FailSim(costs.status());
+    loads = ManagerLoads(*costs, static_cast<int64_t>(cluster.size()), f.trace.arrival_rate_per_s,
+                         f.heartbeat_s);
+  }
   if (json) {
     nlohmann::json out;
+    for (const auto& l : loads) {
+      out["manager_extrapolation"].push_back({{"nodes", l.nodes},
+                                              {"tasks_per_s", l.tasks_per_s},
+                                              {"rss_mib", l.rss_mib},
+                                              {"heartbeat_cores", l.heartbeat_cores},
+                                              {"task_cores", l.task_cores}});
+    }
     out["seed"] = f.trace.seed;
     out["nodes"] = cluster.size();
     out["arrivals"] = trace.arrivals.size();
@@ -197,6 +258,7 @@ int RunSim(const SimFlags& f, bool json) {
     return 0;
   }
   std::cout << DescribeTrace(f, cluster, trace) << "\n" << MetricsTable(rows) << std::flush;
+  if (!loads.empty()) std::cout << "\n" << ManagerLoadTable(loads) << std::flush;
   std::fprintf(stderr, "simulated %zu policies in %.2fs\n", rows.size(), seconds);
   return 0;
 }
@@ -225,6 +287,12 @@ void AddSimCommand(CLI::App& app, int* rc) {
                   "queued executions a scheduling pass may skip (backfilling depth)")
       ->capture_default_str();
   sim->add_flag("--json", flags->json, "print JSON instead of a table");
+  sim->add_option("--manager-costs", flags->manager_costs,
+                  "JSON of flotilla_scale_bench --json: also extrapolate the manager's memory and "
+                  "CPU to 1,000 and 10,000 nodes at --rate");
+  sim->add_option("--heartbeat-s", flags->heartbeat_s,
+                  "with --manager-costs: the agents' heartbeat interval to extrapolate to "
+                  "(default: the measured one)");
   sim->add_flag("--prewarm", flags->prewarm,
                 "simulate warm-pool policies instead (fixed 10-minute keep-alive, reactive, "
                 "predictive) on a generated invocation trace");

@@ -1,6 +1,12 @@
 // FederationHarness: starts a real manager and real agents (the flotilla
 // binary) on loopback ports in a private temporary directory, and stops
 // every process it started, by pid, when it goes away.
+//
+// With UseHosts(lab), the manager and each agent run in a host of their own
+// (a network namespace of a netlab::Lab, netlab/netlab.h) and talk over the
+// lab's bridge, so a test can partition, slow down or drop their links. The
+// test's own calls come from the root namespace over the bridge. The Lab
+// must outlive the harness (declare it first).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -26,6 +32,7 @@
 #include "auth/tls.h"
 #include "auth/users.h"
 #include "flotilla/v1/api.grpc.pb.h"
+#include "netlab/netlab.h"
 #include "pool/linux_instance.h"
 
 namespace flotilla::testing {
@@ -41,6 +48,7 @@ struct AgentSpec {
   int64_t memory_bytes = 0;  // 0: the host's
   std::string extra_config;  // appended to the agent's YAML (e.g. a resize: section)
   std::vector<std::string> capabilities;  // security.capabilities ("network-egress")
+  std::vector<std::string> env;  // "K=V" added to the agent's environment (e.g. LD_PRELOAD)
 };
 
 class FederationHarness {
@@ -116,6 +124,13 @@ class FederationHarness {
   }
   std::string pki() const { return pki_; }
 
+  // Runs the manager and the agents started from now on in hosts of `lab`
+  // (host "manager", and one named after each agent's id), made on demand.
+  // Certificates need nothing more: peers check node names
+  // (<id>.node.flotilla, manager.flotilla), not addresses.
+  void UseHosts(netlab::Lab* lab) { lab_ = lab; }
+  netlab::Lab* lab() const { return lab_; }
+
   ~FederationHarness() {
     // Agents first and gracefully, so they destroy their sandboxes (an
     // agent killed with SIGKILL leaves them to the next agent's clean-up).
@@ -131,6 +146,8 @@ class FederationHarness {
     std::filesystem::remove_all(dir_, ec);
   }
 
+  // --log-level of agents started from now on ("info" shows cancellations).
+  std::string agent_log_level = "warn";
   // YAML for the manager's --config (e.g. a state: section), when set
   // before StartManager.
   std::string manager_config;
@@ -146,11 +163,18 @@ class FederationHarness {
 
   // Starts the manager; `grpc_listen` "127.0.0.1:0" picks a port, a fixed one
   // restarts it where agents expect it.
+  // In a lab, "127.0.0.1" in `grpc_listen` means the manager host's address.
   void StartManager(int64_t lease_timeout_ms = 1500, std::string grpc_listen = "127.0.0.1:0") {
     const std::string ready = dir_ + "/manager.ready";
     std::filesystem::remove(ready);
+    std::string http_listen = "127.0.0.1:0";
+    if (lab_ != nullptr) {
+      const std::string address = HostAddress("manager");
+      if (grpc_listen.rfind("127.0.0.1:", 0) == 0) grpc_listen = address + grpc_listen.substr(9);
+      http_listen = address + ":0";
+    }
     std::vector<std::string> argv = {FLOTILLA_BIN, "manager", "--grpc-listen", grpc_listen,
-                                     "--http-listen", "127.0.0.1:0", "--db", dir_ + "/manager.db",
+                                     "--http-listen", http_listen, "--db", dir_ + "/manager.db",
                                      "--ready-file", ready, "--lease-timeout-ms",
                                      std::to_string(lease_timeout_ms), "--log-level", "warn"};
     {
@@ -164,8 +188,9 @@ class FederationHarness {
       argv.push_back("--config");
       argv.push_back(dir_ + "/manager.yaml");
     }
-    manager_pid_ = Spawn(argv, dir_ + "/manager.log",
-                         manager_failpoint.empty() ? "" : "FLOTILLA_FAILPOINT=" + manager_failpoint);
+    std::vector<std::string> env;
+    if (!manager_failpoint.empty()) env.push_back("FLOTILLA_FAILPOINT=" + manager_failpoint);
+    manager_pid_ = Spawn("manager", argv, dir_ + "/manager.log", env);
     nlohmann::json j = WaitForJson(ready, manager_pid_);
     grpc_ = j["grpc"].get<std::string>();
     http_ = j["http"].get<std::string>();
@@ -178,7 +203,8 @@ class FederationHarness {
     {
       std::ofstream out(config);
       out << TlsYaml(spec.id);
-      out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: 127.0.0.1:0\n"
+      const std::string listen = lab_ != nullptr ? HostAddress(spec.id) + ":0" : "127.0.0.1:0";
+      out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: " << listen << "\n"
           << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
           << "labels: {region: " << spec.region << "}\n"
           << "security: {trust_level: " << spec.trust << ", capabilities: ["
@@ -192,8 +218,9 @@ class FederationHarness {
       out << spec.extra_config;
     }
     std::filesystem::create_directories(dir_ + "/work-" + spec.id);
-    agents_[spec.id] = Spawn({FLOTILLA_BIN, "agent", "--config", config, "--log-level", "warn"},
-                             dir_ + "/" + spec.id + ".log");
+    agents_[spec.id] = Spawn(spec.id, {FLOTILLA_BIN, "agent", "--config", config, "--log-level",
+                                       agent_log_level},
+                             dir_ + "/" + spec.id + ".log", spec.env);
   }
 
   // Waits until `n` nodes are online; fails the test after `timeout`.
@@ -339,11 +366,29 @@ class FederationHarness {
            who + ".key}\n";
   }
 
+  // The address of the lab host `name`, made if it is new.
+  std::string HostAddress(const std::string& name) {
+    if (const netlab::Host* h = lab_->Find(name)) return h->address;
+    auto h = lab_->AddHost(name);
+    Check(h.status(), "lab host");
+    return h->address;
+  }
+
+  // Starts a process in the host `host` of the lab, or here without one.
+  pid_t Spawn(const std::string& host, const std::vector<std::string>& argv,
+              const std::string& log, const std::vector<std::string>& env) {
+    if (lab_ == nullptr) return Spawn(argv, log, env);
+    HostAddress(host);
+    auto pid = lab_->Spawn(host, argv, log, env);
+    Check(pid.status(), "spawn in lab host");
+    return *pid;
+  }
+
   static pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
-                     const std::string& env = "") {
+                     const std::vector<std::string>& env = {}) {
     pid_t pid = fork();
     if (pid == 0) {
-      if (!env.empty()) putenv(const_cast<char*>(env.c_str()));
+      for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
       FILE* f = freopen(log.c_str(), "a", stdout);
       (void)f;
       dup2(1, 2);
@@ -392,6 +437,7 @@ class FederationHarness {
     pid = 0;
   }
 
+  netlab::Lab* lab_ = nullptr;
   std::string dir_;
   bool insecure_ = false;
   std::string pki_;
