@@ -10,6 +10,7 @@
 #include "auth/tls.h"
 #include "common/status_macros.h"
 #include "cli/local_federation.h"
+#include "common/ids.h"
 #include "wire/channel.h"
 #include "wire/grpc_status.h"
 
@@ -111,72 +112,104 @@ Client::Client(std::string address, const ClientSecurity& security) : address_(s
   t.files.ca_cert = security.ca_cert;
   auto creds = auth::ChannelCredentials(t, auth::kManagerName, security.token);
   // Unreadable files were found by ResolveClientSecurity; should one vanish
-  // since, every call fails with this message (and no stub is made).
+  // since, every call fails with this message (and no channel is made).
   if (!creds.ok()) {
     init_error_ = creds.status();
     return;
   }
-  stub_ = v1::ApiService::NewStub(
-      wire::NewChannel(address_, {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20},
-                       creds->credentials, creds->peer_name));
+  auto list = wire::ParseEndpointList(address_);
+  if (!list.ok()) {
+    init_error_ = list.status();
+    return;
+  }
+  managers_ = std::make_unique<wire::Endpoints>(
+      std::move(*list), [creds = *creds](const std::string& address) {
+        return wire::NewChannel(address,
+                                {.max_send_bytes = 256 << 20, .max_receive_bytes = 256 << 20},
+                                creds.credentials, creds.peer_name);
+      });
 }
 
-#define FLOTILLA_UNARY(Method, Req, Resp)                                            \
-  if (!init_error_.ok()) return init_error_;                                        \
-  Resp resp;                                                                         \
-  auto ctx = Ctx();                                                                  \
-  grpc::Status st = stub_->Method(ctx.get(), Req, &resp);                            \
-  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_)); \
+// Sends `call` to the manager that leads: on UNAVAILABLE (refused: a standby,
+// or a leader that died) the next address is tried, each at most once. Every
+// call here may be repeated: reads are, and Submit carries its request_id.
+absl::Status Client::OnLeader(
+    const std::function<grpc::Status(v1::ApiService::Stub&, grpc::ClientContext&)>& call,
+    int deadline_s) {
+  if (!init_error_.ok()) return init_error_;
+  grpc::Status last;
+  std::string tried;
+  for (size_t i = 0; i < managers_->size(); ++i) {
+    wire::Endpoints::Pick pick = managers_->Current();
+    auto stub = v1::ApiService::NewStub(pick.channel);
+    auto ctx = Ctx(deadline_s);
+    last = call(*stub, *ctx);
+    tried = pick.address;
+    if (last.ok() || !wire::MovesToNextManager(last.error_code(), /*deadline_moves=*/false)) break;
+    managers_->Failed(pick.index);
+  }
+  if (!last.ok() && managers_->size() > 1 &&
+      wire::MovesToNextManager(last.error_code(), false)) {
+    tried = absl::StrCat(managers_->Describe(), " (none leads)");
+  }
+  return wire::FromGrpcStatus(last, absl::StrCat("manager ", tried));
+}
+
+#define FLOTILLA_UNARY(Method, Req, Resp, Seconds)                                        \
+  Resp resp;                                                                            \
+  RETURN_IF_ERROR(OnLeader(                                                             \
+      [&](v1::ApiService::Stub& stub, grpc::ClientContext& ctx) {                       \
+        return stub.Method(&ctx, Req, &resp);                                           \
+      },                                                                                \
+      Seconds));                                                                        \
   return resp
 
 absl::StatusOr<v1::SubmitResponse> Client::Submit(const v1::ExecutionRequest& r) {
   v1::SubmitRequest req;
   *req.mutable_request() = r;
-  FLOTILLA_UNARY(Submit, req, v1::SubmitResponse);
+  // Chosen here so that a retry on another manager (or of a call whose
+  // answer was lost) finds the first one instead of running it twice.
+  if (r.request_id().empty()) req.mutable_request()->set_request_id(NewId("ex-"));
+  FLOTILLA_UNARY(Submit, req, v1::SubmitResponse, 10);
 }
 
 absl::StatusOr<v1::Execution> Client::Get(const std::string& id) {
   v1::GetRequest req;
   req.set_execution_id(id);
-  FLOTILLA_UNARY(Get, req, v1::Execution);
+  FLOTILLA_UNARY(Get, req, v1::Execution, 10);
 }
 
 absl::StatusOr<v1::Execution> Client::Cancel(const std::string& id) {
   v1::CancelRequest req;
   req.set_execution_id(id);
   v1::CancelResponse resp;
-  auto ctx = Ctx();
-  grpc::Status st = stub_->Cancel(ctx.get(), req, &resp);
-  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_));
+  RETURN_IF_ERROR(OnLeader(
+      [&](v1::ApiService::Stub& stub, grpc::ClientContext& ctx) {
+        return stub.Cancel(&ctx, req, &resp);
+      },
+      10));
   return resp.execution();
 }
 
 absl::StatusOr<v1::CheckpointResponse> Client::Checkpoint(const std::string& id) {
   v1::CheckpointRequest req;
   req.set_execution_id(id);
-  v1::CheckpointResponse resp;
-  auto ctx = Ctx(300);  // a dump of a large sandbox takes a while
-  grpc::Status st = stub_->Checkpoint(ctx.get(), req, &resp);
-  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_));
-  return resp;
+  FLOTILLA_UNARY(Checkpoint, req, v1::CheckpointResponse, 300);  // a large sandbox's dump
 }
 
 absl::StatusOr<v1::MigrateResponse> Client::Migrate(const v1::MigrateRequest& req) {
-  v1::MigrateResponse resp;
-  auto ctx = Ctx(600);  // checkpoint, transfer and restore of a large sandbox
-  grpc::Status st = stub_->Migrate(ctx.get(), req, &resp);
-  if (!st.ok()) return wire::FromGrpcStatus(st, absl::StrCat("manager ", address_));
-  return resp;
+  // Checkpoint, transfer and restore of a large sandbox.
+  FLOTILLA_UNARY(Migrate, req, v1::MigrateResponse, 600);
 }
 
 absl::StatusOr<v1::ListNodesResponse> Client::ListNodes() {
   v1::ListNodesRequest req;
-  FLOTILLA_UNARY(ListNodes, req, v1::ListNodesResponse);
+  FLOTILLA_UNARY(ListNodes, req, v1::ListNodesResponse, 10);
 }
 
 absl::StatusOr<v1::ListExecutionsResponse> Client::ListExecutions(
     const v1::ListExecutionsRequest& req) {
-  FLOTILLA_UNARY(ListExecutions, req, v1::ListExecutionsResponse);
+  FLOTILLA_UNARY(ListExecutions, req, v1::ListExecutionsResponse, 10);
 }
 
 #undef FLOTILLA_UNARY
@@ -187,12 +220,18 @@ absl::Status Client::Watch(const std::string& id, bool output, std::chrono::mill
   v1::WatchRequest req;
   req.set_execution_id(id);
   req.set_output(output);
+  // One manager per call: the caller watches again after a failure (see
+  // WatchTiming), and that call moves on if this manager was refused.
+  wire::Endpoints::Pick pick = managers_->Current();
+  auto stub = v1::ApiService::NewStub(pick.channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-  auto reader = stub_->Watch(&ctx, req);
+  auto reader = stub->Watch(&ctx, req);
   v1::WatchEvent ev;
   while (reader->Read(&ev)) on_event(ev);
-  return wire::FromGrpcStatus(reader->Finish(), absl::StrCat("manager ", address_));
+  grpc::Status st = reader->Finish();
+  if (!st.ok() && wire::MovesToNextManager(st.error_code(), false)) managers_->Failed(pick.index);
+  return wire::FromGrpcStatus(st, absl::StrCat("manager ", pick.address));
 }
 
 }  // namespace flotilla::cli

@@ -1,6 +1,7 @@
 // Client: the CLI's connection to a manager's ApiService, found from
 // --manager, then $FLOTILLA_MANAGER, then the local federation that
-// `flotilla up` recorded.
+// `flotilla up` recorded. Any of them may list several manager replicas
+// ("a:7070,b:7070,c:7070"): calls go to the one that leads.
 #pragma once
 
 #include <chrono>
@@ -10,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "flotilla/v1/api.grpc.pb.h"
+#include "wire/endpoints.h"
 
 namespace flotilla::cli {
 
@@ -65,9 +67,13 @@ class Client {
                      const std::function<void(const flotilla::v1::WatchEvent&)>& on_event);
 
  private:
-  std::string address_;
+  absl::Status OnLeader(const std::function<grpc::Status(flotilla::v1::ApiService::Stub&,
+                                                         grpc::ClientContext&)>& call,
+                        int deadline_s);
+
+  std::string address_;  // one address, or every replica's: "a:7070,b:7070"
   absl::Status init_error_;
-  std::unique_ptr<flotilla::v1::ApiService::Stub> stub_;
+  std::unique_ptr<wire::Endpoints> managers_;
 };
 
 }  // namespace flotilla::cli

@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "auth/transport_yaml.h"
 #include "common/status_macros.h"
@@ -233,6 +234,12 @@ absl::Status Validate(const ManagerConfig& c) {
     if (c.ha.prefix.empty() || c.ha.prefix.front() != '/' || c.ha.prefix.back() != '/') {
       return absl::InvalidArgumentError(
           absl::StrCat("ha.prefix: '", c.ha.prefix, "' must start and end with '/'"));
+    }
+    // Standbys do not listen, so nothing learns a port picked at bind time:
+    // agents and clients list every replica's address in advance.
+    if (absl::EndsWith(c.grpc_listen, ":0")) {
+      return absl::InvalidArgumentError(
+          "ha: grpc_listen needs a fixed port (agents and clients list every replica's address)");
     }
     // Every replica must see the same keys and queues: the embedded store
     // lives in one process's memory and would vanish with a failover.

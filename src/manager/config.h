@@ -27,7 +27,9 @@ struct HaConfig {
   // The address agents and clients reach this replica at (its grpc_listen
   // when that names a host, else required).
   std::string advertise;
-  std::chrono::milliseconds lease_ttl{5000};  // etcd rounds up to whole seconds
+  // A dead leader is replaced about this long (plus up to 0.5 s of etcd's
+  // lease sweep) after its last renewal; etcd rounds it up to whole seconds.
+  std::chrono::milliseconds lease_ttl{3000};
   std::string prefix = "/flotilla/";          // keys: <prefix>leader, <prefix>store/
   bool enabled() const { return !etcd.empty(); }
 };

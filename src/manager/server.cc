@@ -4,15 +4,22 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <optional>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "auth/tls.h"
 #include "auth/users.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "ha/election.h"
+#include "store/etcd/etcd_store.h"
 #include "manager/http_server.h"
 #include <httplib.h>
 #include "kv/memory_kv.h"
@@ -31,9 +38,11 @@ namespace flotilla::manager {
 
 namespace {
 
+// `role`: "leader" or "standby" for an HA replica, "" for a single manager.
 absl::Status WriteReadyFile(const std::string& path, const std::string& grpc_addr,
-                            const std::string& http_addr) {
+                            const std::string& http_addr, const std::string& role) {
   nlohmann::json j = {{"grpc", grpc_addr}, {"http", http_addr}, {"pid", getpid()}};
+  if (!role.empty()) j["role"] = role;
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
@@ -45,56 +54,88 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& grpc_add
   return absl::OkStatus();
 }
 
-// Waits for SIGTERM/SIGINT synchronously (they are blocked in every thread).
-int WaitForTermination(const sigset_t& set) {
-  int sig = 0;
-  sigwait(&set, &sig);
-  return sig;
-}
-
-}  // namespace
-
-absl::Status RunManager(const ManagerConfig& config) {
-  RETURN_IF_ERROR(Validate(config));
-  // Block termination signals before any thread starts so only sigwait sees them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-  // Security first: nothing listens before it is settled.
+// What every leadership term (or the one term of a single manager) needs
+// from the process: who may call, and how the manager reaches agents.
+struct Security {
   auth::Gate gate;
   std::unique_ptr<auth::UserDirectory> users;
   std::shared_ptr<grpc::ChannelCredentials> agent_credentials;
+  std::shared_ptr<grpc::ServerCredentials> server_credentials;
+};
+
+absl::StatusOr<Security> SetUpSecurity(const ManagerConfig& config) {
+  Security sec;
   if (config.transport.insecure) {
-    gate.insecure = true;
+    sec.gate.insecure = true;
     spdlog::warn(
         "SECURITY IS OFF (tls.insecure): plaintext gRPC, no node identities, and every caller is "
         "the admin of tenant default. For development on a trusted host only.");
-    agent_credentials = grpc::InsecureChannelCredentials();
+    sec.agent_credentials = grpc::InsecureChannelCredentials();
   } else {
     RETURN_IF_ERROR(auth::ValidateTransport(config.transport, "tls."));
     if (config.users_file.empty()) {
       return absl::InvalidArgumentError(
           "auth.users_file: missing; user tokens are checked against it (`flotilla user add`)");
     }
-    ASSIGN_OR_RETURN(users, auth::UserDirectory::Open(config.users_file));
-    gate.users = users.get();
+    ASSIGN_OR_RETURN(sec.users, auth::UserDirectory::Open(config.users_file));
+    sec.gate.users = sec.users.get();
     ASSIGN_OR_RETURN(auth::ChannelSecurity to_agents,
                      auth::ChannelCredentials(config.transport, ""));
-    agent_credentials = to_agents.credentials;
+    sec.agent_credentials = to_agents.credentials;
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> server_credentials,
+  ASSIGN_OR_RETURN(sec.server_credentials,
                    auth::ServerCredentials(config.transport, auth::ClientCertPolicy::kOptional));
+  return sec;
+}
 
-  ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
-                   store::OpenSqliteStore(config.db_path, config.durability));
+// Why serving stops: a termination signal (the process ends) or, for an HA
+// replica, the loss of its leadership (it stands by again).
+class Control {
+ public:
+  void Terminate(int sig) {
+    absl::MutexLock lock(&mu_);
+    signal_ = sig;
+    stop_flag_.store(true);
+  }
+  void Lost(const absl::Status& why) {
+    absl::MutexLock lock(&mu_);
+    if (!lost_) lost_ = why;
+  }
+  void NewTerm() {
+    absl::MutexLock lock(&mu_);
+    lost_.reset();
+  }
+  // Blocks until terminated or the term's leadership is lost; returns why.
+  std::string Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Control* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+          return c->signal_ != 0 || c->lost_.has_value();
+        },
+        this));
+    if (signal_ != 0) return absl::StrCat("signal ", signal_);
+    return absl::StrCat("lost leadership: ", lost_->message());
+  }
+  bool terminated() const { return stop_flag_.load(); }
+  const std::atomic<bool>* stop_flag() const { return &stop_flag_; }
+
+ private:
+  absl::Mutex mu_;
+  int signal_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::Status> lost_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> stop_flag_{false};
+};
+
+// One term: recovers from `store`, serves gRPC and HTTP until control says
+// stop, then stops everything it started (in the order that lets in-flight
+// calls finish) and returns.
+absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> store,
+                   const std::string& state_name, const Security& sec, Control& control) {
   // The store is shared: the manager owns it, functions and workflows use it.
   store::Store* store_ptr = store.get();
   Manager manager(config, std::move(store),
-                  NewGrpcAgentClientFactory(agent_credentials, !config.transport.insecure));
-  RETURN_IF_ERROR(Annotate(manager.Recover(), "recovering state from " + config.db_path));
+                  NewGrpcAgentClientFactory(sec.agent_credentials, !config.transport.insecure));
+  RETURN_IF_ERROR(Annotate(manager.Recover(), "recovering state from " + state_name));
 
   // Shared state for functions and workflows.
   std::unique_ptr<kv::KvStore> kv;
@@ -124,12 +165,12 @@ absl::Status RunManager(const ManagerConfig& config) {
   manager.SetFinishListener([&orchestrator](const std::string& id) { orchestrator.NoteFinished(id); });
   RETURN_IF_ERROR(Annotate(orchestrator.Recover(), "recovering workflows"));
 
-  auto federation = NewFederationService(&manager, gate);
-  auto api = NewApiService(&manager, gate);
-  auto function_service = NewFunctionService(&functions, &orchestrator, gate);
+  auto federation = NewFederationService(&manager, sec.gate);
+  auto api = NewApiService(&manager, sec.gate);
+  auto function_service = NewFunctionService(&functions, &orchestrator, sec.gate);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.grpc_listen, server_credentials, &port);
+  builder.AddListeningPort(config.grpc_listen, sec.server_credentials, &port);
   // Oversized requests get a clear message from Submit's own check rather
   // than a bare RESOURCE_EXHAUSTED from the transport.
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes * 2 + (1 << 20)));
@@ -149,33 +190,124 @@ absl::Status RunManager(const ManagerConfig& config) {
   std::unique_ptr<HttpServer> http;
   if (!config.http_listen.empty()) {
     HttpOptions ho;
-    ho.gate = gate;
+    ho.gate = sec.gate;
     ho.metrics_need_token = config.metrics_need_token;
     ho.max_body_bytes = static_cast<size_t>(config.max_request_bytes * 2 + (1 << 20));
     ho.threads = 16;
     // Fewer than the threads: requests that do not wait always find one.
     auto waits = std::make_shared<WaitSlots>(ho.threads / 2);
-    RestServices rest{gate, waits, &functions, &orchestrator, kv.get(), queue.get()};
-    ASSIGN_OR_RETURN(http, HttpServer::Start(
-                               config.http_listen, [&] { return manager.RenderMetrics(); },
-                               [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }, ho));
+    RestServices rest{sec.gate, waits, &functions, &orchestrator, kv.get(), queue.get()};
+    auto started = HttpServer::Start(
+        config.http_listen, [&] { return manager.RenderMetrics(); },
+        [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }, ho);
+    if (!started.ok()) {
+      server->Shutdown(std::chrono::system_clock::now());
+      return started.status();
+    }
+    http = std::move(*started);
   }
   manager.Start();
   orchestrator.Start();
-  spdlog::info("manager serving gRPC on {} and HTTP on {} (state: {})", grpc_addr,
-               http ? http->address() : "-", config.db_path);
+  spdlog::info("manager serving gRPC on {} and HTTP on {} (state: {}, epoch {})", grpc_addr,
+               http ? http->address() : "-", state_name, config.manager_epoch);
+  absl::Status ready = absl::OkStatus();
   if (!config.ready_file.empty()) {
-    RETURN_IF_ERROR(WriteReadyFile(config.ready_file, grpc_addr, http ? http->address() : ""));
+    ready = WriteReadyFile(config.ready_file, grpc_addr, http ? http->address() : "",
+                           config.ha.enabled() ? "leader" : "");
   }
 
-  int sig = WaitForTermination(set);
-  spdlog::info("manager: signal {}, shutting down", sig);
+  const std::string why = ready.ok() ? control.Wait() : std::string(ready.message());
+  spdlog::info("manager: {}; shutting down", why);
   if (http) http->Stop();
   orchestrator.Stop();
   manager.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (http) http->Stop();
+  return ready;
+}
+
+// An HA replica: stands by until it wins the election, leads until it
+// loses it, and stands by again; until terminated.
+absl::Status RunReplica(const ManagerConfig& config, const Security& sec, Control& control) {
+  const HaConfig& ha = config.ha;
+  ASSIGN_OR_RETURN(std::unique_ptr<etcd::EtcdClient> made,
+                   etcd::EtcdClient::Create({.endpoints = ha.etcd}));
+  std::shared_ptr<etcd::EtcdClient> client = std::move(made);
+  std::string advertise = ha.advertise;
+  if (advertise.empty()) advertise = config.grpc_listen;
+  const std::string id = ha.id.empty() ? advertise : ha.id;
+  ha::ElectionOptions eo;
+  eo.key = ha.prefix + "leader";
+  eo.ttl = ha.lease_ttl;
+  ha::LeaderElection election(client, eo);
+  const std::string state_name = absl::StrCat("etcd ", absl::StrJoin(ha.etcd, ","), " under ",
+                                              ha.prefix);
+  while (!control.terminated()) {
+    spdlog::info("manager {}: standing by for leadership ({})", id, state_name);
+    if (!config.ready_file.empty()) {
+      RETURN_IF_ERROR(WriteReadyFile(config.ready_file, advertise, "", "standby"));
+    }
+    control.NewTerm();
+    absl::StatusOr<ha::Leadership> won = election.Campaign(
+        id, advertise, [&control](const absl::Status& why) { control.Lost(why); },
+        control.stop_flag(), std::chrono::steady_clock::now() + std::chrono::hours(24 * 365));
+    if (!won.ok()) {
+      if (control.terminated()) break;
+      spdlog::warn("manager {}: campaign failed: {}; trying again", id, won.status().message());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    spdlog::info("manager {}: leading with epoch {}", id, won->epoch);
+    ManagerConfig term = config;
+    term.manager_epoch = static_cast<uint64_t>(won->epoch);
+    absl::StatusOr<std::unique_ptr<store::Store>> store =
+        store::OpenEtcdStore(client, ha.prefix + "store/", {won->key, won->epoch});
+    absl::Status served = store.ok() ? Serve(term, std::move(*store), state_name, sec, control)
+                                     : store.status();
+    if (!served.ok()) spdlog::error("manager {}: as leader: {}", id, served.message());
+    // Resigning lets a standby win at once instead of after the lease.
+    if (absl::Status st = election.Resign(); !st.ok()) {
+      spdlog::warn("manager {}: resign: {}", id, st.message());
+    }
+    if (!served.ok() && !control.terminated()) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // no hot loop on a broken term
+    }
+  }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunManager(const ManagerConfig& config) {
+  RETURN_IF_ERROR(Validate(config));
+  // Block termination signals before any thread starts so only sigwait sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  // Security first: nothing listens before it is settled.
+  ASSIGN_OR_RETURN(Security sec, SetUpSecurity(config));
+  Control control;
+  std::thread signals([&set, &control] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    control.Terminate(sig);
+  });
+  absl::Status result;
+  if (config.ha.enabled()) {
+    result = RunReplica(config, sec, control);
+  } else {
+    absl::StatusOr<std::unique_ptr<store::Store>> store =
+        store::OpenSqliteStore(config.db_path, config.durability);
+    result = store.ok() ? Serve(config, std::move(*store), config.db_path, sec, control)
+                        : store.status();
+  }
+  // The signal thread waits in sigwait until a signal comes; when serving
+  // ended for another reason, send it the one it waits for.
+  if (!control.terminated()) pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+  return result;
 }
 
 }  // namespace flotilla::manager

@@ -20,6 +20,14 @@ grpc::ChannelArguments ChannelArgs(const ChannelLimits& limits) {
   // By default gRPC stops pinging after two pings without data, which would
   // leave a quiet Watch stream (a task printing nothing) unwatched.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // After a failed connect gRPC waits before the next (1 s, growing to 2
+  // minutes), failing calls at once meanwhile. A manager that restarts, or a
+  // standby that becomes the leader, must be reached within a heartbeat, not
+  // minutes later: retry at least every second. (The minimum connect
+  // timeout, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, stays at its default: set
+  // low, connects to a loaded peer time out over and over.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, Ms(kInitialReconnectBackoff));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, Ms(kMaxReconnectBackoff));
   return args;
 }
 

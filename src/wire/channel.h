@@ -28,6 +28,9 @@ inline constexpr std::chrono::milliseconds kKeepaliveTimeout{10000};
 // The fastest pings a server accepts; below kKeepaliveTime with room for
 // timer jitter, so a client on these settings never collects a strike.
 inline constexpr std::chrono::milliseconds kMinPingInterval{10000};
+// Reconnect backoff after a failed connect (see ChannelArgs).
+inline constexpr std::chrono::milliseconds kInitialReconnectBackoff{200};
+inline constexpr std::chrono::milliseconds kMaxReconnectBackoff{1000};
 
 struct ChannelLimits {
   int max_send_bytes = -1;     // -1: gRPC's default (unlimited)

@@ -131,6 +131,22 @@ class FederationHarness {
   void UseHosts(netlab::Lab* lab) { lab_ = lab; }
   netlab::Lab* lab() const { return lab_; }
 
+  // For manager replicas a test starts itself (tests/fault/failover_test.cc):
+  // agents started from now on get `agent_manager_list` ("a:1,b:2") as their
+  // manager, and PointAt(address) sends the harness's own calls there.
+  std::string agent_manager_list;
+  void PointAt(const std::string& address) {
+    grpc_ = address;
+    stub_ = v1::ApiService::NewStub(UserChannel(token_));
+  }
+  std::string TlsYamlFor(const std::string& who) const { return TlsYaml(who); }
+  // Starts a process here with its output in `log` under dir().
+  pid_t SpawnLogged(const std::vector<std::string>& argv, const std::string& log) {
+    return Spawn(argv, dir_ + "/" + log);
+  }
+  static void TerminatePid(pid_t& pid) { Stop(pid); }
+  static void KillPid(pid_t& pid) { Kill(pid); }
+
   ~FederationHarness() {
     // Agents first and gracefully, so they destroy their sandboxes (an
     // agent killed with SIGKILL leaves them to the next agent's clean-up).
@@ -204,7 +220,9 @@ class FederationHarness {
       std::ofstream out(config);
       out << TlsYaml(spec.id);
       const std::string listen = lab_ != nullptr ? HostAddress(spec.id) + ":0" : "127.0.0.1:0";
-      out << "node_id: " << spec.id << "\nmanager: " << grpc_ << "\nlisten: " << listen << "\n"
+      out << "node_id: " << spec.id << "\nmanager: "
+          << (agent_manager_list.empty() ? grpc_ : agent_manager_list) << "\nlisten: " << listen
+          << "\n"
           << "work_dir: " << dir_ << "/work-" << spec.id << "\n"
           << "labels: {region: " << spec.region << "}\n"
           << "security: {trust_level: " << spec.trust << ", capabilities: ["
