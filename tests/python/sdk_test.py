@@ -233,6 +233,21 @@ class ClientTest(WithFake):
             flotilla.Client("127.0.0.1:%d" % port).functions()
         self.assertIn("cannot reach", str(cm.exception))
 
+    def test_a_list_of_managers_finds_the_one_that_listens(self):
+        # An HA federation: standbys refuse connections; the client moves on and stays there.
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        c = flotilla.Client("127.0.0.1:%d,%s" % (port, self.fake.address))
+        c.deploy("t.ha", self.SRC, "double")
+        self.assertIn("t.ha", [g["name"] for g in c.functions()])
+        self.assertTrue(c._t.base_url.endswith(self.fake.address.split("://")[-1]))
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            flotilla.Client("127.0.0.1:%d,127.0.0.1:%d" % (port, port)).functions()
+        self.assertIn("cannot reach", str(cm.exception))
+
 
 class DecoratorTest(WithFake):
     def test_annotations_from_stacked_decorators(self):

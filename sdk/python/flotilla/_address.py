@@ -14,7 +14,8 @@ def federation_record_path(env=None):
 
 
 def resolve(address=None, env=None):
-    """Returns "http://host:port" for the manager; raises FlotillaError if none is known."""
+    """Returns "http://host:port" for the manager, or several comma-separated for the replicas of
+    a highly available federation; raises FlotillaError if none is known."""
     env = os.environ if env is None else env
     if not address:
         address = env.get("FLOTILLA_HTTP")
@@ -32,6 +33,10 @@ def resolve(address=None, env=None):
                 "no Flotilla manager address: pass Client(address='host:port'), set "
                 "FLOTILLA_HTTP=host:port, or start a local federation with `flotilla up` "
                 "(it records the address in %s)" % path)
+    return ",".join(_url(a) for a in address.split(",") if a.strip())
+
+
+def _url(address):
     address = address.strip().rstrip("/")
     if "://" not in address:
         address = "http://" + address

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +14,12 @@ def quote(part):
     return urllib.parse.quote(str(part), safe="")
 
 
+class _Refused(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
 class Transport:
     """Sends one JSON request and returns the decoded JSON answer.
 
@@ -20,12 +27,35 @@ class Transport:
     """
 
     def __init__(self, base_url, timeout=30.0, token=None):
-        self.base_url = base_url
+        # One URL, or every manager replica's, comma-separated: only the leader listens, so a
+        # refused connection moves on to the next (the request never reached a manager, so
+        # resending it is safe). Other failures are reported, not retried.
+        self.base_urls = [u for u in base_url.split(",") if u]
+        self._current = 0
+        self._lock = threading.Lock()
         self.timeout = timeout
         self.token = token
 
+    @property
+    def base_url(self):
+        return self.base_urls[self._current]
+
     def request(self, method, path, body=None, query=None, timeout=None):
-        url = self.base_url + path
+        for attempt in range(len(self.base_urls)):
+            with self._lock:
+                current = self._current
+            try:
+                return self._request_one(self.base_urls[current], method, path, body, query,
+                                         timeout)
+            except _Refused as e:
+                if attempt + 1 == len(self.base_urls):
+                    raise FlotillaError(e.message) from None
+                with self._lock:
+                    if self._current == current:
+                        self._current = (current + 1) % len(self.base_urls)
+
+    def _request_one(self, base_url, method, path, body, query, timeout):
+        url = base_url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = None
@@ -43,9 +73,11 @@ class Transport:
             raise _http_error(method, path, e) from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise FlotillaError("cannot reach the Flotilla manager at %s (%s %s): %s; is it "
-                                "running (`flotilla up`)?" % (self.base_url, method, path,
-                                                              reason)) from None
+            message = ("cannot reach the Flotilla manager at %s (%s %s): %s; is it running "
+                       "(`flotilla up`)?" % (",".join(self.base_urls), method, path, reason))
+            if isinstance(reason, ConnectionRefusedError):
+                raise _Refused(message) from None
+            raise FlotillaError(message) from None
         if not raw.strip():
             return {}
         try:
