@@ -140,7 +140,11 @@ class Factory final : public MicroVmInstanceFactory {
         Count(&MicroVmStatus::failures);
         return Annotate(made.status(), absl::StrCat("template '", t.name, "'"));
       }
-      snapshot = *made;
+      snapshot = made->state;
+      if (!made->memory.empty()) {
+        config.memory = MicroVmConfig::Memory::kPrivateFile;
+        config.memory_file = made->memory;
+      }
     }
     config.run_dir = NewRunDir("vm");
     config.incoming = snapshot;
@@ -214,9 +218,14 @@ class Factory final : public MicroVmInstanceFactory {
     return std::unique_ptr<Instance>(new MicroVmInstance(std::move(vm), std::move(client), t));
   }
 
+  struct Snapshot {
+    std::string state;   // the migration stream
+    std::string memory;  // the guest RAM file; "" when it is in the stream
+  };
+
   // Returns the snapshot of `config`'s shape, booting and snapshotting a VM
   // the first time. One boot per shape even when many Creates race.
-  absl::StatusOr<std::string> EnsureSnapshot(const MicroVmConfig& shape) {
+  absl::StatusOr<Snapshot> EnsureSnapshot(const MicroVmConfig& shape) {
     const std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
     std::shared_ptr<SnapshotSlot> slot;
     {
@@ -226,33 +235,45 @@ class Factory final : public MicroVmInstanceFactory {
       slot = s;
     }
     std::lock_guard<std::mutex> lock(slot->mu);
-    if (!slot->path.empty()) return slot->path;
+    if (!slot->snapshot.state.empty()) return slot->snapshot;
     const auto started = Clock::now();
     const auto deadline = started + options_.boot_timeout;
     MicroVmConfig config = shape;
     config.run_dir = NewRunDir("boot");
-    ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
-    RETURN_IF_ERROR(vm->WaitForConsole(sandbox::microvm::kGuestWaitingMarker, deadline));
-    const std::string path = absl::StrCat(options_.run_root, "/", key, ".snap");
-    absl::Status st = vm->Snapshot(path, deadline);
-    vm->Kill();
-    if (!st.ok()) {
-      unlink(path.c_str());
+    Snapshot made;
+    made.state = absl::StrCat(options_.run_root, "/", key, ".snap");
+    if (options_.share_snapshot_memory) {
+      made.memory = absl::StrCat(options_.run_root, "/", key, ".ram");
+      config.memory = MicroVmConfig::Memory::kSharedFile;
+      config.memory_file = made.memory;
+    }
+    auto boot_and_snapshot = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
+      RETURN_IF_ERROR(vm->WaitForConsole(sandbox::microvm::kGuestWaitingMarker, deadline));
+      absl::Status st = vm->Snapshot(made.state, deadline);
+      // The memory file is final once its only writer is gone.
+      vm->Kill();
+      return st;
+    };
+    if (absl::Status st = boot_and_snapshot(); !st.ok()) {
+      unlink(made.state.c_str());
+      if (!made.memory.empty()) unlink(made.memory.c_str());
       return st;
     }
-    slot->path = path;
+    slot->snapshot = made;
+    const std::string path = made.state;
     spdlog::info("micro-VM snapshot {} ({} MiB, {} vCPU, {}) made in {:.0f} ms", path,
                  shape.memory_mib, shape.vcpus, sandbox::microvm::ToString(shape.accel),
                  MsSince(started));
     std::lock_guard<std::mutex> stats_lock(stats_mu_);
     ++stats_.snapshots_made;
     stats_.last_snapshot_ms = MsSince(started);
-    return path;
+    return made;
   }
 
   struct SnapshotSlot {
     std::mutex mu;
-    std::string path;  // guarded by mu; "" until made
+    Snapshot snapshot;  // guarded by mu; empty until made
   };
 
   const MicroVmInstanceOptions options_;

@@ -5,7 +5,8 @@
 // Provisioning is by snapshot restore: per VM shape (memory, vCPUs) the
 // factory boots one VM until its guest waits for an agent, snapshots it, and
 // restores every later VM of that shape from the snapshot (~10x faster than
-// a boot under TCG). A restored guest is sent SEED (wall clock, entropy)
+// a boot under TCG), its RAM mapped copy-on-write from the snapshot's
+// memory file. A restored guest is sent SEED (wall clock, entropy)
 // before its first task, since every restore wakes with the snapshot's.
 //
 // A VM whose task timed out or whose guest broke the protocol is never
@@ -43,6 +44,10 @@ struct MicroVmInstanceOptions {
   std::chrono::milliseconds restore_timeout{15000};
   // False: every VM boots cold (the baseline the benchmarks compare with).
   bool snapshots = true;
+  // Restored VMs map the snapshot's RAM file copy-on-write (sharing its
+  // pages) instead of each loading a copy of it from the stream. Its cost:
+  // one RAM file per shape in run_root, as large as what the guest touched.
+  bool share_snapshot_memory = true;
 };
 
 // What the agent reports about its micro-VMs.

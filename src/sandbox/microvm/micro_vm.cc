@@ -222,6 +222,13 @@ std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& c) {
       "-append", absl::StrCat("console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz=",
                               c.tsc_khz > 0 ? c.tsc_khz : HostTscKhz(),
                               c.extra_append.empty() ? "" : " ", c.extra_append)};
+  if (c.memory != MicroVmConfig::Memory::kAnonymous) {
+    argv[2] += ",memory-backend=mem";
+    argv.push_back("-object");
+    argv.push_back(absl::StrCat(
+        "memory-backend-file,id=mem,size=", c.memory_mib, "M,mem-path=", c.memory_file,
+        ",share=", c.memory == MicroVmConfig::Memory::kSharedFile ? "on" : "off"));
+  }
   if (c.accel == Accel::kKvm) {
     // arch-capabilities makes some nested hosts refuse the vCPU.
     for (const char* a : {"-accel", "kvm", "-cpu", "host,-arch-capabilities"}) argv.push_back(a);
@@ -229,8 +236,10 @@ std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& c) {
     for (const char* a : {"-accel", "tcg"}) argv.push_back(a);
   }
   if (!c.incoming.empty()) {
+    // The stream is started over QMP once its capabilities match the
+    // snapshot's (Start).
     argv.push_back("-incoming");
-    argv.push_back(absl::StrCat("exec:cat ", ShellQuote(c.incoming)));
+    argv.push_back("defer");
   }
   return argv;
 }
@@ -263,7 +272,9 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Start(const MicroVmConfig& con
     return pid.status();
   }
   std::unique_ptr<MicroVm> vm(new MicroVm(config, *pid));
-  if (absl::Status st = vm->ConnectQmp(deadline); !st.ok()) {
+  absl::Status st = vm->ConnectQmp(deadline);
+  if (st.ok() && !config.incoming.empty()) st = vm->StartIncoming(deadline);
+  if (!st.ok()) {
     std::string tail = vm->QemuLogTail();
     vm->Kill();
     return absl::Status(st.code(), absl::StrCat("start qemu: ", st.message(),
@@ -424,8 +435,29 @@ absl::Status MicroVm::WaitForConsole(std::string_view marker, Clock::time_point 
   }
 }
 
+namespace {
+constexpr char kIgnoreSharedMemory[] =
+    R"({"execute":"migrate-set-capabilities","arguments":{"capabilities":)"
+    R"([{"capability":"x-ignore-shared","state":true}]}})";
+}  // namespace
+
+absl::Status MicroVm::StartIncoming(Clock::time_point deadline) {
+  // A snapshot without RAM (taken from a kSharedFile VM) must be loaded
+  // with the same capability; the RAM comes from the mapped file.
+  if (config_.memory == MicroVmConfig::Memory::kPrivateFile) {
+    RETURN_IF_ERROR(Qmp(kIgnoreSharedMemory, deadline).status());
+  }
+  nlohmann::json incoming = {
+      {"execute", "migrate-incoming"},
+      {"arguments", {{"uri", "exec:cat " + ShellQuote(config_.incoming)}}}};
+  return Qmp(incoming.dump(), deadline).status();
+}
+
 absl::Status MicroVm::Snapshot(const std::string& path, Clock::time_point deadline) {
   RETURN_IF_ERROR(Qmp(R"({"execute":"stop"})", deadline).status());
+  if (config_.memory == MicroVmConfig::Memory::kSharedFile) {
+    RETURN_IF_ERROR(Qmp(kIgnoreSharedMemory, deadline).status());
+  }
   // The default migration bandwidth cap (128 MiB/s) throttles a copy into a
   // local file for nothing; the VM is stopped, so there is no downtime to trade.
   RETURN_IF_ERROR(Qmp(R"({"execute":"migrate-set-parameters","arguments":{"max-bandwidth":)"

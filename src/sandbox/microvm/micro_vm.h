@@ -47,8 +47,18 @@ struct MicroVmConfig {
   // sockets, the console log and QEMU's own log.
   std::string run_dir;
   // A snapshot (MicroVm::Snapshot) to restore instead of booting. The rest
-  // of the configuration must be the one the snapshot was taken with.
+  // of the configuration must be the one the snapshot was taken with, but
+  // a snapshot of a kSharedFile VM is restored with kPrivateFile.
   std::string incoming;
+  // Guest RAM. kSharedFile maps `memory_file` shared: the guest's memory is
+  // that file, and a snapshot leaves it out of the stream (x-ignore-shared).
+  // kPrivateFile maps it copy-on-write: VMs restored from one snapshot share
+  // its pages in the host's page cache and own only what they write, as
+  // Firecracker's MAP_PRIVATE snapshot memory does. The file must not
+  // change while any VM maps it.
+  enum class Memory { kAnonymous, kSharedFile, kPrivateFile };
+  Memory memory = Memory::kAnonymous;
+  std::string memory_file;
   std::string extra_append;  // more kernel command line
   int64_t tsc_khz = 0;       // the guest's TSC frequency; 0: the host's (HostTscKhz)
 };
@@ -81,8 +91,10 @@ class MicroVm {
   absl::Status WaitForConsole(std::string_view marker,
                               std::chrono::steady_clock::time_point deadline);
 
-  // Pauses the VM and writes its whole state to `path` (QMP stop, then a
-  // migration to `exec:cat > path`). The VM stays paused; kill it after.
+  // Pauses the VM and writes its state to `path` (QMP stop, then a
+  // migration to `exec:cat > path`): all of it, or, for a kSharedFile VM,
+  // all but its RAM, which is then the memory file. The VM stays paused;
+  // kill it after.
   absl::Status Snapshot(const std::string& path, std::chrono::steady_clock::time_point deadline);
 
   // Sends a QMP command (a JSON object) and returns the "return" member as
@@ -108,6 +120,7 @@ class MicroVm {
  private:
   MicroVm(MicroVmConfig config, pid_t pid) : config_(std::move(config)), pid_(pid) {}
   absl::Status ConnectQmp(std::chrono::steady_clock::time_point deadline);
+  absl::Status StartIncoming(std::chrono::steady_clock::time_point deadline);
   absl::StatusOr<std::string> ReadQmpLine(std::chrono::steady_clock::time_point deadline);
   std::string QemuLogTail() const;
 
