@@ -40,6 +40,12 @@
 # split fan-out speedup and per-node overhead" in docs/benchmarks.md.
 # BENCH_QUICK=1 makes it a smoke run (~30 s).
 #
+# The micro-VM step, separate (needs root for the Linux sandbox beside it, ~40 s):
+#   bench/run.sh microvm [BUILD_DIR]
+# runs bench/microvm_bench.cc: QEMU microvm (TCG) cold boot vs snapshot
+# restore, a no-op task in a pooled VM beside a warm Linux sandbox, and the
+# memory (VmRSS, Pss) of idle VMs. Output: BUILD_DIR/bench-results/microvm.md.
+#
 # The shard channel step, separate (~3 min):
 #   bench/run.sh shard [BUILD_DIR]
 # builds flotilla_shard_channel_bench and runs bench/shard_channel_bench.cc:
@@ -74,6 +80,27 @@ if [[ ${1:-} == shard ]]; then
     echo "with real-time priority (chrt -f 10):" >&2
     chrt -f 10 "$BIN" "${ARGS[@]}" --json-out="$OUT/shard_channel_rt.json" | tee "$OUT/shard_channel_rt.md"
   fi
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  exit 0
+fi
+
+# ---- the micro-VM step: bench/run.sh microvm [BUILD_DIR]
+if [[ ${1:-} == microvm ]]; then
+  BUILD_DIR=${2:-build}
+  OUT=$BUILD_DIR/bench-results
+  mkdir -p "$OUT"
+  if [[ ! -f $BUILD_DIR/build.ninja ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target flotilla_microvm_bench
+  if [[ -n ${BENCH_QUICK:-} ]]; then
+    ARGS=(--cold 1 --restores 3 --noop 30 --idle 2)
+  else
+    ARGS=(--cold 3 --restores 10 --noop 200 --idle 4)
+  fi
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  "$BUILD_DIR/bench/flotilla_microvm_bench" --initrd "$BUILD_DIR/src/guest-initramfs.cpio" \
+    --guest "$BUILD_DIR/src/flotilla-guest" --templates templates "${ARGS[@]}" | tee "$OUT/microvm.md"
   echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   exit 0
 fi

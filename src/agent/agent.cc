@@ -257,6 +257,7 @@ v1::HypervisorNode Agent::Describe() {
   sec->set_isolation(std::string(sandbox_->kind()));
   n.set_unisolated(config_.isolation == "process");
   AddCheckpointStatus(n.mutable_checkpoint());
+  AddMicroVmStatus(n.mutable_microvm());
   AddPoolStatus(n.mutable_pools());
   for (const auto& p : n.pools()) (*n.mutable_warm_sandboxes())[p.template_name()] = p.idle();
   for (const auto& d : config_.data_sets) {
@@ -271,7 +272,32 @@ v1::HypervisorNode Agent::Describe() {
   return n;
 }
 
+void Agent::AddMicroVmStatus(v1::MicroVmStatus* out) const {
+  if (!microvm_) {
+    out->set_available(false);
+    out->set_reason(microvm_unavailable_);
+    return;
+  }
+  const pool::MicroVmStatus s = microvm_->status();
+  out->set_available(true);
+  out->set_accelerator(sandbox::microvm::ToString(s.accel));
+  out->set_reason(s.accel_reason);
+  out->set_snapshots(s.snapshots_made);
+  out->set_restores(s.restores);
+  out->set_cold_boots(s.cold_boots);
+  out->set_failures(s.failures);
+  out->set_last_restore_ms(s.last_restore_ms);
+  out->set_last_snapshot_ms(s.last_snapshot_ms);
+}
+
 void Agent::AddCheckpointStatus(v1::CheckpointStatus* out) const {
+  if (config_.isolation == "microvm") {
+    // CRIU works on containers; a VM's tasks would move by QEMU migration,
+    // which is not built yet.
+    out->set_state(v1::CHECKPOINT_UNAVAILABLE);
+    out->set_reason("isolation: microvm (micro-VM tasks are not checkpointed yet)");
+    return;
+  }
   if (!checkpoint_) {
     out->set_state(v1::CHECKPOINT_UNAVAILABLE);
     out->set_reason(config_.isolation == "process"
@@ -402,6 +428,7 @@ void Agent::ControlLoop() {
       if (auto la = ReadLoadAverage("/proc"); la.ok()) req.set_load_average(*la);
       AddPoolStatus(req.mutable_pools());
       AddCheckpointStatus(req.mutable_checkpoint());
+      AddMicroVmStatus(req.mutable_microvm());
       if (sampler_) AddUsage(&req);
       v1::ReportStatusResponse resp;
       auto ctx = Context();
@@ -706,6 +733,15 @@ absl::Status Agent::RequestTask(const v1::RequestTaskRequest& req) {
   }
   // Security enforcement: what the request relaxes, the node must grant.
   for (const auto& cap : r.security().required_capabilities()) {
+    // "isolation:KIND" is a requirement on the sandbox, not a grant: this
+    // node meets it when its sandboxes are of that kind (as the
+    // scheduler's isolation filter decided).
+    if (cap.rfind("isolation:", 0) == 0) {
+      if (cap.substr(10) == sandbox_->kind()) continue;
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", config_.node_id, " runs '", std::string(sandbox_->kind()),
+                       "' sandboxes, not the '", cap.substr(10), "' the request needs"));
+    }
     if (std::find(config_.capabilities.begin(), config_.capabilities.end(), cap) ==
         config_.capabilities.end()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -926,6 +962,8 @@ absl::Status RunAgent(const AgentConfig& input) {
   std::shared_ptr<checkpoint::Availability> availability;
   std::unique_ptr<checkpoint::BackgroundProbe> probe;  // joined before the agent goes
   std::unique_ptr<pool::InstanceFactory> factory;
+  std::unique_ptr<pool::MicroVmInstanceFactory> vm_factory;  // outlives the pools
+  std::string microvm_unavailable = "no template of this node asks for micro-VMs";
   std::vector<std::unique_ptr<pool::WarmPool>> pools;
   std::vector<pool::WarmPool*> pool_ptrs;
   if (config.isolation == "process") {
@@ -978,21 +1016,51 @@ absl::Status RunAgent(const AgentConfig& input) {
     po.restore_deadline = config.checkpoint.probe_timeout;
     probe = std::make_unique<checkpoint::BackgroundProbe>(po, availability);
     ASSIGN_OR_RETURN(factory, pool::NewLinuxInstanceFactory(lo));
+    // Micro-VMs: for every template on a microvm node, for the templates
+    // that ask on a linux node. The accelerator is decided here, once, by
+    // a probe boot (KVM where a stock kernel boots under it, else TCG).
+    const bool all_vms = config.isolation == "microvm";
+    bool want_vms = all_vms;
+    for (const auto& t : templates) want_vms = want_vms || t.isolation == pool::Isolation::kMicroVm;
+    if (want_vms) {
+      pool::MicroVmInstanceOptions vo;
+      vo.kernel = config.vm_kernel;
+      vo.initrd = config.vm_initrd.empty() ? self_dir + "/guest-initramfs.cpio" : config.vm_initrd;
+      vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
+      auto made = pool::NewMicroVmInstanceFactory(vo);
+      if (made.ok()) {
+        vm_factory = std::move(*made);
+      } else if (all_vms) {
+        return Annotate(made.status(), "isolation: microvm");
+      } else {
+        microvm_unavailable = std::string(made.status().message());
+        spdlog::warn("agent {}: micro-VMs unavailable ({}); templates with isolation: microvm "
+                     "are not served", config.node_id, microvm_unavailable);
+      }
+    }
     bool has_default = false;
     for (auto& t : templates) {
+      if (all_vms) t.isolation = pool::Isolation::kMicroVm;
+      pool::InstanceFactory* f = factory.get();
+      if (t.isolation == pool::Isolation::kMicroVm) {
+        if (!vm_factory) continue;
+        f = vm_factory.get();
+      }
       has_default = has_default || t.name == config.default_template;
-      pools.push_back(std::make_unique<pool::WarmPool>(std::move(t), factory.get()));
+      pools.push_back(std::make_unique<pool::WarmPool>(std::move(t), f));
       pool_ptrs.push_back(pools.back().get());
     }
     if (!has_default) {
       return absl::InvalidArgumentError(absl::StrCat(
           "default_template: no template named '", config.default_template, "' in ", templates_dir));
     }
-    sb = std::make_unique<pool::PooledSandbox>(pool_ptrs, config.default_template, "linux");
+    sb = std::make_unique<pool::PooledSandbox>(pool_ptrs, config.default_template,
+                                               all_vms ? "microvm" : "linux");
   }
   Agent agent(config, std::move(sb));
   agent.SetPools(pool_ptrs);
   agent.SetCheckpointAvailability(availability);
+  agent.SetMicroVm(vm_factory.get(), microvm_unavailable);
   RETURN_IF_ERROR(agent.Start());
   int sig = 0;
   sigwait(&set, &sig);

@@ -28,6 +28,7 @@
 #include "checkpoint/probe.h"
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "monitor/sampler.h"
+#include "pool/microvm_instance.h"
 #include "pool/warm_pool.h"
 #include "sandbox/sandbox.h"
 #include "wire/endpoints.h"
@@ -63,6 +64,14 @@ class Agent {
   // before Start; unset, the node reports "unavailable".
   void SetCheckpointAvailability(std::shared_ptr<const checkpoint::Availability> a) {
     checkpoint_ = std::move(a);
+  }
+
+  // The node's micro-VM factory (null: none, and `unavailable` says why):
+  // reported at registration and in every ReportStatus. Call before Start;
+  // the factory must outlive the agent.
+  void SetMicroVm(const pool::MicroVmInstanceFactory* factory, std::string unavailable) {
+    microvm_ = factory;
+    microvm_unavailable_ = std::move(unavailable);
   }
 
   const std::string& address() const { return address_; }
@@ -116,10 +125,13 @@ class Agent {
   void ApplyPoolTargets(const v1::ReportStatusResponse& resp);
   void AddUsage(v1::ReportStatusRequest* req);
   void AddPoolStatus(google::protobuf::RepeatedPtrField<v1::PoolStatus>* out);
+  void AddMicroVmStatus(v1::MicroVmStatus* out) const;
   std::vector<v1::TaskRef> TaskRefs();
   v1::HypervisorNode Describe();
 
   AgentConfig config_;
+  const pool::MicroVmInstanceFactory* microvm_ = nullptr;
+  std::string microvm_unavailable_ = "micro-VMs are not configured on this node";
   std::unique_ptr<sandbox::Sandbox> sandbox_;
   model::Resources capacity_;
   std::string address_;

@@ -22,6 +22,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets", "tls",
        "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
        "trusted_development_node", "templates_dir", "guest_binary", "default_template",
+       "vm_kernel", "vm_initrd",
        "sandbox_uid", "cost", "resize", "checkpoint"}));
   if (const YAML::Node cp = root["checkpoint"]) {
     const std::string w = where + "checkpoint.";
@@ -84,6 +85,8 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "trusted_development_node", &c.trusted_development_node));
   RETURN_IF_ERROR(ReadYaml(root, where, "templates_dir", &c.templates_dir));
   RETURN_IF_ERROR(ReadYaml(root, where, "guest_binary", &c.guest_binary));
+  RETURN_IF_ERROR(ReadYaml(root, where, "vm_kernel", &c.vm_kernel));
+  RETURN_IF_ERROR(ReadYaml(root, where, "vm_initrd", &c.vm_initrd));
   RETURN_IF_ERROR(ReadYaml(root, where, "default_template", &c.default_template));
   RETURN_IF_ERROR(ReadYaml(root, where, "sandbox_uid", &c.sandbox_uid));
   RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
@@ -151,9 +154,9 @@ absl::Status Validate(const AgentConfig& c) {
   if (c.output_limit_bytes == 0) {
     return absl::InvalidArgumentError("output_limit_bytes: must be > 0");
   }
-  if (c.isolation != "linux" && c.isolation != "process") {
+  if (c.isolation != "linux" && c.isolation != "process" && c.isolation != "microvm") {
     return absl::InvalidArgumentError(
-        absl::StrCat("isolation: '", c.isolation, "' is not one of linux, process"));
+        absl::StrCat("isolation: '", c.isolation, "' is not one of linux, microvm, process"));
   }
   if (c.isolation == "process" && !c.trusted_development_node) {
     return absl::InvalidArgumentError(

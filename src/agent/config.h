@@ -40,7 +40,14 @@ struct AgentConfig {
   // "linux": every task in a Linux sandbox (namespaces, cgroups, seccomp)
   // from a warm pool. "process": unisolated child processes, allowed only
   // with trusted_development_node, and the node says so in its status.
+  // "microvm": every template's tasks in QEMU micro-VMs (the node's
+  // isolation kind is then "microvm"). On a "linux" node, templates that say
+  // `isolation: microvm` run in VMs when the node can start them.
   std::string isolation = "linux";
+  // The micro-VM guest kernel (scripts/fetch-guest-kernel) and initramfs
+  // (the build's guest-initramfs.cpio; default: beside the flotilla binary).
+  std::string vm_kernel = "/var/cache/flotilla/vm/current/vmlinux";
+  std::string vm_initrd;
   bool trusted_development_node = false;
   std::string templates_dir;   // default: the templates shipped with flotilla
   std::string guest_binary;    // default: flotilla-guest beside the flotilla binary

@@ -392,7 +392,7 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& options) {
           << (o.isolation == "process"
                   ? "isolation: process  # UNISOLATED: tasks run on the host\n"
                     "trusted_development_node: true\n"
-                  : "isolation: linux\n")
+                  : absl::StrCat("isolation: ", o.isolation, "\n"))
           << "labels: {region: " << p.region << ", zone: " << p.zone << "}\n"
           << "cost: {per_cpu_second: " << (0.00002 * (1 + i % 3)) << ", per_gib_second: "
           << (0.000005 * (1 + i % 3)) << "}\n"

@@ -36,7 +36,8 @@ struct UpOptions {
   int agents = 3;
   std::string self;  // path of the flotilla binary to start
   int64_t lease_timeout_ms = 0;  // 0: the manager's default
-  std::string isolation = "linux";  // "process": unisolated, for trusted development hosts
+  // "process": unisolated, for trusted development hosts; "microvm": QEMU VMs.
+  std::string isolation = "linux";
   bool insecure = false;  // security off: plaintext, no identities (development only)
   // 0: every process on loopback. N: the manager and N agents (N replaces
   // `agents`) each in a host of its own, a network namespace joined to a

@@ -257,6 +257,14 @@ void AddRequestFlags(CLI::App* cmd, v1::ExecutionRequest* r, std::string* cpu, s
       },
       "a capability the node must grant (repeatable), e.g. network-egress")
       ->allow_extra_args(false);
+  cmd->add_option_function<std::string>(
+      "--isolation",
+      [r](const std::string& kind) {
+        // The scheduler's isolation filter reads this capability form.
+        r->mutable_security()->add_required_capabilities("isolation:" + kind);
+      },
+      "run only on nodes of this isolation kind: linux, microvm")
+      ->check(CLI::IsMember({"linux", "microvm", "process"}));
   cmd->add_option_function<std::vector<std::string>>(
       "--data",
       [r](const std::vector<std::string>& keys) {
@@ -353,6 +361,20 @@ std::string WarmText(const v1::HypervisorNode& n) {
 }
 
 // The CHECKPOINT column: the state the node's agent proved at start.
+// "linux", or "microvm (tcg)", or "linux +microvm (tcg)" where a linux node
+// also runs the templates that ask for VMs; and the VMs' restores.
+std::string IsolationText(const v1::HypervisorNode& n) {
+  const std::string& kind = n.security().isolation();
+  if (!n.microvm().available()) return kind;
+  std::string vm = absl::StrCat("microvm (", n.microvm().accelerator());
+  if (n.microvm().restores() > 0) {
+    absl::StrAppend(&vm, ", ", n.microvm().restores(), " restores, last ",
+                    static_cast<int>(n.microvm().last_restore_ms()), " ms");
+  }
+  vm += ")";
+  return kind == "microvm" ? vm : absl::StrCat(kind, " +", vm);
+}
+
 std::string CheckpointText(const v1::HypervisorNode& n) {
   switch (n.checkpoint().state()) {
     case v1::CHECKPOINT_AVAILABLE:
@@ -382,7 +404,7 @@ void PrintNodes(const v1::ListNodesResponse& resp) {
     t.Add({n.id(), n.status() == v1::NODE_ONLINE ? "online" : "offline",
            region == n.labels().end() ? "-" : region->second,
            std::to_string(n.security().trust_level()),
-           n.unisolated() ? "NONE (trusted dev)" : n.security().isolation(), CheckpointText(n),
+           n.unisolated() ? "NONE (trusted dev)" : IsolationText(n), CheckpointText(n),
            absl::StrCat(FormatMillicores(avail.cpu_millis()), "/", FormatMillicores(cap.cpu_millis())),
            absl::StrCat(FormatBytes(avail.memory_bytes()), "/", FormatBytes(cap.memory_bytes())),
            std::to_string(n.running_executions()), WarmText(n),
@@ -567,8 +589,9 @@ int Main(int argc, char** argv) {
                "SECURITY OFF: plaintext gRPC, no node identities, no user tokens (development "
                "on a trusted host only)");
   up->add_option("--isolation", up_opts.isolation,
-                 "linux (default; needs root) or process (UNISOLATED: trusted development only)")
-      ->check(CLI::IsMember({"linux", "process"}));
+                 "linux (default; needs root), microvm (QEMU micro-VMs; needs root) or process "
+                 "(UNISOLATED: trusted development only)")
+      ->check(CLI::IsMember({"linux", "microvm", "process"}));
   up->callback([&] {
     up_opts.self = SelfPath();
     auto f = StartLocalFederation(up_opts);

@@ -4,8 +4,13 @@
 // time and peak memory, kills and reaps everything the task left, cleans the
 // working directory and waits for the next task.
 //
-//   flotilla-guest [--fd 3] [--workdir /work] [--python-preload mod1,mod2]
-//                  [--python python3]
+//   flotilla-guest [--fd 3 | --device /dev/vport0p1] [--workdir /work]
+//                  [--python-preload mod1,mod2] [--python python3]
+//
+// --device is the micro-VM's channel, a virtio-serial port. Its fd is left
+// blocking on purpose: until the agent connects to the host end, the
+// port's write blocks (and poll reports POLLHUP), so the HELLO write is
+// where a freshly booted or snapshot-restored VM waits for its agent.
 //
 // Why it is shaped this way:
 //  - It is single-threaded: one poll loop over the agent fd, a signalfd for
@@ -26,6 +31,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/random.h>
+#include <time.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -59,6 +67,7 @@ constexpr size_t kMaxErrorText = 2048;
 
 struct Options {
   int fd = 3;
+  std::string device;  // opened instead of --fd when given
   std::string workdir = "/work";
   std::vector<std::string> python_preload;
   bool preload_given = false;
@@ -81,6 +90,8 @@ bool ParseOptions(int argc, char** argv, Options* options) {
         return false;
       }
       options->fd = static_cast<int>(fd);
+    } else if (arg == "--device") {
+      options->device = value;
     } else if (arg == "--workdir") {
       options->workdir = value;
     } else if (arg == "--python") {
@@ -95,13 +106,45 @@ bool ParseOptions(int argc, char** argv, Options* options) {
         list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
       }
     } else {
-      Log("unknown option %s; usage: flotilla-guest [--fd N] [--workdir DIR] "
+      Log("unknown option %s; usage: flotilla-guest [--fd N | --device PATH] [--workdir DIR] "
           "[--python-preload mod1,mod2] [--python PYTHON]",
           argv[i - 1]);
       return false;
     }
   }
   return true;
+}
+
+// Best effort: a guest without CAP_SYS_TIME / CAP_SYS_ADMIN (a container)
+// keeps the host's clock and pool anyway; a VM's guest is root.
+void ApplySeed(const Seed& seed) {
+  if (seed.realtime_ns > 0) {
+    timespec ts{static_cast<time_t>(seed.realtime_ns / 1000000000),
+                static_cast<long>(seed.realtime_ns % 1000000000)};
+    if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+      Log("%s", ErrnoMessage("clock_settime", "CLOCK_REALTIME", errno).c_str());
+    }
+  }
+  if (seed.entropy.empty()) return;
+  Fd random(open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!random.valid()) {
+    Log("%s", ErrnoMessage("open", "/dev/urandom", errno).c_str());
+    return;
+  }
+  // Credited entropy, then a forced reseed: two VMs restored from one
+  // snapshot must not hand out the same random bytes.
+  std::string buf(sizeof(rand_pool_info) + seed.entropy.size(), '\0');
+  auto* info = reinterpret_cast<rand_pool_info*>(buf.data());
+  info->entropy_count = static_cast<int>(seed.entropy.size() * 8);
+  info->buf_size = static_cast<int>(seed.entropy.size());
+  memcpy(info->buf, seed.entropy.data(), seed.entropy.size());
+  if (ioctl(random.get(), RNDADDENTROPY, info) < 0) {
+    // Uncredited, but still mixed in.
+    if (write(random.get(), seed.entropy.data(), seed.entropy.size()) < 0) {
+      Log("%s", ErrnoMessage("write", "/dev/urandom", errno).c_str());
+    }
+  }
+  (void)ioctl(random.get(), RNDRESEEDCRNG);
 }
 
 int64_t TimevalUs(const timeval& tv) {
@@ -549,6 +592,15 @@ Quit Guest::OnIdleFrame(const Frame& frame) {
       return Send(EncodePaused({})) ? Quit::kNo : Quit::kPeerGone;
     case MessageType::kResume:
       return Quit::kNo;
+    case MessageType::kSeed: {
+      Seed seed;
+      if (!DecodeSeed(frame.payload, &seed, &error)) {
+        ProtocolError("bad SEED: " + error);
+        return Quit::kProtocolError;
+      }
+      ApplySeed(seed);
+      return Quit::kNo;
+    }
     case MessageType::kShutdown:
       return Quit::kShutdown;
     default:
@@ -992,6 +1044,12 @@ void Guest::KillAllDescendants(bool spare_python) {
         ReapZombies();
         return;
       }
+      // As a machine's real PID 1 (a micro-VM), kill(-1) also "signals" the
+      // kernel threads and so never fails with ESRCH. Every process left
+      // there is re-parented to us, so no children (zombies reaped) is the
+      // end.
+      std::vector<pid_t> left;
+      if (ListChildren(&left) && left.empty()) return;
     } else {
       kids.erase(std::remove(kids.begin(), kids.end(), python_.pid()), kids.end());
       if (kids.empty()) return;
@@ -1016,6 +1074,18 @@ void Guest::KillAllDescendants(bool spare_python) {
 int main(int argc, char** argv) {
   flotilla::guest::Options options;
   if (!flotilla::guest::ParseOptions(argc, argv, &options)) return 64;
+  if (!options.device.empty()) {
+    int fd = open(options.device.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+      flotilla::guest::Log(
+          "%s", flotilla::guest::ErrnoMessage("open", options.device, errno).c_str());
+      return 1;
+    }
+    options.fd = fd;
+    // The agent waits for this line on the console before it snapshots a
+    // VM: from here on the guest only waits for its agent.
+    flotilla::guest::Log("waiting for the agent on %s", options.device.c_str());
+  }
   flotilla::guest::Guest guest(std::move(options));
   return guest.Main();
 }

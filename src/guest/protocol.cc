@@ -150,7 +150,7 @@ uint32_t LoadU32(const char* p) {
 
 bool KnownType(uint8_t t) {
   return t >= static_cast<uint8_t>(MessageType::kHello) &&
-         t <= static_cast<uint8_t>(MessageType::kResume);
+         t <= static_cast<uint8_t>(MessageType::kSeed);
 }
 
 int64_t NowMs() {
@@ -191,6 +191,8 @@ std::string_view MessageTypeName(MessageType type) {
       return "PAUSED";
     case MessageType::kResume:
       return "RESUME";
+    case MessageType::kSeed:
+      return "SEED";
   }
   return "UNKNOWN";
 }
@@ -399,6 +401,26 @@ bool DecodePaused(std::string_view payload, Paused* out, std::string* error) {
   r.U64("stdout_sent", &out->stdout_sent);
   r.U64("stderr_sent", &out->stderr_sent);
   return r.Finish(error);
+}
+
+std::string EncodeSeed(const Seed& m) {
+  Writer w;
+  w.I64(m.realtime_ns);
+  w.Bytes(m.entropy);
+  return w.Frame(MessageType::kSeed);
+}
+
+bool DecodeSeed(std::string_view payload, Seed* out, std::string* error) {
+  Reader r(payload);
+  r.I64("realtime_ns", &out->realtime_ns);
+  r.Bytes("entropy", &out->entropy);
+  if (!r.Finish(error)) return false;
+  if (out->entropy.size() > kMaxSeedEntropy) {
+    *error = "entropy: " + std::to_string(out->entropy.size()) + " bytes, more than " +
+             std::to_string(kMaxSeedEntropy);
+    return false;
+  }
+  return true;
 }
 
 bool DecodeEmpty(std::string_view payload, std::string* error) {

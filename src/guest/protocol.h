@@ -24,6 +24,8 @@
 //   since version 2 (checkpoint and migration):
 //     agent → PAUSE; guest → PAUSED       stop streaming, report what was sent
 //     agent → RESUME                      carry on (the same or a new channel)
+//   since version 3 (micro-VMs restored from a snapshot):
+//     agent → SEED                        while idle: set the clock, add entropy
 // PAUSE makes the guest stop at a frame boundary: it answers PAUSED with the
 // bytes of each stream it has sent, then only reads its channel (no output,
 // no EXIT, no reaping) until RESUME. A checkpoint taken while paused thus
@@ -51,8 +53,8 @@
 namespace flotilla::guest {
 
 // Bumped on every incompatible change of a frame's layout.
-// Version 2 added PAUSE, PAUSED and RESUME.
-inline constexpr uint32_t kProtocolVersion = 2;
+// Version 2 added PAUSE, PAUSED and RESUME; version 3 added SEED.
+inline constexpr uint32_t kProtocolVersion = 3;
 inline constexpr size_t kFrameHeaderSize = 5;
 // The default and largest payload a reader accepts. RUN carries the task's
 // files and stdin, so it is the frame that needs room.
@@ -79,6 +81,7 @@ enum class MessageType : uint8_t {
   kPause = 12,   // since version 2
   kPaused = 13,  // since version 2
   kResume = 14,  // since version 2
+  kSeed = 15,    // since version 3
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -172,6 +175,15 @@ struct Paused {
   uint64_t stderr_sent = 0;
 };
 
+// Every VM restored from one snapshot wakes with the snapshot's clock and
+// the same kernel random state; SEED gives each a fresh wall clock and
+// entropy of its own before it runs anything.
+struct Seed {
+  int64_t realtime_ns = 0;  // CLOCK_REALTIME on the agent when sent
+  std::string entropy;      // at most kMaxSeedEntropy bytes
+};
+inline constexpr size_t kMaxSeedEntropy = 512;
+
 // A frame taken off the wire, payload not yet decoded.
 struct Frame {
   MessageType type = MessageType::kError;
@@ -190,6 +202,7 @@ std::string EncodePing(const Ping& m);
 std::string EncodePong(const Ping& m);
 std::string EncodeError(const Error& m);
 std::string EncodePaused(const Paused& m);
+std::string EncodeSeed(const Seed& m);
 std::string EncodeEmpty(MessageType type);  // RESET, SHUTDOWN, PAUSE, RESUME
 
 // Decoders return true and fill *out if `payload` is a well-formed message
@@ -203,6 +216,7 @@ bool DecodeCancel(std::string_view payload, Cancel* out, std::string* error);
 bool DecodePing(std::string_view payload, Ping* out, std::string* error);
 bool DecodeError(std::string_view payload, Error* out, std::string* error);
 bool DecodePaused(std::string_view payload, Paused* out, std::string* error);
+bool DecodeSeed(std::string_view payload, Seed* out, std::string* error);
 bool DecodeEmpty(std::string_view payload, std::string* error);
 
 // Returns true if the peer's HELLO speaks our version; otherwise false with

@@ -440,6 +440,7 @@ std::vector<v1::HypervisorNode> Manager::ListNodes() {
     n.set_cpu_cores_used(spec.cpu_cores_used());
     n.set_memory_available_bytes(spec.memory_available_bytes());
     *n.mutable_checkpoint() = spec.checkpoint();
+    *n.mutable_microvm() = spec.microvm();
     out.push_back(std::move(n));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id() < b.id(); });

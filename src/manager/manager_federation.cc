@@ -135,6 +135,7 @@ absl::StatusOr<v1::ReportStatusResponse> Manager::ReportStatus(const v1::ReportS
   ns.spec.set_cpu_cores_used(req.cpu_cores_used());
   ns.spec.set_memory_available_bytes(req.memory_available_bytes());
   *ns.spec.mutable_checkpoint() = req.checkpoint();
+  if (req.has_microvm()) *ns.spec.mutable_microvm() = req.microvm();
 
   v1::ReportStatusResponse resp;
   resp.set_manager_epoch(config_.manager_epoch);

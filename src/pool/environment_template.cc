@@ -38,6 +38,7 @@ absl::StatusOr<int64_t> Cpu(const std::string& where, const std::string& text) {
 
 const char* ToString(Lifecycle l) { return l == Lifecycle::kReuse ? "reuse" : "destroy"; }
 const char* ToString(NetworkPolicy n) { return n == NetworkPolicy::kNone ? "none" : "egress"; }
+const char* ToString(Isolation i) { return i == Isolation::kMicroVm ? "microvm" : "linux"; }
 
 absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
   ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path, "template"));
@@ -45,7 +46,7 @@ absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
   const std::string where = path + ": ";
   RETURN_IF_ERROR(CheckKnownKeys(root, where,
                                  {"name", "description", "runtime", "rootfs", "env", "files",
-                                  "limits", "network", "python_preload", "pool"}));
+                                  "limits", "network", "python_preload", "pool", "isolation"}));
   EnvironmentTemplate t;
   t.source_path = path;
   RETURN_IF_ERROR(ReadYaml(root, where, "name", &t.name));
@@ -107,6 +108,16 @@ absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
     if (t.limits.cpu_millis <= 0 || t.limits.memory_bytes <= 0 || t.limits.pids <= 0) {
       return absl::InvalidArgumentError(w + " cpu, memory and pids must be > 0");
     }
+  }
+  std::string isolation = "linux";
+  RETURN_IF_ERROR(ReadYaml(root, where, "isolation", &isolation));
+  if (isolation == "linux") {
+    t.isolation = Isolation::kContainer;
+  } else if (isolation == "microvm") {
+    t.isolation = Isolation::kMicroVm;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "isolation: '", isolation, "' is not one of linux, microvm"));
   }
   std::string network = "none";
   RETURN_IF_ERROR(ReadYaml(root, where, "network", &network));

@@ -26,6 +26,11 @@ enum class NetworkPolicy {
   kEgress,
 };
 
+enum class Isolation {
+  kContainer,  // a Linux container (sandbox/linux), the default
+  kMicroVm,    // a QEMU microvm (sandbox/microvm), restored from a snapshot
+};
+
 struct TemplateLimits {
   int64_t cpu_millis = 1000;
   int64_t memory_bytes = 256ll << 20;
@@ -48,6 +53,8 @@ struct EnvironmentTemplate {
   int pool_min = 0;
   int pool_max = 4;
   Lifecycle lifecycle = Lifecycle::kReuse;
+  // `isolation: microvm`: a VM of limits.memory and ceil(limits.cpu) vCPUs.
+  Isolation isolation = Isolation::kContainer;
   std::string source_path;  // the file it was loaded from
 };
 
@@ -59,5 +66,6 @@ absl::StatusOr<std::vector<EnvironmentTemplate>> LoadTemplates(const std::string
 
 const char* ToString(Lifecycle l);
 const char* ToString(NetworkPolicy n);
+const char* ToString(Isolation i);
 
 }  // namespace flotilla::pool

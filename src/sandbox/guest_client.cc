@@ -457,6 +457,11 @@ absl::Status GuestClient::Reset(std::chrono::milliseconds timeout) {
   return AwaitReady(deadline);
 }
 
+absl::Status GuestClient::Seed(const guest::Seed& seed, std::chrono::milliseconds timeout) {
+  if (!healthy_) return absl::FailedPreconditionError("the guest channel is broken");
+  return Send(guest::EncodeSeed(seed), Clock::now() + timeout);
+}
+
 absl::Status GuestClient::Ping(std::chrono::milliseconds timeout) {
   if (!healthy_) return absl::FailedPreconditionError("the guest channel is broken");
   Clock::time_point deadline = Clock::now() + timeout;

@@ -91,6 +91,11 @@ class GuestClient {
   // Has the guest kill anything left and clean its working directory.
   absl::Status Reset(std::chrono::milliseconds timeout);
 
+  // While idle: sends SEED (the wall clock and entropy) to a guest restored
+  // from a snapshot. No answer comes; frames are handled in order, so it
+  // applies before the next RUN.
+  absl::Status Seed(const guest::Seed& seed, std::chrono::milliseconds timeout);
+
   // Returns OK if the guest answers a PING within `timeout`.
   absl::Status Ping(std::chrono::milliseconds timeout);
 

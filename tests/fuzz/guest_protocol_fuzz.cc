@@ -78,6 +78,11 @@ void DecodeOne(const Frame& f) {
       if (DecodePaused(f.payload, &m, &error)) RoundTrip(m, &EncodePaused, &DecodePaused);
       break;
     }
+    case MessageType::kSeed: {
+      Seed m;
+      if (DecodeSeed(f.payload, &m, &error)) RoundTrip(m, &EncodeSeed, &DecodeSeed);
+      break;
+    }
     default:
       (void)DecodeEmpty(f.payload, &error);
   }

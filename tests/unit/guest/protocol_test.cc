@@ -62,6 +62,7 @@ std::vector<std::string> AllSampleFrames() {
           EncodePing({77}),
           EncodePong({78}),
           EncodeError({"bad things"}),
+          EncodeSeed({1796660000123456789, std::string(64, '\x5a')}),
           EncodeEmpty(MessageType::kReset),
           EncodeEmpty(MessageType::kShutdown)};
 }
@@ -77,6 +78,8 @@ void DecodeAll(std::string_view payload) {
   Cancel cancel;
   Ping ping;
   Error err;
+  Seed seed;
+  DecodeSeed(payload, &seed, &error);
   DecodeHello(payload, &hello, &error);
   DecodeReady(payload, &ready, &error);
   DecodeRun(payload, &run, &error);
@@ -93,6 +96,20 @@ TEST(ProtocolTest, FrameHeaderIsLittleEndianLengthThenType) {
   ASSERT_EQ(frame.size(), 8u);
   EXPECT_EQ(frame.substr(0, 5), std::string("\x03\x00\x00\x00\x09", 5));
   EXPECT_EQ(frame.substr(5), "abc");
+}
+
+TEST(ProtocolTest, SeedRoundTripsAndBoundsItsEntropy) {
+  Seed in{1796660000123456789, std::string("\x00\x01\xff", 3)};
+  Frame frame = Parse(EncodeSeed(in));
+  EXPECT_EQ(frame.type, MessageType::kSeed);
+  Seed out;
+  std::string error;
+  ASSERT_TRUE(DecodeSeed(frame.payload, &out, &error)) << error;
+  EXPECT_EQ(out.realtime_ns, in.realtime_ns);
+  EXPECT_EQ(out.entropy, in.entropy);
+  Seed big{1, std::string(kMaxSeedEntropy + 1, 'x')};
+  EXPECT_FALSE(DecodeSeed(Parse(EncodeSeed(big)).payload, &out, &error));
+  EXPECT_NE(error.find("entropy"), std::string::npos) << error;
 }
 
 TEST(ProtocolTest, RunRoundTrips) {
@@ -233,7 +250,7 @@ TEST(ProtocolTest, PausedRoundTripsAndRejectsTrailingBytes) {
 }
 
 TEST(ProtocolTest, UnknownTypesAreRejected) {
-  for (uint8_t type : {0, 15, 200, 255}) {
+  for (uint8_t type : {0, 16, 200, 255}) {
     FrameReader reader;
     std::string bytes = EncodeFrame(MessageType::kPing, "12345678");
     bytes[4] = static_cast<char>(type);

@@ -1,4 +1,5 @@
 #include "pool/warm_pool.h"
+#include "pool/microvm_instance.h"
 
 #include <gtest/gtest.h>
 
@@ -263,6 +264,15 @@ TEST(EnvironmentTemplate, ErrorsNameTheKey) {
   EXPECT_NE(std::string(bad_pool.status().message()).find("min <= max"), std::string::npos);
   auto bad_path = write("name: x\nfiles: [{path: ../x, content: y}]\n");
   EXPECT_FALSE(bad_path.ok());
+  auto bad_isolation = write("name: x\nisolation: gvisor\n");
+  ASSERT_FALSE(bad_isolation.ok());
+  EXPECT_NE(std::string(bad_isolation.status().message()).find("isolation: 'gvisor'"),
+            std::string::npos);
+  auto vm = write("name: x\nisolation: microvm\nlimits: {cpu: 1500m, memory: 100Mi}\n");
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(vm->isolation, Isolation::kMicroVm);
+  EXPECT_EQ(VmCpus(*vm), 2);
+  EXPECT_EQ(VmMemoryMib(*vm), 128);  // the guest kernel's floor
   std::filesystem::remove_all(dir);
 }
 

@@ -1,0 +1,334 @@
+#include "pool/microvm_instance.h"
+
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "sandbox/guest_client.h"
+
+namespace flotilla::pool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using sandbox::microvm::MicroVm;
+using sandbox::microvm::MicroVmConfig;
+
+// Roomier than a container's: a TCG guest on a loaded host is slow.
+constexpr auto kResetTimeout = std::chrono::seconds(10);
+constexpr auto kSeedTimeout = std::chrono::seconds(2);
+constexpr size_t kSeedBytes = 64;
+
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+class MicroVmInstance final : public Instance {
+ public:
+  MicroVmInstance(std::unique_ptr<MicroVm> vm, std::unique_ptr<sandbox::GuestClient> client,
+                  const EnvironmentTemplate& t)
+      : vm_(std::move(vm)), client_(std::move(client)), template_(t) {}
+
+  ~MicroVmInstance() override {
+    (void)client_->Shutdown();
+    vm_->Kill();
+  }
+
+  absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
+                                           const sandbox::CancelToken& cancel) override {
+    sandbox::TaskSpec task = spec;
+    // The template's environment, then the request's on top of it; the
+    // template keeps HOME and PATH, which name paths inside its image.
+    std::map<std::string, std::string> env = template_.env;
+    for (const auto& [k, v] : spec.env) env[k] = v;
+    if (template_.env.count("HOME")) env["HOME"] = template_.env.at("HOME");
+    if (template_.env.count("PATH")) env["PATH"] = template_.env.at("PATH");
+    task.env = std::move(env);
+    task.files = template_.files;
+    task.files.insert(task.files.end(), spec.files.begin(), spec.files.end());
+    const auto mode = spec.python ? sandbox::GuestClient::Mode::kPythonForkServer
+                                  : sandbox::GuestClient::Mode::kExec;
+    const auto started = Clock::now();
+    auto outcome = client_->Run(task, mode, sink, cancel);
+    if (!outcome.ok() && outcome.status().code() == absl::StatusCode::kDeadlineExceeded &&
+        Clock::now() - started >= spec.timeout) {
+      // The guest did not report within the timeout and its graces: the VM
+      // itself is stuck or starved. Killing QEMU is the kill path.
+      vm_->Kill();
+      sandbox::TaskOutcome timed_out;
+      timed_out.termination = sandbox::Termination::kTimedOut;
+      timed_out.signal = SIGKILL;
+      timed_out.wall_time_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+      return timed_out;
+    }
+    if (outcome.ok() && outcome->termination == sandbox::Termination::kTimedOut) {
+      // Whatever the task left in guest memory or kernel state stays
+      // there; a VM that hit its timeout is not handed to anyone again.
+      poisoned_ = true;
+    }
+    if (outcome.ok() && outcome->termination == sandbox::Termination::kSignaled &&
+        outcome->signal == SIGKILL) {
+      // The guest kernel's OOM killer is the usual sender inside a VM.
+      outcome->stderr_data += absl::StrCat("\n[flotilla] killed (SIGKILL; in a micro-VM of ",
+                                           vm_->config().memory_mib,
+                                           " MiB this is usually the guest's OOM killer)\n");
+    }
+    return outcome;
+  }
+
+  bool Reset() override {
+    if (poisoned_ || !client_->healthy() || !vm_->running()) return false;
+    return client_->Reset(kResetTimeout).ok();
+  }
+
+  bool healthy() const override { return !poisoned_ && client_->healthy(); }
+
+  std::optional<monitor::UsageSample> Usage() const override {
+    auto rss = vm_->RssBytes();
+    if (!rss.ok()) return std::nullopt;
+    monitor::UsageSample s;
+    s.memory_bytes = *rss;
+    return s;
+  }
+
+ private:
+  std::unique_ptr<MicroVm> vm_;
+  std::unique_ptr<sandbox::GuestClient> client_;
+  const EnvironmentTemplate template_;
+  std::atomic<bool> poisoned_{false};
+};
+
+class Factory final : public MicroVmInstanceFactory {
+ public:
+  Factory(MicroVmInstanceOptions options, sandbox::microvm::AccelProbe accel)
+      : options_(std::move(options)), accel_(std::move(accel)) {}
+
+  ~Factory() override {
+    std::error_code ec;
+    std::filesystem::remove_all(options_.run_root, ec);
+  }
+
+  MicroVmStatus status() const override {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    MicroVmStatus s = stats_;
+    s.accel = accel_.accel;
+    s.accel_reason = accel_.reason;
+    return s;
+  }
+
+  absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
+                                                   const InstanceOptions& o) override {
+    if (o.network_egress) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "template '", t.name, "' runs in micro-VMs, which have no network yet; "
+          "use a linux template for network egress"));
+    }
+    MicroVmConfig config = BaseConfig(t);
+    std::string snapshot;
+    if (options_.snapshots) {
+      auto made = EnsureSnapshot(config);
+      if (!made.ok()) {
+        Count(&MicroVmStatus::failures);
+        return Annotate(made.status(), absl::StrCat("template '", t.name, "'"));
+      }
+      snapshot = made->state;
+      if (!made->memory.empty()) {
+        config.memory = MicroVmConfig::Memory::kPrivateFile;
+        config.memory_file = made->memory;
+      }
+    }
+    config.run_dir = NewRunDir("vm");
+    config.incoming = snapshot;
+    const auto started = Clock::now();
+    const auto deadline =
+        started + (snapshot.empty() ? options_.boot_timeout : options_.restore_timeout);
+    auto instance = Provision(config, t, deadline);
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    if (!instance.ok()) {
+      ++stats_.failures;
+      return Annotate(instance.status(), absl::StrCat("template '", t.name, "'"));
+    }
+    if (snapshot.empty()) {
+      ++stats_.cold_boots;
+      stats_.last_boot_ms = MsSince(started);
+    } else {
+      ++stats_.restores;
+      stats_.last_restore_ms = MsSince(started);
+    }
+    return instance;
+  }
+
+ private:
+  MicroVmConfig BaseConfig(const EnvironmentTemplate& t) const {
+    MicroVmConfig c;
+    c.qemu = options_.qemu;
+    c.kernel = options_.kernel;
+    c.initrd = options_.initrd;
+    c.accel = accel_.accel;
+    c.memory_mib = VmMemoryMib(t);
+    c.vcpus = VmCpus(t);
+    return c;
+  }
+
+  std::string NewRunDir(const char* what) {
+    return absl::StrCat(options_.run_root, "/", what, "-", next_id_.fetch_add(1));
+  }
+
+  void Count(uint64_t MicroVmStatus::*field) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++(stats_.*field);
+  }
+
+  // Starts QEMU (cold or restoring), connects the guest channel, shakes
+  // hands and, after a restore, seeds the guest's clock and randomness.
+  absl::StatusOr<std::unique_ptr<Instance>> Provision(const MicroVmConfig& config,
+                                                      const EnvironmentTemplate& t,
+                                                      Clock::time_point deadline) {
+    ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
+    auto fd = vm->ConnectAgent(deadline);
+    if (!fd.ok()) return fd.status();
+    auto client = std::make_unique<sandbox::GuestClient>(fd->Release());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (absl::Status st = client->Handshake(std::max(left, std::chrono::milliseconds(1)));
+        !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("the VM's guest did not answer: ", st.message(),
+                                                  "; console: ", vm->ConsoleTail(512)));
+    }
+    if (!config.incoming.empty()) {
+      guest::Seed seed;
+      seed.realtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+      seed.entropy.resize(kSeedBytes);
+      if (getrandom(seed.entropy.data(), seed.entropy.size(), 0) !=
+          static_cast<ssize_t>(seed.entropy.size())) {
+        return ErrnoError(errno, "getrandom", "the guest's seed");
+      }
+      RETURN_IF_ERROR(client->Seed(seed, kSeedTimeout));
+    }
+    return std::unique_ptr<Instance>(new MicroVmInstance(std::move(vm), std::move(client), t));
+  }
+
+  struct Snapshot {
+    std::string state;   // the migration stream
+    std::string memory;  // the guest RAM file; "" when it is in the stream
+  };
+
+  // Returns the snapshot of `config`'s shape, booting and snapshotting a VM
+  // the first time. One boot per shape even when many Creates race.
+  absl::StatusOr<Snapshot> EnsureSnapshot(const MicroVmConfig& shape) {
+    const std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
+    std::shared_ptr<SnapshotSlot> slot;
+    {
+      std::lock_guard<std::mutex> lock(snapshots_mu_);
+      auto& s = snapshots_[key];
+      if (!s) s = std::make_shared<SnapshotSlot>();
+      slot = s;
+    }
+    std::lock_guard<std::mutex> lock(slot->mu);
+    if (!slot->snapshot.state.empty()) return slot->snapshot;
+    const auto started = Clock::now();
+    const auto deadline = started + options_.boot_timeout;
+    MicroVmConfig config = shape;
+    config.run_dir = NewRunDir("boot");
+    Snapshot made;
+    made.state = absl::StrCat(options_.run_root, "/", key, ".snap");
+    if (options_.share_snapshot_memory) {
+      made.memory = absl::StrCat(options_.run_root, "/", key, ".ram");
+      config.memory = MicroVmConfig::Memory::kSharedFile;
+      config.memory_file = made.memory;
+    }
+    auto boot_and_snapshot = [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
+      RETURN_IF_ERROR(vm->WaitForConsole(sandbox::microvm::kGuestWaitingMarker, deadline));
+      absl::Status st = vm->Snapshot(made.state, deadline);
+      // The memory file is final once its only writer is gone.
+      vm->Kill();
+      return st;
+    };
+    if (absl::Status st = boot_and_snapshot(); !st.ok()) {
+      unlink(made.state.c_str());
+      if (!made.memory.empty()) unlink(made.memory.c_str());
+      return st;
+    }
+    slot->snapshot = made;
+    const std::string path = made.state;
+    spdlog::info("micro-VM snapshot {} ({} MiB, {} vCPU, {}) made in {:.0f} ms", path,
+                 shape.memory_mib, shape.vcpus, sandbox::microvm::ToString(shape.accel),
+                 MsSince(started));
+    std::lock_guard<std::mutex> stats_lock(stats_mu_);
+    ++stats_.snapshots_made;
+    stats_.last_snapshot_ms = MsSince(started);
+    return made;
+  }
+
+  struct SnapshotSlot {
+    std::mutex mu;
+    Snapshot snapshot;  // guarded by mu; empty until made
+  };
+
+  const MicroVmInstanceOptions options_;
+  const sandbox::microvm::AccelProbe accel_;
+  std::atomic<uint64_t> next_id_{1};
+  std::mutex snapshots_mu_;
+  std::map<std::string, std::shared_ptr<SnapshotSlot>> snapshots_;  // guarded by snapshots_mu_
+  mutable std::mutex stats_mu_;
+  MicroVmStatus stats_;  // guarded by stats_mu_
+};
+
+}  // namespace
+
+int64_t VmMemoryMib(const EnvironmentTemplate& t) {
+  return std::max<int64_t>(128, (t.limits.memory_bytes + (1 << 20) - 1) >> 20);
+}
+
+int VmCpus(const EnvironmentTemplate& t) {
+  return static_cast<int>(std::max<int64_t>(1, (t.limits.cpu_millis + 999) / 1000));
+}
+
+absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactory(
+    MicroVmInstanceOptions options) {
+  for (const auto& [what, path] : {std::pair<const char*, std::string>{"guest kernel", options.kernel},
+                                   {"guest initramfs", options.initrd}}) {
+    if (path.empty() || access(path.c_str(), R_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, " `", path, "` is not readable; run scripts/fetch-guest-kernel and build the "
+          "guest-initramfs target"));
+    }
+  }
+  if (options.run_root.empty()) return absl::InvalidArgumentError("run_root: empty");
+  std::error_code ec;
+  std::filesystem::create_directories(options.run_root, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("mkdir `", options.run_root, "`: ", ec.message()));
+  }
+  chmod(options.run_root.c_str(), 0700);
+  sandbox::microvm::AccelProbe accel;
+  if (options.accel) {
+    accel.accel = *options.accel;
+    accel.reason = "set by configuration";
+  } else {
+    MicroVmConfig probe;
+    probe.qemu = options.qemu;
+    probe.kernel = options.kernel;
+    probe.initrd = options.initrd;
+    probe.memory_mib = 128;
+    probe.run_dir = options.run_root + "/probe";
+    accel = sandbox::microvm::ProbeAccel(probe, options.probe_timeout);
+    spdlog::info("micro-VMs: {} ({}; probe {} ms)", sandbox::microvm::ToString(accel.accel),
+                 accel.reason.empty() ? "a KVM boot worked" : accel.reason, accel.probe_ms);
+  }
+  return std::unique_ptr<MicroVmInstanceFactory>(new Factory(std::move(options), std::move(accel)));
+}
+
+}  // namespace flotilla::pool

@@ -1,0 +1,319 @@
+// Micro-VM sandboxes under QEMU TCG: boot, snapshot, restore, tasks, limits,
+// a hostile guest channel, and that no QEMU process or file outlives a test.
+// Skipped, loudly, only where QEMU or the guest kernel is missing.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "pool/microvm_instance.h"
+#include "pool/warm_pool.h"
+#include "sandbox/guest_client.h"
+#include "sandbox/microvm/micro_vm.h"
+
+namespace flotilla::pool {
+namespace {
+
+using ::testing::HasSubstr;
+using sandbox::microvm::Accel;
+using sandbox::microvm::MicroVm;
+using sandbox::microvm::MicroVmConfig;
+using Clock = std::chrono::steady_clock;
+
+std::string MissingPrerequisite() {
+  if (system("command -v qemu-system-x86_64 >/dev/null 2>&1") != 0) {
+    return "qemu-system-x86_64 is not installed (scripts/install-deps installs qemu-system-x86)";
+  }
+  if (access(FLOTILLA_VM_KERNEL, R_OK) != 0) {
+    return std::string("no guest kernel at ") + FLOTILLA_VM_KERNEL +
+           " (run scripts/fetch-guest-kernel)";
+  }
+  if (access(FLOTILLA_VM_INITRD, R_OK) != 0) {
+    return std::string("no guest initramfs at ") + FLOTILLA_VM_INITRD +
+           " (build the guest-initramfs target)";
+  }
+  return "";
+}
+
+#define SKIP_WITHOUT_QEMU()                                                         \
+  do {                                                                              \
+    if (std::string why = MissingPrerequisite(); !why.empty()) {                    \
+      fprintf(stderr, "\n*** SKIPPING micro-VM test: %s ***\n\n", why.c_str());     \
+      GTEST_SKIP() << why;                                                          \
+    }                                                                               \
+  } while (0)
+
+// Pids of live processes whose command line mentions `needle`.
+std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    pid_t pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream in("/proc/" + std::string(e->d_name) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(needle) == std::string::npos) continue;
+    std::ifstream st("/proc/" + std::string(e->d_name) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+    size_t close = stat.rfind(')');
+    if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z') continue;
+    out.push_back(pid);
+  }
+  closedir(d);
+  return out;
+}
+
+class Sink : public sandbox::OutputSink {
+ public:
+  void OnOutput(sandbox::Stream s, int64_t, std::string_view d) override {
+    (s == sandbox::Stream::kStdout ? out : err) += d;
+  }
+  std::string out, err;
+};
+
+sandbox::TaskSpec Task(std::vector<std::string> argv, std::chrono::milliseconds timeout =
+                                                          std::chrono::seconds(20)) {
+  sandbox::TaskSpec t;
+  t.id = "vm-test";
+  t.argv = std::move(argv);
+  t.timeout = timeout;
+  return t;
+}
+
+EnvironmentTemplate VmTemplate(int64_t memory_mib = 256) {
+  EnvironmentTemplate t;
+  t.name = "vm";
+  t.isolation = Isolation::kMicroVm;
+  t.limits.memory_bytes = memory_mib << 20;
+  t.limits.cpu_millis = 1000;
+  t.lifecycle = Lifecycle::kDestroy;
+  return t;
+}
+
+// One factory (and so one snapshot per shape) for the whole suite: a TCG
+// boot on a loaded 2-core machine takes seconds, a restore a fraction.
+class MicroVmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!MissingPrerequisite().empty()) return;
+    char tmpl[] = "/tmp/fvm.XXXXXX";
+    run_root_ = mkdtemp(tmpl);
+    MicroVmInstanceOptions o;
+    o.kernel = FLOTILLA_VM_KERNEL;
+    o.initrd = FLOTILLA_VM_INITRD;
+    o.run_root = run_root_ + "/vms";
+    o.accel = Accel::kTcg;  // the KVM probe has a test of its own
+    auto f = NewMicroVmInstanceFactory(o);
+    ASSERT_TRUE(f.ok()) << f.status();
+    factory_ = f->release();
+  }
+  static void TearDownTestSuite() {
+    delete factory_;
+    factory_ = nullptr;
+    if (!run_root_.empty()) {
+      EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty())
+          << "a QEMU process outlived the suite";
+      std::filesystem::remove_all(run_root_);
+    }
+  }
+  void SetUp() override { SKIP_WITHOUT_QEMU(); }
+
+  std::unique_ptr<Instance> NewVm(const EnvironmentTemplate& t = VmTemplate()) {
+    auto vm = factory_->Create(t, {});
+    EXPECT_TRUE(vm.ok()) << vm.status();
+    return vm.ok() ? std::move(*vm) : nullptr;
+  }
+
+  static inline MicroVmInstanceFactory* factory_ = nullptr;
+  static inline std::string run_root_;
+};
+
+TEST_F(MicroVmTest, RestoredVmRunsTasksReportsExitAndOutputAndLeavesNothing) {
+  auto vm = NewVm();
+  ASSERT_NE(vm, nullptr);
+  EXPECT_EQ(factory_->status().snapshots_made, 1u);
+  EXPECT_GE(factory_->status().restores, 1u);
+
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto uname = vm->Run(Task({"uname", "-a"}), sink, cancel);
+  ASSERT_TRUE(uname.ok()) << uname.status();
+  EXPECT_EQ(uname->termination, sandbox::Termination::kExited);
+  EXPECT_EQ(uname->exit_code, 0);
+  // The guest kernel, not the host's.
+  EXPECT_THAT(uname->stdout_data, HasSubstr("cloud-amd64"));
+  EXPECT_EQ(sink.out, uname->stdout_data);  // streamed as it came
+
+  ASSERT_TRUE(vm->Reset());
+  auto mixed = vm->Run(Task({"sh", "-c", "echo to-out; echo to-err >&2; exit 3"}), sink, cancel);
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->termination, sandbox::Termination::kExited);
+  EXPECT_EQ(mixed->exit_code, 3);
+  EXPECT_EQ(mixed->stdout_data, "to-out\n");
+  EXPECT_EQ(mixed->stderr_data, "to-err\n");
+
+  // SEED set the wall clock: the guest's date is today's, not the snapshot's.
+  ASSERT_TRUE(vm->Reset());
+  auto date = vm->Run(Task({"date", "+%s"}), sink, cancel);
+  ASSERT_TRUE(date.ok()) << date.status();
+  const int64_t guest_now = atoll(date->stdout_data.c_str());
+  EXPECT_NEAR(static_cast<double>(guest_now), static_cast<double>(time(nullptr)), 5.0);
+
+  ASSERT_TRUE(vm->Reset());
+  auto missing = vm->Run(Task({"no-such-binary"}), sink, cancel);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+
+  vm.reset();
+  EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty());
+  // The snapshot (state and RAM file) stays, the factory's; no VM run
+  // directory does.
+  for (const auto& e : std::filesystem::directory_iterator(run_root_ + "/vms")) {
+    EXPECT_TRUE(e.path().extension() == ".snap" || e.path().extension() == ".ram") << e.path();
+  }
+}
+
+TEST_F(MicroVmTest, TwoRestoresOfOneSnapshotDrawDifferentRandomness) {
+  auto a = NewVm();
+  auto b = NewVm();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto task = Task({"sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"});
+  auto ra = a->Run(task, sink, cancel);
+  auto rb = b->Run(task, sink, cancel);
+  ASSERT_TRUE(ra.ok() && rb.ok()) << ra.status() << " " << rb.status();
+  EXPECT_EQ(ra->exit_code, 0);
+  EXPECT_FALSE(ra->stdout_data.empty());
+  EXPECT_NE(ra->stdout_data, rb->stdout_data);
+}
+
+TEST_F(MicroVmTest, TimeoutKillsTheTaskAndTheVmIsNotReused) {
+  auto vm = NewVm();
+  ASSERT_NE(vm, nullptr);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  const auto started = Clock::now();
+  auto r = vm->Run(Task({"sleep", "60"}, std::chrono::milliseconds(1500)), sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->termination, sandbox::Termination::kTimedOut);
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(15));
+  EXPECT_FALSE(vm->healthy());
+  EXPECT_FALSE(vm->Reset());
+  vm.reset();
+  EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty());
+}
+
+TEST_F(MicroVmTest, MemoryHogIsKilledInsideTheVmAndTheGuestSurvives) {
+  auto vm = NewVm(VmTemplate(128));
+  ASSERT_NE(vm, nullptr);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  // dd touches its whole 400 MB buffer in a 128 MiB VM: the guest kernel's
+  // OOM killer ends it; the host never gives QEMU more than the VM's memory.
+  auto r = vm->Run(Task({"dd", "if=/dev/zero", "of=/dev/null", "bs=400M", "count=1"}), sink,
+                   cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->termination, sandbox::Termination::kSignaled) << r->stderr_data;
+  EXPECT_EQ(r->signal, SIGKILL);
+  EXPECT_THAT(r->stderr_data, HasSubstr("OOM killer"));
+  auto* mvm = vm.get();
+  auto usage = mvm->Usage();
+  ASSERT_TRUE(usage.has_value());
+  EXPECT_LT(usage->memory_bytes, (128ll + 160) << 20) << "QEMU grew past the VM's memory";
+  ASSERT_TRUE(vm->Reset());
+  auto alive = vm->Run(Task({"echo", "alive"}), sink, cancel);
+  ASSERT_TRUE(alive.ok()) << alive.status();
+  EXPECT_EQ(alive->stdout_data, "alive\n");
+}
+
+TEST_F(MicroVmTest, ATaskCannotOpenTheAgentChannel) {
+  auto vm = NewVm();
+  ASSERT_NE(vm, nullptr);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  // virtio-serial allows one opener per port, and the guest holds it.
+  auto r = vm->Run(Task({"sh", "-c", "echo junk > /dev/vport0p1"}), sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NE(r->exit_code, 0);
+  EXPECT_TRUE(vm->healthy());
+}
+
+// A guest that floods its channel with garbage (a compromised kernel or
+// guest): the agent's side must fail the handshake cleanly, not crash,
+// hang or buffer without bound.
+TEST_F(MicroVmTest, GarbageFloodOnTheSerialChannelIsRejected) {
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = run_root_ + "/flood";
+  // Init is a shell that loads the virtio modules and writes random bytes,
+  // then frames with huge lengths, at the port for ever.
+  c.extra_append =
+      "rdinit=/bin/sh -- -c \"mount -t devtmpfs d /dev; for m in $(cat /lib/modules/order); do "
+      "insmod /lib/modules/$m; done; while :; do head -c 65536 /dev/urandom; "
+      "printf '\\377\\377\\377\\177\\001'; done > /dev/vport0p1\"";
+  auto vm = MicroVm::Start(c, Clock::now() + std::chrono::seconds(20));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  auto fd = (*vm)->ConnectAgent(Clock::now() + std::chrono::seconds(20));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  sandbox::GuestClient client(fd->Release());
+  const auto started = Clock::now();
+  absl::Status st = client.Handshake(std::chrono::seconds(25));
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.code(), absl::StatusCode::kDeadlineExceeded) << st << "; console: "
+                                                            << (*vm)->ConsoleTail();
+  EXPECT_FALSE(client.healthy());
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(25));
+  (*vm)->Kill();
+  EXPECT_FALSE(std::filesystem::exists(c.run_dir));
+}
+
+TEST_F(MicroVmTest, WarmPoolOfVmsHandsOutRestoredVmsAndDestroysAfterUse) {
+  EnvironmentTemplate t = VmTemplate();
+  t.pool_min = 1;
+  t.pool_max = 2;
+  WarmPool pool(t, factory_);
+  EXPECT_EQ(pool.Refill(), 1);
+  auto lease = pool.Acquire("alice", "f", {});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_TRUE(lease->warm);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = lease->instance->Run(Task({"true"}), sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0);
+  pool.Release(std::move(*lease), "alice", "f", {});
+  EXPECT_EQ(pool.Stats().idle, 0);  // destroy lifecycle
+  pool.Drain();
+  EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
+}
+
+TEST(MicroVmProbe, KvmProbeDecidesWithinItsDeadline) {
+  SKIP_WITHOUT_QEMU();
+  char tmpl[] = "/tmp/fvp.XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = root + "/probe";
+  const auto started = Clock::now();
+  auto probe = sandbox::microvm::ProbeAccel(c, std::chrono::seconds(5));
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(8));
+  fprintf(stderr, "KVM probe: %s (%s) in %lld ms\n", sandbox::microvm::ToString(probe.accel),
+          probe.reason.c_str(), static_cast<long long>(probe.probe_ms));
+  if (probe.accel == Accel::kTcg) EXPECT_FALSE(probe.reason.empty());
+  EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
+  std::filesystem::remove_all(root);
+}
+
+}  // namespace
+}  // namespace flotilla::pool
