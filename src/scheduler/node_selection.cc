@@ -176,7 +176,6 @@ void NodeSelection::Evaluate(const ExecutionRequest& request, std::span<const Hy
   }
 
   // Pass 2: scores.
-  const uint64_t request_hash = std::hash<std::string>{}(request.id);
   for (Feasible& f : scratch.feasible) {
     const HypervisorNode& node = nodes[f.index];
     context.predicted_ms = f.predicted_ms;
@@ -188,7 +187,6 @@ void NodeSelection::Evaluate(const ExecutionRequest& request, std::span<const Hy
       if (verdict != nullptr) verdict->parts.emplace_back(s.scorer->name(), points);
     }
     f.score = score;
-    f.tie = TieHash(request_hash, node.id);
     if (verdict != nullptr) {
       verdict->score = score;
       verdict->predicted_ms = f.predicted_ms;
@@ -244,6 +242,8 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
   // that tie over every tied node (the smallest id alone sent a burst of
   // short tasks to one node: none was running long enough to count), yet a
   // request meets the same order on every retry and on every manager.
+  // Hashed only when two nodes tie, so decisions without ties pay nothing.
+  const uint64_t request_hash = std::hash<std::string>{}(request.id);
   auto better = [&](const Feasible& a, const Feasible& b) {
     if (a.score != b.score) return a.score > b.score;
     const HypervisorNode& na = nodes[a.index];
@@ -251,7 +251,9 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
     if (na.running_executions != nb.running_executions) {
       return na.running_executions < nb.running_executions;
     }
-    if (a.tie != b.tie) return a.tie > b.tie;
+    const uint64_t ta = TieHash(request_hash, na.id);
+    const uint64_t tb = TieHash(request_hash, nb.id);
+    if (ta != tb) return ta > tb;
     return na.id < nb.id;
   };
   auto better_at = [&](uint32_t a, uint32_t b) { return better(feasible[a], feasible[b]); };

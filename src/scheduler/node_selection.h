@@ -153,7 +153,6 @@ class NodeSelection {
     double score = 0;
     double predicted_ms = 0;
     double cost_per_s = 0;
-    uint64_t tie = 0;  // rendezvous hash of (request id, node id): breaks exact ties
   };
   // Buffers reused across decisions so the hot path does not allocate.
   struct Scratch {
