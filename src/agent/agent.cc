@@ -39,6 +39,13 @@ constexpr auto kResultsRpcTimeout = std::chrono::seconds(10);
 constexpr auto kOutputFlushPeriod = std::chrono::milliseconds(20);
 const char* const kVersion = "0.1.0";
 
+// How an answer from a manager older than the newest leader seen counts: as
+// a manager that does not lead (the caller moves on to the next address).
+grpc::Status Deposed(const std::string& address, uint64_t epoch) {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      absl::StrCat("manager ", address, " was deposed (epoch ", epoch, ")"));
+}
+
 std::string TaskKey(const std::string& id, uint32_t attempt) {
   return absl::StrCat(id, "/", attempt);
 }
@@ -351,7 +358,7 @@ absl::Status Agent::Register() {
   }
   if (absl::Status fenced = AcceptManagerEpoch(resp.manager_epoch(), "a registration");
       !fenced.ok()) {
-    ManagerFailed(call, grpc::Status(grpc::StatusCode::UNAVAILABLE, ""));
+    ManagerFailed(call, Deposed(call.address, resp.manager_epoch()));
     return fenced;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -437,9 +444,7 @@ void Agent::ControlLoop() {
       if (gst.ok() && !AcceptManagerEpoch(resp.manager_epoch(), "a status answer").ok()) {
         // A deposed leader that has not noticed yet: its word counts for
         // nothing (not even its cancels); look for the new one.
-        gst = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                           absl::StrCat("manager ", call.address, " was deposed (epoch ",
-                                        resp.manager_epoch(), ")"));
+        gst = Deposed(call.address, resp.manager_epoch());
       }
       if (!gst.ok()) ManagerFailed(call, gst);
       if (gst.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
