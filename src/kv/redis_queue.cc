@@ -6,7 +6,8 @@
 // XREADGROUP and XAUTOCLAIM are retried after a wire failure (Retry::kSafe)
 // although they change the group: a delivery whose reply was lost leaves the
 // message pending under this consumer, and it is redelivered after the
-// visibility timeout like any unacknowledged message. XADD is not retried,
+// visibility timeout like any unacknowledged message. Send (a script that
+// trims released messages, checks the length cap and XADDs) is not retried,
 // since a retry could send the message twice.
 #include <algorithm>
 #include <optional>
@@ -28,6 +29,47 @@
 
 namespace flotilla::kv {
 namespace {
+
+// Send: trims the stream to the oldest message some group still holds
+// (pending, or not yet delivered), then appends unless it is full, in one
+// atomic step. KEYS[1] = the stream; ARGV[1] = payload, ARGV[2] = the cap.
+// Returns {1, id} or {0, length} when full. Before any group exists nothing
+// is trimmed: the messages wait for the first group.
+const RedisScript kSendScript = {"queue_send", R"lua(
+local stream, payload, cap = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq), ms
+end
+if redis.call('EXISTS', stream) == 1 then
+  local keep_ms, keep_seq, keep_id = nil, nil, nil
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, pending, last = nil, 0, '0-0'
+    for i = 1, #info, 2 do
+      if info[i] == 'name' then name = info[i + 1]
+      elseif info[i] == 'pending' then pending = tonumber(info[i + 1])
+      elseif info[i] == 'last-delivered-id' then last = info[i + 1] end
+    end
+    local ms, seq, id
+    if pending > 0 then
+      id = redis.call('XPENDING', stream, name)[2]
+      ms, seq = parse(id)
+    else
+      local ms_text
+      ms, seq, ms_text = parse(last)
+      seq = seq + 1
+      id = ms_text .. '-' .. string.format('%d', seq)
+    end
+    if keep_ms == nil or ms < keep_ms or (ms == keep_ms and seq < keep_seq) then
+      keep_ms, keep_seq, keep_id = ms, seq, id
+    end
+  end
+  if keep_id ~= nil then redis.call('XTRIM', stream, 'MINID', keep_id) end
+  local length = redis.call('XLEN', stream)
+  if length >= cap then return {0, length} end
+end
+return {1, redis.call('XADD', stream, '*', 'p', payload)}
+)lua"};
 
 // XAUTOCLAIM scans at most 10 * COUNT pending entries per call; this bounds
 // the calls one Receive makes to find due redeliveries.
@@ -76,14 +118,24 @@ class RedisQueue final : public MessageQueue {
   absl::StatusOr<std::string> Send(absl::string_view queue, absl::string_view payload) override {
     RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
     RETURN_IF_ERROR(ValidatePayload(payload, options_));
+    // Not retried, since a retry could send the message twice.
     ASSIGN_OR_RETURN(RedisReplyPtr reply,
-                     client_->Command({"XADD", StreamKey(queue), "*", "p", std::string(payload)},
-                                      RedisClient::Retry::kNever));
-    if (reply->type != REDIS_REPLY_STRING) {
-      return absl::InternalError(
-          absl::StrCat("redis XADD on ", client_->address(), ": got ", DescribeReply(reply.get())));
+                     client_->Eval(kSendScript, {StreamKey(queue)},
+                                   {std::string(payload), absl::StrCat(options_.max_length)},
+                                   RedisClient::Retry::kNever));
+    constexpr absl::string_view kWhat = "EVALSHA queue_send";
+    ASSIGN_OR_RETURN(const redisReply* ok, Element(reply.get(), 0, kWhat));
+    ASSIGN_OR_RETURN(const redisReply* result, Element(reply.get(), 1, kWhat));
+    ASSIGN_OR_RETURN(const int64_t sent, ReplyInteger(ok, kWhat));
+    if (sent == 0) {
+      ASSIGN_OR_RETURN(const int64_t length, ReplyInteger(result, kWhat));
+      return QueueFull(queue, static_cast<uint64_t>(length), options_);
     }
-    return ReplyString(reply.get());
+    if (result->type != REDIS_REPLY_STRING) {
+      return absl::InternalError(absl::StrCat("redis ", kWhat, " on ", client_->address(),
+                                              ": got ", DescribeReply(result)));
+    }
+    return ReplyString(result);
   }
 
   absl::StatusOr<std::vector<QueueMessage>> Receive(absl::string_view queue,
