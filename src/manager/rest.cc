@@ -53,6 +53,15 @@ void Error(httplib::Response& res, const absl::Status& s) {
   }
 }
 
+// A write refused by a storage quota (a tenant's key-value keys or bytes, a
+// queue's length cap) is 507 Insufficient Storage, not 429: waiting does not
+// help, freeing space (deleting keys, acking messages) does, so there is no
+// Retry-After.
+void StorageError(httplib::Response& res, const absl::Status& s) {
+  if (s.code() != absl::StatusCode::kResourceExhausted) return Error(res, s);
+  Reply(res, 507, {{"error", std::string(s.message())}});
+}
+
 // Parses the body as a JSON object, or answers 400 and returns nullopt.
 std::optional<json> Body(const httplib::Request& req, httplib::Response& res) {
   if (JsonTooDeep(req.body)) {
@@ -226,7 +235,7 @@ void KvRoutes(httplib::Server& s, RestServices svc) {
     o.ttl_ms = body->value("ttl_ms", int64_t{0});
     if (body->contains("if_version")) o.if_version = (*body)["if_version"].get<int64_t>();
     auto v = svc.kv->Put(ns, req.matches[2].str(), *value, o);
-    if (!v.ok()) return Error(res, v.status());
+    if (!v.ok()) return StorageError(res, v.status());
     Reply(res, 200, {{"version", *v}});
   }));
   s.Delete(R"(/v1/kv/([^/]+)/(.+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
@@ -275,7 +284,7 @@ void QueueRoutes(httplib::Server& s, RestServices svc) {
     auto payload = Unb64(body->value("message", json("")));
     if (!payload) return Reply(res, 400, {{"error", "\"message\" must be base64 text"}});
     auto id = svc.queue->Send(ns, *payload);
-    if (!id.ok()) return Error(res, id.status());
+    if (!id.ok()) return StorageError(res, id.status());
     Reply(res, 200, {{"id", *id}});
   }));
   s.Post(R"(/v1/queues/([^/]+)/receive)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
