@@ -74,7 +74,7 @@ local delta = new_size - old_size
 if added_keys == 1 or delta > 0 then
   local held = redis.call('HMGET', tenant_key, 'keys', 'bytes')
   local held_keys, held_bytes = tonumber(held[1] or '0'), tonumber(held[2] or '0')
-  if held_keys + added_keys > max_keys then return {2, held_keys} end
+  if added_keys == 1 and held_keys + 1 > max_keys then return {2, held_keys} end
   if delta > 0 and held_bytes + delta > max_bytes then return {3, held_bytes, delta} end
 end
 redis.call('HSET', sizes_key, key, new_size)
