@@ -133,8 +133,8 @@ class MemoryQueue final : public MessageQueue {
     uint64_t keep_from = q.EndSeq() + 1;
     for (const auto& [name, g] : q.groups) {
       // Pending seqs are all <= last_delivered.
-      keep_from = std::min(keep_from, g.pending.empty() ? g.last_delivered + 1
-                                                        : g.pending.begin()->first);
+      keep_from =
+          std::min(keep_from, g.pending.empty() ? g.last_delivered + 1 : g.pending.begin()->first);
     }
     while (q.first_seq < keep_from && !q.payloads.empty()) {
       q.payloads.pop_front();
@@ -162,8 +162,8 @@ class MemoryQueue final : public MessageQueue {
       pending.consumer = std::string(consumer);
       pending.deadline_ms = now_ms + options_.visibility_timeout_ms;
       ++pending.delivery_count;
-      out.push_back(QueueMessage{absl::StrCat(seq), q.payloads[seq - q.first_seq],
-                                 pending.delivery_count});
+      out.push_back(
+          QueueMessage{absl::StrCat(seq), q.payloads[seq - q.first_seq], pending.delivery_count});
     }
     while (out.size() < max && g.last_delivered < q.EndSeq()) {
       const uint64_t seq = ++g.last_delivered;

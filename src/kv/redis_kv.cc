@@ -272,14 +272,14 @@ absl::StatusOr<int64_t> RedisKv::Put(absl::string_view ns, absl::string_view key
   const std::string base = Base(ns);
   std::vector<std::string> keys = NamespaceKeys(ns);
   keys.push_back(absl::StrCat(base, "k:", key));
-  ASSIGN_OR_RETURN(RedisReplyPtr reply,
-                   client_->Eval(kPutScript, keys,
-                                 {base, absl::StrCat(std::max<size_t>(limits_.event_history, 1)),
-                                  std::string(key), std::string(value),
-                                  absl::StrCat(options.ttl_ms), absl::StrCat(options.if_version),
-                                  absl::StrCat(limits_.tenant_max_keys),
-                                  absl::StrCat(limits_.tenant_max_bytes)},
-                                 RedisClient::Retry::kNever));
+  ASSIGN_OR_RETURN(
+      RedisReplyPtr reply,
+      client_->Eval(
+          kPutScript, keys,
+          {base, absl::StrCat(std::max<size_t>(limits_.event_history, 1)), std::string(key),
+           std::string(value), absl::StrCat(options.ttl_ms), absl::StrCat(options.if_version),
+           absl::StrCat(limits_.tenant_max_keys), absl::StrCat(limits_.tenant_max_bytes)},
+          RedisClient::Retry::kNever));
   constexpr absl::string_view kWhat = "EVALSHA kv_put";
   ASSIGN_OR_RETURN(const redisReply* ok, ArrayElement(reply.get(), 0, kWhat));
   ASSIGN_OR_RETURN(const redisReply* version, ArrayElement(reply.get(), 1, kWhat));

@@ -132,8 +132,8 @@ class RedisQueue final : public MessageQueue {
       return QueueFull(queue, static_cast<uint64_t>(length), options_);
     }
     if (result->type != REDIS_REPLY_STRING) {
-      return absl::InternalError(absl::StrCat("redis ", kWhat, " on ", client_->address(),
-                                              ": got ", DescribeReply(result)));
+      return absl::InternalError(absl::StrCat("redis ", kWhat, " on ", client_->address(), ": got ",
+                                              DescribeReply(result)));
     }
     return ReplyString(result);
   }

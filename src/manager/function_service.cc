@@ -151,7 +151,8 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     json scaling = orchestrator_->Scaling();
     for (const auto& f : *list) {
       if (tenant && TenantOfName(f.name) != *tenant) continue;
-      if (auto st = FunctionFromJson(FunctionFor(*caller, f, false, scaling), resp->add_functions());
+      if (auto st =
+              FunctionFromJson(FunctionFor(*caller, f, false, scaling), resp->add_functions());
           !st.ok()) {
         return Answer(st);
       }
@@ -237,17 +238,18 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     if (req->workflow_yaml().empty()) {
       return Answer(absl::InvalidArgumentError("SubmitPlan needs workflow_yaml: the workflow's YAML text"));
     }
-    return WorkflowAnswer(*caller,
-                          orchestrator_->Submit({{"plan", req->workflow_yaml()}, {"wait_ms", req->wait_ms()}},
-                                                caller->user.tenant),
-                          resp);
+    return WorkflowAnswer(
+        *caller,
+        orchestrator_->Submit({{"plan", req->workflow_yaml()}, {"wait_ms", req->wait_ms()}},
+                              caller->user.tenant),
+        resp);
   }
 
   Status GetWorkflow(ServerContext* ctx, const v1::GetWorkflowRequest* req, v1::Workflow* resp) override {
     auto caller = Authenticate(*ctx);
     if (!caller.ok()) return Answer(caller.status());
-    return WorkflowAnswer(*caller, orchestrator_->Get(req->id(), req->wait_ms(), ListedTenant(*caller)),
-                          resp);
+    return WorkflowAnswer(
+        *caller, orchestrator_->Get(req->id(), req->wait_ms(), ListedTenant(*caller)), resp);
   }
 
   Status ListWorkflows(ServerContext* ctx, const v1::ListWorkflowsRequest* req,

@@ -6,10 +6,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
 #include "support/federation_harness.h"
@@ -111,8 +110,8 @@ TEST_F(QuotaTest, AFullQueueRefusesSendsUntilMessagesAreAcked) {
   ASSERT_TRUE(got);
   ASSERT_EQ(got->status, 200) << got->body;
   const std::string id = nlohmann::json::parse(got->body)["messages"][0]["id"].get<std::string>();
-  auto ack = As(alice_).Post("/v1/queues/jobs/ack", nlohmann::json{{"id", id}}.dump(),
-                             "application/json");
+  auto ack =
+      As(alice_).Post("/v1/queues/jobs/ack", nlohmann::json{{"id", id}}.dump(), "application/json");
   ASSERT_TRUE(ack);
   ASSERT_EQ(ack->status, 200) << ack->body;
   EXPECT_EQ(Send(alice_, "jobs"), 200);
@@ -122,8 +121,8 @@ TEST_F(QuotaTest, AFullQueueRefusesSendsUntilMessagesAreAcked) {
 TEST(QuotaConfigTest, AZeroQuotaIsRefusedNamingTheKey) {
   const std::string path = ::testing::TempDir() + "/quota_zero.yaml";
   std::ofstream(path) << "limits: {queue_max_length: 0}\n";
-  const std::string command =
-      "timeout 20 " + std::string(FLOTILLA_BIN) + " manager --config " + path + " --http-listen '' 2>&1";
+  const std::string command = "timeout 20 " + std::string(FLOTILLA_BIN) + " manager --config " +
+                              path + " --http-listen '' 2>&1";
   FILE* out = popen(command.c_str(), "r");
   ASSERT_NE(out, nullptr);
   std::string text;
