@@ -75,6 +75,22 @@ size_t MemoryKv::ReapLocked(Namespace& space, int64_t now) {
   return removed;
 }
 
+absl::Status MemoryKv::RefusePutLocked(absl::string_view ns, std::shared_ptr<Namespace> space,
+                                       absl::Status why) {
+  // The put may have made the namespace; drop it again unless it holds
+  // something or someone (a watcher) holds it, so refused puts to ever new
+  // names cannot grow the table.
+  if (space->items.empty() && space->revision == 0 && space.use_count() == 2) {
+    namespaces_.erase(namespaces_.find(ns));
+  }
+  return why;
+}
+
+size_t MemoryKv::NamespaceCountForTest() {
+  absl::MutexLock lock(&mu_);
+  return namespaces_.size();
+}
+
 absl::StatusOr<std::optional<Entry>> MemoryKv::Get(absl::string_view ns, absl::string_view key) {
   RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
   RETURN_IF_ERROR(ValidateKey(key, limits_));
@@ -100,7 +116,8 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
   auto it = space->items.find(key);
   const int64_t have = it == space->items.end() ? 0 : it->second.version;
   if (options.if_version != kAnyVersion && have != options.if_version) {
-    return VersionMismatch(have, options.if_version, "put", ns, key);
+    return RefusePutLocked(ns, std::move(space),
+                           VersionMismatch(have, options.if_version, "put", ns, key));
   }
   // Quota: only growth is checked, so a put that shrinks always succeeds.
   const bool created = it == space->items.end();
@@ -109,11 +126,14 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
   if (auto u = usage_.find(space->tenant); created || new_bytes > old_bytes) {
     const Usage held = u == usage_.end() ? Usage{} : u->second;
     if (created && held.keys + 1 > limits_.tenant_max_keys) {
-      return QuotaExceeded(space->tenant, "keys", held.keys, 1, limits_.tenant_max_keys, ns, key);
+      absl::Status over =
+          QuotaExceeded(space->tenant, "keys", held.keys, 1, limits_.tenant_max_keys, ns, key);
+      return RefusePutLocked(ns, std::move(space), std::move(over));
     }
     if (new_bytes > old_bytes && held.bytes + (new_bytes - old_bytes) > limits_.tenant_max_bytes) {
-      return QuotaExceeded(space->tenant, "bytes", held.bytes, new_bytes - old_bytes,
-                           limits_.tenant_max_bytes, ns, key);
+      absl::Status over = QuotaExceeded(space->tenant, "bytes", held.bytes, new_bytes - old_bytes,
+                                        limits_.tenant_max_bytes, ns, key);
+      return RefusePutLocked(ns, std::move(space), std::move(over));
     }
   }
   ChargeLocked(*space, created ? 1 : 0,

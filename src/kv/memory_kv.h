@@ -58,6 +58,9 @@ class MemoryKv final : public KvStore {
   // Returns how many were removed.
   size_t Sweep();
 
+  // How many namespaces the store holds (with or without keys).
+  size_t NamespaceCountForTest();
+
  private:
   struct Item {
     std::string value;
@@ -90,6 +93,9 @@ class MemoryKv final : public KvStore {
   void RemoveItemLocked(Namespace& space, std::map<std::string, Item, std::less<>>::iterator it,
                         EventType type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordLocked(Namespace& space, WatchEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns why, after dropping space (ns) if the refused put created it.
+  absl::Status RefusePutLocked(absl::string_view ns, std::shared_ptr<Namespace> space,
+                               absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds (or with a negative sign, removes) keys and bytes to space and its
   // tenant; a tenant left with nothing is forgotten, so usage_ holds only
   // tenants with live keys.

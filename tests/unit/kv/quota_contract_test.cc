@@ -187,6 +187,22 @@ TEST_P(KvQuotaTest, ConcurrentWritersCannotTogetherExceedTheQuota) {
 INSTANTIATE_TEST_SUITE_P(Backends, KvQuotaTest,
                          ::testing::Values(Backend::kMemory, Backend::kRedis), BackendName);
 
+// Refused puts leave nothing behind in MemoryKv, not even a namespace, so
+// puts to ever new names by a tenant at its quota cannot grow the store.
+TEST(MemoryKvQuotaTest, RefusedPutsLeaveNoNamespaceBehind) {
+  KvLimits limits;
+  limits.tenant_max_keys = 1;
+  MemoryKv kv(nullptr, limits);
+  ASSERT_TRUE(kv.Put("acme~a", "k", "v").ok());
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_FALSE(kv.Put(absl::StrCat("acme~n", i), "k", "v").ok());
+    PutOptions cas;
+    cas.if_version = 7;
+    ASSERT_FALSE(kv.Put(absl::StrCat("beta~n", i), "k", "v", cas).ok());
+  }
+  EXPECT_EQ(kv.NamespaceCountForTest(), 1u);
+}
+
 // The counters live in Redis hashes (redis_kv.h): check them directly.
 TEST(RedisKvQuotaTest, UsageHashesFollowWritesAndDeletes) {
   RedisServer* server = SharedRedisServer();
