@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "kv/kv.h"
 #include "kv/queue.h"
 
 namespace flotilla::kv {
@@ -38,7 +39,18 @@ class MemoryQueue final : public MessageQueue {
     if (q->payloads.size() >= options_.max_length) {
       return QueueFull(queue, q->payloads.size(), options_);
     }
+    auto held = held_.find(q->tenant);
+    if (held != held_.end() && held->second >= options_.tenant_max_messages) {
+      absl::Status full = TenantQueuesFull(queue, held->second, options_);
+      // Drop the queue again if this send made it, so refused sends to
+      // ever new names cannot grow the table.
+      if (q->payloads.empty() && q->groups.empty() && q->first_seq == 1 && q.use_count() == 2) {
+        queues_.erase(queues_.find(queue));
+      }
+      return full;
+    }
     q->payloads.emplace_back(payload);
+    ++held_[q->tenant];
     q->changed.SignalAll();
     return absl::StrCat(q->EndSeq());
   }
@@ -100,6 +112,7 @@ class MemoryQueue final : public MessageQueue {
     absl::MutexLock lock(&mu_);
     auto it = queues_.find(queue);
     if (it == queues_.end()) return absl::OkStatus();
+    ReleaseLocked(it->second->tenant, it->second->payloads.size());
     it->second->changed.SignalAll();
     queues_.erase(it);
     return absl::OkStatus();
@@ -118,6 +131,8 @@ class MemoryQueue final : public MessageQueue {
     std::map<uint64_t, Pending> pending;
   };
   struct Queue {
+    // TenantOfNamespace of its name.
+    std::string tenant;
     // Messages still held; the seq of payloads[i] is first_seq + i.
     std::deque<std::string> payloads;
     uint64_t first_seq = 1;
@@ -136,10 +151,22 @@ class MemoryQueue final : public MessageQueue {
       keep_from =
           std::min(keep_from, g.pending.empty() ? g.last_delivered + 1 : g.pending.begin()->first);
     }
+    size_t released = 0;
     while (q.first_seq < keep_from && !q.payloads.empty()) {
       q.payloads.pop_front();
       ++q.first_seq;
+      ++released;
     }
+    ReleaseLocked(q.tenant, released);
+  }
+
+  // Takes n messages off tenant's count; a tenant with none is forgotten.
+  void ReleaseLocked(const std::string& tenant, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (n == 0) return;
+    auto it = held_.find(tenant);
+    if (it == held_.end()) return;  // Unreachable: every held message was counted.
+    it->second -= std::min(it->second, n);
+    if (it->second == 0) held_.erase(it);
   }
 
   std::shared_ptr<Queue> FindOrCreateLocked(absl::string_view name)
@@ -147,6 +174,7 @@ class MemoryQueue final : public MessageQueue {
     auto it = queues_.find(name);
     if (it != queues_.end()) return it->second;
     auto q = std::make_shared<Queue>();
+    q->tenant = TenantOfNamespace(name);
     queues_.emplace(std::string(name), q);
     return q;
   }
@@ -179,6 +207,8 @@ class MemoryQueue final : public MessageQueue {
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Queue>, std::less<>> queues_ ABSL_GUARDED_BY(mu_);
+  // Per tenant, the messages its queues hold together.
+  std::map<std::string, size_t, std::less<>> held_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

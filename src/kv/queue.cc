@@ -3,6 +3,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kv/kv.h"
 
 namespace flotilla::kv {
 
@@ -32,9 +33,10 @@ absl::Status ValidateQueueOptions(const QueueOptions& options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "queue visibility_timeout_ms %d must be positive", options.visibility_timeout_ms));
   }
-  if (options.max_name_bytes == 0 || options.max_receive == 0 || options.max_length == 0) {
+  if (options.max_name_bytes == 0 || options.max_receive == 0 || options.max_length == 0 ||
+      options.tenant_max_messages == 0) {
     return absl::InvalidArgumentError(
-        "queue max_name_bytes, max_receive and max_length must be positive");
+        "queue max_name_bytes, max_receive, max_length and tenant_max_messages must be positive");
   }
   return absl::OkStatus();
 }
@@ -54,6 +56,13 @@ absl::Status QueueFull(absl::string_view queue, uint64_t length, const QueueOpti
       "a message stops counting once every consumer group has acked it and the messages "
       "before it, so receive and ack to make room",
       queue, length, options.max_length));
+}
+
+absl::Status TenantQueuesFull(absl::string_view queue, uint64_t held, const QueueOptions& options) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "tenant \"%s\" holds %d messages in its queues, its cap (limits.tenant_queue_max_messages "
+      "is %d); receive and ack messages, or delete queues, to make room (send to queue \"%s\")",
+      TenantOfNamespace(queue), held, options.tenant_max_messages, queue));
 }
 
 absl::Status ValidateReceive(absl::string_view queue, absl::string_view group,

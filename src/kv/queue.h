@@ -38,7 +38,11 @@
 //     A Send to a full queue fails with ResourceExhausted naming the cap and
 //     sends nothing; acks that release messages make room again. One
 //     message left unacked holds the messages after it in the count until
-//     it is acked (after a redelivery, if its consumer died).
+//     it is acked (after a redelivery, if its consumer died). Queues belong
+//     to tenants as key-value namespaces do (TenantOfNamespace in kv.h:
+//     "acme~jobs" is acme's), and the queues of one tenant together hold at
+//     most QueueOptions::tenant_max_messages messages; a Send over that
+//     fails alike, naming the tenant's cap.
 //   - DeleteQueue removes the queue with its groups; a later Send or
 //     Receive starts a new, empty one.
 //
@@ -70,6 +74,8 @@ struct QueueOptions {
   size_t max_receive = 1000;
   // The most messages one queue holds (see "Length cap"); at least 1.
   size_t max_length = 100'000;
+  // The most messages a tenant's queues hold together; at least 1.
+  size_t tenant_max_messages = 1'000'000;
 };
 
 struct QueueMessage {
@@ -120,6 +126,9 @@ absl::StatusOr<std::unique_ptr<MessageQueue>> MakeMemoryQueue(const Clock* clock
 //             consumer groups are the stream's groups (XGROUP CREATE ... 0
 //             MKSTREAM), delivery by XREADGROUP, redelivery by XAUTOCLAIM
 //             with min-idle = visibility_timeout_ms, Ack by XACK.
+//   P:qquota:<T>  hash {held}: the messages tenant T's queues hold; Send,
+//             Ack and DeleteQueue are Lua scripts that trim released
+//             messages (XTRIM MINID), check the caps and keep it in step.
 // Connects (and PINGs) first: Unavailable if the server cannot be reached.
 absl::StatusOr<std::unique_ptr<MessageQueue>> MakeRedisQueue(const RedisOptions& redis,
                                                              const QueueOptions& options = {});
@@ -131,6 +140,8 @@ absl::Status ValidateQueueOptions(const QueueOptions& options);
 absl::Status ValidatePayload(absl::string_view payload, const QueueOptions& options);
 // The ResourceExhausted of a Send to a full queue.
 absl::Status QueueFull(absl::string_view queue, uint64_t length, const QueueOptions& options);
+// The ResourceExhausted of a Send when the queue's tenant holds its cap.
+absl::Status TenantQueuesFull(absl::string_view queue, uint64_t held, const QueueOptions& options);
 absl::Status ValidateReceive(absl::string_view queue, absl::string_view group,
                              absl::string_view consumer, const ReceiveOptions& receive,
                              const QueueOptions& options);

@@ -133,9 +133,12 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   }
   if (const YAML::Node l = root["limits"]) {
     const std::string w = where + "limits.";
-    RETURN_IF_ERROR(CheckKnownKeys(
-        l, w, {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst",
-               "tenant_kv_max_keys", "tenant_kv_max_bytes", "queue_max_length"}));
+    RETURN_IF_ERROR(
+        CheckKnownKeys(l, w,
+                       {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst",
+                        "tenant_kv_max_keys", "tenant_kv_max_bytes", "queue_max_length",
+                        "tenant_queue_max_messages"}));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_queue_max_messages", &c.tenant_queue_max_messages));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_keys", &c.tenant_kv_max_keys));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_bytes", &c.tenant_kv_max_bytes));
     RETURN_IF_ERROR(ReadYaml(l, w, "queue_max_length", &c.queue_max_length));
@@ -195,6 +198,7 @@ absl::Status Validate(const ManagerConfig& c) {
   RETURN_IF_ERROR(positive("limits.tenant_kv_max_keys", c.tenant_kv_max_keys));
   RETURN_IF_ERROR(positive("limits.tenant_kv_max_bytes", c.tenant_kv_max_bytes));
   RETURN_IF_ERROR(positive("limits.queue_max_length", c.queue_max_length));
+  RETURN_IF_ERROR(positive("limits.tenant_queue_max_messages", c.tenant_queue_max_messages));
   if (c.heartbeat_interval >= c.lease_timeout) {
     return absl::InvalidArgumentError(absl::StrCat(
         "heartbeat_interval_ms (", c.heartbeat_interval.count(),

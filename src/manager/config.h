@@ -80,6 +80,8 @@ struct ManagerConfig {
   int64_t tenant_kv_max_keys = 100'000;
   int64_t tenant_kv_max_bytes = 256ll << 20;
   int64_t queue_max_length = 100'000;
+  // Per tenant: messages held by all its queues together.
+  int64_t tenant_queue_max_messages = 1'000'000;
   // A running attempt whose node has not returned a result by its timeout
   // plus this grace is taken as lost: cancelled on its node and re-queued
   // (or failed after max_attempts).

@@ -145,6 +145,7 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
   kv_limits.tenant_max_bytes = static_cast<size_t>(config.tenant_kv_max_bytes);
   kv::QueueOptions queue_options;
   queue_options.max_length = static_cast<size_t>(config.queue_max_length);
+  queue_options.tenant_max_messages = static_cast<size_t>(config.tenant_queue_max_messages);
   if (config.state_backend == "redis") {
     auto hp = SplitHostPort(config.redis_address);
     if (!hp.ok()) return Annotate(hp.status(), "state.redis_address");

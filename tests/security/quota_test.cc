@@ -20,7 +20,8 @@ class QuotaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     h_.manager_config =
-        "limits: {tenant_kv_max_keys: 4, tenant_kv_max_bytes: 2048, queue_max_length: 3}\n";
+        "limits: {tenant_kv_max_keys: 4, tenant_kv_max_bytes: 2048, queue_max_length: 3, "
+        "tenant_queue_max_messages: 5}\n";
     h_.StartManager();
     alice_ = h_.AddUser("alice", "acme");
     bob_ = h_.AddUser("bob", "beta");
@@ -116,6 +117,15 @@ TEST_F(QuotaTest, AFullQueueRefusesSendsUntilMessagesAreAcked) {
   ASSERT_EQ(ack->status, 200) << ack->body;
   EXPECT_EQ(Send(alice_, "jobs"), 200);
   EXPECT_EQ(Send(alice_, "jobs"), 507);
+}
+
+TEST_F(QuotaTest, ATenantsQueuesTogetherHaveACap) {
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Send(alice_, "jobs"), 200) << i;
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(Send(alice_, "more"), 200) << i;
+  std::string body;
+  EXPECT_EQ(Send(alice_, "third", &body), 507);
+  EXPECT_NE(body.find("limits.tenant_queue_max_messages"), std::string::npos) << body;
+  EXPECT_EQ(Send(bob_, "third"), 200);
 }
 
 TEST(QuotaConfigTest, AZeroQuotaIsRefusedNamingTheKey) {

@@ -249,6 +249,7 @@ class QueueCapTest : public ::testing::TestWithParam<Backend> {
     }
     QueueOptions options;
     options.max_length = 3;
+    options.tenant_max_messages = 5;
     if (GetParam() == Backend::kMemory) {
       absl::StatusOr<std::unique_ptr<MessageQueue>> queue = MakeMemoryQueue(&clock_, options);
       ASSERT_TRUE(queue.ok()) << queue.status();
@@ -351,6 +352,30 @@ TEST_P(QueueCapTest, AGroupCreatedAfterReleaseStartsAtTheOldestHeld) {
   std::vector<std::string> late;
   for (const QueueMessage& m : Receive("late")) late.push_back(m.payload);
   EXPECT_THAT(late, ::testing::ElementsAre("m2", "m3"));
+}
+
+TEST_P(QueueCapTest, ATenantsQueuesShareItsCap) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(queue_->Send("acme~a", "m").ok());
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(queue_->Send("acme~b", "m").ok());
+  absl::StatusOr<std::string> over = queue_->Send("acme~c", "m");
+  ExpectQuota(over.status(), "limits.tenant_queue_max_messages");
+  EXPECT_THAT(std::string(over.status().message()), HasSubstr("tenant \"acme\""));
+  // Other tenants have caps of their own.
+  EXPECT_TRUE(queue_->Send("beta~a", "m").ok());
+  EXPECT_TRUE(queue_->Send("jobs", "m").ok());
+  // An ack that releases a message makes room in the tenant's count.
+  ReceiveOptions one;
+  absl::StatusOr<std::vector<QueueMessage>> got = queue_->Receive("acme~a", "g", "c", one);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 1u);
+  ASSERT_TRUE(queue_->Ack("acme~a", "g", (*got)[0].id).ok());
+  EXPECT_TRUE(queue_->Send("acme~c", "m").ok());
+  ExpectQuota(queue_->Send("acme~c", "m").status(), "limits.tenant_queue_max_messages");
+  // So does deleting a queue.
+  ASSERT_TRUE(queue_->DeleteQueue("acme~b").ok());
+  EXPECT_TRUE(queue_->Send("acme~c", "m").ok());
+  EXPECT_TRUE(queue_->Send("acme~c", "m").ok());
+  ExpectQuota(queue_->Send("acme~d", "m").status(), "limits.tenant_queue_max_messages");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueCapTest,
