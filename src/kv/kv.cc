@@ -129,6 +129,23 @@ absl::Status VersionMismatch(int64_t have, int64_t expected, absl::string_view o
                       have, expected, op, Printable(key), ns));
 }
 
+std::string TenantOfNamespace(absl::string_view ns) {
+  const size_t tilde = ns.find('~');
+  if (tilde == absl::string_view::npos) return "default";
+  return std::string(ns.substr(0, tilde));
+}
+
+absl::Status QuotaExceeded(absl::string_view tenant, absl::string_view which, uint64_t have,
+                           uint64_t adding, uint64_t limit, absl::string_view ns,
+                           absl::string_view key) {
+  const char* config_key =
+      which == "keys" ? "limits.tenant_kv_max_keys" : "limits.tenant_kv_max_bytes";
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "tenant \"%s\" is over its key-value quota of %d %s (%s): it holds %d and this put adds "
+      "%d; delete keys or namespaces to make room (put key \"%s\" in namespace \"%s\")",
+      tenant, limit, which, config_key, have, adding, Printable(key), ns));
+}
+
 absl::Status WatchCompacted(absl::string_view ns, int64_t after_revision,
                             int64_t oldest_available) {
   return absl::OutOfRangeError(absl::StrFormat(

@@ -48,6 +48,21 @@
 //   revision (the namespace was deleted). Watcher (watcher.h) wraps this in
 //   a thread with a callback.
 //
+// Tenant quotas
+//   Namespaces belong to tenants: the tenant of "acme~cache" is "acme" (the
+//   REST gateway scopes a tenant's namespaces so, see manager/rest.cc), and
+//   a namespace without '~' belongs to tenant "default" (TenantOfNamespace).
+//   Across all its namespaces a tenant holds at most
+//   KvLimits::tenant_max_keys live keys and tenant_max_bytes bytes, counting
+//   key + value of every live entry. A Put that would go over either bound
+//   fails with ResourceExhausted naming the bound, the tenant and its usage,
+//   and changes nothing (no event, no revision); a Put that shrinks or keeps
+//   a value's size is always allowed. Delete, TTL expiry and DeleteNamespace
+//   give the space back; an expired entry stops counting when it is reaped
+//   (the next call naming its namespace, or MemoryKv::Sweep). Both
+//   implementations check and update usage atomically with the write, so
+//   concurrent writers cannot together exceed a quota.
+//
 // Validation (errors are InvalidArgument and name the limit):
 //   namespace: 1..KvLimits::max_namespace_bytes of printable ASCII
 //              (0x21..0x7e) except '{' and '}' (Redis uses them to keep one
@@ -84,7 +99,21 @@ struct KvLimits {
   // Events kept per namespace for WaitForChange. Put events carry their
   // value, so the history costs up to event_history x the values written.
   size_t event_history = 1'000;
+  // Per tenant, over all its namespaces (see "Tenant quotas"): live keys,
+  // and bytes of their keys plus values. Both must be at least 1.
+  size_t tenant_max_keys = 100'000;
+  size_t tenant_max_bytes = size_t{256} << 20;
 };
+
+// The tenant a namespace counts toward: the text before its first '~', or
+// "default" when it has none.
+std::string TenantOfNamespace(absl::string_view ns);
+
+// The ResourceExhausted of a Put over a tenant quota. `which` is "keys" or
+// "bytes"; have/limit in that unit.
+absl::Status QuotaExceeded(absl::string_view tenant, absl::string_view which, uint64_t have,
+                           uint64_t adding, uint64_t limit, absl::string_view ns,
+                           absl::string_view key);
 
 struct Entry {
   std::string value;

@@ -24,6 +24,7 @@ std::shared_ptr<MemoryKv::Namespace> MemoryKv::FindOrCreateLocked(absl::string_v
   auto it = namespaces_.find(ns);
   if (it != namespaces_.end()) return it->second;
   auto space = std::make_shared<Namespace>();
+  space->tenant = TenantOfNamespace(ns);
   namespaces_.emplace(std::string(ns), space);
   return space;
 }
@@ -36,6 +37,16 @@ void MemoryKv::RecordLocked(Namespace& space, WatchEvent event) {
   space.changed.SignalAll();
 }
 
+void MemoryKv::ChargeLocked(Namespace& space, int64_t keys, int64_t bytes) {
+  // Unsigned arithmetic wraps, so adding a negative delta subtracts.
+  space.usage.keys += static_cast<uint64_t>(keys);
+  space.usage.bytes += static_cast<uint64_t>(bytes);
+  Usage& tenant = usage_[space.tenant];
+  tenant.keys += static_cast<uint64_t>(keys);
+  tenant.bytes += static_cast<uint64_t>(bytes);
+  if (tenant.keys == 0) usage_.erase(space.tenant);
+}
+
 void MemoryKv::RemoveItemLocked(Namespace& space,
                                 std::map<std::string, Item, std::less<>>::iterator it,
                                 EventType type) {
@@ -45,6 +56,7 @@ void MemoryKv::RemoveItemLocked(Namespace& space,
   event.key = it->first;
   event.version = it->second.version;
   event.revision = ++space.revision;
+  ChargeLocked(space, -1, -static_cast<int64_t>(it->first.size() + it->second.value.size()));
   space.items.erase(it);
   RecordLocked(space, std::move(event));
 }
@@ -61,6 +73,22 @@ size_t MemoryKv::ReapLocked(Namespace& space, int64_t now) {
     ++removed;
   }
   return removed;
+}
+
+absl::Status MemoryKv::RefusePutLocked(absl::string_view ns, std::shared_ptr<Namespace> space,
+                                       absl::Status why) {
+  // The put may have made the namespace; drop it again unless it holds
+  // something or someone (a watcher) holds it, so refused puts to ever new
+  // names cannot grow the table.
+  if (space->items.empty() && space->revision == 0 && space.use_count() == 2) {
+    namespaces_.erase(namespaces_.find(ns));
+  }
+  return why;
+}
+
+size_t MemoryKv::NamespaceCountForTest() {
+  absl::MutexLock lock(&mu_);
+  return namespaces_.size();
 }
 
 absl::StatusOr<std::optional<Entry>> MemoryKv::Get(absl::string_view ns, absl::string_view key) {
@@ -88,8 +116,28 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
   auto it = space->items.find(key);
   const int64_t have = it == space->items.end() ? 0 : it->second.version;
   if (options.if_version != kAnyVersion && have != options.if_version) {
-    return VersionMismatch(have, options.if_version, "put", ns, key);
+    return RefusePutLocked(ns, std::move(space),
+                           VersionMismatch(have, options.if_version, "put", ns, key));
   }
+  // Quota: only growth is checked, so a put that shrinks always succeeds.
+  const bool created = it == space->items.end();
+  const uint64_t old_bytes = created ? 0 : key.size() + it->second.value.size();
+  const uint64_t new_bytes = key.size() + value.size();
+  if (auto u = usage_.find(space->tenant); created || new_bytes > old_bytes) {
+    const Usage held = u == usage_.end() ? Usage{} : u->second;
+    if (created && held.keys + 1 > limits_.tenant_max_keys) {
+      absl::Status over =
+          QuotaExceeded(space->tenant, "keys", held.keys, 1, limits_.tenant_max_keys, ns, key);
+      return RefusePutLocked(ns, std::move(space), std::move(over));
+    }
+    if (new_bytes > old_bytes && held.bytes + (new_bytes - old_bytes) > limits_.tenant_max_bytes) {
+      absl::Status over = QuotaExceeded(space->tenant, "bytes", held.bytes, new_bytes - old_bytes,
+                                        limits_.tenant_max_bytes, ns, key);
+      return RefusePutLocked(ns, std::move(space), std::move(over));
+    }
+  }
+  ChargeLocked(*space, created ? 1 : 0,
+               static_cast<int64_t>(new_bytes) - static_cast<int64_t>(old_bytes));
   if (it == space->items.end()) {
     it = space->items.emplace(std::string(key), Item{}).first;
   } else if (it->second.expires_at_ms != 0) {
@@ -209,6 +257,8 @@ absl::Status MemoryKv::DeleteNamespace(absl::string_view ns) {
   if (it == namespaces_.end()) return absl::OkStatus();
   // Watchers wake, find the namespace gone and report it.
   it->second->changed.SignalAll();
+  ChargeLocked(*it->second, -static_cast<int64_t>(it->second->usage.keys),
+               -static_cast<int64_t>(it->second->usage.bytes));
   namespaces_.erase(it);
   return absl::OkStatus();
 }

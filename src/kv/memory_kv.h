@@ -8,6 +8,9 @@
 // whenever their namespace is touched, or by Sweep(), which the owner may
 // call periodically so that watchers of idle namespaces hear of expiries.
 //
+// Tenant quotas (kv.h) are counted per namespace and per tenant under the
+// store's mutex, so the check and the write are one step.
+//
 // Thread-safety: all methods may be called concurrently; one mutex guards
 // the whole store, and each namespace has a condition variable on which its
 // watchers wait.
@@ -55,13 +58,24 @@ class MemoryKv final : public KvStore {
   // Returns how many were removed.
   size_t Sweep();
 
+  // How many namespaces the store holds (with or without keys).
+  size_t NamespaceCountForTest();
+
  private:
   struct Item {
     std::string value;
     int64_t version = 0;
     int64_t expires_at_ms = 0;
   };
+  // Live keys and their key + value bytes.
+  struct Usage {
+    uint64_t keys = 0;
+    uint64_t bytes = 0;
+  };
   struct Namespace {
+    // TenantOfNamespace of its name.
+    std::string tenant;
+    Usage usage;
     std::map<std::string, Item, std::less<>> items;
     // (expires_at_ms, key) of every item with a TTL.
     std::set<std::pair<int64_t, std::string>> expiry;
@@ -79,6 +93,14 @@ class MemoryKv final : public KvStore {
   void RemoveItemLocked(Namespace& space, std::map<std::string, Item, std::less<>>::iterator it,
                         EventType type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordLocked(Namespace& space, WatchEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns why, after dropping space (ns) if the refused put created it.
+  absl::Status RefusePutLocked(absl::string_view ns, std::shared_ptr<Namespace> space,
+                               absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds (or with a negative sign, removes) keys and bytes to space and its
+  // tenant; a tenant left with nothing is forgotten, so usage_ holds only
+  // tenants with live keys.
+  void ChargeLocked(Namespace& space, int64_t keys, int64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   RealClock real_clock_;
   const Clock* const clock_;
@@ -86,6 +108,8 @@ class MemoryKv final : public KvStore {
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Namespace>, std::less<>> namespaces_ ABSL_GUARDED_BY(mu_);
+  // Per tenant, the sum of its namespaces' usage.
+  std::map<std::string, Usage, std::less<>> usage_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace flotilla::kv

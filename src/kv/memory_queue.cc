@@ -1,6 +1,8 @@
 // MemoryQueue: the embedded MessageQueue (queue.h). One mutex guards every
 // queue; each queue has a condition variable that Send signals. Message ids
 // are the decimal sequence number of the message in its queue (from 1).
+// Released messages are popped from the front of the queue's deque by Send
+// and Ack (TrimLocked), so memory follows the length cap.
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -17,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "kv/kv.h"
 #include "kv/queue.h"
 
 namespace flotilla::kv {
@@ -32,9 +35,24 @@ class MemoryQueue final : public MessageQueue {
     RETURN_IF_ERROR(ValidatePayload(payload, options_));
     absl::MutexLock lock(&mu_);
     std::shared_ptr<Queue> q = FindOrCreateLocked(queue);
+    TrimLocked(*q);
+    if (q->payloads.size() >= options_.max_length) {
+      return QueueFull(queue, q->payloads.size(), options_);
+    }
+    auto held = held_.find(q->tenant);
+    if (held != held_.end() && held->second >= options_.tenant_max_messages) {
+      absl::Status full = TenantQueuesFull(queue, held->second, options_);
+      // Drop the queue again if this send made it, so refused sends to
+      // ever new names cannot grow the table.
+      if (q->payloads.empty() && q->groups.empty() && q->first_seq == 1 && q.use_count() == 2) {
+        queues_.erase(queues_.find(queue));
+      }
+      return full;
+    }
     q->payloads.emplace_back(payload);
+    ++held_[q->tenant];
     q->changed.SignalAll();
-    return absl::StrCat(q->payloads.size());
+    return absl::StrCat(q->EndSeq());
   }
 
   absl::StatusOr<std::vector<QueueMessage>> Receive(absl::string_view queue,
@@ -47,7 +65,10 @@ class MemoryQueue final : public MessageQueue {
     while (true) {
       // Looked up afresh each round: DeleteQueue may have replaced it.
       std::shared_ptr<Queue> q = FindOrCreateLocked(queue);
-      Group& g = q->groups[std::string(group)];
+      // A new group starts at the oldest message still held.
+      auto [it, created] = q->groups.try_emplace(std::string(group));
+      Group& g = it->second;
+      if (created) g.last_delivered = q->first_seq - 1;
       const int64_t now_ms = clock_->NowMs();
       std::vector<QueueMessage> out = DeliverLocked(*q, g, consumer, options.max_messages, now_ms);
       if (!out.empty()) return out;
@@ -76,6 +97,7 @@ class MemoryQueue final : public MessageQueue {
     if (q != queues_.end()) {
       auto g = q->second->groups.find(group);
       if (g != q->second->groups.end() && g->second.pending.erase(seq) == 1) {
+        TrimLocked(*q->second);
         return absl::OkStatus();
       }
     }
@@ -90,6 +112,7 @@ class MemoryQueue final : public MessageQueue {
     absl::MutexLock lock(&mu_);
     auto it = queues_.find(queue);
     if (it == queues_.end()) return absl::OkStatus();
+    ReleaseLocked(it->second->tenant, it->second->payloads.size());
     it->second->changed.SignalAll();
     queues_.erase(it);
     return absl::OkStatus();
@@ -108,17 +131,50 @@ class MemoryQueue final : public MessageQueue {
     std::map<uint64_t, Pending> pending;
   };
   struct Queue {
-    // Message seq is its index + 1.
+    // TenantOfNamespace of its name.
+    std::string tenant;
+    // Messages still held; the seq of payloads[i] is first_seq + i.
     std::deque<std::string> payloads;
+    uint64_t first_seq = 1;
     std::map<std::string, Group, std::less<>> groups;
     absl::CondVar changed;
+    // The seq of the newest message (first_seq - 1 when none was sent).
+    uint64_t EndSeq() const { return first_seq - 1 + payloads.size(); }
   };
+
+  // Releases the messages every group has acked, with all before them.
+  void TrimLocked(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (q.groups.empty()) return;  // Kept for the first group to come.
+    uint64_t keep_from = q.EndSeq() + 1;
+    for (const auto& [name, g] : q.groups) {
+      // Pending seqs are all <= last_delivered.
+      keep_from =
+          std::min(keep_from, g.pending.empty() ? g.last_delivered + 1 : g.pending.begin()->first);
+    }
+    size_t released = 0;
+    while (q.first_seq < keep_from && !q.payloads.empty()) {
+      q.payloads.pop_front();
+      ++q.first_seq;
+      ++released;
+    }
+    ReleaseLocked(q.tenant, released);
+  }
+
+  // Takes n messages off tenant's count; a tenant with none is forgotten.
+  void ReleaseLocked(const std::string& tenant, size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (n == 0) return;
+    auto it = held_.find(tenant);
+    if (it == held_.end()) return;  // Unreachable: every held message was counted.
+    it->second -= std::min(it->second, n);
+    if (it->second == 0) held_.erase(it);
+  }
 
   std::shared_ptr<Queue> FindOrCreateLocked(absl::string_view name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = queues_.find(name);
     if (it != queues_.end()) return it->second;
     auto q = std::make_shared<Queue>();
+    q->tenant = TenantOfNamespace(name);
     queues_.emplace(std::string(name), q);
     return q;
   }
@@ -134,12 +190,13 @@ class MemoryQueue final : public MessageQueue {
       pending.consumer = std::string(consumer);
       pending.deadline_ms = now_ms + options_.visibility_timeout_ms;
       ++pending.delivery_count;
-      out.push_back(QueueMessage{absl::StrCat(seq), q.payloads[seq - 1], pending.delivery_count});
+      out.push_back(
+          QueueMessage{absl::StrCat(seq), q.payloads[seq - q.first_seq], pending.delivery_count});
     }
-    while (out.size() < max && g.last_delivered < q.payloads.size()) {
+    while (out.size() < max && g.last_delivered < q.EndSeq()) {
       const uint64_t seq = ++g.last_delivered;
       g.pending[seq] = Pending{std::string(consumer), now_ms + options_.visibility_timeout_ms, 1};
-      out.push_back(QueueMessage{absl::StrCat(seq), q.payloads[seq - 1], 1});
+      out.push_back(QueueMessage{absl::StrCat(seq), q.payloads[seq - q.first_seq], 1});
     }
     return out;
   }
@@ -150,6 +207,8 @@ class MemoryQueue final : public MessageQueue {
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Queue>, std::less<>> queues_ ABSL_GUARDED_BY(mu_);
+  // Per tenant, the messages its queues hold together.
+  std::map<std::string, size_t, std::less<>> held_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kv/kv.h"
 
 namespace flotilla::kv {
 
@@ -32,8 +33,10 @@ absl::Status ValidateQueueOptions(const QueueOptions& options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "queue visibility_timeout_ms %d must be positive", options.visibility_timeout_ms));
   }
-  if (options.max_name_bytes == 0 || options.max_receive == 0) {
-    return absl::InvalidArgumentError("queue max_name_bytes and max_receive must be positive");
+  if (options.max_name_bytes == 0 || options.max_receive == 0 || options.max_length == 0 ||
+      options.tenant_max_messages == 0) {
+    return absl::InvalidArgumentError(
+        "queue max_name_bytes, max_receive, max_length and tenant_max_messages must be positive");
   }
   return absl::OkStatus();
 }
@@ -45,6 +48,21 @@ absl::Status ValidatePayload(absl::string_view payload, const QueueOptions& opti
                         payload.size(), options.max_payload_bytes));
   }
   return absl::OkStatus();
+}
+
+absl::Status QueueFull(absl::string_view queue, uint64_t length, const QueueOptions& options) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "queue \"%s\" is full: it holds %d messages and its cap is %d (limits.queue_max_length); "
+      "a message stops counting once every consumer group has acked it and the messages "
+      "before it, so receive and ack to make room",
+      queue, length, options.max_length));
+}
+
+absl::Status TenantQueuesFull(absl::string_view queue, uint64_t held, const QueueOptions& options) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "tenant \"%s\" holds %d messages in its queues, its cap (limits.tenant_queue_max_messages "
+      "is %d); receive and ack messages, or delete queues, to make room (send to queue \"%s\")",
+      TenantOfNamespace(queue), held, options.tenant_max_messages, queue));
 }
 
 absl::Status ValidateReceive(absl::string_view queue, absl::string_view group,

@@ -27,10 +27,24 @@
 //   - Ack by any consumer of the group removes the message from the group's
 //     pending list, even if it was redelivered meanwhile; NotFound if the id
 //     is not pending in the group (never delivered, or already acked).
-//   - Messages are kept until DeleteQueue (the end of a workflow): the queue
-//     never drops a message some group has yet to acknowledge, so it grows
-//     with what is sent. DeleteQueue removes the queue with its groups;
-//     a later Send or Receive starts a new, empty one.
+//   - The queue never drops a message some group has yet to acknowledge.
+//     A message is released once every existing consumer group has acked
+//     it and every message before it (the oldest message still pending or
+//     not yet delivered in some group marks where the queue starts; Redis
+//     trims the stream to it with XTRIM MINID). Before any group exists
+//     nothing is released. A group created later starts at the oldest
+//     message still held, not at the first ever sent.
+//   - Length cap: a queue holds at most QueueOptions::max_length messages.
+//     A Send to a full queue fails with ResourceExhausted naming the cap and
+//     sends nothing; acks that release messages make room again. One
+//     message left unacked holds the messages after it in the count until
+//     it is acked (after a redelivery, if its consumer died). Queues belong
+//     to tenants as key-value namespaces do (TenantOfNamespace in kv.h:
+//     "acme~jobs" is acme's), and the queues of one tenant together hold at
+//     most QueueOptions::tenant_max_messages messages; a Send over that
+//     fails alike, naming the tenant's cap.
+//   - DeleteQueue removes the queue with its groups; a later Send or
+//     Receive starts a new, empty one.
 //
 // Names (queue, group, consumer): 1..QueueOptions::max_name_bytes of
 // printable ASCII (0x21..0x7e) except '{' and '}'. Payloads: up to
@@ -58,6 +72,10 @@ struct QueueOptions {
   size_t max_name_bytes = 256;
   size_t max_payload_bytes = 1 << 20;
   size_t max_receive = 1000;
+  // The most messages one queue holds (see "Length cap"); at least 1.
+  size_t max_length = 100'000;
+  // The most messages a tenant's queues hold together; at least 1.
+  size_t tenant_max_messages = 1'000'000;
 };
 
 struct QueueMessage {
@@ -108,6 +126,9 @@ absl::StatusOr<std::unique_ptr<MessageQueue>> MakeMemoryQueue(const Clock* clock
 //             consumer groups are the stream's groups (XGROUP CREATE ... 0
 //             MKSTREAM), delivery by XREADGROUP, redelivery by XAUTOCLAIM
 //             with min-idle = visibility_timeout_ms, Ack by XACK.
+//   P:qquota:<T>  hash {held}: the messages tenant T's queues hold; Send,
+//             Ack and DeleteQueue are Lua scripts that trim released
+//             messages (XTRIM MINID), check the caps and keep it in step.
 // Connects (and PINGs) first: Unavailable if the server cannot be reached.
 absl::StatusOr<std::unique_ptr<MessageQueue>> MakeRedisQueue(const RedisOptions& redis,
                                                              const QueueOptions& options = {});
@@ -117,6 +138,10 @@ absl::Status ValidateQueueName(absl::string_view what, absl::string_view name,
                                const QueueOptions& options);
 absl::Status ValidateQueueOptions(const QueueOptions& options);
 absl::Status ValidatePayload(absl::string_view payload, const QueueOptions& options);
+// The ResourceExhausted of a Send to a full queue.
+absl::Status QueueFull(absl::string_view queue, uint64_t length, const QueueOptions& options);
+// The ResourceExhausted of a Send when the queue's tenant holds its cap.
+absl::Status TenantQueuesFull(absl::string_view queue, uint64_t held, const QueueOptions& options);
 absl::Status ValidateReceive(absl::string_view queue, absl::string_view group,
                              absl::string_view consumer, const ReceiveOptions& receive,
                              const QueueOptions& options);

@@ -12,24 +12,39 @@
 namespace flotilla::kv {
 namespace {
 
-// Shared by every script. KEYS[1..5] = rev, events, ttl, ttlver, keys;
-// ARGV[1] = the namespace base "P:kv:{N}:", ARGV[2] = the event history.
+// Shared by every script. KEYS[1..8] = rev, events, ttl, ttlver, keys, sizes,
+// usage, tenant usage; ARGV[1] = the namespace base "P:kv:{N}:", ARGV[2] =
+// the event history.
 #define FLOTILLA_KV_LUA_PRELUDE                                                         \
   "local base = ARGV[1]\n"                                                              \
   "local history = tonumber(ARGV[2])\n"                                                 \
   "local rev_key, events_key, ttl_key, ttlver_key, keys_key =\n"                        \
   "  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"                                     \
+  "local sizes_key, usage_key, tenant_key = KEYS[6], KEYS[7], KEYS[8]\n"                \
   "local t = redis.call('TIME')\n"                                                      \
   "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"             \
   "local function record(kind, key, value, version, rev)\n"                             \
   "  redis.call('XADD', events_key, 'MAXLEN', history, rev .. '-0',\n"                  \
   "             't', kind, 'k', key, 'v', value, 'ver', version)\n"                     \
   "end\n"                                                                               \
+  "local function charge(keys, bytes)\n"                                                \
+  "  redis.call('HINCRBY', usage_key, 'keys', keys)\n"                                  \
+  "  redis.call('HINCRBY', usage_key, 'bytes', bytes)\n"                                \
+  "  local left = redis.call('HINCRBY', tenant_key, 'keys', keys)\n"                    \
+  "  redis.call('HINCRBY', tenant_key, 'bytes', bytes)\n"                               \
+  "  if left <= 0 then redis.call('DEL', tenant_key) end\n"                             \
+  "end\n"                                                                               \
+  "local function unsize(key)\n"                                                        \
+  "  local size = tonumber(redis.call('HGET', sizes_key, key) or '0')\n"                \
+  "  redis.call('HDEL', sizes_key, key)\n"                                              \
+  "  return size\n"                                                                     \
+  "end\n"                                                                               \
   "local function remove(key, kind, version)\n"                                         \
   "  redis.call('DEL', base .. 'k:' .. key)\n"                                          \
   "  redis.call('ZREM', ttl_key, key)\n"                                                \
   "  redis.call('HDEL', ttlver_key, key)\n"                                             \
   "  redis.call('ZREM', keys_key, key)\n"                                               \
+  "  charge(-1, -unsize(key))\n"                                                        \
   "  local rev = redis.call('INCR', rev_key)\n"                                         \
   "  record(kind, key, '', version, rev)\n"                                             \
   "  return rev\n"                                                                      \
@@ -41,24 +56,39 @@ namespace {
   "  end\n"                                                                             \
   "end\n"
 
-// KEYS[6] = the entry; ARGV[3..6] = key, value, ttl_ms, if_version.
-// Returns {0, have} on a version mismatch, else {1, version, expires_at}.
+// KEYS[9] = the entry; ARGV[3..8] = key, value, ttl_ms, if_version, the
+// tenant's max keys and max bytes. Returns {0, have} on a version mismatch,
+// {2, keys held} over the key quota, {3, bytes held, bytes added} over the
+// byte quota, else {1, version, expires_at}. Only growth is checked.
 const RedisScript kPutScript = {"kv_put", FLOTILLA_KV_LUA_PRELUDE R"lua(
 reap()
 local key, value = ARGV[3], ARGV[4]
 local ttl, if_version = tonumber(ARGV[5]), tonumber(ARGV[6])
-local have = tonumber(redis.call('HGET', KEYS[6], 'ver') or '0')
+local max_keys, max_bytes = tonumber(ARGV[7]), tonumber(ARGV[8])
+local have = tonumber(redis.call('HGET', KEYS[9], 'ver') or '0')
 if if_version >= 0 and have ~= if_version then return {0, have} end
+local added_keys, old_size = 0, 0
+if have == 0 then added_keys = 1 else old_size = tonumber(redis.call('HGET', sizes_key, key) or '0') end
+local new_size = #key + #value
+local delta = new_size - old_size
+if added_keys == 1 or delta > 0 then
+  local held = redis.call('HMGET', tenant_key, 'keys', 'bytes')
+  local held_keys, held_bytes = tonumber(held[1] or '0'), tonumber(held[2] or '0')
+  if added_keys == 1 and held_keys + 1 > max_keys then return {2, held_keys} end
+  if delta > 0 and held_bytes + delta > max_bytes then return {3, held_bytes, delta} end
+end
+redis.call('HSET', sizes_key, key, new_size)
+charge(added_keys, delta)
 local rev = redis.call('INCR', rev_key)
 local exp = 0
 if ttl > 0 then exp = now + ttl end
-redis.call('HSET', KEYS[6], 'v', value, 'ver', rev, 'exp', exp)
+redis.call('HSET', KEYS[9], 'v', value, 'ver', rev, 'exp', exp)
 if exp > 0 then
-  redis.call('PEXPIREAT', KEYS[6], exp)
+  redis.call('PEXPIREAT', KEYS[9], exp)
   redis.call('ZADD', ttl_key, exp, key)
   redis.call('HSET', ttlver_key, key, rev)
 else
-  redis.call('PERSIST', KEYS[6])
+  redis.call('PERSIST', KEYS[9])
   redis.call('ZREM', ttl_key, key)
   redis.call('HDEL', ttlver_key, key)
 end
@@ -67,12 +97,12 @@ record('put', key, value, rev, rev)
 return {1, rev, exp}
 )lua"};
 
-// KEYS[6] = the entry; ARGV[3..4] = key, if_version.
+// KEYS[9] = the entry; ARGV[3..4] = key, if_version.
 // Returns {0, have} on a version mismatch, else {1, revision or 0 if absent}.
 const RedisScript kDeleteScript = {"kv_delete", FLOTILLA_KV_LUA_PRELUDE R"lua(
 reap()
 local key, if_version = ARGV[3], tonumber(ARGV[4])
-local have = tonumber(redis.call('HGET', KEYS[6], 'ver') or '0')
+local have = tonumber(redis.call('HGET', KEYS[9], 'ver') or '0')
 if if_version >= 0 and have ~= if_version then
   if have == 0 and if_version == 0 then return {1, 0} end
   return {0, have}
@@ -123,14 +153,21 @@ if #due > 0 then next_exp = tonumber(due[2]) end
 return {rev, oldest, next_exp, now}
 )lua"};
 
-// Drops up to 1000 entries per call, then the namespace's own keys. Returns
-// 1 while entries remain.
+// Drops up to 1000 entries per call, giving their space back to the tenant,
+// then the namespace's own keys. Returns 1 while entries remain.
 const RedisScript kDropScript = {"kv_drop_namespace", FLOTILLA_KV_LUA_PRELUDE R"lua(
 local keys = redis.call('ZRANGE', keys_key, 0, 999)
-for _, key in ipairs(keys) do redis.call('DEL', base .. 'k:' .. key) end
-if #keys > 0 then redis.call('ZREM', keys_key, unpack(keys)) end
+local bytes = 0
+for _, key in ipairs(keys) do
+  redis.call('DEL', base .. 'k:' .. key)
+  bytes = bytes + unsize(key)
+end
+if #keys > 0 then
+  redis.call('ZREM', keys_key, unpack(keys))
+  charge(-#keys, -bytes)
+end
 if #keys == 1000 then return 1 end
-redis.call('DEL', rev_key, events_key, ttl_key, ttlver_key, keys_key)
+redis.call('DEL', rev_key, events_key, ttl_key, ttlver_key, keys_key, sizes_key, usage_key)
 return 0
 )lua"};
 
@@ -197,8 +234,14 @@ std::string RedisKv::Base(absl::string_view ns) const {
 
 std::vector<std::string> RedisKv::NamespaceKeys(absl::string_view ns) const {
   const std::string base = Base(ns);
-  return {absl::StrCat(base, "rev"), absl::StrCat(base, "events"), absl::StrCat(base, "ttl"),
-          absl::StrCat(base, "ttlver"), absl::StrCat(base, "keys")};
+  return {absl::StrCat(base, "rev"),
+          absl::StrCat(base, "events"),
+          absl::StrCat(base, "ttl"),
+          absl::StrCat(base, "ttlver"),
+          absl::StrCat(base, "keys"),
+          absl::StrCat(base, "sizes"),
+          absl::StrCat(base, "usage"),
+          absl::StrCat(client_->options().key_prefix, ":kvquota:", TenantOfNamespace(ns))};
 }
 
 absl::StatusOr<std::optional<Entry>> RedisKv::Get(absl::string_view ns, absl::string_view key) {
@@ -229,17 +272,33 @@ absl::StatusOr<int64_t> RedisKv::Put(absl::string_view ns, absl::string_view key
   const std::string base = Base(ns);
   std::vector<std::string> keys = NamespaceKeys(ns);
   keys.push_back(absl::StrCat(base, "k:", key));
-  ASSIGN_OR_RETURN(RedisReplyPtr reply,
-                   client_->Eval(kPutScript, keys,
-                                 {base, absl::StrCat(std::max<size_t>(limits_.event_history, 1)),
-                                  std::string(key), std::string(value),
-                                  absl::StrCat(options.ttl_ms), absl::StrCat(options.if_version)},
-                                 RedisClient::Retry::kNever));
-  ASSIGN_OR_RETURN(const redisReply* ok, ArrayElement(reply.get(), 0, "EVALSHA kv_put"));
-  ASSIGN_OR_RETURN(const redisReply* version, ArrayElement(reply.get(), 1, "EVALSHA kv_put"));
-  ASSIGN_OR_RETURN(int64_t number, ReplyInteger(version, "EVALSHA kv_put"));
-  if (ok->integer == 0) return VersionMismatch(number, options.if_version, "put", ns, key);
-  return number;
+  ASSIGN_OR_RETURN(
+      RedisReplyPtr reply,
+      client_->Eval(
+          kPutScript, keys,
+          {base, absl::StrCat(std::max<size_t>(limits_.event_history, 1)), std::string(key),
+           std::string(value), absl::StrCat(options.ttl_ms), absl::StrCat(options.if_version),
+           absl::StrCat(limits_.tenant_max_keys), absl::StrCat(limits_.tenant_max_bytes)},
+          RedisClient::Retry::kNever));
+  constexpr absl::string_view kWhat = "EVALSHA kv_put";
+  ASSIGN_OR_RETURN(const redisReply* ok, ArrayElement(reply.get(), 0, kWhat));
+  ASSIGN_OR_RETURN(const redisReply* version, ArrayElement(reply.get(), 1, kWhat));
+  ASSIGN_OR_RETURN(int64_t number, ReplyInteger(version, kWhat));
+  switch (ok->integer) {
+    case 0:
+      return VersionMismatch(number, options.if_version, "put", ns, key);
+    case 2:
+      return QuotaExceeded(TenantOfNamespace(ns), "keys", static_cast<uint64_t>(number), 1,
+                           limits_.tenant_max_keys, ns, key);
+    case 3: {
+      ASSIGN_OR_RETURN(const redisReply* adding, ArrayElement(reply.get(), 2, kWhat));
+      ASSIGN_OR_RETURN(int64_t added, ReplyInteger(adding, kWhat));
+      return QuotaExceeded(TenantOfNamespace(ns), "bytes", static_cast<uint64_t>(number),
+                           static_cast<uint64_t>(added), limits_.tenant_max_bytes, ns, key);
+    }
+    default:
+      return number;
+  }
 }
 
 absl::StatusOr<bool> RedisKv::Delete(absl::string_view ns, absl::string_view key,

@@ -11,6 +11,12 @@
 //   P:kv:{N}:ttl       zset key -> expires_at_ms, of entries with a TTL
 //   P:kv:{N}:ttlver    hash key -> version, of entries with a TTL (so the
 //                      expire event can name the version Redis already evicted)
+//   P:kv:{N}:sizes     hash key -> bytes of key + value, of every live key
+//                      (what a removal gives back to the quota, even after
+//                      Redis evicted an expired entry's hash)
+//   P:kv:{N}:usage     hash {keys, bytes}: the namespace's live keys and bytes
+//   P:kvquota:<T>      hash {keys, bytes}: the same summed over the namespaces
+//                      of tenant T (TenantOfNamespace); deleted at 0 keys
 //   P:kv:{N}:events    stream, one entry per change with ID "<revision>-0"
 //                      and fields {t: put|delete|expire, k, v, ver};
 //                      trimmed to KvLimits::event_history (exact MAXLEN)
@@ -18,6 +24,10 @@
 // Every write, List and watch runs a Lua script (EVALSHA) that first reaps
 // the namespace's due TTLs — removing them and appending their expire events
 // — so compare-and-set, revision and event log change together atomically.
+// Quotas are checked and charged inside the same scripts, so concurrent
+// writers (from any number of managers) cannot together exceed them. The
+// tenant hash lies outside the namespace's hash slot: RedisKv talks to one
+// Redis server (or a primary with replicas), not to Redis Cluster.
 // Time is the server's (TIME inside scripts), so clients need no clock sync.
 // Get is a plain HMGET: Redis's own expiry already hides expired entries.
 // WaitForChange is XREAD BLOCK on the events stream from "<revision>-0",
@@ -68,7 +78,7 @@ class RedisKv final : public KvStore {
   // "P:kv:{N}:"
   std::string Base(absl::string_view ns) const;
   // The fixed keys of a namespace, in the order the scripts expect:
-  // rev, events, ttl, ttlver, keys.
+  // rev, events, ttl, ttlver, keys, sizes, usage, the tenant's quota hash.
   std::vector<std::string> NamespaceKeys(absl::string_view ns) const;
 
   std::unique_ptr<RedisClient> client_;

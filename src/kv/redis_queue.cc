@@ -6,8 +6,9 @@
 // XREADGROUP and XAUTOCLAIM are retried after a wire failure (Retry::kSafe)
 // although they change the group: a delivery whose reply was lost leaves the
 // message pending under this consumer, and it is redelivered after the
-// visibility timeout like any unacknowledged message. XADD is not retried,
-// since a retry could send the message twice.
+// visibility timeout like any unacknowledged message. Send (a script that
+// trims released messages, checks the caps and XADDs) is not retried, since
+// a retry could send the message twice; Ack (XACK, then the trim) is.
 #include <algorithm>
 #include <optional>
 #include <set>
@@ -23,11 +24,90 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "kv/kv.h"
 #include "kv/queue.h"
 #include "kv/redis_client.h"
 
 namespace flotilla::kv {
 namespace {
+
+// Shared by the scripts: KEYS[1] = the stream, KEYS[2] = its tenant's hash
+// {held}. trim() releases the messages every group has acked, with all
+// before them (XTRIM MINID to the oldest message some group still holds,
+// pending or not yet delivered), and takes them off the tenant's count.
+// Before any group exists nothing is released: the messages wait for the
+// first group.
+#define FLOTILLA_QUEUE_LUA_PRELUDE                                                        \
+  "local stream, tenant_key = KEYS[1], KEYS[2]\n"                                         \
+  "local function parse(id)\n"                                                            \
+  "  local ms, seq = string.match(id, '^(%d+)-(%d+)$')\n"                                 \
+  "  return tonumber(ms), tonumber(seq), ms\n"                                            \
+  "end\n"                                                                                 \
+  "local function release(n)\n"                                                           \
+  "  if n <= 0 then return end\n"                                                         \
+  "  if redis.call('HINCRBY', tenant_key, 'held', -n) <= 0 then\n"                        \
+  "    redis.call('DEL', tenant_key)\n"                                                   \
+  "  end\n"                                                                               \
+  "end\n"                                                                                 \
+  "local function trim()\n"                                                               \
+  "  if redis.call('EXISTS', stream) == 0 then return end\n"                              \
+  "  local keep_ms, keep_seq, keep_id = nil, nil, nil\n"                                  \
+  "  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do\n"                   \
+  "    local name, pending, last = nil, 0, '0-0'\n"                                       \
+  "    for i = 1, #info, 2 do\n"                                                          \
+  "      if info[i] == 'name' then name = info[i + 1]\n"                                  \
+  "      elseif info[i] == 'pending' then pending = tonumber(info[i + 1])\n"              \
+  "      elseif info[i] == 'last-delivered-id' then last = info[i + 1] end\n"             \
+  "    end\n"                                                                             \
+  "    local ms, seq, id\n"                                                               \
+  "    if pending > 0 then\n"                                                             \
+  "      id = redis.call('XPENDING', stream, name)[2]\n"                                  \
+  "      ms, seq = parse(id)\n"                                                           \
+  "    else\n"                                                                            \
+  "      local ms_text\n"                                                                 \
+  "      ms, seq, ms_text = parse(last)\n"                                                \
+  "      seq = seq + 1\n"                                                                 \
+  "      id = ms_text .. '-' .. string.format('%d', seq)\n"                               \
+  "    end\n"                                                                             \
+  "    if keep_ms == nil or ms < keep_ms or (ms == keep_ms and seq < keep_seq) then\n"    \
+  "      keep_ms, keep_seq, keep_id = ms, seq, id\n"                                      \
+  "    end\n"                                                                             \
+  "  end\n"                                                                               \
+  "  if keep_id ~= nil then release(redis.call('XTRIM', stream, 'MINID', keep_id)) end\n" \
+  "end\n"
+
+// Send: trims, then appends unless the queue or its tenant is full, in one
+// atomic step. ARGV = payload, the queue's cap, the tenant's cap. Returns
+// {1, id}, {0, length} when the queue is full, {2, held} when the tenant is.
+const RedisScript kSendScript = {"queue_send", FLOTILLA_QUEUE_LUA_PRELUDE R"lua(
+local payload, cap, tenant_cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+trim()
+local length = redis.call('XLEN', stream)
+if length >= cap then return {0, length} end
+local held = tonumber(redis.call('HGET', tenant_key, 'held') or '0')
+if held >= tenant_cap then return {2, held} end
+local id = redis.call('XADD', stream, '*', 'p', payload)
+redis.call('HINCRBY', tenant_key, 'held', 1)
+return {1, id}
+)lua"};
+
+// Ack: XACK, then trims what that released. ARGV = group, id. Returns
+// {acked (0 or 1)}, or {-1, error} for an error reply of XACK (NOGROUP).
+const RedisScript kAckScript = {"queue_ack", FLOTILLA_QUEUE_LUA_PRELUDE R"lua(
+local acked = redis.pcall('XACK', stream, ARGV[1], ARGV[2])
+if type(acked) == 'table' and acked.err then return {-1, acked.err} end
+if acked == 1 then trim() end
+return {acked}
+)lua"};
+
+// DeleteQueue: the stream and its messages' place in the tenant's count.
+const RedisScript kDeleteQueueScript = {"queue_delete", FLOTILLA_QUEUE_LUA_PRELUDE R"lua(
+release(redis.call('XLEN', stream))
+redis.call('DEL', stream)
+return 0
+)lua"};
+
+#undef FLOTILLA_QUEUE_LUA_PRELUDE
 
 // XAUTOCLAIM scans at most 10 * COUNT pending entries per call; this bounds
 // the calls one Receive makes to find due redeliveries.
@@ -76,14 +156,26 @@ class RedisQueue final : public MessageQueue {
   absl::StatusOr<std::string> Send(absl::string_view queue, absl::string_view payload) override {
     RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
     RETURN_IF_ERROR(ValidatePayload(payload, options_));
+    // Not retried, since a retry could send the message twice.
     ASSIGN_OR_RETURN(RedisReplyPtr reply,
-                     client_->Command({"XADD", StreamKey(queue), "*", "p", std::string(payload)},
-                                      RedisClient::Retry::kNever));
-    if (reply->type != REDIS_REPLY_STRING) {
-      return absl::InternalError(
-          absl::StrCat("redis XADD on ", client_->address(), ": got ", DescribeReply(reply.get())));
+                     client_->Eval(kSendScript, Keys(queue),
+                                   {std::string(payload), absl::StrCat(options_.max_length),
+                                    absl::StrCat(options_.tenant_max_messages)},
+                                   RedisClient::Retry::kNever));
+    constexpr absl::string_view kWhat = "EVALSHA queue_send";
+    ASSIGN_OR_RETURN(const redisReply* ok, Element(reply.get(), 0, kWhat));
+    ASSIGN_OR_RETURN(const redisReply* result, Element(reply.get(), 1, kWhat));
+    ASSIGN_OR_RETURN(const int64_t sent, ReplyInteger(ok, kWhat));
+    if (sent == 0 || sent == 2) {
+      ASSIGN_OR_RETURN(const int64_t count, ReplyInteger(result, kWhat));
+      if (sent == 0) return QueueFull(queue, static_cast<uint64_t>(count), options_);
+      return TenantQueuesFull(queue, static_cast<uint64_t>(count), options_);
     }
-    return ReplyString(reply.get());
+    if (result->type != REDIS_REPLY_STRING) {
+      return absl::InternalError(absl::StrCat("redis ", kWhat, " on ", client_->address(), ": got ",
+                                              DescribeReply(result)));
+    }
+    return ReplyString(result);
   }
 
   absl::StatusOr<std::vector<QueueMessage>> Receive(absl::string_view queue,
@@ -153,15 +245,20 @@ class RedisQueue final : public MessageQueue {
       return absl::InvalidArgumentError(
           absl::StrFormat("message id \"%s\" is not an id this queue issued (<ms>-<seq>)", id));
     }
+    // Retried: a repeated XACK finds nothing pending and changes nothing.
     ASSIGN_OR_RETURN(RedisReplyPtr reply,
-                     client_->CommandAllowingErrorReply(
-                         {"XACK", StreamKey(queue), std::string(group), std::string(id)},
-                         RedisClient::Retry::kSafe));
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) return absl::OkStatus();
-    if (reply->type == REDIS_REPLY_ERROR &&
-        !absl::StrContains(ReplyString(reply.get()), "NOGROUP")) {
-      return absl::InternalError(
-          absl::StrCat("redis XACK on ", client_->address(), ": ", ReplyString(reply.get())));
+                     client_->Eval(kAckScript, Keys(queue), {std::string(group), std::string(id)},
+                                   RedisClient::Retry::kSafe));
+    constexpr absl::string_view kWhat = "EVALSHA queue_ack";
+    ASSIGN_OR_RETURN(const redisReply* acked, Element(reply.get(), 0, kWhat));
+    ASSIGN_OR_RETURN(const int64_t count, ReplyInteger(acked, kWhat));
+    if (count == 1) return absl::OkStatus();
+    if (count < 0) {
+      ASSIGN_OR_RETURN(const redisReply* error, Element(reply.get(), 1, kWhat));
+      if (!absl::StrContains(ReplyString(error), "NOGROUP")) {
+        return absl::InternalError(
+            absl::StrCat("redis XACK on ", client_->address(), ": ", ReplyString(error)));
+      }
     }
     return absl::NotFoundError(
         absl::StrFormat("ack of message %s in queue \"%s\" group \"%s\": not pending (never "
@@ -172,7 +269,8 @@ class RedisQueue final : public MessageQueue {
   absl::Status DeleteQueue(absl::string_view queue) override {
     RETURN_IF_ERROR(ValidateQueueName("queue name", queue, options_));
     const std::string key = StreamKey(queue);
-    RETURN_IF_ERROR(client_->Command({"DEL", key}, RedisClient::Retry::kSafe).status());
+    RETURN_IF_ERROR(
+        client_->Eval(kDeleteQueueScript, Keys(queue), {}, RedisClient::Retry::kSafe).status());
     absl::MutexLock lock(&mu_);
     for (auto it = groups_.lower_bound({key, ""}); it != groups_.end() && it->first == key;) {
       it = groups_.erase(it);
@@ -183,6 +281,11 @@ class RedisQueue final : public MessageQueue {
  private:
   std::string StreamKey(absl::string_view queue) const {
     return absl::StrCat(client_->options().key_prefix, ":q:{", queue, "}");
+  }
+  // The stream and its tenant's hash, as the scripts expect them.
+  std::vector<std::string> Keys(absl::string_view queue) const {
+    return {StreamKey(queue),
+            absl::StrCat(client_->options().key_prefix, ":qquota:", TenantOfNamespace(queue))};
   }
 
   absl::Status EnsureGroup(const std::string& key, absl::string_view group) {

@@ -55,11 +55,37 @@ void Redact(const auth::Caller& caller, v1::ExecutionRequest* request) {
 
 void Redact(const auth::Caller& caller, v1::Execution* e) { Redact(caller, e->mutable_request()); }
 
-absl::Status SharedCatalogue(const auth::Caller& caller) {
-  if (caller.is_admin() || caller.user.tenant == kDefaultTenant) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat(
-      "functions and workflows are not yet separated by tenant; tenant ", caller.user.tenant,
-      " may not use them (only tenant default and admins may)"));
+absl::StatusOr<std::string> QualifiedName(const auth::Caller& caller, const std::string& name) {
+  if (name.empty()) return absl::InvalidArgumentError("a name must not be empty");
+  const size_t tilde = name.find('~');
+  if (tilde == std::string::npos) {
+    if (caller.user.tenant == kDefaultTenant) return name;
+    return absl::StrCat(caller.user.tenant, "~", name);
+  }
+  const std::string tenant = name.substr(0, tilde);
+  if (caller.is_admin() && tenant != kDefaultTenant && !tenant.empty() &&
+      name.find('~', tilde + 1) == std::string::npos && tilde + 1 < name.size()) {
+    return name;  // An admin naming another tenant's: "T~f".
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", name, "' contains '~', which is reserved for tenant scoping"));
+}
+
+std::string TenantOfName(absl::string_view qualified) {
+  const size_t tilde = qualified.find('~');
+  if (tilde == absl::string_view::npos) return kDefaultTenant;
+  return std::string(qualified.substr(0, tilde));
+}
+
+std::string DisplayName(const auth::Caller& caller, const std::string& qualified) {
+  if (TenantOfName(qualified) != caller.user.tenant) return qualified;
+  const size_t tilde = qualified.find('~');
+  return tilde == std::string::npos ? qualified : qualified.substr(tilde + 1);
+}
+
+std::optional<std::string> ListedTenant(const auth::Caller& caller) {
+  if (caller.is_admin()) return std::nullopt;
+  return caller.user.tenant;
 }
 
 }  // namespace flotilla::manager

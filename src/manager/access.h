@@ -8,6 +8,7 @@
 // therefore not contain ':', or one tenant could name another's ids.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,9 +41,22 @@ absl::Status CheckAccess(const auth::Caller& caller, const v1::Execution& e,
 void Redact(const auth::Caller& caller, v1::ExecutionRequest* request);
 void Redact(const auth::Caller& caller, v1::Execution* e);
 
-// Functions and workflows are not yet kept per tenant, so only the default
-// tenant (and admins) may use them; other tenants get a clear refusal
-// rather than a view of the default tenant's.
-absl::Status SharedCatalogue(const auth::Caller& caller);
+// Functions, workflows, key-value namespaces and queues are per tenant, by
+// name: tenant T's "f" is "T~f" underneath ("f" itself in tenant default),
+// and '~' is reserved for that. An admin, who may see every tenant, names
+// another tenant's function as "T~f"; anyone else naming '~' gets
+// InvalidArgument, so no user can reach another tenant's by name.
+absl::StatusOr<std::string> QualifiedName(const auth::Caller& caller, const std::string& name);
+
+// The tenant a qualified name belongs to: the text before '~', or "default".
+std::string TenantOfName(absl::string_view qualified);
+
+// The name as `caller` sees it: "f" for a name of the caller's own tenant,
+// the qualified "T~f" otherwise (which only an admin gets to see).
+std::string DisplayName(const auth::Caller& caller, const std::string& qualified);
+
+// The tenant whose functions and workflows `caller` lists: nullopt (all of
+// them) for an admin, the caller's own tenant otherwise.
+std::optional<std::string> ListedTenant(const auth::Caller& caller);
 
 }  // namespace flotilla::manager

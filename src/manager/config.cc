@@ -133,8 +133,15 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
   }
   if (const YAML::Node l = root["limits"]) {
     const std::string w = where + "limits.";
-    RETURN_IF_ERROR(CheckKnownKeys(
-        l, w, {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst"}));
+    RETURN_IF_ERROR(
+        CheckKnownKeys(l, w,
+                       {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst",
+                        "tenant_kv_max_keys", "tenant_kv_max_bytes", "queue_max_length",
+                        "tenant_queue_max_messages"}));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_queue_max_messages", &c.tenant_queue_max_messages));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_keys", &c.tenant_kv_max_keys));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_bytes", &c.tenant_kv_max_bytes));
+    RETURN_IF_ERROR(ReadYaml(l, w, "queue_max_length", &c.queue_max_length));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_max_unfinished", &c.tenant_max_unfinished));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submits_per_second", &c.tenant_submits_per_second));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submit_burst", &c.tenant_submit_burst));
@@ -188,6 +195,10 @@ absl::Status Validate(const ManagerConfig& c) {
   RETURN_IF_ERROR(positive("retention.max_age_ms", c.retention_max_age.count()));
   RETURN_IF_ERROR(positive("retention.max_count", c.retention_max_count));
   RETURN_IF_ERROR(positive("retention.interval_ms", c.retention_interval.count()));
+  RETURN_IF_ERROR(positive("limits.tenant_kv_max_keys", c.tenant_kv_max_keys));
+  RETURN_IF_ERROR(positive("limits.tenant_kv_max_bytes", c.tenant_kv_max_bytes));
+  RETURN_IF_ERROR(positive("limits.queue_max_length", c.queue_max_length));
+  RETURN_IF_ERROR(positive("limits.tenant_queue_max_messages", c.tenant_queue_max_messages));
   if (c.heartbeat_interval >= c.lease_timeout) {
     return absl::InvalidArgumentError(absl::StrCat(
         "heartbeat_interval_ms (", c.heartbeat_interval.count(),

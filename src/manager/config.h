@@ -74,6 +74,14 @@ struct ManagerConfig {
   int64_t tenant_max_unfinished = 10'000;
   double tenant_submits_per_second = 0;
   double tenant_submit_burst = 0;
+  // Per tenant, over all its key-value namespaces: live keys, and bytes of
+  // keys plus values (kv/kv.h "Tenant quotas"). Per queue: messages held
+  // until every consumer group has acked them (kv/queue.h "Length cap").
+  int64_t tenant_kv_max_keys = 100'000;
+  int64_t tenant_kv_max_bytes = 256ll << 20;
+  int64_t queue_max_length = 100'000;
+  // Per tenant: messages held by all its queues together.
+  int64_t tenant_queue_max_messages = 1'000'000;
   // A running attempt whose node has not returned a result by its timeout
   // plus this grace is taken as lost: cancelled on its node and re-queued
   // (or failed after max_attempts).

@@ -106,6 +106,8 @@ json AnnotationsJson(const v1::Annotations& a) {
 
 Status Answer(const absl::Status& st) { return ToGrpcStatus(st); }
 
+// Functions and workflows are per tenant (manager/access.h): a tenant
+// deploys, lists and calls its own under its own names; an admin sees all.
 class FunctionServiceImpl final : public v1::FunctionService::Service {
  public:
   FunctionServiceImpl(FunctionRegistry* functions, Orchestrator* orchestrator, auth::Gate gate)
@@ -113,8 +115,11 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
 
   Status DeployFunction(ServerContext* ctx, const v1::DeployFunctionRequest* req,
                         v1::Function* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    json spec = {{"name", req->name()}, {"source", req->source()}, {"entrypoint", req->entrypoint()}};
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    auto name = QualifiedName(*caller, req->name());
+    if (!name.ok()) return Answer(name.status());
+    json spec = {{"name", *name}, {"source", req->source()}, {"entrypoint", req->entrypoint()}};
     // Empty means the registry's default, as a missing REST key does.
     if (!req->runtime().empty()) spec["runtime"] = req->runtime();
     if (!req->template_().empty()) spec["template"] = req->template_();
@@ -122,38 +127,46 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
     if (req->has_annotations()) spec["annotations"] = AnnotationsJson(req->annotations());
     auto f = functions_->Deploy(spec, NowMs());
     if (!f.ok()) return Answer(f.status());
-    return Answer(FunctionFromJson(FunctionToJson(*f, /*with_source=*/false), resp));
+    return Answer(FunctionFromJson(FunctionFor(*caller, *f, false, json::object()), resp));
   }
 
   Status GetFunction(ServerContext* ctx, const v1::GetFunctionRequest* req,
                      v1::Function* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    auto f = functions_->Get(req->name());
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    auto name = QualifiedName(*caller, req->name());
+    if (!name.ok()) return Answer(name.status());
+    auto f = functions_->Get(*name);
     if (!f.ok()) return Answer(f.status());
-    json j = FunctionToJson(*f, /*with_source=*/true);
-    json scaling = orchestrator_->Scaling();
-    if (scaling.contains(f->name)) j["scaling"] = scaling[f->name];
-    return Answer(FunctionFromJson(std::move(j), resp));
+    return Answer(FunctionFromJson(FunctionFor(*caller, *f, true, orchestrator_->Scaling()), resp));
   }
 
   Status ListFunctions(ServerContext* ctx, const v1::ListFunctionsRequest*,
                        v1::ListFunctionsResponse* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
     auto list = functions_->List();
     if (!list.ok()) return Answer(list.status());
+    const std::optional<std::string> tenant = ListedTenant(*caller);
     json scaling = orchestrator_->Scaling();
     for (const auto& f : *list) {
-      json j = FunctionToJson(f, /*with_source=*/false);
-      if (scaling.contains(f.name)) j["scaling"] = scaling[f.name];
-      if (auto st = FunctionFromJson(std::move(j), resp->add_functions()); !st.ok()) return Answer(st);
+      if (tenant && TenantOfName(f.name) != *tenant) continue;
+      if (auto st =
+              FunctionFromJson(FunctionFor(*caller, f, false, scaling), resp->add_functions());
+          !st.ok()) {
+        return Answer(st);
+      }
     }
     return Status::OK;
   }
 
   Status DeleteFunction(ServerContext* ctx, const v1::DeleteFunctionRequest* req,
                         v1::DeleteFunctionResponse* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    auto st = functions_->Delete(req->name());
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    auto name = QualifiedName(*caller, req->name());
+    if (!name.ok()) return Answer(name.status());
+    auto st = functions_->Delete(*name);
     if (!st.ok()) return Answer(st);
     resp->set_deleted(true);
     return Status::OK;
@@ -161,23 +174,32 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
 
   Status UpdateAnnotations(ServerContext* ctx, const v1::UpdateAnnotationsRequest* req,
                            v1::Function* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
     if (req->function().empty()) {
       return Answer(absl::InvalidArgumentError("UpdateAnnotations needs function: NAME"));
     }
+    auto name = QualifiedName(*caller, req->function());
+    if (!name.ok()) return Answer(name.status());
     auto partial = ParseJsonField(req->annotations_json(), "annotations_json", json::object());
     if (!partial.ok()) return Answer(partial.status());
-    auto f = functions_->UpdateAnnotations(req->function(), *partial, NowMs());
+    auto f = functions_->UpdateAnnotations(*name, *partial, NowMs());
     if (!f.ok()) return Answer(f.status());
-    return Answer(FunctionFromJson(FunctionToJson(*f, /*with_source=*/false), resp));
+    return Answer(FunctionFromJson(FunctionFor(*caller, *f, false, json::object()), resp));
   }
 
   Status AnalyzeSplit(ServerContext* ctx, const v1::AnalyzeSplitRequest* req,
                       v1::AnalyzeSplitResponse* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    json request = req->function().empty()
-                       ? json{{"source", req->source()}, {"entrypoint", req->entrypoint()}}
-                       : json{{"function", req->function()}};
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    json request;
+    if (req->function().empty()) {
+      request = {{"source", req->source()}, {"entrypoint", req->entrypoint()}};
+    } else {
+      auto name = QualifiedName(*caller, req->function());
+      if (!name.ok()) return Answer(name.status());
+      request = {{"function", *name}};
+    }
     auto out = orchestrator_->Analyze(request);
     if (!out.ok()) return Answer(out.status());
     const json& plan = (*out)["plan"];
@@ -189,11 +211,14 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
   }
 
   Status SubmitCall(ServerContext* ctx, const v1::SubmitCallRequest* req, v1::Workflow* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
     if (req->function().empty()) {
       return Answer(absl::InvalidArgumentError("SubmitCall needs function: NAME"));
     }
-    json request = {{"function", req->function()}, {"wait_ms", req->wait_ms()}};
+    auto name = QualifiedName(*caller, req->function());
+    if (!name.ok()) return Answer(name.status());
+    json request = {{"function", *name}, {"wait_ms", req->wait_ms()}};
     if (!req->args_pickle().empty()) {
       request["args_pickle"] = req->args_pickle();
     } else {
@@ -204,49 +229,75 @@ class FunctionServiceImpl final : public v1::FunctionService::Service {
       request["args"] = *args;
       request["kwargs"] = *kwargs;
     }
-    return WorkflowAnswer(orchestrator_->Submit(request), resp);
+    return WorkflowAnswer(*caller, orchestrator_->Submit(request, caller->user.tenant), resp);
   }
 
   Status SubmitPlan(ServerContext* ctx, const v1::SubmitPlanRequest* req, v1::Workflow* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
     if (req->workflow_yaml().empty()) {
       return Answer(absl::InvalidArgumentError("SubmitPlan needs workflow_yaml: the workflow's YAML text"));
     }
     return WorkflowAnswer(
-        orchestrator_->Submit({{"plan", req->workflow_yaml()}, {"wait_ms", req->wait_ms()}}), resp);
+        *caller,
+        orchestrator_->Submit({{"plan", req->workflow_yaml()}, {"wait_ms", req->wait_ms()}},
+                              caller->user.tenant),
+        resp);
   }
 
   Status GetWorkflow(ServerContext* ctx, const v1::GetWorkflowRequest* req, v1::Workflow* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    return WorkflowAnswer(orchestrator_->Get(req->id(), req->wait_ms()), resp);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    return WorkflowAnswer(
+        *caller, orchestrator_->Get(req->id(), req->wait_ms(), ListedTenant(*caller)), resp);
   }
 
   Status ListWorkflows(ServerContext* ctx, const v1::ListWorkflowsRequest* req,
                        v1::ListWorkflowsResponse* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
     const size_t limit = req->limit() > 0 ? static_cast<size_t>(req->limit()) : 100;
-    for (const json& wf : orchestrator_->List(limit)) {
-      if (auto st = WorkflowFromJson(wf, resp->add_workflows()); !st.ok()) return Answer(st);
+    for (json& wf : orchestrator_->List(limit, ListedTenant(*caller))) {
+      if (auto st = WorkflowFromJson(WorkflowFor(*caller, std::move(wf)), resp->add_workflows());
+          !st.ok()) {
+        return Answer(st);
+      }
     }
     return Status::OK;
   }
 
   Status CancelWorkflow(ServerContext* ctx, const v1::CancelWorkflowRequest* req,
                         v1::Workflow* resp) override {
-    if (absl::Status st = Allowed(*ctx); !st.ok()) return Answer(st);
-    return WorkflowAnswer(orchestrator_->Cancel(req->id()), resp);
+    auto caller = Authenticate(*ctx);
+    if (!caller.ok()) return Answer(caller.status());
+    return WorkflowAnswer(*caller, orchestrator_->Cancel(req->id(), ListedTenant(*caller)), resp);
   }
 
  private:
-  static Status WorkflowAnswer(absl::StatusOr<json> wf, v1::Workflow* resp) {
-    if (!wf.ok()) return Answer(wf.status());
-    return Answer(WorkflowFromJson(std::move(wf).value(), resp));
+  // A function as `caller` sees it (its own name in its own tenant).
+  static json FunctionFor(const auth::Caller& caller, const Function& f, bool with_source,
+                          const json& scaling) {
+    json j = FunctionToJson(f, with_source);
+    j["name"] = DisplayName(caller, f.name);
+    if (scaling.contains(f.name)) j["scaling"] = scaling[f.name];
+    return j;
   }
 
-  absl::Status Allowed(const ServerContext& ctx) {
-    auto caller = gate_.RequireUser(gate_.FromGrpc(ctx));
-    if (!caller.ok()) return caller.status();
-    return SharedCatalogue(*caller);
+  static json WorkflowFor(const auth::Caller& caller, json wf) {
+    if (wf.contains("function") && wf["function"].is_string()) {
+      wf["function"] = DisplayName(caller, wf["function"].get<std::string>());
+    }
+    return wf;
+  }
+
+  static Status WorkflowAnswer(const auth::Caller& caller, absl::StatusOr<json> wf,
+                               v1::Workflow* resp) {
+    if (!wf.ok()) return Answer(wf.status());
+    return Answer(WorkflowFromJson(WorkflowFor(caller, std::move(wf).value()), resp));
+  }
+
+  absl::StatusOr<auth::Caller> Authenticate(const ServerContext& ctx) {
+    return gate_.RequireUser(gate_.FromGrpc(ctx));
   }
 
   FunctionRegistry* const functions_;

@@ -173,9 +173,13 @@ absl::StatusOr<Function> FunctionRegistry::Deploy(const json& spec, int64_t now)
   if (!spec.is_object()) return absl::InvalidArgumentError("deploy: expected a JSON object");
   Function f;
   f.name = spec.value("name", "");
-  if (!ValidName(f.name)) {
+  // A tenant's functions are "T~name" (manager/access.h); the name part
+  // follows the rules, the tenant part was checked by the caller's token.
+  const size_t tilde = f.name.find('~');
+  const std::string local = tilde == std::string::npos ? f.name : f.name.substr(tilde + 1);
+  if (!ValidName(local) || tilde == 0 || f.name.find('@') != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "function name '", f.name, "' is not valid: 1 to 128 letters, digits, '_', '-' or '.'"));
+        "function name '", local, "' is not valid: 1 to 128 letters, digits, '_', '-' or '.'"));
   }
   f.runtime = spec.value("runtime", "python3");
   if (f.runtime != "python3") {

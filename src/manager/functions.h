@@ -1,6 +1,8 @@
 // FunctionRegistry: deployed functions — named, versioned Python code with
 // annotations — kept durably in the Store (documents of kind "function";
-// superseded versions under "NAME@VERSION").
+// superseded versions under "NAME@VERSION"). Names are tenant-qualified by
+// the services ("T~name" for tenant T, plain in tenant default; see
+// manager/access.h); the registry itself holds every tenant's.
 //
 // A deploy of a known name with a different source, entrypoint, runtime or
 // template is a new version; the same code again keeps the version and only

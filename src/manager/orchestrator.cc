@@ -140,7 +140,11 @@ struct Orchestrator::Workflow {
     }
     return nullptr;
   }
-  std::string Namespace() const { return id; }
+  // Workflows from before tenants have no user_id: tenant default.
+  std::string Tenant() const { return user_id.empty() ? "default" : user_id; }
+  // Its key-value namespace, in its tenant's (kv/kv.h TenantOfNamespace),
+  // so that its state counts toward that tenant's quota.
+  std::string Namespace() const { return Tenant() == "default" ? id : Tenant() + "~" + id; }
 };
 
 namespace {
@@ -433,7 +437,7 @@ absl::StatusOr<json> Orchestrator::Analyze(const json& request) {
 
 // ------------------------------------------------------------------ submit
 
-absl::StatusOr<json> Orchestrator::Submit(const json& request) {
+absl::StatusOr<json> Orchestrator::Submit(const json& request, const std::string& tenant) {
   if (!request.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   auto wf = std::make_unique<Workflow>();
   wf->id = NewId("wf-");
@@ -441,7 +445,7 @@ absl::StatusOr<json> Orchestrator::Submit(const json& request) {
     if (c == '.') c = '-';
   }
   wf->submitted_ms = NowMs();
-  wf->user_id = request.value("user", "");
+  wf->user_id = tenant;
   if (request.contains("plan")) {
     const json& spec = request["plan"];
     ASSIGN_OR_RETURN(wf->plan, workflow::PlanFromWorkflowSpec(spec.is_string()
@@ -957,13 +961,16 @@ json Orchestrator::ToJson(const Workflow& wf, bool with_result) const {
   return j;
 }
 
-absl::StatusOr<json> Orchestrator::Get(const std::string& id, int64_t wait_ms) {
+absl::StatusOr<json> Orchestrator::Get(const std::string& id, int64_t wait_ms,
+                                       const std::optional<std::string>& tenant) {
   const absl::Time deadline = absl::Now() + absl::Milliseconds(std::clamp<int64_t>(wait_ms, 0, 600'000));
+  const absl::Status missing = absl::NotFoundError(absl::StrCat("no workflow '", id, "'"));
   {
     absl::MutexLock lock(&mu_);
     while (true) {
       auto it = workflows_.find(id);
       if (it == workflows_.end()) break;
+      if (tenant && it->second->Tenant() != *tenant) return missing;
       if (it->second->state != "running" || absl::Now() >= deadline) {
         return ToJson(*it->second, /*with_result=*/true);
       }
@@ -971,8 +978,11 @@ absl::StatusOr<json> Orchestrator::Get(const std::string& id, int64_t wait_ms) {
     }
   }
   ASSIGN_OR_RETURN(auto doc, store_->GetDocument(kDocKind, id));
-  if (!doc) return absl::NotFoundError(absl::StrCat("no workflow '", id, "'"));
+  if (!doc) return missing;
   json j = json::parse(doc->body, nullptr, false);
+  if (!j.is_object()) return missing;
+  const std::string owner = j.value("user_id", "");
+  if (tenant && (owner.empty() ? "default" : owner) != *tenant) return missing;
   json out = {{"id", j.value("id", "")},           {"kind", j.value("kind", "")},
               {"state", j.value("state", "")},     {"function", j.value("function", "")},
               {"split", j["plan"].value("splittable", false)},
@@ -985,24 +995,29 @@ absl::StatusOr<json> Orchestrator::Get(const std::string& id, int64_t wait_ms) {
   return out;
 }
 
-absl::StatusOr<json> Orchestrator::Cancel(const std::string& id) {
+absl::StatusOr<json> Orchestrator::Cancel(const std::string& id,
+                                          const std::optional<std::string>& tenant) {
   {
     absl::MutexLock lock(&mu_);
     auto it = workflows_.find(id);
-    if (it == workflows_.end()) return absl::NotFoundError(absl::StrCat("no running workflow '", id, "'"));
+    if (it == workflows_.end() || (tenant && it->second->Tenant() != *tenant)) {
+      return absl::NotFoundError(absl::StrCat("no running workflow '", id, "'"));
+    }
     Workflow& wf = *it->second;
     if (wf.state != "running") {
       return absl::FailedPreconditionError(absl::StrCat("workflow ", id, " has already ", wf.state));
     }
     FailWorkflow(wf, {{"type", "Cancelled"}, {"message", "cancelled by request"}}, "cancelled");
   }
-  return Get(id, 0);
+  return Get(id, 0, tenant);
 }
 
-std::vector<json> Orchestrator::List(size_t limit) {
+std::vector<json> Orchestrator::List(size_t limit, const std::optional<std::string>& tenant) {
   absl::MutexLock lock(&mu_);
   std::vector<const Workflow*> all;
-  for (const auto& [id, wf] : workflows_) all.push_back(wf.get());
+  for (const auto& [id, wf] : workflows_) {
+    if (!tenant || wf->Tenant() == *tenant) all.push_back(wf.get());
+  }
   std::sort(all.begin(), all.end(),
             [](const Workflow* a, const Workflow* b) { return a->submitted_ms > b->submitted_ms; });
   std::vector<json> out;

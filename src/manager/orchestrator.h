@@ -26,6 +26,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -77,15 +78,23 @@ class Orchestrator {
   absl::StatusOr<nlohmann::json> Analyze(const nlohmann::json& request);
 
   // POST /execution/submit: {"function", "args"|"args_pickle", "kwargs"} or
-  // {"plan": hand-written DAG}. Returns the workflow (see ToJson), after
-  // waiting up to request.wait_ms for it to end.
-  absl::StatusOr<nlohmann::json> Submit(const nlohmann::json& request);
+  // {"plan": hand-written DAG}, for `tenant`: the workflow, its executions
+  // and its key-value namespace ("T~wf-…"; plain "wf-…" in tenant default)
+  // belong to it. The function name is the registry's (tenant-qualified,
+  // manager/access.h). Returns the workflow (see ToJson), after waiting up
+  // to request.wait_ms for it to end.
+  absl::StatusOr<nlohmann::json> Submit(const nlohmann::json& request, const std::string& tenant);
 
+  // `tenant` below: only that tenant's workflows (nullopt: every tenant's).
+  // Another tenant's workflow answers NotFound, exactly as a missing one.
   // The workflow; waits up to wait_ms for it to end. NotFound names the id.
-  absl::StatusOr<nlohmann::json> Get(const std::string& id, int64_t wait_ms);
-  absl::StatusOr<nlohmann::json> Cancel(const std::string& id);
+  absl::StatusOr<nlohmann::json> Get(const std::string& id, int64_t wait_ms,
+                                     const std::optional<std::string>& tenant = std::nullopt);
+  absl::StatusOr<nlohmann::json> Cancel(const std::string& id,
+                                        const std::optional<std::string>& tenant = std::nullopt);
   // Newest first, without results.
-  std::vector<nlohmann::json> List(size_t limit);
+  std::vector<nlohmann::json> List(size_t limit,
+                                   const std::optional<std::string>& tenant = std::nullopt);
 
   // Per function: in-flight executions and the autoscaler's decision.
   nlohmann::json Scaling();

@@ -53,6 +53,15 @@ void Error(httplib::Response& res, const absl::Status& s) {
   }
 }
 
+// A write refused by a storage quota (a tenant's key-value keys or bytes, a
+// queue's length cap) is 507 Insufficient Storage, not 429: waiting does not
+// help, freeing space (deleting keys, acking messages) does, so there is no
+// Retry-After.
+void StorageError(httplib::Response& res, const absl::Status& s) {
+  if (s.code() != absl::StatusCode::kResourceExhausted) return Error(res, s);
+  Reply(res, 507, {{"error", std::string(s.message())}});
+}
+
 // Parses the body as a JSON object, or answers 400 and returns nullopt.
 std::optional<json> Body(const httplib::Request& req, httplib::Response& res) {
   if (JsonTooDeep(req.body)) {
@@ -121,90 +130,128 @@ absl::StatusOr<std::string> Scoped(const auth::Caller& caller, const std::string
   if (!var##_or.ok()) return Error(res, var##_or.status()); \
   const std::string var = *var##_or
 
+// A function as `caller` sees it: under its own name in the caller's own
+// tenant, with its autoscaling state when it has run.
+json FunctionFor(const auth::Caller& caller, const Function& f, bool with_source,
+                 const json& scaling) {
+  json j = FunctionToJson(f, with_source);
+  j["name"] = DisplayName(caller, f.name);
+  if (scaling.contains(f.name)) j["scaling"] = scaling[f.name];
+  return j;
+}
+
+// A workflow as `caller` sees it: the function it calls by the caller's name.
+json WorkflowFor(const auth::Caller& caller, json wf) {
+  if (wf.contains("function") && wf["function"].is_string()) {
+    wf["function"] = DisplayName(caller, wf["function"].get<std::string>());
+  }
+  return wf;
+}
+
+#define QUALIFIED_OR_REPLY(var, caller, name)                 \
+  auto var##_or = QualifiedName(caller, name);                \
+  if (!var##_or.ok()) return Error(res, var##_or.status());   \
+  const std::string var = *var##_or
+
+// Qualifies body["function"] (a function name) for the caller in place, or
+// answers 400 and returns false.
+bool QualifyFunctionField(const auth::Caller& caller, json& body, httplib::Response& res) {
+  if (!body.contains("function") || !body["function"].is_string()) return true;
+  auto name = QualifiedName(caller, body["function"].get<std::string>());
+  if (!name.ok()) {
+    Error(res, name.status());
+    return false;
+  }
+  body["function"] = *name;
+  return true;
+}
+
+// Functions and workflows are per tenant (manager/access.h): a tenant
+// deploys, lists and calls its own under its own names; an admin sees all.
 void FunctionRoutes(httplib::Server& s, RestServices svc) {
   s.Post("/function/deploy", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
+    if (body->contains("name") && (*body)["name"].is_string()) {
+      QUALIFIED_OR_REPLY(name, caller, (*body)["name"].get<std::string>());
+      (*body)["name"] = name;
+    }
     auto f = svc.functions->Deploy(*body, NowMs());
     if (!f.ok()) return Error(res, f.status());
-    Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
+    Reply(res, 200, {{"function", FunctionFor(caller, *f, false, json::object())}});
   }));
   s.Get("/v1/functions", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto list = svc.functions->List();
     if (!list.ok()) return Error(res, list.status());
+    const std::optional<std::string> tenant = ListedTenant(caller);
     json scaling = svc.orchestrator->Scaling();
     json out = json::array();
     for (const auto& f : *list) {
-      json j = FunctionToJson(f, false);
-      if (scaling.contains(f.name)) j["scaling"] = scaling[f.name];
-      out.push_back(std::move(j));
+      if (tenant && TenantOfName(f.name) != *tenant) continue;
+      out.push_back(FunctionFor(caller, f, false, scaling));
     }
     Reply(res, 200, {{"functions", out}});
   }));
   s.Get(R"(/v1/functions/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
-    auto f = svc.functions->Get(req.matches[1]);
+    QUALIFIED_OR_REPLY(name, caller, req.matches[1].str());
+    auto f = svc.functions->Get(name);
     if (!f.ok()) return Error(res, f.status());
-    json j = FunctionToJson(*f, true);
-    json scaling = svc.orchestrator->Scaling();
-    if (scaling.contains(f->name)) j["scaling"] = scaling[f->name];
-    Reply(res, 200, {{"function", j}});
+    Reply(res, 200, {{"function", FunctionFor(caller, *f, true, svc.orchestrator->Scaling())}});
   }));
   s.Delete(R"(/v1/functions/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
-    auto st = svc.functions->Delete(req.matches[1]);
+    QUALIFIED_OR_REPLY(name, caller, req.matches[1].str());
+    auto st = svc.functions->Delete(name);
     if (!st.ok()) return Error(res, st);
     Reply(res, 200, {{"deleted", true}});
   }));
   s.Post("/annotation/update", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
     if (!body->contains("function") || !(*body)["function"].is_string()) {
       return Reply(res, 400, {{"error", "annotation/update needs \"function\": NAME"}});
     }
-    auto f = svc.functions->UpdateAnnotations((*body)["function"].get<std::string>(),
-                                              body->value("annotations", json::object()), NowMs());
+    QUALIFIED_OR_REPLY(name, caller, (*body)["function"].get<std::string>());
+    auto f = svc.functions->UpdateAnnotations(name, body->value("annotations", json::object()),
+                                              NowMs());
     if (!f.ok()) return Error(res, f.status());
-    Reply(res, 200, {{"function", FunctionToJson(*f, false)}});
+    Reply(res, 200, {{"function", FunctionFor(caller, *f, false, json::object())}});
   }));
 }
 
 void WorkflowRoutes(httplib::Server& s, RestServices svc) {
   s.Post("/split/analyze", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
+    if (!QualifyFunctionField(caller, *body, res)) return;
     auto out = svc.orchestrator->Analyze(*body);
     if (!out.ok()) return Error(res, out.status());
     Reply(res, 200, *out);
   }));
   s.Post("/execution/submit", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
     auto body = Body(req, res);
     if (!body) return;
-    auto wf = svc.orchestrator->Submit(*body);
+    if (!QualifyFunctionField(caller, *body, res)) return;
+    auto wf = svc.orchestrator->Submit(*body, caller.user.tenant);
     if (!wf.ok()) return Error(res, wf.status());
-    Reply(res, 200, {{"workflow", *wf}});
+    Reply(res, 200, {{"workflow", WorkflowFor(caller, *wf)}});
   }));
   s.Get("/v1/workflows", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
-    auto list = svc.orchestrator->List(static_cast<size_t>(QueryInt(req, "limit", 100)));
-    Reply(res, 200, {{"workflows", list}});
+    json out = json::array();
+    for (json& wf : svc.orchestrator->List(static_cast<size_t>(QueryInt(req, "limit", 100)),
+                                           ListedTenant(caller))) {
+      out.push_back(WorkflowFor(caller, std::move(wf)));
+    }
+    Reply(res, 200, {{"workflows", out}});
   }));
   s.Get(R"(/v1/workflows/([^/]+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
-    auto wf = svc.orchestrator->Get(req.matches[1], QueryInt(req, "wait_ms", 0));
+    auto wf = svc.orchestrator->Get(req.matches[1], QueryInt(req, "wait_ms", 0), ListedTenant(caller));
     if (!wf.ok()) return Error(res, wf.status());
-    Reply(res, 200, {{"workflow", *wf}});
+    Reply(res, 200, {{"workflow", WorkflowFor(caller, *wf)}});
   }));
   s.Post(R"(/v1/workflows/([^/]+)/cancel)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status st = SharedCatalogue(caller); !st.ok()) return Error(res, st);
-    auto wf = svc.orchestrator->Cancel(req.matches[1]);
+    auto wf = svc.orchestrator->Cancel(req.matches[1], ListedTenant(caller));
     if (!wf.ok()) return Error(res, wf.status());
-    Reply(res, 200, {{"workflow", *wf}});
+    Reply(res, 200, {{"workflow", WorkflowFor(caller, *wf)}});
   }));
 }
 
@@ -226,7 +273,7 @@ void KvRoutes(httplib::Server& s, RestServices svc) {
     o.ttl_ms = body->value("ttl_ms", int64_t{0});
     if (body->contains("if_version")) o.if_version = (*body)["if_version"].get<int64_t>();
     auto v = svc.kv->Put(ns, req.matches[2].str(), *value, o);
-    if (!v.ok()) return Error(res, v.status());
+    if (!v.ok()) return StorageError(res, v.status());
     Reply(res, 200, {{"version", *v}});
   }));
   s.Delete(R"(/v1/kv/([^/]+)/(.+))", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {
@@ -275,7 +322,7 @@ void QueueRoutes(httplib::Server& s, RestServices svc) {
     auto payload = Unb64(body->value("message", json("")));
     if (!payload) return Reply(res, 400, {{"error", "\"message\" must be base64 text"}});
     auto id = svc.queue->Send(ns, *payload);
-    if (!id.ok()) return Error(res, id.status());
+    if (!id.ok()) return StorageError(res, id.status());
     Reply(res, 200, {{"id", *id}});
   }));
   s.Post(R"(/v1/queues/([^/]+)/receive)", Authed(svc, [svc](const auth::Caller& caller, const httplib::Request& req, httplib::Response& res) {

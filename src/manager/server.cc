@@ -140,6 +140,12 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
   // Shared state for functions and workflows.
   std::unique_ptr<kv::KvStore> kv;
   std::unique_ptr<kv::MessageQueue> queue;
+  kv::KvLimits kv_limits;
+  kv_limits.tenant_max_keys = static_cast<size_t>(config.tenant_kv_max_keys);
+  kv_limits.tenant_max_bytes = static_cast<size_t>(config.tenant_kv_max_bytes);
+  kv::QueueOptions queue_options;
+  queue_options.max_length = static_cast<size_t>(config.queue_max_length);
+  queue_options.tenant_max_messages = static_cast<size_t>(config.tenant_queue_max_messages);
   if (config.state_backend == "redis") {
     auto hp = SplitHostPort(config.redis_address);
     if (!hp.ok()) return Annotate(hp.status(), "state.redis_address");
@@ -147,12 +153,13 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
     ro.redis.host = hp->first;
     ro.redis.port = hp->second;
     ro.redis.key_prefix = config.redis_key_prefix;
+    ro.limits = kv_limits;
     ASSIGN_OR_RETURN(auto rkv, kv::RedisKv::Connect(ro));
     kv = std::move(rkv);
-    ASSIGN_OR_RETURN(queue, kv::MakeRedisQueue(ro.redis));
+    ASSIGN_OR_RETURN(queue, kv::MakeRedisQueue(ro.redis, queue_options));
   } else {
-    kv = std::make_unique<kv::MemoryKv>();
-    ASSIGN_OR_RETURN(queue, kv::MakeMemoryQueue());
+    kv = std::make_unique<kv::MemoryKv>(nullptr, kv_limits);
+    ASSIGN_OR_RETURN(queue, kv::MakeMemoryQueue(nullptr, queue_options));
   }
   FunctionRegistry functions(store_ptr);
   OrchestratorOptions oo;

@@ -8,6 +8,8 @@
 #include <future>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "support/federation_harness.h"
 
@@ -428,13 +430,75 @@ TEST_F(ControlPlaneTest, KeyValueNamespacesArePerTenant) {
   EXPECT_EQ(own->status, 200);
 }
 
-TEST_F(ControlPlaneTest, OtherTenantsMayNotUseTheSharedFunctionCatalogue) {
+TEST_F(ControlPlaneTest, FunctionsAndWorkflowsArePerTenant) {
+  auto deploy = [&](const std::string& token, const std::string& source) {
+    auto r = Http();
+    r.set_bearer_token_auth(token);
+    nlohmann::json spec = {{"name", "f"}, {"entrypoint", "f"}, {"source", source}};
+    return r.Post("/function/deploy", spec.dump(), "application/json");
+  };
+  auto a = Http();
+  a.set_bearer_token_auth(alice_);
   auto b = Http();
   b.set_bearer_token_auth(bob_);
-  auto r = b.Get("/v1/functions");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 403);
-  EXPECT_NE(r->body.find("not yet separated by tenant"), std::string::npos) << r->body;
+  auto admin = Http();
+  admin.set_bearer_token_auth(h_.token());
+
+  // Both tenants deploy "f"; each is its own function under the same name.
+  auto da = deploy(alice_, "def f(x):\n    return x + 1\n");
+  ASSERT_TRUE(da);
+  ASSERT_EQ(da->status, 200) << da->body;
+  EXPECT_EQ(nlohmann::json::parse(da->body)["function"]["name"], "f");
+  auto bob_before = b.Get("/v1/functions/f");
+  ASSERT_TRUE(bob_before);
+  EXPECT_EQ(bob_before->status, 404) << bob_before->body;
+  auto db = deploy(bob_, "def f(x):\n    return x + 2\n");
+  ASSERT_TRUE(db);
+  ASSERT_EQ(db->status, 200) << db->body;
+  auto got = a.Get("/v1/functions/f");
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->status, 200);
+  EXPECT_NE(got->body.find("x + 1"), std::string::npos) << got->body;
+  // No one names another tenant's function with '~' but an admin.
+  auto sneaky = b.Get("/v1/functions/acme~f");
+  ASSERT_TRUE(sneaky);
+  EXPECT_EQ(sneaky->status, 400) << sneaky->body;
+  auto list = b.Get("/v1/functions");
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->status, 200);
+  auto functions = nlohmann::json::parse(list->body)["functions"];
+  ASSERT_EQ(functions.size(), 1u) << list->body;
+  EXPECT_EQ(functions[0]["name"], "f");
+  auto all = admin.Get("/v1/functions");
+  ASSERT_TRUE(all);
+  EXPECT_NE(all->body.find("\"acme~f\""), std::string::npos) << all->body;
+  EXPECT_NE(all->body.find("\"beta~f\""), std::string::npos) << all->body;
+  auto by_admin = admin.Get("/v1/functions/acme~f");
+  ASSERT_TRUE(by_admin);
+  EXPECT_EQ(by_admin->status, 200) << by_admin->body;
+
+  // A workflow belongs to the tenant that submitted it.
+  auto sub = a.Post("/execution/submit", R"({"function": "f", "args": [1]})", "application/json");
+  ASSERT_TRUE(sub);
+  ASSERT_EQ(sub->status, 200) << sub->body;
+  auto wf = nlohmann::json::parse(sub->body)["workflow"];
+  const std::string id = wf["id"].get<std::string>();
+  EXPECT_EQ(wf["function"], "f");
+  auto theirs = b.Get("/v1/workflows/" + id);
+  ASSERT_TRUE(theirs);
+  EXPECT_EQ(theirs->status, 404) << theirs->body;
+  auto cancel = b.Post("/v1/workflows/" + id + "/cancel", "{}", "application/json");
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->status, 404) << cancel->body;
+  auto bob_list = b.Get("/v1/workflows");
+  ASSERT_TRUE(bob_list);
+  EXPECT_EQ(bob_list->body.find(id), std::string::npos) << bob_list->body;
+  auto own = a.Get("/v1/workflows/" + id);
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->status, 200) << own->body;
+  auto admin_list = admin.Get("/v1/workflows");
+  ASSERT_TRUE(admin_list);
+  EXPECT_NE(admin_list->body.find(id), std::string::npos) << admin_list->body;
 }
 
 TEST_F(ControlPlaneTest, IdleLongPollsCannotStarveTheApi) {

@@ -31,6 +31,29 @@ TEST(AccessTest, SubmitsAreStampedWithTheCallerAndTheirIdsQualified) {
   EXPECT_EQ(StampSubmit(UserOf("alice", "acme"), &bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(AccessTest, FunctionNamesAreQualifiedByTheTenant) {
+  const auth::Caller alice = UserOf("alice", "acme");
+  const auth::Caller dflt = UserOf("dan", "default");
+  const auth::Caller admin = UserOf("admin", "default", true);
+  EXPECT_EQ(*QualifiedName(alice, "f"), "acme~f");
+  EXPECT_EQ(*QualifiedName(dflt, "f"), "f");
+  EXPECT_EQ(*QualifiedName(admin, "f"), "f");
+  // Only an admin names another tenant's, and never tenant default's so.
+  EXPECT_EQ(QualifiedName(alice, "beta~f").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QualifiedName(dflt, "acme~f").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*QualifiedName(admin, "acme~f"), "acme~f");
+  for (const char* bad : {"default~f", "~f", "acme~", "a~b~c", ""}) {
+    EXPECT_FALSE(QualifiedName(admin, bad).ok()) << bad;
+  }
+  EXPECT_EQ(TenantOfName("acme~f"), "acme");
+  EXPECT_EQ(TenantOfName("f"), "default");
+  EXPECT_EQ(DisplayName(alice, "acme~f"), "f");
+  EXPECT_EQ(DisplayName(dflt, "f"), "f");
+  EXPECT_EQ(DisplayName(admin, "acme~f"), "acme~f");
+  EXPECT_EQ(ListedTenant(alice), std::optional<std::string>("acme"));
+  EXPECT_EQ(ListedTenant(admin), std::nullopt);
+}
+
 TEST(AccessTest, IdsResolveWithinTheTenantAndOthersAreNotFound) {
   EXPECT_EQ(CandidateIds(UserOf("alice", "acme"), "job"),
             (std::vector<std::string>{"acme:job", "job"}));
