@@ -38,7 +38,7 @@ class FailoverTest : public ::testing::Test {
     if (absl::Status st = etcd_.Start(); !st.ok()) GTEST_SKIP() << "no etcd cluster: " << st;
     if (absl::Status st = redis_.Start(); !st.ok()) GTEST_SKIP() << "no redis-server: " << st;
     replicas_ = std::make_unique<ManagerReplicas>(&h_, etcd_.endpoints(),
-                                                  ReplicaOptions{.redis_port = redis_.port()});
+                                                  ReplicaOptions{.redis_address = absl::StrCat("127.0.0.1:", redis_.port())});
     replicas_->StartAll();
     const int leader = replicas_->WaitLeader(std::chrono::seconds(30));
     ASSERT_GE(leader, 0) << replicas_->Log(0);

@@ -30,14 +30,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "support/federation_harness.h"
-#include "unit/kv/redis_server.h"
+#include "unit/kv/redis_server.h"  // FreeLoopbackPort
 
 namespace flotilla::testing {
 
 struct ReplicaOptions {
   int count = 3;
   int lease_ttl_ms = 2000;
-  int redis_port = 0;              // 0: no Redis (the embedded KV per replica)
+  std::string redis_address;       // "host:port" of the shared Redis (HA needs one)
   netlab::Lab* lab = nullptr;      // null: replicas on loopback
   std::string log_level = "info";  // "info" logs leadership changes
 };
@@ -89,8 +89,8 @@ class ManagerReplicas {
     {
       std::ofstream out(config);
       out << h_->TlsYamlFor("manager") << "auth: {users_file: " << h_->users_file() << "}\n";
-      if (options_.redis_port != 0) {
-        out << "state: {backend: redis, redis_address: 127.0.0.1:" << options_.redis_port << "}\n";
+      if (!options_.redis_address.empty()) {
+        out << "state: {backend: redis, redis_address: " << options_.redis_address << "}\n";
       }
       out << "ha: {etcd: [" << absl::StrJoin(etcd_, ", ") << "], id: " << name
           << ", advertise: " << addresses_[i] << ", lease_ttl_ms: " << options_.lease_ttl_ms
