@@ -10,6 +10,13 @@
 //   dropped by iptables in its namespace): it steps down within its lease,
 //   before another replica leads; work goes on with the new leader.
 //
+// - All of it in turn (the "done when"): three replicas, three etcd
+//   members, Redis and five agents, the replicas, Redis and agents each in
+//   a network namespace, run a mixed workload while the test kills, pauses
+//   and cuts off the leader, partitions an agent and pauses an etcd member;
+//   nothing acknowledged is lost or reported twice. FLOTILLA_COMBINED_ROUNDS
+//   sets how many rounds (default 1, the short version `make test` runs).
+//
 // The manager's disk full is in disk_full_test.cc.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -19,6 +26,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <map>
+#include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -119,6 +129,17 @@ int CountOf(const std::string& text, const std::string& needle) {
   return n;
 }
 
+// Whether replica i, having lost its leadership, campaigns again (its log
+// says it stands by after it says it lost), within `timeout`.
+bool StandsByAgain(ManagerReplicas& replicas, int i, seconds timeout) {
+  return FederationHarness::WaitUntil(timeout, [&] {
+    const std::string log = replicas.Log(i);
+    const int64_t lost = LastLogTimeMs(log, "manager: lost leadership");
+    return lost > 0 && LastLogTimeMs(log, "standing by for leadership") >= lost &&
+           replicas.Role(i) == "standby";
+  });
+}
+
 // ---------------------------------------------------------------------------
 
 class PausedLeaderTest : public ::testing::Test {
@@ -188,11 +209,10 @@ TEST_F(PausedLeaderTest, AStandbyTakesOverAndTheResumedLeaderStandsBy) {
   const grpc::Status st = h_.Submit(Task(serial++), &resp);
   EXPECT_FALSE(st.ok()) << "the resumed leader acknowledged " << resp.execution().id();
   // It stands by again, and the new leader keeps leading.
-  const bool standby =
-      FederationHarness::WaitUntil(seconds(15), [&] { return replicas_->Role(old) == "standby"; });
+  const bool standby = StandsByAgain(*replicas_, old, seconds(15));
   const double standby_ms = MsSince(resumed_at);
   EXPECT_TRUE(standby) << replicas_->Log(old);
-  EXPECT_NE(replicas_->Log(old).find("lost leadership"), std::string::npos) << replicas_->Log(old);
+  EXPECT_NE(replicas_->Log(old).find("manager: lost leadership"), std::string::npos) << replicas_->Log(old);
   EXPECT_EQ(replicas_->Leader(), next);
 
   for (int i = 0; i < 3; ++i) {
@@ -250,9 +270,10 @@ class EtcdPartitionTest : public ::testing::Test {
     ASSERT_GE(leader, 0) << replicas_->Logs();
     h_->PointAt(replicas_->Addresses()[leader]);
     h_->agent_manager_list = replicas_->List();
-    h_->StartAgent({.id = "a1", .cpu_millis = 2000});
-    h_->StartAgent({.id = "a2", .cpu_millis = 2000});
-    ASSERT_TRUE(h_->WaitOnline(2, seconds(30))) << replicas_->Log(leader);
+    for (int i = 1; i <= agents_; ++i) {
+      h_->StartAgent({.id = absl::StrCat("a", i), .cpu_millis = 2000});
+    }
+    ASSERT_TRUE(h_->WaitOnline(agents_, seconds(30))) << replicas_->Log(leader);
   }
   void TearDown() override {
     replicas_.reset();
@@ -260,6 +281,17 @@ class EtcdPartitionTest : public ::testing::Test {
     h_.reset();  // its processes first, then the hosts they ran in
     etcd_.reset();
     lab_.reset();
+  }
+
+  std::string EtcdLogs() const {
+    std::string out;
+    for (int m = 0; m < 3; ++m) {
+      std::ifstream in(etcd_->LogPath(m));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      out += absl::StrCat("---- etcd member ", m, "\n", ss.str());
+    }
+    return out;
   }
 
   // Drops (or, with `cut` false, lets through again) every packet from
@@ -279,6 +311,7 @@ class EtcdPartitionTest : public ::testing::Test {
   std::unique_ptr<FederationHarness> h_;
   std::unique_ptr<ManagerReplicas> replicas_;
   pid_t redis_pid_ = 0;
+  int agents_ = 2;
 };
 
 TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
@@ -299,24 +332,22 @@ TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
   // It steps down (and stands by) although agents and clients still reach
   // it; another replica leads.
   const bool stepped = FederationHarness::WaitUntil(seconds(10), [&] {
-    return replicas_->Log(old).find("lost leadership") != std::string::npos;
+    return replicas_->Log(old).find("manager: lost leadership") != std::string::npos;
   });
   ASSERT_TRUE(stepped) << replicas_->Log(old);
   const int next = replicas_->WaitOtherLeader(old, seconds(20));
-  ASSERT_GE(next, 0) << replicas_->Logs();
+  ASSERT_GE(next, 0) << replicas_->Logs() << EtcdLogs();
   const std::string probe = SubmitToLeader(h, *replicas_, Task(serial++), seconds(20));
   ASSERT_FALSE(probe.empty()) << replicas_->Logs();
   acknowledged.push_back(probe);
   ASSERT_EQ(h.WaitAllDone({probe}, seconds(30)).size(), 1u) << replicas_->Logs();
   const double ran_ms = MsSince(cut_at);
   EXPECT_LT(ran_ms, 10000) << h.ReadLog("a1.log") << h.ReadLog("a2.log");
-  EXPECT_TRUE(FederationHarness::WaitUntil(
-      seconds(15), [&] { return replicas_->Role(old) == "standby"; }))
-      << replicas_->Log(old);
+  EXPECT_TRUE(StandsByAgain(*replicas_, old, seconds(20))) << replicas_->Log(old);
 
   // When: it gave up before its lease could have ended at etcd, and so
   // before the new leader won (both logged on this host's clock).
-  const int64_t lost_ms = LastLogTimeMs(replicas_->Log(old), "lost leadership");
+  const int64_t lost_ms = LastLogTimeMs(replicas_->Log(old), "manager: lost leadership");
   const int64_t won_ms = LastLogTimeMs(replicas_->Log(next), "leading with epoch");
   ASSERT_GT(lost_ms, 0) << replicas_->Log(old);
   ASSERT_GT(won_ms, 0) << replicas_->Log(next);
@@ -344,12 +375,146 @@ TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(twice, 0);
   EXPECT_EQ(replicas_->Leader(), next) << replicas_->Logs();
+  if (std::getenv("FLOTILLA_HA_VERBOSE") != nullptr) std::cerr << replicas_->Logs();
   std::printf("[leader cut off from etcd] it stepped down %lld ms after the cut (lease 2 s), the "
               "new leader won %lld ms after the cut, a new task ran after %.0f ms; %zu "
               "executions acknowledged, %d lost, %d reported twice\n",
               static_cast<long long>(lost_ms - cut_wall_ms),
               static_cast<long long>(won_ms - cut_wall_ms), ran_ms, acknowledged.size(), lost,
               twice);
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------
+
+class CombinedFaultsTest : public EtcdPartitionTest {
+ protected:
+  CombinedFaultsTest() { agents_ = 5; }
+};
+
+int RoundsToRun() {
+  const char* v = std::getenv("FLOTILLA_COMBINED_ROUNDS");
+  return v == nullptr ? 1 : std::clamp(std::atoi(v), 1, 100);
+}
+
+TEST_F(CombinedFaultsTest, KillsPausesAndPartitionsInTurnLoseNothing) {
+  FederationHarness& h = *h_;
+  // What each acknowledged execution must print: its own line, or 300.
+  std::map<std::string, int> expected_lines;
+  int serial = 0;
+  auto batch = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const int k = serial++;
+      v1::ExecutionRequest r =
+          k % 3 == 2 ? FederationHarness::Shell(absl::StrCat("sleep 0.$((RANDOM % 9)); seq 1 300"))
+                     : Task(k);
+      r.mutable_resources()->set_cpu_millis(k % 2 == 0 ? 100 : 400);
+      const std::string id = SubmitToLeader(h, *replicas_, r, seconds(30));
+      if (id.empty()) return false;
+      expected_lines[id] = k % 3 == 2 ? 300 : 1;
+    }
+    return true;
+  };
+  auto standby_again = [&](int i) {
+    return FederationHarness::WaitUntil(seconds(20),
+                                        [&] { return replicas_->Role(i) == "standby"; });
+  };
+  auto stands_by_again = [&](int i) { return StandsByAgain(*replicas_, i, seconds(20)); };
+  const int rounds = RoundsToRun();
+  std::vector<std::string> timeline;
+  const auto t0 = Clock::now();
+  auto note = [&](const std::string& what) {
+    timeline.push_back(absl::StrCat(static_cast<int>(MsSince(t0)), " ms: ", what));
+  };
+  for (int round = 0; round < rounds; ++round) {
+    // 1. The leader killed, and restarted as a standby.
+    ASSERT_TRUE(batch(8)) << replicas_->Logs();
+    int leader = replicas_->Leader();
+    ASSERT_GE(leader, 0);
+    replicas_->Kill(leader);
+    note(absl::StrCat("killed m", leader));
+    ASSERT_GE(replicas_->WaitOtherLeader(leader, seconds(30)), 0) << replicas_->Logs();
+    note("a standby leads");
+    replicas_->Start(leader);
+    ASSERT_TRUE(standby_again(leader)) << replicas_->Log(leader);
+
+    // 2. The leader paused past its lease, then resumed.
+    ASSERT_TRUE(batch(8)) << replicas_->Logs();
+    leader = replicas_->Leader();
+    ASSERT_GE(leader, 0);
+    replicas_->Pause(leader);
+    note(absl::StrCat("paused m", leader));
+    ASSERT_GE(replicas_->WaitOtherLeader(leader, seconds(30)), 0) << replicas_->Logs();
+    note("a standby leads");
+    ASSERT_TRUE(batch(4)) << replicas_->Logs();
+    std::this_thread::sleep_for(seconds(2));
+    replicas_->Resume(leader);
+    note(absl::StrCat("resumed m", leader));
+    ASSERT_TRUE(stands_by_again(leader)) << replicas_->Log(leader);
+
+    // 3. The leader cut off from etcd, then healed.
+    ASSERT_TRUE(batch(8)) << replicas_->Logs();
+    leader = replicas_->Leader();
+    ASSERT_GE(leader, 0);
+    CutFromEtcd(leader, true);
+    note(absl::StrCat("cut m", leader, " off from etcd"));
+    const auto cut_at = Clock::now();
+    ASSERT_GE(replicas_->WaitOtherLeader(leader, seconds(30)), 0) << replicas_->Logs()
+                                                                   << EtcdLogs();
+    note("a standby leads");
+    EXPECT_LT(MsSince(cut_at), 10000) << replicas_->Logs();
+    ASSERT_TRUE(stands_by_again(leader)) << replicas_->Log(leader);
+    note(absl::StrCat("m", leader, " stands by"));
+    CutFromEtcd(leader, false);
+
+    // 4. An agent partitioned from everything, then healed.
+    ASSERT_TRUE(batch(8)) << replicas_->Logs();
+    const std::string agent = absl::StrCat("a", 1 + round % agents_);
+    ASSERT_TRUE(lab_->Partition(agent).ok());
+    note("partitioned " + agent);
+    ASSERT_TRUE(batch(4)) << replicas_->Logs();
+    std::this_thread::sleep_for(seconds(4));  // past its lease (3 s)
+    ASSERT_TRUE(lab_->Heal(agent).ok());
+    note("healed " + agent);
+
+    // 5. An etcd member paused, then resumed.
+    ASSERT_TRUE(batch(8)) << replicas_->Logs();
+    const int member = round % 3;
+    ASSERT_TRUE(etcd_->Pause(member).ok());
+    note(absl::StrCat("paused etcd member ", member));
+    ASSERT_TRUE(batch(4)) << replicas_->Logs();
+    std::this_thread::sleep_for(seconds(2));
+    ASSERT_TRUE(etcd_->Resume(member).ok());
+    note(absl::StrCat("resumed etcd member ", member));
+  }
+  const int leader = replicas_->WaitLeader(seconds(30));
+  ASSERT_GE(leader, 0);
+  h.PointAt(replicas_->Addresses()[leader]);
+  std::vector<std::string> ids;
+  for (const auto& [id, lines] : expected_lines) ids.push_back(id);
+  auto done = h.WaitAllDone(ids, seconds(90));
+  note("all done");
+  int lost = static_cast<int>(ids.size() - done.size());
+  int twice = 0;
+  for (const auto& [id, e] : done) {
+    if (e.state() != v1::EXECUTION_SUCCEEDED) {
+      ++lost;
+      ADD_FAILURE() << id << ": " << v1::ExecutionState_Name(e.state()) << ": " << e.error();
+      continue;
+    }
+    const std::string& out = e.result().stdout();
+    if (std::count(out.begin(), out.end(), '\n') != expected_lines[id]) {
+      ++twice;
+      ADD_FAILURE() << id << " reported other than once: " << out.size() << " bytes";
+    }
+  }
+  EXPECT_EQ(lost, 0) << absl::StrJoin(timeline, "\n");
+  EXPECT_EQ(twice, 0);
+  std::printf("[combined] %d round(s) of: leader killed, leader paused, leader cut off from etcd, "
+              "an agent partitioned, an etcd member paused; %zu executions acknowledged, %d "
+              "lost, %d reported other than once, in %.1f s\n  %s\n",
+              rounds, ids.size(), lost, twice, MsSince(t0) / 1000,
+              absl::StrJoin(timeline, "\n  ").c_str());
   std::fflush(stdout);
 }
 

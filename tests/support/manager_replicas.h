@@ -115,22 +115,34 @@ class ManagerReplicas {
   }
 
   // "leader", "standby", or "" (not started, dead, or no ready file yet).
-  std::string Role(int i) {
+  std::string Role(int i, uint64_t* epoch = nullptr) {
     if (pids_[i] <= 0 || waitpid(pids_[i], nullptr, WNOHANG) == pids_[i]) return "";
     std::ifstream in(Ready(i));
     if (!in) return "";
     try {
-      return nlohmann::json::parse(in).value("role", "");
+      const nlohmann::json j = nlohmann::json::parse(in);
+      if (epoch != nullptr) *epoch = j.value("epoch", uint64_t{0});
+      return j.value("role", "");
     } catch (...) {
       return "";
     }
   }
-  // The running, unpaused replica whose ready file says it leads; -1 if none.
+  // The running, unpaused replica whose ready file says it leads, with the
+  // highest epoch (a deposed leader's file may say so a little longer);
+  // -1 if none.
   int Leader() {
+    int best = -1;
+    uint64_t best_epoch = 0;
     for (int i = 0; i < options_.count; ++i) {
-      if (!paused_[i] && Role(i) == "leader") return i;
+      if (paused_[i]) continue;
+      uint64_t epoch = 0;
+      if (Role(i, &epoch) != "leader") continue;
+      if (best < 0 || epoch > best_epoch) {
+        best = i;
+        best_epoch = epoch;
+      }
     }
-    return -1;
+    return best;
   }
   int WaitLeader(std::chrono::milliseconds timeout) {
     int leader = -1;
