@@ -335,6 +335,13 @@ TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
     return replicas_->Log(old).find("manager: lost leadership") != std::string::npos;
   });
   ASSERT_TRUE(stepped) << replicas_->Log(old);
+  // It stops answering at once, reads too: agents follow whoever answers
+  // their heartbeats, and a deposed leader's answers would keep them.
+  h.PointAt(replicas_->Addresses()[old]);
+  EXPECT_TRUE(FederationHarness::WaitUntil(seconds(2), [&] {
+    v1::ListNodesResponse nodes;
+    return !h.ListNodes(&nodes).ok();
+  })) << "the deposed leader still answers 2 s after it stepped down";
   const int next = replicas_->WaitOtherLeader(old, seconds(20));
   ASSERT_GE(next, 0) << replicas_->Logs() << EtcdLogs();
   const std::string probe = SubmitToLeader(h, *replicas_, Task(serial++), seconds(20));
