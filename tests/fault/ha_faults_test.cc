@@ -283,6 +283,31 @@ class EtcdPartitionTest : public ::testing::Test {
     lab_.reset();
   }
 
+  // Which replicas still run, and what their ready files say.
+  std::string Processes() {
+    std::string out = "replicas:";
+    for (int i = 0; i < replicas_->count(); ++i) {
+      const pid_t pid = replicas_->pid(i);
+      absl::StrAppend(&out, " m", i, " pid ", pid,
+                      pid > 0 && kill(pid, 0) == 0 ? " runs" : " is gone", " role '",
+                      replicas_->Role(i), "';");
+    }
+    // And what etcd says of the leader key, seen from here.
+    if (auto client = etcd_->Client(); client.ok()) {
+      auto r = (*client)->Range("/flotilla/leader", "", 0,
+                                Clock::now() + milliseconds(2000));
+      if (!r.ok()) {
+        absl::StrAppend(&out, " leader key: ", r.status().ToString());
+      } else if (r->kvs.empty()) {
+        absl::StrAppend(&out, " leader key: none");
+      } else {
+        absl::StrAppend(&out, " leader key: ", r->kvs[0].value, " create_revision ",
+                        r->kvs[0].create_revision, " lease ", r->kvs[0].lease, " (read at revision ",
+                        r->revision, ")");
+      }
+    }
+    return out + "\n";
+  }
   std::string EtcdLogs() const {
     std::string out;
     for (int m = 0; m < 3; ++m) {
@@ -299,8 +324,9 @@ class EtcdPartitionTest : public ::testing::Test {
   void CutFromEtcd(int i, bool cut) {
     std::vector<std::string> ports;
     for (int m = 0; m < 3; ++m) ports.push_back(std::to_string(etcd_->client_port(m)));
+    // Entered through the replica's own process: its namespace for sure.
     const std::string cmd = absl::StrCat(
-        "ip netns exec ", lab_->Find(ManagerReplicas::HostName(i))->netns, " iptables -w ",
+        "nsenter --net=/proc/", replicas_->pid(i), "/ns/net iptables -w ",
         cut ? "-I" : "-D", " OUTPUT -p tcp -d ", lab_->bridge_address(),
         " -m multiport --dports ", absl::StrJoin(ports, ","), " -j DROP");
     ASSERT_EQ(system(cmd.c_str()), 0) << cmd;
@@ -343,7 +369,7 @@ TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
     return !h.ListNodes(&nodes).ok();
   })) << "the deposed leader still answers 2 s after it stepped down";
   const int next = replicas_->WaitOtherLeader(old, seconds(20));
-  ASSERT_GE(next, 0) << replicas_->Logs() << EtcdLogs();
+  ASSERT_GE(next, 0) << Processes() << replicas_->Logs() << EtcdLogs();
   const std::string probe = SubmitToLeader(h, *replicas_, Task(serial++), seconds(20));
   ASSERT_FALSE(probe.empty()) << replicas_->Logs();
   acknowledged.push_back(probe);
@@ -466,8 +492,8 @@ TEST_F(CombinedFaultsTest, KillsPausesAndPartitionsInTurnLoseNothing) {
     CutFromEtcd(leader, true);
     note(absl::StrCat("cut m", leader, " off from etcd"));
     const auto cut_at = Clock::now();
-    ASSERT_GE(replicas_->WaitOtherLeader(leader, seconds(30)), 0) << replicas_->Logs()
-                                                                   << EtcdLogs();
+    ASSERT_GE(replicas_->WaitOtherLeader(leader, seconds(30)), 0)
+        << Processes() << replicas_->Logs() << EtcdLogs();
     note("a standby leads");
     EXPECT_LT(MsSince(cut_at), 10000) << replicas_->Logs();
     ASSERT_TRUE(stands_by_again(leader)) << replicas_->Log(leader);
