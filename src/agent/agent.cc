@@ -34,8 +34,16 @@ namespace flotilla::agent {
 namespace {
 
 constexpr auto kRpcTimeout = std::chrono::seconds(3);
-// A results call carries up to kResultBatchBytes; allow for a slow link.
+// A results call carries up to kResultBatchBytes (1 MiB): a full one gets
+// up to kResultsRpcTimeout for a slow link; a small one the deadline of any
+// call, so that a paused or cut-off leader (which answers nothing) holds
+// finished results no longer than a heartbeat does before the agent moves to
+// the next manager.
 constexpr auto kResultsRpcTimeout = std::chrono::seconds(10);
+std::chrono::milliseconds ResultsRpcTimeout(size_t request_bytes) {
+  const auto for_bytes = std::chrono::milliseconds(request_bytes / 128);  // 128 KB/s
+  return std::min<std::chrono::milliseconds>(kResultsRpcTimeout, kRpcTimeout + for_bytes);
+}
 constexpr auto kOutputFlushPeriod = std::chrono::milliseconds(20);
 const char* const kVersion = "0.1.0";
 
@@ -490,7 +498,7 @@ void Agent::ResultsLoop() {
     }
     v1::SendResultsResponse resp;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kResultsRpcTimeout);
+    ctx.set_deadline(std::chrono::system_clock::now() + ResultsRpcTimeout(req.ByteSizeLong()));
     ManagerCall call = Manager();
     grpc::Status st = call.stub->SendResults(&ctx, req, &resp);
     if (!st.ok()) {

@@ -39,10 +39,13 @@ namespace flotilla::manager {
 namespace {
 
 // `role`: "leader" or "standby" for an HA replica, "" for a single manager.
+// `epoch`: a leader's (0: none).
 absl::Status WriteReadyFile(const std::string& path, const std::string& grpc_addr,
-                            const std::string& http_addr, const std::string& role) {
+                            const std::string& http_addr, const std::string& role,
+                            uint64_t epoch = 0) {
   nlohmann::json j = {{"grpc", grpc_addr}, {"http", http_addr}, {"pid", getpid()}};
   if (!role.empty()) j["role"] = role;
+  if (epoch != 0) j["epoch"] = epoch;
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
@@ -117,6 +120,11 @@ class Control {
     return absl::StrCat("lost leadership: ", lost_->message());
   }
   bool terminated() const { return stop_flag_.load(); }
+  // True once this term's leadership is lost (and no signal came).
+  bool lost_leadership() {
+    absl::MutexLock lock(&mu_);
+    return signal_ == 0 && lost_.has_value();
+  }
   const std::atomic<bool>* stop_flag() const { return &stop_flag_; }
 
  private:
@@ -220,15 +228,34 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
   absl::Status ready = absl::OkStatus();
   if (!config.ready_file.empty()) {
     ready = WriteReadyFile(config.ready_file, grpc_addr, http ? http->address() : "",
-                           config.ha.enabled() ? "leader" : "");
+                           config.ha.enabled() ? "leader" : "", config.manager_epoch);
   }
 
   const std::string why = ready.ok() ? control.Wait() : std::string(ready.message());
   spdlog::info("manager: {}; shutting down", why);
+  // A deposed leader can record nothing: it stops taking calls at once, so
+  // that agents and clients move to the new leader now, not after the writes
+  // still queued here have failed against etcd (seconds each when etcd is
+  // unreachable: a leader cut off from etcd answered its agents' heartbeats
+  // for 15 s after it stepped down). A terminated manager lets in-flight
+  // calls finish first.
+  std::thread close_now;
+  if (ready.ok() && control.lost_leadership()) {
+    if (!config.ready_file.empty()) {
+      (void)WriteReadyFile(config.ready_file, grpc_addr, "", "standby");
+    }
+    close_now = std::thread([&server] {
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    });
+  }
   if (http) http->Stop();
   orchestrator.Stop();
   manager.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (close_now.joinable()) {
+    close_now.join();
+  } else {
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   return ready;
 }
 
@@ -267,7 +294,8 @@ absl::Status RunReplica(const ManagerConfig& config, const Security& sec, Contro
     ManagerConfig term = config;
     term.manager_epoch = static_cast<uint64_t>(won->epoch);
     absl::StatusOr<std::unique_ptr<store::Store>> store =
-        store::OpenEtcdStore(client, ha.prefix + "store/", {won->key, won->epoch});
+        store::OpenEtcdStore(client, ha.prefix + "store/",
+                             {won->key, won->epoch, [&election] { return election.IsLeader(); }});
     absl::Status served = store.ok() ? Serve(term, std::move(*store), state_name, sec, control)
                                      : store.status();
     if (!served.ok()) spdlog::error("manager {}: as leader: {}", id, served.message());

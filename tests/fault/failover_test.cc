@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "support/etcd_cluster.h"
 #include "support/federation_harness.h"
+#include "support/manager_replicas.h"
 #include "unit/kv/redis_server.h"
 
 namespace flotilla::testing {
@@ -31,83 +32,14 @@ int KillsToRun() {
   return std::clamp(std::atoi(v), 1, 1000);
 }
 
-class Replicas {
- public:
-  Replicas(FederationHarness* h, std::vector<std::string> etcd, int redis_port)
-      : h_(h), etcd_(std::move(etcd)), redis_port_(redis_port) {
-    for (int i = 0; i < 3; ++i) {
-      ports_.push_back(kv::testing::FreeLoopbackPort());
-      pids_.push_back(0);
-    }
-  }
-  ~Replicas() {
-    for (pid_t& pid : pids_) FederationHarness::TerminatePid(pid);
-  }
-
-  std::vector<std::string> Addresses() const {
-    std::vector<std::string> out;
-    for (int port : ports_) out.push_back(absl::StrCat("127.0.0.1:", port));
-    return out;
-  }
-  std::string List() const { return absl::StrJoin(Addresses(), ","); }
-
-  void Start(int i) {
-    const std::string name = absl::StrCat("m", i);
-    const std::string config = absl::StrCat(h_->dir(), "/", name, ".yaml");
-    std::ofstream(config) << h_->TlsYamlFor("manager")
-                          << "auth: {users_file: " << h_->users_file() << "}\n"
-                          << "state: {backend: redis, redis_address: 127.0.0.1:" << redis_port_
-                          << "}\n"
-                          << "ha: {etcd: [" << absl::StrJoin(etcd_, ", ") << "], id: " << name
-                          << ", advertise: " << Addresses()[i] << ", lease_ttl_ms: 2000}\n";
-    std::filesystem::remove(Ready(i));
-    pids_[i] = h_->SpawnLogged(
-        {FLOTILLA_BIN, "manager", "--grpc-listen", Addresses()[i], "--http-listen", "",
-         "--db", absl::StrCat(h_->dir(), "/", name, ".db"), "--ready-file", Ready(i),
-         "--lease-timeout-ms", "3000", "--log-level", "info", "--config", config},
-        name + ".log");
-  }
-
-  // The replica whose ready file says it leads (and still runs); -1 if none.
-  int Leader() {
-    for (int i = 0; i < 3; ++i) {
-      if (pids_[i] <= 0 || waitpid(pids_[i], nullptr, WNOHANG) == pids_[i]) continue;
-      std::ifstream in(Ready(i));
-      if (!in) continue;
-      try {
-        if (nlohmann::json::parse(in).value("role", "") == "leader") return i;
-      } catch (...) {
-      }
-    }
-    return -1;
-  }
-  int WaitLeader(std::chrono::seconds timeout) {
-    int leader = -1;
-    FederationHarness::WaitUntil(timeout, [&] { return (leader = Leader()) >= 0; });
-    return leader;
-  }
-  void Kill(int i) {
-    FederationHarness::KillPid(pids_[i]);
-    std::filesystem::remove(Ready(i));
-  }
-  std::string Log(int i) const { return h_->ReadLog(absl::StrCat("m", i, ".log")); }
-
- private:
-  std::string Ready(int i) const { return absl::StrCat(h_->dir(), "/m", i, ".ready"); }
-  FederationHarness* h_;
-  std::vector<std::string> etcd_;
-  int redis_port_;
-  std::vector<int> ports_;
-  std::vector<pid_t> pids_;
-};
-
 class FailoverTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (absl::Status st = etcd_.Start(); !st.ok()) GTEST_SKIP() << "no etcd cluster: " << st;
     if (absl::Status st = redis_.Start(); !st.ok()) GTEST_SKIP() << "no redis-server: " << st;
-    replicas_ = std::make_unique<Replicas>(&h_, etcd_.endpoints(), redis_.port());
-    for (int i = 0; i < 3; ++i) replicas_->Start(i);
+    replicas_ = std::make_unique<ManagerReplicas>(&h_, etcd_.endpoints(),
+                                                  ReplicaOptions{.redis_address = absl::StrCat("127.0.0.1:", redis_.port())});
+    replicas_->StartAll();
     const int leader = replicas_->WaitLeader(std::chrono::seconds(30));
     ASSERT_GE(leader, 0) << replicas_->Log(0);
     h_.PointAt(replicas_->Addresses()[leader]);
@@ -137,13 +69,14 @@ class FailoverTest : public ::testing::Test {
   EtcdCluster etcd_;
   kv::testing::RedisServer redis_;
   FederationHarness h_;
-  std::unique_ptr<Replicas> replicas_;
+  std::unique_ptr<ManagerReplicas> replicas_;
 };
 
 TEST_F(FailoverTest, KilledLeadersAreReplacedAndNothingAcknowledgedIsLost) {
   std::mt19937 rng(std::random_device{}());
   std::vector<std::string> acknowledged;
   std::vector<double> failover_ms;
+  std::vector<double> elected_ms;
   const int kills = KillsToRun();
   int serial = 0;
   auto task = [&] {
@@ -166,8 +99,8 @@ TEST_F(FailoverTest, KilledLeadersAreReplacedAndNothingAcknowledgedIsLost) {
     const auto killed_at = Clock::now();
     // Failover time: until a task submitted after the kill has run.
     replicas_->WaitLeader(std::chrono::seconds(30));
-    const double elected_ms =
-        std::chrono::duration<double, std::milli>(Clock::now() - killed_at).count();
+    elected_ms.push_back(
+        std::chrono::duration<double, std::milli>(Clock::now() - killed_at).count());
     const std::string probe = SubmitToLeader(task(), std::chrono::seconds(30));
     const double accepted_ms =
         std::chrono::duration<double, std::milli>(Clock::now() - killed_at).count();
@@ -180,7 +113,7 @@ TEST_F(FailoverTest, KilledLeadersAreReplacedAndNothingAcknowledgedIsLost) {
         std::chrono::duration<double, std::milli>(Clock::now() - killed_at).count());
     std::printf("kill %d: a standby led after %.0f ms, took a task after %.0f ms, ran it after "
                 "%.0f ms\n",
-                k + 1, elected_ms, accepted_ms, failover_ms.back());
+                k + 1, elected_ms.back(), accepted_ms, failover_ms.back());
     std::fflush(stdout);  // before the next fork copies the buffer
     replicas_->Start(leader);  // back as a standby
   }
@@ -188,13 +121,22 @@ TEST_F(FailoverTest, KilledLeadersAreReplacedAndNothingAcknowledgedIsLost) {
   ASSERT_GE(leader, 0);
   h_.PointAt(replicas_->Addresses()[leader]);
   auto done = h_.WaitAllDone(acknowledged, std::chrono::seconds(120));
-  ASSERT_EQ(done.size(), acknowledged.size()) << "acknowledged executions lost";
+  // Lost: acknowledged but not finished, or not succeeded. Reported twice:
+  // an output that is not exactly one line of its own.
+  int lost = static_cast<int>(acknowledged.size() - done.size());
+  int twice = 0;
   for (const auto& [id, e] : done) {
-    EXPECT_EQ(e.state(), v1::EXECUTION_SUCCEEDED) << id << ": " << e.error();
-    // Reported once: the output holds exactly one line of its own.
+    if (e.state() != v1::EXECUTION_SUCCEEDED) {
+      ++lost;
+      ADD_FAILURE() << id << ": " << v1::ExecutionState_Name(e.state()) << ": " << e.error();
+    }
     const std::string out = e.result().stdout();
-    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << id << ": " << out;
+    if (e.state() == v1::EXECUTION_SUCCEEDED && std::count(out.begin(), out.end(), '\n') != 1) {
+      ++twice;
+      ADD_FAILURE() << id << " reported other than once: " << out;
+    }
   }
+  EXPECT_EQ(lost, 0) << "acknowledged executions lost";
   // The CLI given every replica finds the leader, whichever is first.
   {
     std::string cmd;
@@ -214,11 +156,17 @@ TEST_F(FailoverTest, KilledLeadersAreReplacedAndNothingAcknowledgedIsLost) {
   }
   std::sort(failover_ms.begin(), failover_ms.end());
   const double p50 = failover_ms[failover_ms.size() / 2];
-  const double p99 = failover_ms[std::min(failover_ms.size() - 1, failover_ms.size() * 99 / 100)];
-  std::printf("failover: %d kills, p50 %.0f ms, p99 %.0f ms, max %.0f ms; %zu executions, 0 lost\n",
-              kills, p50, p99, failover_ms.back(), acknowledged.size());
+  // The nearest rank: of 20, the largest; of 100, the 99th.
+  const double p99 = failover_ms[(failover_ms.size() * 99 + 99) / 100 - 1];
+  std::sort(elected_ms.begin(), elected_ms.end());
+  std::printf("failover: %d kills, p50 %.0f ms, p99 %.0f ms, max %.0f ms; %zu executions "
+              "acknowledged, %d lost, %d reported twice; a standby led after p50 %.0f ms, "
+              "max %.0f ms\n",
+              kills, p50, p99, failover_ms.back(), acknowledged.size(), lost, twice,
+              elected_ms[elected_ms.size() / 2], elected_ms.back());
   std::fflush(stdout);
   // Lease 2 s + election and recovery; the bound is 10 s at p99.
+  EXPECT_EQ(twice, 0);
   EXPECT_LT(failover_ms.back(), 10000);
 }
 

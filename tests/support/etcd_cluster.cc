@@ -87,7 +87,10 @@ absl::Status EtcdCluster::Spawn(int i, bool initial) {
       binary_,
       "--name", m.name,
       "--data-dir", m.data_dir,
-      "--listen-client-urls", Url(m.client_port),
+      "--listen-client-urls", options_.extra_client_host.empty()
+          ? Url(m.client_port)
+          : absl::StrCat(Url(m.client_port), ",http://", options_.extra_client_host, ":",
+                         m.client_port),
       "--advertise-client-urls", Url(m.client_port),
       "--listen-peer-urls", Url(m.peer_port),
       "--initial-advertise-peer-urls", Url(m.peer_port),
@@ -168,6 +171,12 @@ absl::Status EtcdCluster::Start() {
 std::vector<std::string> EtcdCluster::endpoints() const {
   std::vector<std::string> out;
   for (int i = 0; i < static_cast<int>(members_.size()); ++i) out.push_back(endpoint(i));
+  return out;
+}
+
+std::vector<std::string> EtcdCluster::endpoints_on(const std::string& host) const {
+  std::vector<std::string> out;
+  for (const Member& m : members_) out.push_back(absl::StrCat(host, ":", m.client_port));
   return out;
 }
 

@@ -35,6 +35,10 @@ struct EtcdClusterOptions {
   int election_timeout_ms = 500;
   std::chrono::milliseconds start_deadline{20000};
   std::string etcd_binary;  // "": `etcd` from PATH or /usr/bin/etcd
+  // Another address (e.g. a netlab bridge's) on which the members also serve
+  // clients, on the same ports: endpoints_on(host) lists them. "": loopback
+  // only.
+  std::string extra_client_host;
 };
 
 class EtcdCluster {
@@ -49,6 +53,9 @@ class EtcdCluster {
   // "127.0.0.1:port" client endpoints, one per member.
   std::vector<std::string> endpoints() const;
   std::string endpoint(int i) const;
+  // The client endpoints on `host` (options.extra_client_host).
+  std::vector<std::string> endpoints_on(const std::string& host) const;
+  int client_port(int i) const { return members_[i].client_port; }
   // A client over every member's endpoint.
   absl::StatusOr<std::shared_ptr<etcd::EtcdClient>> Client(
       std::chrono::milliseconds default_timeout = std::chrono::milliseconds(3000)) const;

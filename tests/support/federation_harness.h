@@ -170,6 +170,9 @@ class FederationHarness {
   // FLOTILLA_FAILPOINT for the next StartManager ("" for none): the manager
   // kills itself with SIGKILL at that point (common/failpoint.h).
   std::string manager_failpoint;
+  // The manager's SQLite database for the next StartManager ("" for
+  // dir()/manager.db), e.g. on a small file system a test fills up.
+  std::string manager_db;
 
   const std::string& dir() const { return dir_; }
   const std::string& manager_address() const { return grpc_; }
@@ -190,7 +193,8 @@ class FederationHarness {
       http_listen = address + ":0";
     }
     std::vector<std::string> argv = {FLOTILLA_BIN, "manager", "--grpc-listen", grpc_listen,
-                                     "--http-listen", http_listen, "--db", dir_ + "/manager.db",
+                                     "--http-listen", http_listen, "--db",
+                                     manager_db.empty() ? dir_ + "/manager.db" : manager_db,
                                      "--ready-file", ready, "--lease-timeout-ms",
                                      std::to_string(lease_timeout_ms), "--log-level", "warn"};
     {

@@ -642,6 +642,12 @@ class EtcdStore final : public Store {
   // Refuses every write once leadership is known lost; reloads the index
   // when etcd may hold a write the index does not.
   absl::Status ReadyToWriteLocked() {
+    if (deposed_.ok() && fence_.still_leading && !fence_.still_leading()) {
+      deposed_ = absl::FailedPreconditionError(absl::StrCat(
+          "lost leadership: epoch ", fence_.create_revision, " of ", fence_.key,
+          " was given up (its lease could not be renewed in time); a deposed manager's writes "
+          "are refused"));
+    }
     RETURN_IF_ERROR(deposed_);
     if (stale_) RETURN_IF_ERROR(LoadLocked());
     return absl::OkStatus();

@@ -43,10 +43,12 @@
 // every other thread until it committed.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+
 #include "store/etcd/etcd_client.h"
 #include "store/store.h"
 
@@ -56,6 +58,12 @@ namespace flotilla::store {
 struct EtcdFence {
   std::string key;
   int64_t create_revision = 0;
+  // If set, asked before each write (from the writing thread; it must be
+  // thread-safe and fast, e.g. ha::LeaderElection::IsLeader): false means
+  // the leadership is known lost, and the write and every later one fail at
+  // once (FailedPrecondition) instead of waiting on an etcd that may be
+  // unreachable.
+  std::function<bool()> still_leading;
 };
 
 // Loads every record under `prefix` (e.g. "/flotilla/store/") and returns a

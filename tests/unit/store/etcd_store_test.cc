@@ -112,6 +112,28 @@ TEST_F(EtcdStoreTest, ADeposedLeadersWritesFailAndTheNewLeaderHasEverythingAckno
   EXPECT_TRUE(store_b->LoadNodes()->empty());
 }
 
+// A leader that knows it lost (still_leading false) writes nothing, at once,
+// even while etcd would still take its writes.
+TEST_F(EtcdStoreTest, AFenceKnownLostRefusesWritesAtOnce) {
+  ha::LeaderElection a(client_, Options());
+  auto won = a.Campaign("a", "addr-a", nullptr, nullptr, Clock::now() + milliseconds(5000));
+  ASSERT_TRUE(won.ok()) << won.status();
+  std::atomic<bool> leading{true};
+  auto store = OpenOrDie({won->key, won->epoch, [&leading] { return leading.load(); }});
+  ASSERT_NE(store, nullptr);
+  ExecutionRecord e1 = Execution("e1"), e2 = Execution("e2");
+  ASSERT_TRUE(store->InsertExecution(&e1).ok());
+  leading = false;
+  const auto t0 = Clock::now();
+  absl::Status refused = store->InsertExecution(&e2);
+  EXPECT_LT(Clock::now() - t0, milliseconds(100));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("lost leadership"));
+  leading = true;  // once lost, lost for good
+  EXPECT_EQ(store->UpdateExecution(e1).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(store->GetExecution("e2")->has_value());
+}
+
 // 2 of 3 members are a quorum: the store keeps writing while one is killed,
 // and every acknowledged write is there for the next leader.
 TEST_F(EtcdStoreTest, WritesContinueWhileAMemberIsKilled) {
