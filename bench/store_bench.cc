@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   auto client = cluster.Client();
   if (!client.ok() || !(*client)->Put("/bench/leader", "me").ok()) return 1;
   const int64_t epoch = (*client)->Range("/bench/leader", "")->kvs[0].create_revision;
-  auto etcd = store::OpenEtcdStore(*client, "/bench/store/", {"/bench/leader", epoch});
+  auto etcd = store::OpenEtcdStore(*client, "/bench/store/", {"/bench/leader", epoch, {}});
   if (!etcd.ok()) {
     std::fprintf(stderr, "etcd store: %s\n", std::string(etcd.status().message()).c_str());
     return 1;
@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
   // What a new leader pays before it can serve: loading the index.
   const size_t executions = (*etcd)->ListExecutions({{}, 1 << 30, ""})->size();
   auto t0 = Clock::now();
-  auto reopened = store::OpenEtcdStore(*client, "/bench/store/", {"/bench/leader", epoch});
+  auto reopened = store::OpenEtcdStore(*client, "/bench/store/", {"/bench/leader", epoch, {}});
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   if (!reopened.ok()) return 1;
   std::printf("\netcd store open (a new leader's load) with %zu executions, their attempts and "
