@@ -48,10 +48,14 @@ class LeaderElection::Impl {
     if (options_.ttl < milliseconds(1000)) options_.ttl = milliseconds(1000);
     if (options_.margin <= milliseconds(0)) options_.margin = options_.ttl / 5;
     if (options_.margin >= options_.ttl) options_.margin = options_.ttl / 2;
-    if (options_.poll <= milliseconds(0)) options_.poll = std::max(options_.ttl / 20, milliseconds(10));
+    if (options_.poll <= milliseconds(0))
+      options_.poll = std::max(options_.ttl / 20, milliseconds(10));
   }
 
-  ~Impl() { (void)Resign(); JoinThread(); }
+  ~Impl() {
+    (void)Resign();
+    JoinThread();
+  }
 
   absl::StatusOr<Leadership> Campaign(const std::string& id, const std::string& address,
                                       LostCallback on_lost, const std::atomic<bool>* stop,
@@ -75,15 +79,20 @@ class LeaderElection::Impl {
       }
       if (!won.ok()) {
         last = won.status();
-        spdlog::debug("election {}: campaign of {} retries after: {}", options_.key, id,
-                      last.message());
+        // A standby that cannot reach etcd can never take over: say so, once
+        // every few seconds, instead of failing silently.
+        if (Clock::now() >= next_complaint_) {
+          spdlog::warn("election {}: campaign of {} failed (retrying): {}", options_.key, id,
+                       last.message());
+          next_complaint_ = Clock::now() + kComplaintInterval;
+        }
       }
       WaitForVacancy(stop, deadline);
     }
     if (stopped()) return absl::CancelledError(absl::StrCat("campaign of ", id, " stopped"));
-    return absl::DeadlineExceededError(absl::StrCat(
-        "campaign of ", id, " for ", options_.key, " did not win before its deadline; last: ",
-        last.message()));
+    return absl::DeadlineExceededError(
+        absl::StrCat("campaign of ", id, " for ", options_.key,
+                     " did not win before its deadline; last: ", last.message()));
   }
 
   bool IsLeader() const {
@@ -124,8 +133,7 @@ class LeaderElection::Impl {
     absl::StatusOr<etcd::RangeResult> r = client_->Range(options_.key, "", 0, deadline);
     if (!r.ok()) return r.status();
     if (r->kvs.empty()) return std::optional<LeaderInfo>();
-    absl::StatusOr<LeaderInfo> info =
-        DecodeLeaderValue(r->kvs[0].value, r->kvs[0].create_revision);
+    absl::StatusOr<LeaderInfo> info = DecodeLeaderValue(r->kvs[0].value, r->kvs[0].create_revision);
     if (!info.ok()) return info.status();
     return std::optional<LeaderInfo>(*std::move(info));
   }
@@ -173,6 +181,11 @@ class LeaderElection::Impl {
       absl::StatusOr<etcd::RangeResult> r =
           client_->Range(options_.key, "", 0, std::min(deadline, Clock::now() + options_.ttl / 2));
       if (r.ok() && r->kvs.empty()) return;
+      if (!r.ok() && Clock::now() >= next_complaint_) {
+        spdlog::warn("election {}: cannot read the leader key (retrying): {}", options_.key,
+                     r.status().message());
+        next_complaint_ = Clock::now() + kComplaintInterval;
+      }
       std::this_thread::sleep_until(std::min(deadline, Clock::now() + options_.poll));
     }
   }
@@ -264,6 +277,9 @@ class LeaderElection::Impl {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   Leadership leadership_ ABSL_GUARDED_BY(mu_);
   Clock::time_point last_renewal_sent_ ABSL_GUARDED_BY(mu_);
+  // When a failing campaign may log again (only the campaigning thread uses it).
+  static constexpr Clock::duration kComplaintInterval = std::chrono::seconds(5);
+  Clock::time_point next_complaint_{};
   // The renewal thread of the leadership held last; started by Campaign,
   // joined by the next Campaign, Resign or the destructor.
   std::thread thread_;

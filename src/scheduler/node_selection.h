@@ -3,8 +3,9 @@
 // The raylet shape: hard filters (scheduler/filters.h) over a snapshot of
 // node state, then weighted scorers (scheduler/scorers.h) over the
 // survivors, then a choice by the request's placement mode:
-//   kScore    the highest score; ties within `tie_epsilon` points may be
-//             broken at random among the best `top_k`, which keeps many
+//   kScore    the highest score; scores within `tie_epsilon` points tie,
+//             broken by fewer running executions and a rendezvous hash,
+//             or at random among the best `top_k`, which keeps many
 //             managers (or many decisions of one dispatch round) from
 //             herding onto one node.
 //   kBid      the best `bid_k` by score bid; the lowest bid wins. A bid is
@@ -57,9 +58,13 @@ struct SelectionOptions {
   AllocationStrategy strategy = AllocationStrategy::kLeastAllocated;
 
   // kScore: choose at random (with the rng passed to Select) among at most
-  // top_k candidates scoring within tie_epsilon points of the best. 1, or no
-  // rng: deterministic, the best by score, then fewer running executions,
-  // then a rendezvous hash of (request id, node id), then the smaller id.
+  // top_k candidates scoring within tie_epsilon points of the best. top_k 1,
+  // or no rng: deterministic; candidates within tie_epsilon points of the
+  // best tie, and the one with fewer running executions, then the larger
+  // rendezvous hash of (request id, node id), then the smaller id wins, so
+  // short tasks spread over nodes whose scores differ only by noise while a
+  // retry (or another manager) makes the same choice. 0: the best score
+  // alone decides, ties broken as above.
   int top_k = 1;
   double tie_epsilon = 1.0;
 
@@ -121,8 +126,8 @@ class NodeSelection {
 
   // Returns the best feasible node for `request` among `nodes`, examining
   // every node and breaking ties deterministically (score, then fewer
-  // running executions, then a rendezvous hash of request and node ids). Placement modes apply, with
-  // the default LoadLatencyPredictor.
+  // running executions, then a rendezvous hash of request and node ids). Placement modes apply,
+  // with the default LoadLatencyPredictor.
   Decision Select(const model::ExecutionRequest& request,
                   std::span<const model::HypervisorNode> nodes) const;
 

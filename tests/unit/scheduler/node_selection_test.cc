@@ -476,6 +476,72 @@ TEST(NodeSelectionTest, FullTiesAreSpreadByRequestYetStablePerRequest) {
   }
 }
 
+// Idle nodes whose free memory differs by noise (as each agent samples its
+// host at its own moment): up to 0.7 points apart under the default weights.
+std::vector<HypervisorNode> NoisyIdle(int n) {
+  std::vector<HypervisorNode> nodes;
+  for (int i = 0; i < n; ++i) {
+    nodes.push_back(Node("agent-" + std::to_string(i)));
+    nodes.back().available.memory_bytes -= (i * 7 % 20) * kMiB * 10;  // distinct for n <= 20
+  }
+  return nodes;
+}
+
+std::map<std::string, int> PlaceMany(const NodeSelection& selection,
+                                     const std::vector<HypervisorNode>& nodes, int tasks) {
+  std::map<std::string, int> counts;
+  for (int i = 0; i < tasks; ++i) {
+    ExecutionRequest request = Request();
+    request.id = "exec-" + std::to_string(i);
+    counts[selection.Select(request, nodes).node_id]++;
+  }
+  return counts;
+}
+
+TEST(NodeSelectionTest, NearTiesWithinTheBandAreSpread) {
+  const std::vector<HypervisorNode> nodes = NoisyIdle(20);
+  const int kTasks = 400;
+  std::map<std::string, int> counts = PlaceMany(NodeSelection(), nodes, kTasks);
+  int busiest = 0;
+  for (const auto& [id, n] : counts) busiest = std::max(busiest, n);
+  EXPECT_EQ(counts.size(), 20u);
+  EXPECT_LT(busiest, 3 * kTasks / 20) << "busiest over 3x the mean share";
+
+  // Without the band the noise decides: the node with the most free memory
+  // takes every task.
+  SelectionOptions exact;
+  exact.tie_epsilon = 0;
+  counts = PlaceMany(NodeSelection(Weights{}, exact), nodes, kTasks);
+  ASSERT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, "agent-0");
+}
+
+TEST(NodeSelectionTest, ABandChoiceIsStableAndExplained) {
+  const std::vector<HypervisorNode> nodes = NoisyIdle(8);
+  const std::vector<HypervisorNode> reversed(nodes.rbegin(), nodes.rend());
+  NodeSelection selection;  // collects candidates and reasons by default
+  bool explained = false;
+  for (int i = 0; i < 50; ++i) {
+    ExecutionRequest request = Request();
+    request.id = "exec-" + std::to_string(i);
+    const Decision d = selection.Select(request, nodes);
+    EXPECT_EQ(selection.Select(request, reversed).node_id, d.node_id);
+    if (d.node_id != "agent-0") {
+      EXPECT_THAT(d.reason, HasSubstr("within 1.0 points of the best (agent-0"));
+      explained = true;
+    }
+  }
+  EXPECT_TRUE(explained);
+}
+
+TEST(NodeSelectionTest, AScoreAheadByMoreThanTheBandAlwaysWins) {
+  std::vector<HypervisorNode> nodes = NoisyIdle(10);
+  nodes[7].security.trust_level = 1;  // 8 points ahead for a request needing no trust
+  std::map<std::string, int> counts = PlaceMany(NodeSelection(), nodes, 100);
+  ASSERT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, "agent-7");
+}
+
 TEST(NodeSelectionTest, HigherScoreBeatsFewerExecutions) {
   std::vector<HypervisorNode> nodes = {Node("quiet"), Node("busy")};
   nodes[0].available.cpu_millis = 2000;
@@ -1147,7 +1213,10 @@ TEST(SamplingTest, SampledChoiceIsTheBestOfItsSample) {
   for (int i = 0; i < 20; ++i) {
     Decision d = selection.Select(Request(), nodes, &rng);
     ASSERT_TRUE(d.sampled);
-    for (const CandidateVerdict& v : d.candidates) EXPECT_LE(v.score, d.score);
+    // Best within the default 1-point band: near-ties go to the hash.
+    for (const CandidateVerdict& v : d.candidates) {
+      EXPECT_LE(v.score, d.score + SelectionOptions{}.tie_epsilon);
+    }
   }
 }
 
