@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -140,8 +141,7 @@ struct Lab::Shaper {
     auto delay = std::chrono::microseconds(self->shape.delay);
     if (self->shape.jitter.count() > 0) {
       const int64_t j = std::chrono::microseconds(self->shape.jitter).count();
-      delay += std::chrono::microseconds(
-          std::uniform_int_distribution<int64_t>(-j, j)(self->rng));
+      delay += std::chrono::microseconds(std::uniform_int_distribution<int64_t>(-j, j)(self->rng));
       if (delay.count() < 0) delay = std::chrono::microseconds(0);
     }
     self->held.push({std::chrono::steady_clock::now() + delay, id});
@@ -218,8 +218,8 @@ absl::StatusOr<std::unique_ptr<Lab>> Lab::Create(LabOptions options) {
     if (!std::regex_match(options.name, kValid) ||
         (options.name.rfind(kPrefix, 0) == 0 && options.name.size() > 3 &&
          isdigit(static_cast<unsigned char>(options.name[3])))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "lab name '", options.name, "': use 1 to 8 of [a-z0-9], not fln<digit>..."));
+      return absl::InvalidArgumentError(
+          absl::StrCat("lab name '", options.name, "': use 1 to 8 of [a-z0-9], not fln<digit>..."));
     }
     lab->prefix_ = options.name;
   } else {
@@ -263,7 +263,14 @@ absl::Status Lab::MakeBridge(const LabOptions& options) {
   }
   subnet_ = absl::StrCat("10.", a, ".", b, ".");
   bridge_address_ = subnet_ + "1";
-  RETURN_IF_ERROR(Run({"ip", "link", "add", bridge_, "type", "bridge"}).status());
+  // A fixed, locally administered MAC. Without one the bridge takes the
+  // lowest MAC among its ports and changes it whenever a host whose veth
+  // sorts lower joins; hosts that cached the old one keep sending to it, and
+  // the root namespace drops those frames as addressed to another host, until
+  // their ARP entry expires tens of seconds later. Standbys lost etcd that
+  // way in about one run in ten of the cut-off-leader test.
+  const std::string mac = absl::StrFormat("02:66:6c:%02x:%02x:01", a, b);
+  RETURN_IF_ERROR(Run({"ip", "link", "add", bridge_, "address", mac, "type", "bridge"}).status());
   RETURN_IF_ERROR(Run({"ip", "addr", "add", bridge_address_ + "/24", "dev", bridge_}).status());
   RETURN_IF_ERROR(Run({"ip", "link", "set", bridge_, "up"}).status());
   return absl::OkStatus();
@@ -321,8 +328,7 @@ const Host* Lab::Require(const std::string& name, absl::Status* error) const {
 }
 
 absl::StatusOr<pid_t> Lab::Spawn(const std::string& host, const std::vector<std::string>& argv,
-                                 const std::string& log_path,
-                                 const std::vector<std::string>& env) {
+                                 const std::string& log_path, const std::vector<std::string>& env) {
   absl::Status error;
   const Host* h = Require(host, &error);
   if (h == nullptr) return error;
@@ -425,9 +431,9 @@ absl::Status Lab::Heal(const std::string& host) {
 const Lab::ShapeSupport& Lab::Support() {
   static const ShapeSupport support = [] {
     ShapeSupport s;
-    s.netem = Run({"unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
-                   "1ms"})
-                  .ok();
+    s.netem =
+        Run({"unshare", "-n", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"})
+            .ok();
     s.iptables = Run({"unshare", "-n", "iptables", "-A", "OUTPUT", "-m", "statistic", "--mode",
                       "random", "--probability", "0.5", "-j", "DROP"})
                      .ok();
@@ -459,7 +465,8 @@ absl::Status Lab::Shape(const std::string& host, const LinkShape& shape) {
     }
     // Toward the host on the root side, from the host on its own side.
     std::vector<std::string> in = {"tc", "qdisc", "replace", "dev", h->veth, "root"};
-    std::vector<std::string> out = {"tc", "-n", h->netns, "qdisc", "replace", "dev", "eth0", "root"};
+    std::vector<std::string> out = {"tc",      "-n",  h->netns, "qdisc",
+                                    "replace", "dev", "eth0",   "root"};
     in.insert(in.end(), netem.begin(), netem.end());
     out.insert(out.end(), netem.begin(), netem.end());
     RETURN_IF_ERROR(Run(in).status());
@@ -480,8 +487,8 @@ absl::Status Lab::Shape(const std::string& host, const LinkShape& shape) {
   shapers_.push_back(std::move(shaper));
   for (const char* chain : {"INPUT", "OUTPUT"}) {
     RETURN_IF_ERROR(Run({"ip", "netns", "exec", h->netns, "iptables", "-A", chain,
-                         chain[0] == 'I' ? "-i" : "-o", "eth0", "-j", "NFQUEUE", "--queue-num",
-                         "0", "--queue-bypass"})
+                         chain[0] == 'I' ? "-i" : "-o", "eth0", "-j", "NFQUEUE", "--queue-num", "0",
+                         "--queue-bypass"})
                         .status());
   }
   return absl::OkStatus();

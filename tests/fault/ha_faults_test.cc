@@ -26,9 +26,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <map>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -148,8 +148,9 @@ class PausedLeaderTest : public ::testing::Test {
     if (absl::Status st = etcd_.Start(); !st.ok()) GTEST_SKIP() << "no etcd cluster: " << st;
     if (absl::Status st = redis_.Start(); !st.ok()) GTEST_SKIP() << "no redis-server: " << st;
     h_.agent_log_level = "info";
-    replicas_ = std::make_unique<ManagerReplicas>(&h_, etcd_.endpoints(),
-                                                  ReplicaOptions{.redis_address = absl::StrCat("127.0.0.1:", redis_.port())});
+    replicas_ = std::make_unique<ManagerReplicas>(
+        &h_, etcd_.endpoints(),
+        ReplicaOptions{.redis_address = absl::StrCat("127.0.0.1:", redis_.port())});
     replicas_->StartAll();
     const int leader = replicas_->WaitLeader(seconds(30));
     ASSERT_GE(leader, 0) << replicas_->Logs();
@@ -212,7 +213,8 @@ TEST_F(PausedLeaderTest, AStandbyTakesOverAndTheResumedLeaderStandsBy) {
   const bool standby = StandsByAgain(*replicas_, old, seconds(15));
   const double standby_ms = MsSince(resumed_at);
   EXPECT_TRUE(standby) << replicas_->Log(old);
-  EXPECT_NE(replicas_->Log(old).find("manager: lost leadership"), std::string::npos) << replicas_->Log(old);
+  EXPECT_NE(replicas_->Log(old).find("manager: lost leadership"), std::string::npos)
+      << replicas_->Log(old);
   EXPECT_EQ(replicas_->Leader(), next);
 
   for (int i = 0; i < 3; ++i) {
@@ -226,12 +228,13 @@ TEST_F(PausedLeaderTest, AStandbyTakesOverAndTheResumedLeaderStandsBy) {
   EXPECT_EQ(twice, 0);
   EXPECT_EQ(replicas_->Leader(), next) << replicas_->Logs();
   const int refused = CountOf(h_.ReadLog("a1.log") + h_.ReadLog("a2.log"), "refused ");
-  std::printf("[paused leader] paused %d s (lease 2 s): a standby led after %.0f ms, ran a new "
-              "task after %.0f ms; resumed, the old leader's submit failed (%d: %s) and it stood "
-              "by %.0f ms after resuming; agents refused %d requests of an older epoch; %zu "
-              "executions acknowledged, %d lost, %d reported twice\n",
-              pause_s, led_ms, ran_ms, static_cast<int>(st.error_code()),
-              st.error_message().c_str(), standby_ms, refused, acknowledged.size(), lost, twice);
+  std::printf(
+      "[paused leader] paused %d s (lease 2 s): a standby led after %.0f ms, ran a new "
+      "task after %.0f ms; resumed, the old leader's submit failed (%d: %s) and it stood "
+      "by %.0f ms after resuming; agents refused %d requests of an older epoch; %zu "
+      "executions acknowledged, %d lost, %d reported twice\n",
+      pause_s, led_ms, ran_ms, static_cast<int>(st.error_code()), st.error_message().c_str(),
+      standby_ms, refused, acknowledged.size(), lost, twice);
   std::fflush(stdout);
 }
 
@@ -292,21 +295,51 @@ class EtcdPartitionTest : public ::testing::Test {
                       pid > 0 && kill(pid, 0) == 0 ? " runs" : " is gone", " role '",
                       replicas_->Role(i), "';");
     }
+    // The filter rules and etcd connections each replica's host holds: a cut
+    // meant for one must not reach the others.
+    for (int i = 0; i < replicas_->count(); ++i) {
+      absl::StrAppend(
+          &out, "\n  m", i, " netns ", NetnsOf(replicas_->pid(i)), ":\n",
+          Shell(absl::StrCat("nsenter --net=/proc/", replicas_->pid(i),
+                             "/ns/net sh -c 'iptables -w -S OUTPUT; ss -tn; ip neigh; ip route'")));
+    }
+    absl::StrAppend(&out, "\n  this test's netns ", NetnsOf(getpid()), ":\n",
+                    Shell("iptables -w -S OUTPUT; iptables -w -S INPUT; iptables -w -S FORWARD; "
+                          "ip -br addr; ip route; ip neigh | grep -v FAILED | head -40; "
+                          "nft list ruleset | head -60; ss -tn state syn-recv; "
+                          "cat /proc/sys/net/netfilter/nf_conntrack_count; "
+                          "ss -ltn | head -40"));
     // And what etcd says of the leader key, seen from here.
     if (auto client = etcd_->Client(); client.ok()) {
-      auto r = (*client)->Range("/flotilla/leader", "", 0,
-                                Clock::now() + milliseconds(2000));
+      auto r = (*client)->Range("/flotilla/leader", "", 0, Clock::now() + milliseconds(2000));
       if (!r.ok()) {
         absl::StrAppend(&out, " leader key: ", r.status().ToString());
       } else if (r->kvs.empty()) {
         absl::StrAppend(&out, " leader key: none");
       } else {
         absl::StrAppend(&out, " leader key: ", r->kvs[0].value, " create_revision ",
-                        r->kvs[0].create_revision, " lease ", r->kvs[0].lease, " (read at revision ",
-                        r->revision, ")");
+                        r->kvs[0].create_revision, " lease ", r->kvs[0].lease,
+                        " (read at revision ", r->revision, ")");
       }
     }
     return out + "\n";
+  }
+  static std::string NetnsOf(pid_t pid) {
+    char buf[128] = {};
+    const std::string link = absl::StrCat("/proc/", pid, "/ns/net");
+    const ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
+    return n > 0 ? std::string(buf, n) : "?";
+  }
+  // stdout and stderr of a diagnostic command, at most 8 KiB.
+  static std::string Shell(const std::string& cmd) {
+    std::string out;
+    FILE* f = popen(absl::StrCat("timeout 5 ", "sh -c \"", cmd, "\" 2>&1").c_str(), "r");
+    if (f == nullptr) return "(popen failed)\n";
+    char buf[1024];
+    size_t n = 0;
+    while (out.size() < 8192 && (n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+    pclose(f);
+    return out;
   }
   std::string EtcdLogs() const {
     std::string out;
@@ -325,10 +358,10 @@ class EtcdPartitionTest : public ::testing::Test {
     std::vector<std::string> ports;
     for (int m = 0; m < 3; ++m) ports.push_back(std::to_string(etcd_->client_port(m)));
     // Entered through the replica's own process: its namespace for sure.
-    const std::string cmd = absl::StrCat(
-        "nsenter --net=/proc/", replicas_->pid(i), "/ns/net iptables -w ",
-        cut ? "-I" : "-D", " OUTPUT -p tcp -d ", lab_->bridge_address(),
-        " -m multiport --dports ", absl::StrJoin(ports, ","), " -j DROP");
+    const std::string cmd =
+        absl::StrCat("nsenter --net=/proc/", replicas_->pid(i), "/ns/net iptables -w ",
+                     cut ? "-I" : "-D", " OUTPUT -p tcp -d ", lab_->bridge_address(),
+                     " -m multiport --dports ", absl::StrJoin(ports, ","), " -j DROP");
     ASSERT_EQ(system(cmd.c_str()), 0) << cmd;
   }
 
@@ -409,12 +442,12 @@ TEST_F(EtcdPartitionTest, ALeaderCutOffFromEtcdStepsDownWithinItsLease) {
   EXPECT_EQ(twice, 0);
   EXPECT_EQ(replicas_->Leader(), next) << replicas_->Logs();
   if (std::getenv("FLOTILLA_HA_VERBOSE") != nullptr) std::cerr << replicas_->Logs();
-  std::printf("[leader cut off from etcd] it stepped down %lld ms after the cut (lease 2 s), the "
-              "new leader won %lld ms after the cut, a new task ran after %.0f ms; %zu "
-              "executions acknowledged, %d lost, %d reported twice\n",
-              static_cast<long long>(lost_ms - cut_wall_ms),
-              static_cast<long long>(won_ms - cut_wall_ms), ran_ms, acknowledged.size(), lost,
-              twice);
+  std::printf(
+      "[leader cut off from etcd] it stepped down %lld ms after the cut (lease 2 s), the "
+      "new leader won %lld ms after the cut, a new task ran after %.0f ms; %zu "
+      "executions acknowledged, %d lost, %d reported twice\n",
+      static_cast<long long>(lost_ms - cut_wall_ms), static_cast<long long>(won_ms - cut_wall_ms),
+      ran_ms, acknowledged.size(), lost, twice);
   std::fflush(stdout);
 }
 
@@ -543,11 +576,11 @@ TEST_F(CombinedFaultsTest, KillsPausesAndPartitionsInTurnLoseNothing) {
   }
   EXPECT_EQ(lost, 0) << absl::StrJoin(timeline, "\n");
   EXPECT_EQ(twice, 0);
-  std::printf("[combined] %d round(s) of: leader killed, leader paused, leader cut off from etcd, "
-              "an agent partitioned, an etcd member paused; %zu executions acknowledged, %d "
-              "lost, %d reported other than once, in %.1f s\n  %s\n",
-              rounds, ids.size(), lost, twice, MsSince(t0) / 1000,
-              absl::StrJoin(timeline, "\n  ").c_str());
+  std::printf(
+      "[combined] %d round(s) of: leader killed, leader paused, leader cut off from etcd, "
+      "an agent partitioned, an etcd member paused; %zu executions acknowledged, %d "
+      "lost, %d reported other than once, in %.1f s\n  %s\n",
+      rounds, ids.size(), lost, twice, MsSince(t0) / 1000, absl::StrJoin(timeline, "\n  ").c_str());
   std::fflush(stdout);
 }
 

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
@@ -16,8 +17,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace flotilla::netlab {
 namespace {
@@ -107,9 +106,10 @@ TEST_F(NetlabTest, HostsReachEachOtherAndTheRootNamespace) {
   auto b = lab_->AddHost("b");
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
-  std::cerr << "two hosts made in "
-            << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count()
-            << " ms\n";
+  std::cerr
+      << "two hosts made in "
+      << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - t0).count()
+      << " ms\n";
   EXPECT_NE(a->address, b->address);
   int lb = InNetns(b->netns, [] { return Listen(7001); });
   int la = InNetns(a->netns, [] { return Listen(7001); });
@@ -120,6 +120,48 @@ TEST_F(NetlabTest, HostsReachEachOtherAndTheRootNamespace) {
   EXPECT_GE(ConnectMs(b->address, 7001, milliseconds(2000)), 0) << "root namespace -> host";
   close(la);
   close(lb);
+}
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// A Linux bridge without an address of its own takes its ports' lowest MAC
+// and changes it when a lower one joins; a host that had cached the old one
+// (another host's port) then lost the root namespace, its frames dropped as
+// addressed to another host, until its ARP entry expired tens of seconds
+// later. The lab's bridge keeps one fixed MAC.
+TEST_F(NetlabTest, TheRootStaysReachableWhenALowerMacJoinsTheBridge) {
+  auto a = lab_->AddHost("a");
+  auto c = lab_->AddHost("c");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Locally administered MACs below any random one: a's port first, so that
+  // a bridge that followed its ports would now use a's, then b's below it.
+  ASSERT_EQ(system(("ip link set " + a->veth + " address 02:00:00:00:00:02").c_str()), 0);
+  const std::string mac_path = "/sys/class/net/" + lab_->bridge() + "/address";
+  const std::string mac = ReadFirstLine(mac_path);
+  int root = Listen(0);  // any free port of the root namespace
+  ASSERT_GE(root, 0);
+  sockaddr_in bound{};
+  socklen_t len = sizeof bound;
+  ASSERT_EQ(getsockname(root, reinterpret_cast<sockaddr*>(&bound), &len), 0);
+  const int port = ntohs(bound.sin_port);
+  auto connect_from_c = [&] {
+    return InNetns(c->netns,
+                   [&] { return ConnectMs(lab_->bridge_address(), port, milliseconds(2000)); });
+  };
+  ASSERT_GE(connect_from_c(), 0);  // c now holds the bridge's MAC in its ARP cache
+
+  auto b = lab_->AddHost("b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(system(("ip link set " + b->veth + " address 02:00:00:00:00:01").c_str()), 0);
+  EXPECT_EQ(ReadFirstLine(mac_path), mac);
+  EXPECT_GE(connect_from_c(), 0) << "host c lost the root namespace once b joined";
+  close(root);
 }
 
 TEST_F(NetlabTest, PartitionCutsBothWaysAndHealRestores) {
