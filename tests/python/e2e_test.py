@@ -56,7 +56,8 @@ class EndToEndTest(unittest.TestCase):
         cls.address = record["manager_http"]
         with open(record["token_file"]) as f:
             cls.token = f.read().strip()
-        cls.client = flotilla.Client(cls.address, timeout=60, token=cls.token)
+        cls.ca = record["ca"]
+        cls.client = flotilla.Client(cls.address, timeout=60, token=cls.token, ca=cls.ca)
         tag = "e2e%d" % os.getpid()
         cls.fanout = _load("fanout", tag + "_fanout")
         cls.exceptions = _load("exceptions", tag + "_exceptions")
@@ -84,7 +85,11 @@ class EndToEndTest(unittest.TestCase):
         old = os.environ.get("XDG_DATA_HOME"), os.environ.pop("FLOTILLA_HTTP", None)
         os.environ["XDG_DATA_HOME"] = self.tmp
         try:
-            self.assertEqual(flotilla.Client().address, "http://" + self.address)
+            # `up` is secure by default: the HTTP port speaks HTTPS, and the SDK finds the CA in
+            # the record as it finds the token.
+            client = flotilla.Client()
+            self.assertEqual(client.address, "https://" + self.address)
+            self.assertEqual(client.functions(), self.client.functions())
         finally:
             if old[0] is None:
                 os.environ.pop("XDG_DATA_HOME")
