@@ -98,6 +98,22 @@ class EndToEndTest(unittest.TestCase):
             if old[1] is not None:
                 os.environ["FLOTILLA_HTTP"] = old[1]
 
+    def test_the_https_port_is_checked_against_the_federations_ca(self):
+        other = tempfile.mkdtemp(prefix="flotilla-e2e-otherca-")
+        self.addCleanup(shutil.rmtree, other, True)
+        subprocess.run([BIN, "ca", "init", "--dir", other], check=True, capture_output=True,
+                       timeout=30)
+        stranger = flotilla.Client(self.address, timeout=10, token=self.token,
+                                   ca=os.path.join(other, "ca.crt"))
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            stranger.functions()
+        self.assertIn("TLS", str(cm.exception))
+        # Plain HTTP to the HTTPS port: refused cleanly, an error and no hang.
+        plain = flotilla.Client("http://" + self.address, timeout=10, token=self.token)
+        with self.assertRaises(flotilla.FlotillaError):
+            plain.functions()
+        self.assertIsInstance(self.client.functions(), list)
+
     def test_decorated_functions_match_local_calls(self):
         # Before any call the planner has only the static costs: a fan-out
         # splits. (After calls it learns that these items are tiny, and may
