@@ -150,9 +150,11 @@ def span(xs, nd=1):
 
 
 class Http:
-    def __init__(self, base, token=None):
+    def __init__(self, base, token=None, ca=None):
         self.base = base
         self.token = token
+        # The SDK's TLS: only the manager certified by the federation's CA is trusted.
+        self.open = flotilla._http._opener(ca).open
 
     def call(self, method, path, body=None, timeout=120):
         data = json.dumps(body).encode() if body is not None else None
@@ -161,7 +163,7 @@ class Http:
             headers["Authorization"] = "Bearer " + self.token
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with self.open(req, timeout=timeout) as r:
                 return json.load(r)
         except urllib.error.HTTPError as e:
             raise RuntimeError("%s %s -> HTTP %d: %s" % (method, path, e.code,
@@ -190,6 +192,7 @@ class Federation:
         self.dir = tempfile.mkdtemp(prefix="flotilla-wfbench-")
         self.env = dict(os.environ, XDG_DATA_HOME=self.dir)
         self.started = False
+        self.ca = None
 
     def up(self, agents):
         self.started = True
@@ -203,7 +206,10 @@ class Federation:
         if self.record.get("token_file"):
             with open(self.record["token_file"]) as f:
                 self.token = f.read().strip()
-        return "http://" + self.record["manager_http"]
+        self.ca = self.record.get("ca") or None
+        # The port speaks HTTPS unless the federation is in the development mode.
+        scheme = "http://" if self.record.get("insecure") else "https://"
+        return scheme + self.record["manager_http"]
 
     def get_execution(self, eid):
         p = subprocess.run([self.binary, "--json", "get", eid], env=self.env,
@@ -332,8 +338,8 @@ def main():
     cluster = client = None
     try:
         base = fed.up(args.agents)
-        http = Http(base, fed.token)
-        fc = flotilla.Client(base, token=fed.token)
+        http = Http(base, fed.token, fed.ca)
+        fc = flotilla.Client(base, token=fed.token, ca=fed.ca)
         fc.deploy("bench.fan", fan_src, "fan", annotations={"splitable": True})
         fc.deploy("bench.noopfan", NOOP_SOURCE, "fan", annotations={"splitable": True})
         res["plan_fan"] = fc.analyze("bench.fan")["reason"]

@@ -83,9 +83,13 @@ by_state = collections.Counter(e.get("state", "?").replace("EXECUTION_", "").low
 print(f"{len(execs)} executions")
 print("  by node:  " + ", ".join(f"{n} {c}" for n, c in sorted(by_node.items())))
 print("  by state: " + ", ".join(f"{s} {c}" for s, c in sorted(by_state.items())))'
-metrics=$(python3 -c 'import json,os;print(json.load(open(os.environ["XDG_DATA_HOME"]+"/flotilla/federation.json"))["manager_http"])')
-echo "  metrics:  http://$metrics/metrics"
-curl -s "http://$metrics/metrics" | grep -E '^flotilla_(nodes|executions_total|end_to_end_latency_seconds_count)' | sed 's/^/    /'
+record="$XDG_DATA_HOME/flotilla/federation.json"
+metrics=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["manager_http"])' "$record")
+ca=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get("ca",""))' "$record")
+# The HTTP port speaks HTTPS with the manager's certificate (issued for 127.0.0.1 by `up`):
+# curl checks it against the federation's CA.
+echo "  metrics:  https://$metrics/metrics"
+curl -s --cacert "$ca" "https://$metrics/metrics" | grep -E '^flotilla_(nodes|executions_total|end_to_end_latency_seconds_count)' | sed 's/^/    /'
 
 bold "Shut the federation down"
 show "$FLOTILLA" down --purge

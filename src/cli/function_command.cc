@@ -6,14 +6,14 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "cli/client.h"
 #include "absl/strings/str_join.h"
+#include "auth/https_trust.h"
+#include "cli/client.h"
 #include "cli/local_federation.h"
 #include "cli/output.h"
 
@@ -41,14 +41,32 @@ absl::StatusOr<json> Rest(const std::string& flag, const std::string& method,
                           const std::string& path, const json& body = nullptr) {
   auto addr = ResolveHttp(flag);
   if (!addr.ok()) return addr.status();
-  auto colon = addr->rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("'", *addr, "' is not HOST:PORT"));
-  }
   auto security = ResolveClientSecurity();
   if (!security.ok()) return security.status();
-  httplib::Client c(addr->substr(0, colon), std::atoi(addr->substr(colon + 1).c_str()));
-  if (!security->insecure) c.set_bearer_token_auth(security->token);
+  // The port speaks HTTPS wherever gRPC is secure (http_server.h).
+  std::string url = *addr;
+  if (url.find("://") == std::string::npos) {
+    url = (security->insecure ? "http://" : "https://") + url;
+  }
+  httplib::Client c(url);
+  if (!c.is_valid()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", *addr, "' is not HOST:PORT"));
+  }
+  if (!security->insecure && c.ssl_context() == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", *addr,
+                     "': with TLS on, the manager's HTTP port speaks only https:// (tokens are not "
+                     "sent in clear)"));
+  }
+  if (!security->insecure) {
+    // Checked as the gRPC channel checks it: by the CA and the manager's
+    // name, not the address (auth/https_trust.h).
+    c.enable_server_certificate_verification(false);
+    if (absl::Status st = auth::TrustManagerOnly(c.ssl_context(), security->ca_cert); !st.ok()) {
+      return st;
+    }
+    c.set_bearer_token_auth(security->token);
+  }
   c.set_read_timeout(660, 0);
   c.set_connection_timeout(5, 0);
   httplib::Result r = method == "GET"      ? c.Get(path)

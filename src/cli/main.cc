@@ -601,16 +601,18 @@ int Main(int argc, char** argv) {
     }
     std::cout << "flotilla: local federation up\n"
               << "  manager gRPC  " << f->manager_grpc << "\n"
-              << "  manager HTTP  http://" << f->manager_http << "/metrics\n"
+              << "  manager HTTP  " << (f->insecure ? "http://" : "https://") << f->manager_http
+              << "/metrics\n"
               << "  state         " << f->state_dir << "\n"
-              << (f->lab.empty() ? ""
-                                 : absl::StrCat("  hosts         manager at ", f->manager_host, ", ",
-                                                f->agent_hosts.size(),
-                                                " agents in network namespaces ", f->lab,
-                                                "h1.. (ip netns list), bridge ", f->lab, "br\n"))
-              << (f->insecure ? "  security      OFF (--insecure): plaintext, no identities, no tokens\n"
-                              : absl::StrCat("  security      mutual TLS (CA ", f->ca_cert,
-                                             "), admin token in ", f->token_file, "\n"))
+              << (f->lab.empty()
+                      ? ""
+                      : absl::StrCat("  hosts         manager at ", f->manager_host, ", ",
+                                     f->agent_hosts.size(), " agents in network namespaces ",
+                                     f->lab, "h1.. (ip netns list), bridge ", f->lab, "br\n"))
+              << (f->insecure
+                      ? "  security      OFF (--insecure): plaintext, no identities, no tokens\n"
+                      : absl::StrCat("  security      mutual TLS (CA ", f->ca_cert,
+                                     "), admin token in ", f->token_file, "\n"))
               << "\n";
     ClientSecurity security{f->insecure, f->ca_cert, ""};
     if (!f->insecure) {

@@ -1,12 +1,15 @@
 #include "manager/http_server.h"
 
 #include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
-#include "manager/http_guard.h"
 #include "absl/strings/str_cat.h"
+#include "manager/http_guard.h"
 
 namespace flotilla::manager {
 
@@ -31,6 +34,46 @@ void Refuse(httplib::Response& res, int status, const absl::Status& why) {
                   "application/json");
 }
 
+std::string OpenSslReason() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  return buf;
+}
+
+// An HTTPS listener with the manager's certificate. TLS 1.2 is the floor:
+// 1.0 and 1.1 are deprecated (RFC 8996). No client certificate is asked
+// for: browsers and the SDK present tokens, and the CLI's REST calls
+// (function_command.cc) have only the CA.
+absl::StatusOr<std::unique_ptr<httplib::Server>> NewTlsServer(const HttpTls& tls) {
+  absl::Status failed = absl::OkStatus();
+  auto setup = [&](SSL_CTX& ctx) {
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(&ctx, tls.cert_file.c_str()) != 1) {
+      failed = absl::InvalidArgumentError(absl::StrCat("HTTPS: cannot load the certificate ",
+                                                       tls.cert_file, ": ", OpenSslReason()));
+      return false;
+    }
+    if (SSL_CTX_use_PrivateKey_file(&ctx, tls.key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(&ctx) != 1) {
+      failed =
+          absl::InvalidArgumentError(absl::StrCat("HTTPS: cannot load the key ", tls.key_file,
+                                                  " for ", tls.cert_file, ": ", OpenSslReason()));
+      return false;
+    }
+    return true;
+  };
+  auto server = std::make_unique<httplib::SSLServer>(setup);
+  if (!failed.ok()) return failed;
+  if (!server->is_valid()) {
+    return absl::InternalError(absl::StrCat("HTTPS: cannot set up TLS: ", OpenSslReason()));
+  }
+  return server;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
@@ -39,10 +82,25 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   auto hp = SplitHostPort(listen);
   if (!hp.ok()) return hp.status();
   std::unique_ptr<HttpServer> s(new HttpServer());
-  s->server_ = std::make_unique<httplib::Server>();
+  if (options.tls) {
+    // OpenSSL writes with write(2), not send(MSG_NOSIGNAL) as httplib does on
+    // plain sockets: a client that hangs up mid-answer would end the process
+    // with SIGPIPE. The flotilla binary ignores it already (cli/main.cc);
+    // this covers tests and benches that embed the server.
+    signal(SIGPIPE, SIG_IGN);
+    auto tls = NewTlsServer(*options.tls);
+    if (!tls.ok()) return tls.status();
+    s->server_ = std::move(*tls);
+  } else {
+    s->server_ = std::make_unique<httplib::Server>();
+  }
   const int threads = std::max(4, options.threads);
   s->server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s->server_->set_payload_max_length(options.max_body_bytes);
+  // httplib writes an answer's headers and body separately: with Nagle on, a
+  // kept-alive connection waited for the client's delayed ACK, 40 ms a
+  // request (bench/https_bench.cc, plain and TLS alike).
+  s->server_->set_tcp_nodelay(true);
   // A client that sends its request slowly holds a thread: bounded.
   s->server_->set_read_timeout(10, 0);
   s->server_->set_write_timeout(10, 0);
@@ -69,7 +127,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     port = -1;
   }
   if (port <= 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", listen,
+    return absl::UnavailableError(absl::StrCat("cannot listen for HTTP", options.tls ? "S" : "",
+                                               " on ", listen,
                                                ": address in use or not available"));
   }
   s->address_ = absl::StrCat(hp->first, ":", port);

@@ -71,7 +71,8 @@ absl::StatusOr<Security> SetUpSecurity(const ManagerConfig& config) {
   if (config.transport.insecure) {
     sec.gate.insecure = true;
     spdlog::warn(
-        "SECURITY IS OFF (tls.insecure): plaintext gRPC, no node identities, and every caller is "
+        "SECURITY IS OFF (tls.insecure): plaintext gRPC and HTTP, no node identities, and every "
+        "caller is "
         "the admin of tenant default. For development on a trusted host only.");
     sec.agent_credentials = grpc::InsecureChannelCredentials();
   } else {
@@ -209,6 +210,11 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
     ho.metrics_need_token = config.metrics_need_token;
     ho.max_body_bytes = static_cast<size_t>(config.max_request_bytes * 2 + (1 << 20));
     ho.threads = 16;
+    // The HTTP port carries the same bearer tokens as gRPC: it gets the same
+    // certificate, and is plain only where gRPC is.
+    if (!config.transport.insecure) {
+      ho.tls = HttpTls{config.transport.files.cert, config.transport.files.key};
+    }
     // Fewer than the threads: requests that do not wait always find one.
     auto waits = std::make_shared<WaitSlots>(ho.threads / 2);
     RestServices rest{sec.gate, waits, &functions, &orchestrator, kv.get(), queue.get()};
@@ -223,8 +229,9 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
   }
   manager.Start();
   orchestrator.Start();
-  spdlog::info("manager serving gRPC on {} and HTTP on {} (state: {}, epoch {})", grpc_addr,
-               http ? http->address() : "-", state_name, config.manager_epoch);
+  spdlog::info("manager serving gRPC on {} and {} on {} (state: {}, epoch {})", grpc_addr,
+               config.transport.insecure ? "plain HTTP" : "HTTPS", http ? http->address() : "-",
+               state_name, config.manager_epoch);
   absl::Status ready = absl::OkStatus();
   if (!config.ready_file.empty()) {
     ready = WriteReadyFile(config.ready_file, grpc_addr, http ? http->address() : "",

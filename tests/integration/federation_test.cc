@@ -6,6 +6,7 @@
 #include <set>
 
 #include "support/federation_harness.h"
+#include "support/manager_http.h"
 
 namespace flotilla::testing {
 namespace {
@@ -141,9 +142,7 @@ TEST_F(FederationTest, ServesHealthAndMetrics) {
   v1::SubmitResponse resp;
   ASSERT_TRUE(h_.Submit(FederationHarness::Command({"true"}), &resp).ok());
   ASSERT_EQ(h_.WaitAllDone({resp.execution().id()}, std::chrono::seconds(10)).size(), 1u);
-  auto colon = h_.http_address().rfind(':');
-  httplib::Client http(h_.http_address().substr(0, colon),
-                       std::stoi(h_.http_address().substr(colon + 1)));
+  httplib::Client http = ManagerHttp(h_);
   auto health = http.Get("/healthz");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);

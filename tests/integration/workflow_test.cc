@@ -7,13 +7,13 @@
 #include <httplib.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "gtest/gtest.h"
 #include "support/federation_harness.h"
+#include "support/manager_http.h"
 #include "support/workflow_module.h"
 #include "unit/kv/redis_server.h"
 
@@ -41,9 +41,7 @@ class WorkflowTest : public ::testing::Test {
 
   json Call(const std::string& method, const std::string& path, const json& body = nullptr,
             int* status = nullptr) {
-    auto hp = h_.http_address();
-    httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
-    c.set_bearer_token_auth(h_.token());
+    httplib::Client c = ManagerHttp(h_, h_.token());
     c.set_read_timeout(120, 0);
     httplib::Result r = method == "GET"      ? c.Get(path)
                         : method == "DELETE" ? c.Delete(path)

@@ -56,7 +56,8 @@ class EndToEndTest(unittest.TestCase):
         cls.address = record["manager_http"]
         with open(record["token_file"]) as f:
             cls.token = f.read().strip()
-        cls.client = flotilla.Client(cls.address, timeout=60, token=cls.token)
+        cls.ca = record["ca"]
+        cls.client = flotilla.Client(cls.address, timeout=60, token=cls.token, ca=cls.ca)
         tag = "e2e%d" % os.getpid()
         cls.fanout = _load("fanout", tag + "_fanout")
         cls.exceptions = _load("exceptions", tag + "_exceptions")
@@ -84,7 +85,11 @@ class EndToEndTest(unittest.TestCase):
         old = os.environ.get("XDG_DATA_HOME"), os.environ.pop("FLOTILLA_HTTP", None)
         os.environ["XDG_DATA_HOME"] = self.tmp
         try:
-            self.assertEqual(flotilla.Client().address, "http://" + self.address)
+            # `up` is secure by default: the HTTP port speaks HTTPS, and the SDK finds the CA in
+            # the record as it finds the token.
+            client = flotilla.Client()
+            self.assertEqual(client.address, "https://" + self.address)
+            self.assertEqual(client.functions(), self.client.functions())
         finally:
             if old[0] is None:
                 os.environ.pop("XDG_DATA_HOME")
@@ -92,6 +97,22 @@ class EndToEndTest(unittest.TestCase):
                 os.environ["XDG_DATA_HOME"] = old[0]
             if old[1] is not None:
                 os.environ["FLOTILLA_HTTP"] = old[1]
+
+    def test_the_https_port_is_checked_against_the_federations_ca(self):
+        other = tempfile.mkdtemp(prefix="flotilla-e2e-otherca-")
+        self.addCleanup(shutil.rmtree, other, True)
+        subprocess.run([BIN, "ca", "init", "--dir", other], check=True, capture_output=True,
+                       timeout=30)
+        stranger = flotilla.Client(self.address, timeout=10, token=self.token,
+                                   ca=os.path.join(other, "ca.crt"))
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            stranger.functions()
+        self.assertIn("TLS", str(cm.exception))
+        # Plain HTTP to the HTTPS port: refused cleanly, an error and no hang.
+        plain = flotilla.Client("http://" + self.address, timeout=10, token=self.token)
+        with self.assertRaises(flotilla.FlotillaError):
+            plain.functions()
+        self.assertIsInstance(self.client.functions(), list)
 
     def test_decorated_functions_match_local_calls(self):
         # Before any call the planner has only the static costs: a fan-out

@@ -95,7 +95,8 @@ class FakeManager:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.address = "127.0.0.1:%d" % self.server.server_address[1]
+        # Plain HTTP, named so: without a scheme the SDK would speak HTTPS, as to a real manager.
+        self.address = "http://127.0.0.1:%d" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):

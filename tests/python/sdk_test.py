@@ -86,10 +86,35 @@ class AddressTest(unittest.TestCase):
         with open(os.path.join(tmp, "flotilla", "federation.json"), "w") as f:
             json.dump({"manager_http": "127.0.0.1:7001", "manager_grpc": "x"}, f)
         env = {"XDG_DATA_HOME": tmp}
-        self.assertEqual(_address.resolve("h:1", env), "http://h:1")
-        self.assertEqual(_address.resolve(None, dict(env, FLOTILLA_HTTP="h:2")), "http://h:2")
-        self.assertEqual(_address.resolve(None, env), "http://127.0.0.1:7001")
+        # TLS is on unless the development mode says otherwise: https by default.
+        self.assertEqual(_address.resolve("h:1", env), "https://h:1")
+        self.assertEqual(_address.resolve(None, dict(env, FLOTILLA_HTTP="h:2")), "https://h:2")
+        self.assertEqual(_address.resolve(None, env), "https://127.0.0.1:7001")
         self.assertEqual(_address.resolve("http://h:3/", env), "http://h:3")
+        self.assertEqual(_address.resolve("h:4", dict(env, FLOTILLA_INSECURE="1")), "http://h:4")
+
+    def test_development_mode_record_means_plain_http(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "flotilla"))
+        with open(os.path.join(tmp, "flotilla", "federation.json"), "w") as f:
+            json.dump({"manager_http": "127.0.0.1:7001", "insecure": True}, f)
+        env = {"XDG_DATA_HOME": tmp}
+        self.assertEqual(_address.resolve(None, env), "http://127.0.0.1:7001")
+        self.assertIsNone(_address.resolve_ca(env))
+        # A CA named in the environment wins over the record's development mode, as in the CLI.
+        self.assertEqual(_address.resolve(None, dict(env, FLOTILLA_CA="/x/ca.crt")),
+                         "https://127.0.0.1:7001")
+
+    def test_ca_from_env_then_record(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "flotilla"))
+        with open(os.path.join(tmp, "flotilla", "federation.json"), "w") as f:
+            json.dump({"manager_http": "127.0.0.1:7001", "ca": "/state/pki/ca.crt"}, f)
+        env = {"XDG_DATA_HOME": tmp}
+        self.assertEqual(_address.resolve_ca(env), "/state/pki/ca.crt")
+        self.assertEqual(_address.resolve_ca(dict(env, FLOTILLA_CA="/mine.crt")), "/mine.crt")
 
     def test_home_default_and_missing(self):
         tmp = tempfile.mkdtemp()

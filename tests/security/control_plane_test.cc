@@ -1,22 +1,58 @@
 // Control-plane probes: each plays an untrusted caller against a real
 // manager and real agents (mutual TLS, user tokens, tenants) and asserts the
 // verdict. docs/security.md lists what each boundary enforces.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "flotilla/v1/federation.grpc.pb.h"
 #include "support/federation_harness.h"
+#include "support/manager_http.h"
 
 namespace flotilla::testing {
 namespace {
 
 using std::chrono::seconds;
+
+// A TCP connection to "127.0.0.1:port" whose reads give up after
+// `timeout_s`; -1 if it cannot connect.
+int ConnectTcp(const std::string& address, int timeout_s) {
+  const auto colon = address.rfind(':');
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  if (inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval tv{timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 std::unique_ptr<grpc::ClientContext> Ctx(int s = 5) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -61,12 +97,7 @@ class ControlPlaneTest : public ::testing::Test {
     req.set_execution_id(id);
     return Api(token)->Get(Ctx().get(), req, out);
   }
-  httplib::Client Http() {
-    const std::string hp = h_.http_address();
-    httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
-    c.set_read_timeout(20, 0);
-    return c;
-  }
+  httplib::Client Http() { return ManagerHttp(h_); }
 
   FederationHarness h_;
   std::string alice_;
@@ -357,6 +388,84 @@ TEST_F(ControlPlaneTest, RestWithoutATokenIsUnauthorizedButHealthzIsOpen) {
   EXPECT_EQ(health->status, 200);
 }
 
+// --- HTTPS on the HTTP port ---
+
+TEST_F(ControlPlaneTest, ThePlainHttpRequestToTheHttpsPortIsRefusedAndTheManagerLives) {
+  int fd = ConnectTcp(h_.http_address(), 10);
+  ASSERT_GE(fd, 0);
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: " + h_.http_address() +
+                          "\r\nAuthorization: Bearer " + h_.token() + "\r\n\r\n";
+  ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  // The TLS layer rejects the first bytes and closes: an end of stream (or a
+  // reset), within the bound, never an HTTP answer and never a hang.
+  std::string got;
+  char buf[4096];
+  ssize_t n = 0;
+  errno = 0;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  const int recv_errno = errno;
+  close(fd);
+  EXPECT_TRUE(n == 0 || recv_errno == ECONNRESET) << "recv: " << strerror(recv_errno);
+  EXPECT_EQ(got.find("HTTP/1."), std::string::npos) << got;
+  EXPECT_FALSE(h_.ManagerExited());
+  auto health = Http().Get("/healthz");
+  ASSERT_TRUE(health) << httplib::to_string(health.error());
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(ControlPlaneTest, TheHttpsPortPresentsTheManagersCertificateOverTls12OrLater) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  ASSERT_TRUE(auth::TrustManagerOnly(ctx, h_.ca_cert()).ok());
+  int fd = ConnectTcp(h_.http_address(), 10);
+  ASSERT_GE(fd, 0);
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  ASSERT_EQ(SSL_connect(ssl), 1);
+  EXPECT_EQ(SSL_get_verify_result(ssl), X509_V_OK);
+  EXPECT_GE(SSL_version(ssl), TLS1_2_VERSION);
+  X509* peer = SSL_get1_peer_certificate(ssl);
+  ASSERT_NE(peer, nullptr);
+  // The very certificate the manager's gRPC port presents.
+  const std::string pem = ReadFile(h_.pki() + "/manager.crt");
+  BIO* in = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* want = PEM_read_bio_X509(in, nullptr, nullptr, nullptr);
+  ASSERT_NE(want, nullptr);
+  EXPECT_EQ(X509_cmp(peer, want), 0);
+  X509_free(want);
+  BIO_free(in);
+  X509_free(peer);
+  SSL_free(ssl);
+  close(fd);
+
+  // A client that offers at most TLS 1.1 gets no session.
+  SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_1_VERSION);
+  SSL_CTX_set_security_level(ctx, 0);
+  fd = ConnectTcp(h_.http_address(), 10);
+  ASSERT_GE(fd, 0);
+  ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  EXPECT_NE(SSL_connect(ssl), 1);
+  SSL_free(ssl);
+  close(fd);
+  SSL_CTX_free(ctx);
+}
+
+TEST_F(ControlPlaneTest, AClientThatDoesNotTrustTheFederationsCaGetsNoAnswer) {
+  char tmpl[] = "/tmp/flotilla-otherca-XXXXXX";
+  const std::string other = mkdtemp(tmpl);
+  ASSERT_TRUE(auth::InitCa(other).ok());
+  auto c = ManagerHttp(h_, h_.token(), other + "/ca.crt");
+  auto r = c.Get("/v1/functions");
+  EXPECT_FALSE(r);
+  // Trusting the right CA, the same call is answered.
+  auto ok = ManagerHttp(h_, h_.token()).Get("/v1/functions");
+  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
+  EXPECT_EQ(ok->status, 200);
+  std::filesystem::remove_all(other);
+}
+
 TEST_F(ControlPlaneTest, RestRefusesCrossOriginRequests) {
   auto c = Http();
   c.set_bearer_token_auth(h_.token());
@@ -534,8 +643,7 @@ TEST(MetricsAuthTest, MetricsCanRequireAToken) {
   // The harness writes its own auth: line first; a second would be a
   // duplicate key, so the test's replaces it.
   h.StartManager();
-  const std::string hp = h.http_address();
-  httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
+  httplib::Client c = ManagerHttp(h);
   auto r = c.Get("/metrics");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 401);

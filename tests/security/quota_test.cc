@@ -12,6 +12,7 @@
 
 #include "absl/strings/escaping.h"
 #include "support/federation_harness.h"
+#include "support/manager_http.h"
 
 namespace flotilla::testing {
 namespace {
@@ -29,13 +30,7 @@ class QuotaTest : public ::testing::Test {
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   }
 
-  httplib::Client As(const std::string& token) {
-    const std::string hp = h_.http_address();
-    httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
-    c.set_read_timeout(20, 0);
-    c.set_bearer_token_auth(token);
-    return c;
-  }
+  httplib::Client As(const std::string& token) { return ManagerHttp(h_, token); }
 
   static std::string ValueBody(const std::string& value) {
     return nlohmann::json{{"value", absl::Base64Escape(value)}}.dump();

@@ -13,10 +13,28 @@ def federation_record_path(env=None):
     return os.path.join(base, "flotilla", "federation.json")
 
 
-def resolve(address=None, env=None):
-    """Returns "http://host:port" for the manager, or several comma-separated for the replicas of
-    a highly available federation; raises FlotillaError if none is known."""
+def insecure(env=None):
+    """True in the development mode (`flotilla up --insecure`, FLOTILLA_INSECURE=1): the manager
+    serves plain HTTP. Otherwise its HTTP port speaks only HTTPS."""
     env = os.environ if env is None else env
+    if env.get("FLOTILLA_INSECURE") == "1":
+        return True
+    return bool(_record(env).get("insecure")) and not env.get("FLOTILLA_CA")
+
+
+def resolve_ca(env=None):
+    """Returns the CA certificate file the manager's certificate must chain to: $FLOTILLA_CA,
+    then the local federation's; None where neither is known (the system's roots then apply)."""
+    env = os.environ if env is None else env
+    return env.get("FLOTILLA_CA") or _record(env).get("ca") or None
+
+
+def resolve(address=None, env=None):
+    """Returns "https://host:port" for the manager ("http://" in the development mode), or
+    several comma-separated for the replicas of a highly available federation; raises
+    FlotillaError if none is known. An address that names its scheme keeps it."""
+    env = os.environ if env is None else env
+    scheme = "http://" if insecure(env) else "https://"
     if not address:
         address = env.get("FLOTILLA_HTTP")
     if not address:
@@ -33,13 +51,13 @@ def resolve(address=None, env=None):
                 "no Flotilla manager address: pass Client(address='host:port'), set "
                 "FLOTILLA_HTTP=host:port, or start a local federation with `flotilla up` "
                 "(it records the address in %s)" % path)
-    return ",".join(_url(a) for a in address.split(",") if a.strip())
+    return ",".join(_url(a, scheme) for a in address.split(",") if a.strip())
 
 
-def _url(address):
+def _url(address, scheme):
     address = address.strip().rstrip("/")
     if "://" not in address:
-        address = "http://" + address
+        address = scheme + address
     return address
 
 

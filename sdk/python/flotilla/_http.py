@@ -1,13 +1,20 @@
 """JSON over HTTP to the manager (urllib only)."""
 
+import http.client
 import json
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from .errors import ConflictError, FlotillaError, NotFoundError
+
+# The name in every manager's certificate (the C++ side's auth::kManagerName). The SDK checks it
+# instead of the dialled address, as the CLI and the agents do: a manager is known by its name,
+# so a certificate issued without the address in it still serves.
+MANAGER_NAME = "manager.flotilla"
 
 
 def quote(part):
@@ -20,13 +27,40 @@ class _Refused(Exception):
         self.message = message
 
 
+class _ManagerConnection(http.client.HTTPSConnection):
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=MANAGER_NAME)
+
+
+class _ManagerHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_ManagerConnection, req, context=self._context)
+
+
+def _opener(ca_file):
+    """urllib with TLS 1.2+; with ca_file, only the manager certified by that CA is trusted."""
+    if not ca_file:
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    try:
+        # cafile given: the system's roots are not loaded, only the federation's CA counts.
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise FlotillaError("cannot load the CA certificate %s (FLOTILLA_CA or the local "
+                            "federation's): %s" % (ca_file, e)) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return urllib.request.build_opener(_ManagerHTTPSHandler(context=context))
+
+
 class Transport:
     """Sends one JSON request and returns the decoded JSON answer.
 
     Thread-safe: it keeps no connection state between calls.
     """
 
-    def __init__(self, base_url, timeout=30.0, token=None):
+    def __init__(self, base_url, timeout=30.0, token=None, ca_file=None):
         # One URL, or every manager replica's, comma-separated: only the leader listens, so a
         # refused connection moves on to the next (the request never reached a manager, so
         # resending it is safe). Other failures are reported, not retried.
@@ -35,6 +69,8 @@ class Transport:
         self._lock = threading.Lock()
         self.timeout = timeout
         self.token = token
+        self.ca_file = ca_file
+        self._open = _opener(ca_file).open
 
     @property
     def base_url(self):
@@ -67,7 +103,7 @@ class Transport:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+            with self._open(req, timeout=timeout or self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise _http_error(method, path, e) from None
@@ -77,6 +113,9 @@ class Transport:
                        "(`flotilla up`)?" % (",".join(self.base_urls), method, path, reason))
             if isinstance(reason, ConnectionRefusedError):
                 raise _Refused(message) from None
+            if isinstance(reason, ssl.SSLError):
+                message += (" (TLS: the manager's certificate must chain to the CA in FLOTILLA_CA, "
+                            "or the local federation's: %s)" % (self.ca_file or "system roots"))
             raise FlotillaError(message) from None
         if not raw.strip():
             return {}

@@ -4,7 +4,7 @@ import base64
 import time
 
 from . import _runner
-from ._address import resolve, resolve_token
+from ._address import resolve, resolve_ca, resolve_token
 from ._http import Transport, quote
 from ._units import resource_constraint
 from .errors import FlotillaError, rebuild_exception
@@ -118,16 +118,20 @@ class Future:
 class Client:
     """The manager's REST API.
 
-    address: "host:port" or "http://host:port"; default $FLOTILLA_HTTP, then
-    the local federation record written by `flotilla up`.
+    address: "host:port" or "https://host:port"; default $FLOTILLA_HTTP, then
+    the local federation record written by `flotilla up`. Without a scheme it is
+    https (http only in the development mode: FLOTILLA_INSECURE=1 or `up --insecure`);
+    ca: the CA certificate file the manager's certificate must chain to; default
+    $FLOTILLA_CA, then the local federation's.
     token: the caller's bearer token; default $FLOTILLA_TOKEN, the file
     $FLOTILLA_TOKEN_FILE, then the local federation's admin token. Methods raise
     FlotillaError (NotFoundError, ConflictError) with the manager's message.
     """
 
-    def __init__(self, address=None, timeout=30.0, token=None):
+    def __init__(self, address=None, timeout=30.0, token=None, ca=None):
         self.address = resolve(address)
-        self._t = Transport(self.address, timeout=timeout, token=resolve_token(token))
+        self._t = Transport(self.address, timeout=timeout, token=resolve_token(token),
+                            ca_file=ca or resolve_ca())
 
     def __repr__(self):
         return "<flotilla.Client %s>" % self.address
