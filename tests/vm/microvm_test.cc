@@ -442,6 +442,26 @@ TEST_F(MicroVmTest, ColdBootedJailedVmRunsATaskAndLeavesNothing) {
   std::filesystem::remove_all(run_root_ + "/roots");
 }
 
+// A jail that cannot be set up (here: root as the jail's uid) refuses
+// micro-VMs with the reason rather than running QEMU unjailed.
+TEST(MicroVmJail, AFactoryWhoseJailFailsIsRefusedWithTheReason) {
+  SKIP_WITHOUT_QEMU();
+  char tmpl[] = "/tmp/fvj.XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  MicroVmInstanceOptions o;
+  o.kernel = FLOTILLA_VM_KERNEL;
+  o.initrd = FLOTILLA_VM_INITRD;
+  o.run_root = root + "/vms";
+  o.accel = Accel::kTcg;
+  o.jail_uid = 0;
+  auto f = NewMicroVmInstanceFactory(o);
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition) << f.status();
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("QEMU cannot be jailed"));
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("must not be 0"));
+  EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
+  std::filesystem::remove_all(root);
+}
+
 TEST(MicroVmJail, CheckJailedRefusesAnUnjailedProcess) {
   // This test process: root, in the host's namespaces.
   absl::Status st = sandbox::microvm::CheckJailed(getpid(), {});

@@ -232,14 +232,20 @@ absl::StatusOr<std::unique_ptr<Container>> LaunchJailed(const MicroVmConfig& con
   spec.shm_bytes = 1 << 20;
   spec.dev_pts = false;
   using Access = isolation::BindMount::Access;
-  spec.binds = {{config.kernel, kJailKernel, Access::kReadOnly},
-                {config.initrd, kJailInitrd, Access::kReadOnly},
-                {config.run_dir, kJailRunDir, Access::kWritable}};
+  // Bind sources must be absolute; a configuration may name relative ones.
+  auto absolute = [](const std::string& path) {
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::absolute(path, ec);
+    return ec ? path : p.lexically_normal().string();
+  };
+  spec.binds = {{absolute(config.kernel), kJailKernel, Access::kReadOnly},
+                {absolute(config.initrd), kJailInitrd, Access::kReadOnly},
+                {absolute(config.run_dir), kJailRunDir, Access::kWritable}};
   if (config.memory != MicroVmConfig::Memory::kAnonymous) {
     // Writable even for a copy-on-write restore: QEMU 7.2 opens the file
     // O_RDWR (its readonly= makes the guest's RAM read-only too). Its pages
     // still reach no other VM: share=off maps them MAP_PRIVATE.
-    spec.binds.push_back({config.memory_file, kJailMemory, Access::kWritable});
+    spec.binds.push_back({absolute(config.memory_file), kJailMemory, Access::kWritable});
   }
   if (config.accel == Accel::kKvm) spec.devices.push_back({"/dev/kvm", 10, 232});
   spec.network = NetworkNamespace::kNew;
