@@ -488,5 +488,32 @@ TEST(MicroVmProbe, KvmProbeDecidesWithinItsDeadline) {
   std::filesystem::remove_all(root);
 }
 
+// Jailed, QEMU reaches KVM through the jail's own /dev/kvm node: whatever
+// the probe decides, it is not for want of access to the device.
+TEST(MicroVmProbe, JailedKvmProbeCanOpenKvm) {
+  SKIP_WITHOUT_QEMU();
+  if (access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  char tmpl[] = "/tmp/fvk.XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = root + "/probe";
+  sandbox::HostLayout paths;
+  paths.runtime_dir = root + "/roots";
+  auto layout = sandbox::DetectHostLayout(paths);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  c.jail.emplace();
+  c.jail->layout = *layout;
+  auto probe = sandbox::microvm::ProbeAccel(c, std::chrono::seconds(5));
+  fprintf(stderr, "jailed KVM probe: %s (%s)\n", sandbox::microvm::ToString(probe.accel),
+          probe.reason.c_str());
+  EXPECT_THAT(probe.reason, ::testing::Not(HasSubstr("Could not access KVM")));
+  EXPECT_THAT(probe.reason, ::testing::Not(HasSubstr("Permission denied")));
+  EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
+  std::filesystem::remove_all(root);
+}
+
 }  // namespace
 }  // namespace flotilla::pool
