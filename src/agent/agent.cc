@@ -1043,6 +1043,8 @@ absl::Status RunAgent(const AgentConfig& input) {
       vo.kernel = config.vm_kernel;
       vo.initrd = config.vm_initrd.empty() ? self_dir + "/guest-initramfs.cpio" : config.vm_initrd;
       vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
+      vo.jail = config.vm_jail == "off" ? pool::MicroVmInstanceOptions::Jail::kOff
+                                        : pool::MicroVmInstanceOptions::Jail::kRequired;
       auto made = pool::NewMicroVmInstanceFactory(vo);
       if (made.ok()) {
         vm_factory = std::move(*made);
