@@ -10,12 +10,17 @@
 //                 and Run + Reset (the RESET round trip a reused sandbox pays)
 //   no-op, Linux  the same on a warm Linux container of templates/shell.yaml,
 //                 interleaved with the VM's iterations
+//   jail          with --jail-compare N: QEMU start to its QMP answer and a
+//                 restore to guest ready, jailed and unjailed interleaved,
+//                 beside fork+exec of /bin/true (the cost the jail adds:
+//                 namespaces, a root of binds, a cgroup, privileges dropped)
 //   idle VM       VmRSS and Pss (smaps_rollup) of QEMU for N restored idle
 //                 VMs, 1 s after their handshake; Pss counts the pages the
 //                 VMs share (the snapshot's RAM, QEMU's binary) once in all
 //
 // Prints a markdown table; every QEMU is killed and every file removed
 // before it exits.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +38,7 @@
 #include "pool/linux_instance.h"
 #include "pool/microvm_instance.h"
 #include "sandbox/linux/container.h"
+#include "sandbox/microvm/micro_vm.h"
 
 namespace flotilla {
 namespace {
@@ -101,7 +107,7 @@ void Row(const char* name, const Series& s, const char* note = "") {
 int Main(int argc, char** argv) {
   CLI::App app{"micro-VM benchmark"};
   std::string kernel = "/var/cache/flotilla/vm/current/vmlinux", initrd, guest, templates;
-  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4;
+  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4, jail_n = 0;
   app.add_option("--kernel", kernel);
   app.add_option("--initrd", initrd)->required();
   app.add_option("--guest", guest, "flotilla-guest, for the Linux sandbox")->required();
@@ -110,12 +116,15 @@ int Main(int argc, char** argv) {
   app.add_option("--restores", restore_n);
   app.add_option("--noop", noop_n);
   app.add_option("--idle", idle_n);
+  app.add_option("--jail-compare", jail_n, "jailed vs unjailed QEMU starts and restores, each");
   CLI11_PARSE(app, argc, argv);
 
   char tmpl[] = "/tmp/fmb.XXXXXX";
   const std::string root = mkdtemp(tmpl);
-  auto make = [&](const char* name, bool snapshots) {
+  using Jail = pool::MicroVmInstanceOptions::Jail;
+  auto make = [&](const char* name, bool snapshots, Jail jail = Jail::kRequired) {
     pool::MicroVmInstanceOptions o;
+    o.jail = jail;
     o.kernel = kernel;
     o.initrd = initrd;
     o.run_root = root + "/" + name;
@@ -170,6 +179,58 @@ int Main(int argc, char** argv) {
       return 1;
     }
     restore.ms.push_back(MsSince(t0));
+  }
+
+  // The jail's cost, jailed and unjailed interleaved, fork+exec beside.
+  Series start_jailed, start_plain, restore_jailed, restore_plain, fork_exec;
+  if (jail_n > 0) {
+    auto plain_factory = make("u", true, Jail::kOff);
+    if (!plain_factory.ok()) return 1;
+    sandbox::HostLayout paths;
+    paths.runtime_dir = root + "/roots";
+    auto layout = sandbox::DetectHostLayout(paths);
+    if (!layout.ok()) return 1;
+    for (auto* f : {&*warm_factory, &*plain_factory}) {
+      if (!(*f)->Create(vm_t, {}).ok()) return 1;  // the snapshot
+    }
+    for (int i = 0; i < jail_n; ++i) {
+      for (bool jailed : {true, false}) {
+        sandbox::microvm::MicroVmConfig c;
+        c.kernel = kernel;
+        c.initrd = initrd;
+        c.run_dir = absl::StrCat(root, "/start-", i, jailed ? "j" : "u");
+        if (jailed) {
+          c.jail.emplace();
+          c.jail->layout = *layout;
+        }
+        auto t0 = Clock::now();
+        auto vm = sandbox::microvm::MicroVm::Start(c, t0 + std::chrono::seconds(30));
+        if (!vm.ok()) {
+          std::fprintf(stderr, "start: %s\n", vm.status().ToString().c_str());
+          return 1;
+        }
+        (jailed ? start_jailed : start_plain).ms.push_back(MsSince(t0));
+        (*vm)->Kill();
+        auto& factory = jailed ? *warm_factory : *plain_factory;
+        t0 = Clock::now();
+        auto restored = factory->Create(vm_t, {});
+        if (!restored.ok()) {
+          std::fprintf(stderr, "restore: %s\n", restored.status().ToString().c_str());
+          return 1;
+        }
+        (jailed ? restore_jailed : restore_plain).ms.push_back(MsSince(t0));
+      }
+      auto t0 = Clock::now();
+      pid_t pid = fork();
+      if (pid == 0) {
+        execl("/bin/true", "true", nullptr);
+        _exit(127);
+      }
+      int status;
+      waitpid(pid, &status, 0);
+      fork_exec.ms.push_back(MsSince(t0));
+    }
+    plain_factory->reset();
   }
 
   // The Linux sandbox beside it.
@@ -244,6 +305,13 @@ int Main(int argc, char** argv) {
   Row("no-op in a pooled VM: Run + Reset", vm_cycle);
   Row("no-op in a warm Linux sandbox: Run", linux_run);
   Row("no-op in a warm Linux sandbox: Run + Reset", linux_cycle);
+  if (jail_n > 0) {
+    Row("QEMU start to QMP answer, jailed", start_jailed);
+    Row("QEMU start to QMP answer, unjailed", start_plain);
+    Row("VM restore to guest ready, jailed", restore_jailed);
+    Row("VM restore to guest ready, unjailed", restore_plain);
+    Row("fork+exec+wait of /bin/true", fork_exec);
+  }
   std::printf("\nrestore vs cold boot (p50): %.1fx faster (target >= 8x)\n",
               cold.Quantile(0.5) / restore.Quantile(0.5));
   std::printf("no-op p50, VM vs Linux: %.1f ms vs %.1f ms (target <= 20 ms under TCG)\n",

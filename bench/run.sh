@@ -44,7 +44,8 @@
 #   bench/run.sh microvm [BUILD_DIR]
 # runs bench/microvm_bench.cc: QEMU microvm (TCG) cold boot vs snapshot
 # restore, a no-op task in a pooled VM beside a warm Linux sandbox, and the
-# memory (VmRSS, Pss) of idle VMs. Output: BUILD_DIR/bench-results/microvm.md.
+# memory (VmRSS, Pss) of idle VMs, and the QEMU jail's cost (jailed vs unjailed
+# starts and restores). Output: BUILD_DIR/bench-results/microvm.md.
 #
 # The shard channel step, separate (~3 min):
 #   bench/run.sh shard [BUILD_DIR]
@@ -94,9 +95,9 @@ if [[ ${1:-} == microvm ]]; then
   fi
   cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target flotilla_microvm_bench
   if [[ -n ${BENCH_QUICK:-} ]]; then
-    ARGS=(--cold 1 --restores 3 --noop 30 --idle 2)
+    ARGS=(--cold 1 --restores 3 --noop 30 --idle 2 --jail-compare 5)
   else
-    ARGS=(--cold 3 --restores 10 --noop 200 --idle 4)
+    ARGS=(--cold 3 --restores 10 --noop 200 --idle 4 --jail-compare 15)
   fi
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   "$BUILD_DIR/bench/flotilla_microvm_bench" --initrd "$BUILD_DIR/src/guest-initramfs.cpio" \

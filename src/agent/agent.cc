@@ -296,7 +296,10 @@ void Agent::AddMicroVmStatus(v1::MicroVmStatus* out) const {
   const pool::MicroVmStatus s = microvm_->status();
   out->set_available(true);
   out->set_accelerator(sandbox::microvm::ToString(s.accel));
-  out->set_reason(s.accel_reason);
+  // The reason says why not KVM; a node whose QEMU runs unjailed says so too.
+  std::string reason = s.accel_reason;
+  if (!s.jailed) absl::StrAppend(&reason, reason.empty() ? "" : "; ", "QEMU jail ", s.jail);
+  out->set_reason(reason);
   out->set_snapshots(s.snapshots_made);
   out->set_restores(s.restores);
   out->set_cold_boots(s.cold_boots);
@@ -1040,6 +1043,8 @@ absl::Status RunAgent(const AgentConfig& input) {
       vo.kernel = config.vm_kernel;
       vo.initrd = config.vm_initrd.empty() ? self_dir + "/guest-initramfs.cpio" : config.vm_initrd;
       vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
+      vo.jail = config.vm_jail == "off" ? pool::MicroVmInstanceOptions::Jail::kOff
+                                        : pool::MicroVmInstanceOptions::Jail::kRequired;
       auto made = pool::NewMicroVmInstanceFactory(vo);
       if (made.ok()) {
         vm_factory = std::move(*made);

@@ -17,13 +17,31 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   if (!root || root.IsNull()) return c;
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping"));
   const std::string where = path + ": ";
-  RETURN_IF_ERROR(CheckKnownKeys(
-      root, where,
-      {"node_id", "manager", "listen", "advertise", "labels", "security", "data_sets", "tls",
-       "resources", "work_dir", "output_limit_bytes", "heartbeat_interval_ms", "isolation",
-       "trusted_development_node", "templates_dir", "guest_binary", "default_template",
-       "vm_kernel", "vm_initrd",
-       "sandbox_uid", "cost", "resize", "checkpoint"}));
+  RETURN_IF_ERROR(CheckKnownKeys(root, where,
+                                 {"node_id",
+                                  "manager",
+                                  "listen",
+                                  "advertise",
+                                  "labels",
+                                  "security",
+                                  "data_sets",
+                                  "tls",
+                                  "resources",
+                                  "work_dir",
+                                  "output_limit_bytes",
+                                  "heartbeat_interval_ms",
+                                  "isolation",
+                                  "trusted_development_node",
+                                  "templates_dir",
+                                  "guest_binary",
+                                  "default_template",
+                                  "vm_kernel",
+                                  "vm_initrd",
+                                  "vm_jail",
+                                  "sandbox_uid",
+                                  "cost",
+                                  "resize",
+                                  "checkpoint"}));
   if (const YAML::Node cp = root["checkpoint"]) {
     const std::string w = where + "checkpoint.";
     RETURN_IF_ERROR(CheckKnownKeys(cp, w,
@@ -87,6 +105,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "guest_binary", &c.guest_binary));
   RETURN_IF_ERROR(ReadYaml(root, where, "vm_kernel", &c.vm_kernel));
   RETURN_IF_ERROR(ReadYaml(root, where, "vm_initrd", &c.vm_initrd));
+  RETURN_IF_ERROR(ReadYaml(root, where, "vm_jail", &c.vm_jail));
   RETURN_IF_ERROR(ReadYaml(root, where, "default_template", &c.default_template));
   RETURN_IF_ERROR(ReadYaml(root, where, "sandbox_uid", &c.sandbox_uid));
   RETURN_IF_ERROR(ReadYaml(root, where, "node_id", &c.node_id));
@@ -162,6 +181,10 @@ absl::Status Validate(const AgentConfig& c) {
     return absl::InvalidArgumentError(
         "isolation: process runs untrusted code on the host without a sandbox; it is allowed "
         "only on a node marked trusted_development_node: true");
+  }
+  if (c.vm_jail != "required" && c.vm_jail != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vm_jail: '", c.vm_jail, "' is not one of required, off"));
   }
   if (c.sandbox_uid <= 0) {
     return absl::InvalidArgumentError("sandbox_uid: must be an unprivileged uid (> 0)");

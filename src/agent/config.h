@@ -48,6 +48,11 @@ struct AgentConfig {
   // (the build's guest-initramfs.cpio; default: beside the flotilla binary).
   std::string vm_kernel = "/var/cache/flotilla/vm/current/vmlinux";
   std::string vm_initrd;
+  // "required": QEMU runs jailed (namespaces, own root and cgroup, uid
+  // 65534, no capabilities, seccomp) and micro-VMs are refused, with the
+  // reason, where the jail cannot be set up. "off": QEMU runs with the
+  // agent's privileges, logged and shown in the node's micro-VM status.
+  std::string vm_jail = "required";
   bool trusted_development_node = false;
   std::string templates_dir;   // default: the templates shipped with flotilla
   std::string guest_binary;    // default: flotilla-guest beside the flotilla binary

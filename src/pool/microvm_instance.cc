@@ -109,8 +109,12 @@ class MicroVmInstance final : public Instance {
 
 class Factory final : public MicroVmInstanceFactory {
  public:
-  Factory(MicroVmInstanceOptions options, sandbox::microvm::AccelProbe accel)
-      : options_(std::move(options)), accel_(std::move(accel)) {}
+  Factory(MicroVmInstanceOptions options, sandbox::microvm::AccelProbe accel,
+          std::optional<sandbox::microvm::JailConfig> jail, std::string jail_summary)
+      : options_(std::move(options)),
+        accel_(std::move(accel)),
+        jail_(std::move(jail)),
+        jail_summary_(std::move(jail_summary)) {}
 
   ~Factory() override {
     std::error_code ec;
@@ -122,6 +126,8 @@ class Factory final : public MicroVmInstanceFactory {
     MicroVmStatus s = stats_;
     s.accel = accel_.accel;
     s.accel_reason = accel_.reason;
+    s.jailed = jail_.has_value();
+    s.jail = jail_summary_;
     return s;
   }
 
@@ -176,6 +182,7 @@ class Factory final : public MicroVmInstanceFactory {
     c.accel = accel_.accel;
     c.memory_mib = VmMemoryMib(t);
     c.vcpus = VmCpus(t);
+    c.jail = jail_;
     return c;
   }
 
@@ -278,12 +285,32 @@ class Factory final : public MicroVmInstanceFactory {
 
   const MicroVmInstanceOptions options_;
   const sandbox::microvm::AccelProbe accel_;
+  const std::optional<sandbox::microvm::JailConfig> jail_;
+  const std::string jail_summary_;
   std::atomic<uint64_t> next_id_{1};
   std::mutex snapshots_mu_;
   std::map<std::string, std::shared_ptr<SnapshotSlot>> snapshots_;  // guarded by snapshots_mu_
   mutable std::mutex stats_mu_;
   MicroVmStatus stats_;  // guarded by stats_mu_
 };
+
+// The jail's configuration, proven by starting a jailed probe VM.
+absl::StatusOr<sandbox::microvm::JailConfig> MakeJail(const MicroVmInstanceOptions& options,
+                                                      MicroVmConfig probe) {
+  sandbox::HostLayout paths;
+  paths.runtime_dir = options.run_root + "/roots";
+  sandbox::microvm::JailConfig jail;
+  jail.uid = options.jail_uid;
+  jail.gid = options.jail_gid;
+  ASSIGN_OR_RETURN(jail.layout, sandbox::DetectHostLayout(paths));
+  probe.jail = jail;
+  const auto started = Clock::now();
+  RETURN_IF_ERROR(sandbox::microvm::ProbeJail(probe, started + options.jail_probe_timeout));
+  spdlog::info("micro-VMs: QEMU jailed (uid {}, cgroups {}); jailed probe VM in {:.0f} ms",
+               jail.uid, sandbox::isolation::CgroupModeName(jail.layout.cgroups.mode),
+               MsSince(started));
+  return jail;
+}
 
 }  // namespace
 
@@ -313,22 +340,42 @@ absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactor
         absl::StrCat("mkdir `", options.run_root, "`: ", ec.message()));
   }
   chmod(options.run_root.c_str(), 0700);
+  MicroVmConfig probe;
+  probe.qemu = options.qemu;
+  probe.kernel = options.kernel;
+  probe.initrd = options.initrd;
+  probe.memory_mib = 128;
+  probe.run_dir = options.run_root + "/probe";
+  std::string jail_summary;
+  if (options.jail == MicroVmInstanceOptions::Jail::kRequired) {
+    auto jail = MakeJail(options, probe);
+    if (!jail.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "micro-VMs refused: QEMU cannot be jailed on this host (", jail.status().message(),
+          "); fix that, or turn the micro-VM jail off to run QEMU unjailed"));
+    }
+    probe.jail = *jail;
+    jail_summary = absl::StrCat("namespaces, cgroup, uid ", jail->uid,
+                                ", no capabilities, no_new_privs, seccomp (qemu -sandbox ",
+                                sandbox::microvm::kQemuSandboxOption, ")");
+  } else {
+    jail_summary = "off by configuration: QEMU runs with the agent's privileges";
+    spdlog::warn(
+        "micro-VMs: the QEMU jail is off by configuration; QEMU runs with the "
+        "agent's privileges and namespaces");
+  }
   sandbox::microvm::AccelProbe accel;
   if (options.accel) {
     accel.accel = *options.accel;
     accel.reason = "set by configuration";
   } else {
-    MicroVmConfig probe;
-    probe.qemu = options.qemu;
-    probe.kernel = options.kernel;
-    probe.initrd = options.initrd;
-    probe.memory_mib = 128;
-    probe.run_dir = options.run_root + "/probe";
     accel = sandbox::microvm::ProbeAccel(probe, options.probe_timeout);
     spdlog::info("micro-VMs: {} ({}; probe {} ms)", sandbox::microvm::ToString(accel.accel),
                  accel.reason.empty() ? "a KVM boot worked" : accel.reason, accel.probe_ms);
   }
-  return std::unique_ptr<MicroVmInstanceFactory>(new Factory(std::move(options), std::move(accel)));
+  std::optional<sandbox::microvm::JailConfig> jail = probe.jail;
+  return std::unique_ptr<MicroVmInstanceFactory>(
+      new Factory(std::move(options), std::move(accel), std::move(jail), std::move(jail_summary)));
 }
 
 }  // namespace flotilla::pool

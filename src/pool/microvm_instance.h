@@ -16,6 +16,8 @@
 // a shape makes its snapshot while the others of that shape wait.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -44,6 +46,15 @@ struct MicroVmInstanceOptions {
   std::chrono::milliseconds restore_timeout{15000};
   // False: every VM boots cold (the baseline the benchmarks compare with).
   bool snapshots = true;
+  // kRequired: every QEMU runs jailed (sandbox/microvm/micro_vm.h) and the
+  // factory is refused, with the reason, where a jailed probe VM fails.
+  // kOff: QEMU runs as a plain child of the agent, with its privileges; an
+  // explicit, logged decision.
+  enum class Jail { kRequired, kOff };
+  Jail jail = Jail::kRequired;
+  uid_t jail_uid = 65534;
+  gid_t jail_gid = 65534;
+  std::chrono::milliseconds jail_probe_timeout{10000};
   // Restored VMs map the snapshot's RAM file copy-on-write (sharing its
   // pages) instead of each loading a copy of it from the stream. Its cost:
   // one RAM file per shape in run_root, as large as what the guest touched.
@@ -54,6 +65,8 @@ struct MicroVmInstanceOptions {
 struct MicroVmStatus {
   sandbox::microvm::Accel accel = sandbox::microvm::Accel::kTcg;
   std::string accel_reason;  // why not KVM, when TCG
+  bool jailed = false;
+  std::string jail;  // how QEMU is confined, or why it is not
   uint64_t snapshots_made = 0;
   uint64_t restores = 0;
   uint64_t cold_boots = 0;
@@ -68,8 +81,10 @@ class MicroVmInstanceFactory : public InstanceFactory {
   virtual MicroVmStatus status() const = 0;
 };
 
-// Checks the kernel and initramfs, makes run_root and decides the
-// accelerator (which may take a probe boot of up to probe_timeout).
+// Checks the kernel and initramfs, makes run_root, proves the jail with a
+// jailed probe VM (FailedPrecondition with the reason where it fails and
+// the jail is required) and decides the accelerator (which may take a probe
+// boot of up to probe_timeout).
 absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactory(
     MicroVmInstanceOptions options);
 

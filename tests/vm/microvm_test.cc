@@ -1,15 +1,17 @@
 // Micro-VM sandboxes under QEMU TCG: boot, snapshot, restore, tasks, limits,
-// a hostile guest channel, and that no QEMU process or file outlives a test.
+// a hostile guest channel, QEMU's jail seen from the host, and that no QEMU
+// process, cgroup or file outlives a test.
 // Skipped, loudly, only where QEMU or the guest kernel is missing.
 #include <dirent.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "pool/microvm_instance.h"
 #include "pool/warm_pool.h"
@@ -124,6 +126,9 @@ class MicroVmTest : public ::testing::Test {
   }
   void SetUp() override { SKIP_WITHOUT_QEMU(); }
 
+  // The QEMU processes of VMs restored by the suite's factory.
+  static std::vector<pid_t> RestoredQemus() { return ProcessesMentioning(run_root_ + "/vms/vm-"); }
+
   std::unique_ptr<Instance> NewVm(const EnvironmentTemplate& t = VmTemplate()) {
     auto vm = factory_->Create(t, {});
     EXPECT_TRUE(vm.ok()) << vm.status();
@@ -171,9 +176,13 @@ TEST_F(MicroVmTest, RestoredVmRunsTasksReportsExitAndOutputAndLeavesNothing) {
 
   vm.reset();
   EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty());
-  // The snapshot (state and RAM file) stays, the factory's; no VM run
-  // directory does.
+  // The snapshot (state and RAM file) stays, the factory's, and the
+  // (empty) directory of the jails' roots; no VM run directory does.
   for (const auto& e : std::filesystem::directory_iterator(run_root_ + "/vms")) {
+    if (e.path().filename() == "roots") {
+      EXPECT_TRUE(std::filesystem::is_empty(e.path()));
+      continue;
+    }
     EXPECT_TRUE(e.path().extension() == ".snap" || e.path().extension() == ".ram") << e.path();
   }
 }
@@ -296,6 +305,170 @@ TEST_F(MicroVmTest, WarmPoolOfVmsHandsOutRestoredVmsAndDestroysAfterUse) {
   EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
 }
 
+// Reads /proc/<pid>/<file> whole.
+std::string ProcFile(pid_t pid, const std::string& file) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The value after `key` in /proc/<pid>/status, whitespace trimmed.
+std::string StatusOf(pid_t pid, const std::string& key) {
+  std::string status = "\n" + ProcFile(pid, "status");
+  size_t at = status.find("\n" + key + ":");
+  if (at == std::string::npos) return "";
+  at += key.size() + 2;
+  std::string value = status.substr(at, status.find('\n', at) - at);
+  size_t first = value.find_first_not_of(" \t");
+  return first == std::string::npos ? "" : value.substr(first);
+}
+
+std::string NsOf(const std::string& pid, const char* ns) {
+  char link[256] = {};
+  ssize_t n = readlink(("/proc/" + pid + "/ns/" + ns).c_str(), link, sizeof(link) - 1);
+  return n > 0 ? std::string(link, n) : "";
+}
+
+// Everything the jail promises, checked from the host without the code
+// under test (CheckJailed has its own test below).
+void ExpectJailed(pid_t qemu) {
+  SCOPED_TRACE("qemu pid " + std::to_string(qemu));
+  EXPECT_EQ(StatusOf(qemu, "Uid"), "65534\t65534\t65534\t65534");
+  EXPECT_EQ(StatusOf(qemu, "Gid"), "65534\t65534\t65534\t65534");
+  EXPECT_EQ(StatusOf(qemu, "Seccomp"), "2");
+  EXPECT_EQ(StatusOf(qemu, "NoNewPrivs"), "1");
+  EXPECT_EQ(StatusOf(qemu, "CapEff"), "0000000000000000");
+  EXPECT_EQ(StatusOf(qemu, "CapPrm"), "0000000000000000");
+  EXPECT_EQ(StatusOf(qemu, "CapBnd"), "0000000000000000");
+  for (const char* ns : {"mnt", "pid", "net", "ipc", "uts", "cgroup"}) {
+    EXPECT_NE(NsOf(std::to_string(qemu), ns), NsOf("self", ns)) << ns;
+    EXPECT_FALSE(NsOf(std::to_string(qemu), ns).empty()) << ns;
+  }
+  // Its own cgroup: every hierarchy's line names a group of the jail's,
+  // not the test's.
+  const std::string mine = ProcFile(getpid(), "cgroup");
+  const std::string theirs = ProcFile(qemu, "cgroup");
+  EXPECT_NE(theirs, mine);
+  EXPECT_THAT(theirs, HasSubstr("/flotilla/qemu-"));
+  // pid 1 of its namespace: its own pid there.
+  EXPECT_THAT(ProcFile(qemu, "status"), ::testing::ContainsRegex("NSpid:\t[0-9]+\t1\n"));
+  // Its root holds only what it needs: no /home, /etc/shadow, /root.
+  const std::string root = "/proc/" + std::to_string(qemu) + "/root";
+  EXPECT_TRUE(std::filesystem::exists(root + "/vm/vmlinux"));
+  EXPECT_TRUE(std::filesystem::exists(root + "/vm/run/agent.sock"));
+  EXPECT_FALSE(std::filesystem::exists(root + "/etc/shadow"));
+  EXPECT_FALSE(std::filesystem::exists(root + "/root"));
+  EXPECT_FALSE(std::filesystem::exists(root + "/home"));
+  EXPECT_FALSE(std::filesystem::exists(root + "/tmp/fvm"));
+  // QEMU's own filter is on.
+  EXPECT_THAT(ProcFile(qemu, "cmdline"), HasSubstr(sandbox::microvm::kQemuSandboxOption));
+}
+
+TEST_F(MicroVmTest, RestoredPoolVmRunsJailedAndRunsTasks) {
+  EXPECT_TRUE(factory_->status().jailed) << factory_->status().jail;
+  const auto before = RestoredQemus();
+  auto vm = NewVm();
+  ASSERT_NE(vm, nullptr);
+  EXPECT_GE(factory_->status().restores, 1u);
+  std::vector<pid_t> now = RestoredQemus();
+  std::vector<pid_t> mine;
+  for (pid_t p : now) {
+    if (std::find(before.begin(), before.end(), p) == before.end()) mine.push_back(p);
+  }
+  ASSERT_EQ(mine.size(), 1u);
+  ExpectJailed(mine[0]);
+  EXPECT_TRUE(sandbox::microvm::CheckJailed(mine[0], {}).ok());
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = vm->Run(Task({"sh", "-c", "echo jailed-ok"}), sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(r->stdout_data, "jailed-ok\n");
+  vm.reset();
+  EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty());
+  // The jail's cgroup and root directory went with it.
+  EXPECT_TRUE(std::filesystem::is_empty(run_root_ + "/vms/roots"));
+}
+
+// A cold-booted jailed VM (no snapshot), started directly: jailed from its
+// first instruction, a task runs, and Kill leaves no process, cgroup or
+// directory.
+TEST_F(MicroVmTest, ColdBootedJailedVmRunsATaskAndLeavesNothing) {
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = run_root_ + "/jailed";
+  sandbox::HostLayout paths;
+  paths.runtime_dir = run_root_ + "/roots";
+  auto layout = sandbox::DetectHostLayout(paths);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  c.jail.emplace();
+  c.jail->layout = *layout;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  auto vm = MicroVm::Start(c, deadline);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ExpectJailed((*vm)->pid());
+  const std::string cgroup = ProcFile((*vm)->pid(), "cgroup");
+  auto fd = (*vm)->ConnectAgent(deadline);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  sandbox::GuestClient client(fd->Release());
+  ASSERT_TRUE(client.Handshake(std::chrono::seconds(30)).ok()) << (*vm)->ConsoleTail();
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = client.Run(Task({"echo", "cold"}), sandbox::GuestClient::Mode::kExec, sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stdout_data, "cold\n");
+  (void)client.Shutdown();
+  (*vm)->Kill();
+  EXPECT_FALSE(std::filesystem::exists(c.run_dir));
+  EXPECT_TRUE(std::filesystem::is_empty(run_root_ + "/roots"));
+  // Every hierarchy's group of the jail is gone (in the hierarchies it
+  // had none of, QEMU sat in the test's own group).
+  std::istringstream lines(cgroup);
+  int groups = 0;
+  for (std::string line; std::getline(lines, line);) {
+    std::string path = line.substr(line.rfind(':') + 1);
+    if (path.find("/flotilla/qemu-") == std::string::npos) continue;
+    ++groups;
+    std::vector<std::string> roots = {"/sys/fs/cgroup"};
+    for (const auto& e : std::filesystem::directory_iterator("/sys/fs/cgroup")) {
+      roots.push_back(e.path().string());
+    }
+    for (const std::string& root : roots) {
+      EXPECT_FALSE(std::filesystem::exists(root + path)) << root << path;
+    }
+  }
+  EXPECT_GT(groups, 0) << cgroup;
+  std::filesystem::remove_all(run_root_ + "/roots");
+}
+
+// A jail that cannot be set up (here: root as the jail's uid) refuses
+// micro-VMs with the reason rather than running QEMU unjailed.
+TEST(MicroVmJail, AFactoryWhoseJailFailsIsRefusedWithTheReason) {
+  SKIP_WITHOUT_QEMU();
+  char tmpl[] = "/tmp/fvj.XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  MicroVmInstanceOptions o;
+  o.kernel = FLOTILLA_VM_KERNEL;
+  o.initrd = FLOTILLA_VM_INITRD;
+  o.run_root = root + "/vms";
+  o.accel = Accel::kTcg;
+  o.jail_uid = 0;
+  auto f = NewMicroVmInstanceFactory(o);
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition) << f.status();
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("QEMU cannot be jailed"));
+  EXPECT_THAT(std::string(f.status().message()), HasSubstr("must not be 0"));
+  EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
+  std::filesystem::remove_all(root);
+}
+
+TEST(MicroVmJail, CheckJailedRefusesAnUnjailedProcess) {
+  // This test process: root, in the host's namespaces.
+  absl::Status st = sandbox::microvm::CheckJailed(getpid(), {});
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("is not jailed"));
+}
+
 TEST(MicroVmProbe, KvmProbeDecidesWithinItsDeadline) {
   SKIP_WITHOUT_QEMU();
   char tmpl[] = "/tmp/fvp.XXXXXX";
@@ -311,6 +484,33 @@ TEST(MicroVmProbe, KvmProbeDecidesWithinItsDeadline) {
   fprintf(stderr, "KVM probe: %s (%s) in %lld ms\n", sandbox::microvm::ToString(probe.accel),
           probe.reason.c_str(), static_cast<long long>(probe.probe_ms));
   if (probe.accel == Accel::kTcg) EXPECT_FALSE(probe.reason.empty());
+  EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
+  std::filesystem::remove_all(root);
+}
+
+// Jailed, QEMU reaches KVM through the jail's own /dev/kvm node: whatever
+// the probe decides, it is not for want of access to the device.
+TEST(MicroVmProbe, JailedKvmProbeCanOpenKvm) {
+  SKIP_WITHOUT_QEMU();
+  if (access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  char tmpl[] = "/tmp/fvk.XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = root + "/probe";
+  sandbox::HostLayout paths;
+  paths.runtime_dir = root + "/roots";
+  auto layout = sandbox::DetectHostLayout(paths);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  c.jail.emplace();
+  c.jail->layout = *layout;
+  auto probe = sandbox::microvm::ProbeAccel(c, std::chrono::seconds(5));
+  fprintf(stderr, "jailed KVM probe: %s (%s)\n", sandbox::microvm::ToString(probe.accel),
+          probe.reason.c_str());
+  EXPECT_THAT(probe.reason, ::testing::Not(HasSubstr("Could not access KVM")));
+  EXPECT_THAT(probe.reason, ::testing::Not(HasSubstr("Permission denied")));
   EXPECT_THAT(ProcessesMentioning(root), ::testing::IsEmpty());
   std::filesystem::remove_all(root);
 }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -50,6 +51,11 @@ void RunChild(const ChildPlan& plan) {
   int err = 0;
   umask(0);  // modes in the rootfs plan are exact
   if ((err = ResetSignals()) != 0) Fail(error_fd, ChildStep::kSignals, 0, err);
+  // Set by the child, it fires when the launching *thread* exits; a
+  // long-lived launcher thread makes that the process (micro_vm.cc).
+  if (plan.parent_death_signal != 0 && prctl(PR_SET_PDEATHSIG, plan.parent_death_signal) != 0) {
+    Fail(error_fd, ChildStep::kParentDeathSignal, 0, errno);
+  }
 
   for (size_t i = 0; i < plan.n_join_fds; ++i) {
     if (write(plan.join_fds[i], "0", 1) != 1) Fail(error_fd, ChildStep::kJoinCgroup, i, errno);

@@ -21,7 +21,8 @@
 namespace flotilla::sandbox::isolation {
 
 enum class ChildStep : int32_t {
-  kSignals,     // default handlers, nothing blocked
+  kSignals,  // default handlers, nothing blocked
+  kParentDeathSignal,
   kJoinCgroup,  // index: which cgroup.procs
   kSetsid,
   kUnshareCgroupNs,  // after joining, so each hierarchy's root is the container's group
@@ -68,6 +69,7 @@ struct ChildPlan {
   char* const* argv = nullptr;
   char* const* envp = nullptr;
   int error_fd = -1;
+  int parent_death_signal = 0;  // PR_SET_PDEATHSIG; 0: none
 };
 
 // Runs the pipeline; never returns.

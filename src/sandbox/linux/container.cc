@@ -91,6 +91,8 @@ Described Describe(const ChildError& error, const ContainerSpec& spec,
   switch (static_cast<ChildStep>(error.step)) {
     case ChildStep::kSignals:
       return {"reset signal handlers", ""};
+    case ChildStep::kParentDeathSignal:
+      return {"prctl PR_SET_PDEATHSIG", ""};
     case ChildStep::kJoinCgroup: {
       const std::string* path = at(join_paths, error.index);
       return {"write \"0\" to", path ? *path : "cgroup.procs"};
@@ -182,6 +184,8 @@ absl::StatusOr<std::unique_ptr<Container>> Container::Launch(const ContainerSpec
   rootfs_spec.shm_bytes = spec.shm_bytes;
   rootfs_spec.dev_pts = spec.dev_pts;
   rootfs_spec.proc_subset_pid = spec.proc_subset_pid;
+  rootfs_spec.binds = spec.binds;
+  rootfs_spec.devices = spec.devices;
   auto rootfs = isolation::PlanRootfs(rootfs_spec);
   if (!rootfs.ok()) return Annotate(rootfs.status(), context);
   auto rlimits = isolation::ClampRlimits(spec.rlimits);
@@ -246,6 +250,7 @@ absl::StatusOr<std::unique_ptr<Container>> Container::Launch(const ContainerSpec
   plan.argv = argv.data();
   plan.envp = envp.data();
   plan.error_fd = error_write.get();
+  plan.parent_death_signal = spec.parent_death_signal;
 
   isolation::CloneOptions clone_options;
   clone_options.network = spec.network;

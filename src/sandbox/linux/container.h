@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "sandbox/linux/cgroups.h"
 #include "sandbox/linux/fds.h"
+#include "sandbox/linux/mounts.h"
 #include "sandbox/linux/namespaces.h"
 #include "sandbox/linux/rlimits.h"
 
@@ -74,6 +75,9 @@ struct ContainerSpec {
   uint64_t shm_bytes = 16 << 20;
   bool dev_pts = true;
   bool proc_subset_pid = false;
+  // More host paths in the root and device nodes in its /dev (mounts.h).
+  std::vector<isolation::BindMount> binds;
+  std::vector<isolation::DeviceNode> devices;
 
   NetworkNamespace network = NetworkNamespace::kNew;
   CgroupLimits limits;
@@ -95,6 +99,9 @@ struct ContainerSpec {
   // is /dev/null. Sources are the caller's and stay owned by it.
   std::vector<FdMapping> fds;
   bool seccomp = true;
+  // Sent to the program when the thread that launched it exits
+  // (PR_SET_PDEATHSIG); 0: none.
+  int parent_death_signal = 0;
 };
 
 struct ContainerExit {

@@ -66,8 +66,10 @@ class Planner {
              unsigned long flags, std::string data) {
     ops_.push_back({Kind::kMount, source, Under(path), fstype, std::move(data), flags, 0, 0});
   }
-  // Binds a host directory or file read-only, or recreates a symlink.
-  absl::Status BindFromHost(const std::string& host_path, const std::string& path) {
+  // Binds a host directory or file (read-only unless asked), or recreates a
+  // symlink.
+  absl::Status BindFromHost(const std::string& host_path, const std::string& path,
+                            BindMount::Access access = BindMount::Access::kReadOnly) {
     struct stat st;
     if (lstat(host_path.c_str(), &st) != 0) {
       if (errno == ENOENT) return absl::OkStatus();
@@ -90,7 +92,9 @@ class Planner {
       return absl::InvalidArgumentError(
           absl::StrCat("bind `", host_path, "`: not a directory, file or symlink"));
     }
-    ops_.push_back({Kind::kBindReadOnly, host_path, Under(path), "", "", 0, 0, 0});
+    const Kind kind =
+        access == BindMount::Access::kWritable ? Kind::kBindWritable : Kind::kBindReadOnly;
+    ops_.push_back({kind, host_path, Under(path), "", "", 0, 0, 0});
     return absl::OkStatus();
   }
   void Push(RootfsOp op) { ops_.push_back(std::move(op)); }
@@ -147,6 +151,7 @@ absl::Status PlanEtc(const RootfsSpec& spec, Planner& plan) {
 void PlanDev(const RootfsSpec& spec, Planner& plan) {
   plan.Mkdirs("/dev");
   for (const DeviceNode& d : SandboxDeviceNodes()) plan.Mknod(d.path, d.major, d.minor);
+  for (const DeviceNode& d : spec.devices) plan.Mknod(d.path, d.major, d.minor);
   plan.Symlink("/proc/self/fd", "/dev/fd");
   plan.Symlink("/proc/self/fd/0", "/dev/stdin");
   plan.Symlink("/proc/self/fd/1", "/dev/stdout");
@@ -213,6 +218,8 @@ std::string RootfsOp::Describe() const {
       return "mknod";
     case Kind::kBindReadOnly:
       return absl::StrCat("bind read-only ", source, " on");
+    case Kind::kBindWritable:
+      return absl::StrCat("bind ", source, " on");
     case Kind::kMount:
       return absl::StrCat("mount ", fstype, " (", data, ") on");
     case Kind::kRemountReadOnly:
@@ -265,6 +272,13 @@ absl::StatusOr<std::vector<RootfsOp>> PlanRootfs(const RootfsSpec& spec) {
   plan.Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
              spec.proc_subset_pid ? "hidepid=invisible,subset=pid" : "hidepid=invisible");
   PlanProcMasks(plan);
+  for (const BindMount& bind : spec.binds) {
+    if (!IsCleanAbsolute(bind.source) || !IsCleanAbsolute(bind.target) || bind.target == "/") {
+      return absl::InvalidArgumentError(absl::StrCat("bind `", bind.source, "` on `", bind.target,
+                                                     "`: both must be absolute, the target not /"));
+    }
+    RETURN_IF_ERROR(plan.BindFromHost(bind.source, bind.target, bind.access));
+  }
   plan.RemountRootReadOnly();
   return std::move(plan).Take();
 }
@@ -292,7 +306,7 @@ int WriteAll(int fd, const char* data, size_t size) {
   return 0;
 }
 
-int BindReadOnly(const RootfsOp& op) {
+int Bind(const RootfsOp& op) {
   if (mount(op.source.c_str(), op.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
     return errno;
   }
@@ -300,13 +314,15 @@ int BindReadOnly(const RootfsOp& op) {
   // call; a plain remount would leave sub-mounts of the source writable.
   struct mount_attr attr = {};
   attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  if (op.kind == Kind::kBindWritable) attr.attr_set &= ~MOUNT_ATTR_RDONLY;
   if (syscall(SYS_mount_setattr, AT_FDCWD, op.target.c_str(), AT_RECURSIVE, &attr, sizeof(attr)) ==
       0) {
     return 0;
   }
   if (errno != ENOSYS) return errno;
+  const unsigned long read_only = op.kind == Kind::kBindWritable ? 0 : MS_RDONLY;
   if (mount(nullptr, op.target.c_str(), nullptr,
-            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0) {
+            MS_REMOUNT | MS_BIND | read_only | MS_NOSUID | MS_NODEV, nullptr) != 0) {
     return errno;
   }
   return 0;
@@ -350,7 +366,8 @@ int ApplyOne(const RootfsOp& op) {
     case Kind::kMknod:
       return mknod(target, S_IFCHR | op.mode, op.device) == 0 ? 0 : errno;
     case Kind::kBindReadOnly:
-      return BindReadOnly(op);
+    case Kind::kBindWritable:
+      return Bind(op);
     case Kind::kMount:
       return mount(op.source.c_str(), target, op.fstype.c_str(), op.flags, op.data.c_str()) == 0
                  ? 0
@@ -365,7 +382,7 @@ int ApplyOne(const RootfsOp& op) {
     case Kind::kReadOnlyPath: {
       struct stat st;
       if (lstat(target, &st) != 0) return errno == ENOENT ? 0 : errno;
-      return BindReadOnly(op);
+      return Bind(op);
     }
   }
   return EINVAL;

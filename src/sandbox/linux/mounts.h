@@ -42,6 +42,7 @@ struct RootfsOp {
     kCreateFile,       // an empty file to bind a file onto
     kMknod,            // character device `device` at target (mode)
     kBindReadOnly,     // bind source on target, then make it (recursively) read-only
+    kBindWritable,     // bind source on target, nosuid and nodev but writable
     kMount,            // mount(source, target, fstype, flags, data)
     kRemountReadOnly,  // make the mount at target read-only (the root, at the end)
     kMaskPath,         // hide target if it exists: source (/dev/null) bound over a
@@ -59,6 +60,23 @@ struct RootfsOp {
 
   // "mount tmpfs", "bind", ...: the operation, for error messages.
   std::string Describe() const;
+};
+
+// One more host file or directory in the root, at `target` (a path inside
+// it). The micro-VM jail's kernel, snapshot files and run directory.
+struct BindMount {
+  enum class Access { kReadOnly, kWritable };
+  std::string source;
+  std::string target;
+  Access access = Access::kReadOnly;
+};
+
+// A character device every sandbox gets in /dev. Restores accept exactly
+// these in a root skeleton (checkpoint/tar_check.h).
+struct DeviceNode {
+  const char* path;
+  unsigned major;
+  unsigned minor;
 };
 
 struct RootfsSpec {
@@ -81,15 +99,14 @@ struct RootfsSpec {
   // subset=pid hides /proc/meminfo, /proc/sys and friends, which some
   // runtimes read at startup; off by default.
   bool proc_subset_pid = false;
+  // Bound after everything else, before the root turns read-only.
+  std::vector<BindMount> binds;
+  // More device nodes in /dev, mode 0666, beside SandboxDeviceNodes(): the
+  // micro-VM jail's /dev/kvm. Only the sandbox's own /dev has them, so the
+  // host's node keeps its owner and mode.
+  std::vector<DeviceNode> devices;
 };
 
-// A character device every sandbox gets in /dev. Restores accept exactly
-// these in a root skeleton (checkpoint/tar_check.h).
-struct DeviceNode {
-  const char* path;
-  unsigned major;
-  unsigned minor;
-};
 const std::vector<DeviceNode>& SandboxDeviceNodes();
 
 // /proc paths that expose or change the whole host, not the sandbox: masked

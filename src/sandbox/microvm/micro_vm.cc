@@ -22,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -79,12 +80,20 @@ class Launcher {
   }
 
   absl::StatusOr<pid_t> Spawn(std::vector<std::string> argv, int log_fd) {
-    std::packaged_task<absl::StatusOr<pid_t>()> task(
-        [&argv, log_fd] { return SpawnHere(argv, log_fd); });
+    return Run([&argv, log_fd] { return SpawnHere(argv, log_fd); });
+  }
+
+  // Runs `f` on the launcher thread and returns its result: whatever it
+  // forks gets PR_SET_PDEATHSIG against a thread that lives as long as the
+  // process.
+  template <typename F>
+  auto Run(F f) -> decltype(f()) {
+    std::packaged_task<decltype(f())()> task(std::move(f));
     auto result = task.get_future();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(std::move(task));
+      // The caller waits for the result below, so the task outlives this.
+      queue_.push_back([&task] { task(); });
     }
     cv_.notify_one();
     return result.get();
@@ -140,22 +149,10 @@ class Launcher {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::packaged_task<absl::StatusOr<pid_t>()>> queue_;  // guarded by mu_
-  bool stop_ = false;                                              // guarded by mu_
+  std::deque<std::function<void()>> queue_;  // guarded by mu_
+  bool stop_ = false;                        // guarded by mu_
   std::thread thread_;
 };
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
 
 absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
   sockaddr_un addr{};
@@ -172,6 +169,94 @@ absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
     return ErrnoError(errno, "connect", path);
   }
   return fd;
+}
+
+// Where a jailed QEMU finds its files: each is bound at its path below
+// /vm in the jail's root (LaunchJailed).
+constexpr char kJailKernel[] = "/vm/vmlinux";
+constexpr char kJailInitrd[] = "/vm/initrd";
+constexpr char kJailMemory[] = "/vm/memory";
+constexpr char kJailRunDir[] = "/vm/run";
+
+// `c` as the jailed QEMU sees it.
+MicroVmConfig JailView(const MicroVmConfig& c) {
+  MicroVmConfig view = c;
+  view.kernel = kJailKernel;
+  view.initrd = kJailInitrd;
+  view.run_dir = kJailRunDir;
+  if (!view.memory_file.empty()) view.memory_file = kJailMemory;
+  return view;
+}
+
+std::atomic<uint64_t> next_jail_id{1};
+
+// Gives the jail's uid what QEMU must write: its run directory (sockets,
+// console) and the memory file, made here when it does not exist yet so
+// that there is something to bind.
+absl::Status PrepareJailFiles(const MicroVmConfig& config) {
+  const JailConfig& jail = *config.jail;
+  if (chown(config.run_dir.c_str(), jail.uid, jail.gid) != 0) {
+    return ErrnoError(errno, "chown", config.run_dir);
+  }
+  if (config.memory == MicroVmConfig::Memory::kAnonymous) return absl::OkStatus();
+  UniqueFd memory(
+      open(config.memory_file.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!memory.valid()) return ErrnoError(errno, "open", config.memory_file);
+  if (fchown(memory.get(), jail.uid, jail.gid) != 0) {
+    return ErrnoError(errno, "chown", config.memory_file);
+  }
+  return absl::OkStatus();
+}
+
+// Starts QEMU as the init of a Container (namespaces, root, cgroup, uid,
+// no capabilities, no_new_privs, seccomp): the jail. Runs on the launcher
+// thread, for PR_SET_PDEATHSIG.
+absl::StatusOr<std::unique_ptr<Container>> LaunchJailed(const MicroVmConfig& config, int log_fd) {
+  const JailConfig& jail = *config.jail;
+  const std::string qemu = ResolveInPath(config.qemu);
+  UniqueFd program(open(qemu.c_str(), O_PATH | O_CLOEXEC));
+  if (!program.valid()) return ErrnoError(errno, "open", qemu);
+  ContainerSpec spec;
+  // Unique among this host's jails: the id names the cgroup and root dir.
+  spec.id = absl::StrCat("qemu-", getpid(), "-", next_jail_id.fetch_add(1));
+  // QEMU's binary, its libraries and its firmware (/usr/share/qemu); with
+  // merged /usr, /lib and /lib64 are symlinks into it.
+  spec.host_binds = {"/usr", "/lib", "/lib64"};
+  spec.hostname = "vm";
+  spec.user_name = "qemu";
+  spec.uid = jail.uid;
+  spec.gid = jail.gid;
+  // QEMU writes nothing but its run directory: keep the tmpfs mounts tiny.
+  spec.workdir_bytes = 1 << 20;
+  spec.tmp_bytes = 1 << 20;
+  spec.shm_bytes = 1 << 20;
+  spec.dev_pts = false;
+  using Access = isolation::BindMount::Access;
+  // Bind sources must be absolute; a configuration may name relative ones.
+  auto absolute = [](const std::string& path) {
+    std::error_code ec;
+    std::filesystem::path p = std::filesystem::absolute(path, ec);
+    return ec ? path : p.lexically_normal().string();
+  };
+  spec.binds = {{absolute(config.kernel), kJailKernel, Access::kReadOnly},
+                {absolute(config.initrd), kJailInitrd, Access::kReadOnly},
+                {absolute(config.run_dir), kJailRunDir, Access::kWritable}};
+  if (config.memory != MicroVmConfig::Memory::kAnonymous) {
+    // Writable even for a copy-on-write restore: QEMU 7.2 opens the file
+    // O_RDWR (its readonly= makes the guest's RAM read-only too). Its pages
+    // still reach no other VM: share=off maps them MAP_PRIVATE.
+    spec.binds.push_back({absolute(config.memory_file), kJailMemory, Access::kWritable});
+  }
+  if (config.accel == Accel::kKvm) spec.devices.push_back({"/dev/kvm", 10, 232});
+  spec.network = NetworkNamespace::kNew;
+  spec.limits.pids_max = jail.pids_max;
+  spec.program_fd = program.get();
+  spec.argv = MicroVm::CommandLine(config);
+  spec.env = {{"PATH", "/usr/bin"}};
+  spec.fds = {{log_fd, 1}, {log_fd, 2}};
+  spec.seccomp = true;
+  spec.parent_death_signal = SIGKILL;
+  return Container::Launch(spec, jail.layout);
 }
 
 }  // namespace
@@ -194,7 +279,8 @@ int64_t HostTscKhz() {
   return khz;
 }
 
-std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& c) {
+std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& config) {
+  const MicroVmConfig c = config.jail ? JailView(config) : config;
   const std::string& dir = c.run_dir;
   std::vector<std::string> argv = {
       ResolveInPath(c.qemu),
@@ -235,6 +321,14 @@ std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& c) {
   } else {
     for (const char* a : {"-accel", "tcg"}) argv.push_back(a);
   }
+  if (c.jail) {
+    argv.push_back("-sandbox");
+    argv.push_back(kQemuSandboxOption);
+    // Its paths are the jail's; the host's run directory in its name tells
+    // ps (and the tests) which VM a QEMU process is.
+    argv.push_back("-name");
+    argv.push_back(absl::StrReplaceAll(config.run_dir, {{",", ",,"}}));
+  }
   if (!c.incoming.empty()) {
     // The stream is started over QMP once its capabilities match the
     // snapshot's (Start).
@@ -254,6 +348,9 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Start(const MicroVmConfig& con
     return absl::FailedPreconditionError(absl::StrCat(
         "guest initramfs `", config.initrd, "` is not readable; build the guest-initramfs target"));
   }
+  if (config.jail && (config.jail->uid == 0 || config.jail->gid == 0)) {
+    return absl::InvalidArgumentError("jail: the uid and gid must not be 0");
+  }
   if (mkdir(config.run_dir.c_str(), 0700) < 0) {
     return ErrnoError(errno, "mkdir", config.run_dir);
   }
@@ -265,13 +362,27 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Start(const MicroVmConfig& con
     std::filesystem::remove_all(config.run_dir, ec);
     return st;
   }
-  auto pid = Launcher::Get().Spawn(CommandLine(config), log.get());
-  if (!pid.ok()) {
+  auto cleanup = [&](absl::Status st) {
     std::error_code ec;
     std::filesystem::remove_all(config.run_dir, ec);
-    return pid.status();
+    return st;
+  };
+  std::unique_ptr<Container> jail;
+  pid_t pid = 0;
+  if (config.jail) {
+    if (absl::Status st = PrepareJailFiles(config); !st.ok()) return cleanup(st);
+    auto launched = Launcher::Get().Run([&] { return LaunchJailed(config, log.get()); });
+    if (!launched.ok()) {
+      return cleanup(Annotate(launched.status(), "jail qemu"));
+    }
+    jail = std::move(*launched);
+    pid = jail->pid();
+  } else {
+    auto spawned = Launcher::Get().Spawn(CommandLine(config), log.get());
+    if (!spawned.ok()) return cleanup(spawned.status());
+    pid = *spawned;
   }
-  std::unique_ptr<MicroVm> vm(new MicroVm(config, *pid));
+  std::unique_ptr<MicroVm> vm(new MicroVm(config, pid, std::move(jail)));
   absl::Status st = vm->ConnectQmp(deadline);
   if (st.ok() && !config.incoming.empty()) st = vm->StartIncoming(deadline);
   if (!st.ok()) {
@@ -289,11 +400,18 @@ void MicroVm::Kill() {
   std::lock_guard<std::mutex> lock(kill_mu_);
   if (reaped_) return;
   qmp_.Reset();
-  kill(pid_, SIGKILL);
-  // SIGKILL cannot be ignored; the reap only waits for the kernel to tear
-  // the process down.
-  int status;
-  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  if (jail_) {
+    // The pidfd's SIGKILL and the cgroup's kill; the destructor reaps QEMU
+    // and removes the cgroup and the jail's root directory.
+    if (absl::Status st = jail_->Kill(); !st.ok()) spdlog::warn("micro-VM: {}", st.ToString());
+    jail_.reset();
+  } else {
+    kill(pid_, SIGKILL);
+    // SIGKILL cannot be ignored; the reap only waits for the kernel to tear
+    // the process down.
+    int status;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
   }
   reaped_ = true;
   std::error_code ec;
@@ -303,6 +421,10 @@ void MicroVm::Kill() {
 bool MicroVm::running() {
   std::lock_guard<std::mutex> lock(kill_mu_);
   if (reaped_) return false;
+  if (jail_) {
+    // Reaps through the pidfd; Kill then only removes what is left.
+    return !jail_->Wait(std::chrono::milliseconds(0)).ok();
+  }
   int status;
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
@@ -374,11 +496,31 @@ absl::StatusOr<std::string> MicroVm::ReadQmpLine(Clock::time_point deadline) {
 }
 
 absl::StatusOr<std::string> MicroVm::Qmp(const std::string& command, Clock::time_point deadline) {
+  return QmpWithFd(command, -1, deadline);
+}
+
+absl::StatusOr<std::string> MicroVm::QmpWithFd(const std::string& command, int fd,
+                                               Clock::time_point deadline) {
   if (!qmp_.valid()) return absl::FailedPreconditionError("no QMP connection to qemu");
   std::string line = command + "\n";
   size_t done = 0;
   while (done < line.size()) {
-    ssize_t n = send(qmp_.get(), line.data() + done, line.size() - done, MSG_NOSIGNAL);
+    iovec iov = {line.data() + done, line.size() - done};
+    msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (fd >= 0 && done == 0) {
+      // QEMU keeps an fd that arrives with a command for that command.
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    ssize_t n = sendmsg(qmp_.get(), &msg, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(errno, "send", "qmp");
     done += static_cast<size_t>(n);
@@ -396,6 +538,14 @@ absl::StatusOr<std::string> MicroVm::Qmp(const std::string& command, Clock::time
     }
     if (json.contains("return")) return json["return"].dump();
   }
+}
+
+absl::Status MicroVm::PassFile(const std::string& name, const std::string& path, int flags,
+                               Clock::time_point deadline) {
+  UniqueFd file(open(path.c_str(), flags | O_CLOEXEC, 0600));
+  if (!file.valid()) return ErrnoError(errno, "open", path);
+  nlohmann::json getfd = {{"execute", "getfd"}, {"arguments", {{"fdname", name}}}};
+  return QmpWithFd(getfd.dump(), file.get(), deadline).status();
 }
 
 absl::StatusOr<UniqueFd> MicroVm::ConnectAgent(Clock::time_point deadline) {
@@ -447,10 +597,11 @@ absl::Status MicroVm::StartIncoming(Clock::time_point deadline) {
   if (config_.memory == MicroVmConfig::Memory::kPrivateFile) {
     RETURN_IF_ERROR(Qmp(kIgnoreSharedMemory, deadline).status());
   }
-  nlohmann::json incoming = {
-      {"execute", "migrate-incoming"},
-      {"arguments", {{"uri", "exec:cat " + ShellQuote(config_.incoming)}}}};
-  return Qmp(incoming.dump(), deadline).status();
+  // The agent opens the snapshot and hands QEMU the fd: a jailed QEMU
+  // neither sees the file nor may spawn a `cat` to read it.
+  RETURN_IF_ERROR(PassFile("incoming", config_.incoming, O_RDONLY, deadline));
+  return Qmp(R"({"execute":"migrate-incoming","arguments":{"uri":"fd:incoming"}})", deadline)
+      .status();
 }
 
 absl::Status MicroVm::Snapshot(const std::string& path, Clock::time_point deadline) {
@@ -464,9 +615,9 @@ absl::Status MicroVm::Snapshot(const std::string& path, Clock::time_point deadli
                       R"(107374182400}})",
                       deadline)
                       .status());
-  nlohmann::json migrate = {{"execute", "migrate"},
-                            {"arguments", {{"uri", "exec:cat > " + ShellQuote(path)}}}};
-  RETURN_IF_ERROR(Qmp(migrate.dump(), deadline).status());
+  RETURN_IF_ERROR(PassFile("snapshot", path, O_WRONLY | O_CREAT | O_TRUNC, deadline));
+  RETURN_IF_ERROR(
+      Qmp(R"({"execute":"migrate","arguments":{"uri":"fd:snapshot"}})", deadline).status());
   while (true) {
     ASSIGN_OR_RETURN(std::string reply, Qmp(R"({"execute":"query-migrate"})", deadline));
     auto json = nlohmann::json::parse(reply, nullptr, false);
@@ -522,6 +673,70 @@ AccelProbe ProbeAccel(MicroVmConfig config, std::chrono::milliseconds timeout) {
   }
   probe.accel = Accel::kKvm;
   return done("");
+}
+
+namespace {
+
+// The value of `key` (e.g. "Uid:") in a /proc/<pid>/status text.
+std::string StatusField(const std::string& status, const std::string& key) {
+  size_t at = status.find("\n" + key);
+  if (at == std::string::npos) return "";
+  at += key.size() + 1;
+  size_t end = status.find('\n', at);
+  std::string value = status.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  size_t first = value.find_first_not_of(" \t");
+  return first == std::string::npos ? "" : value.substr(first);
+}
+
+}  // namespace
+
+absl::Status CheckJailed(pid_t pid, const JailConfig& jail, const std::string& proc_dir) {
+  const std::string dir = absl::StrCat(proc_dir, "/", pid);
+  std::ifstream in(dir + "/status");
+  std::string status((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (status.empty()) return absl::NotFoundError(absl::StrCat("qemu ", pid, " is gone"));
+  status = "\n" + status;
+  auto differs = [&](const std::string& what, const std::string& got, const std::string& want) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("qemu ", pid, " is not jailed: ", what, " is `", got, "`, not `", want, "`"));
+  };
+  const std::string uid = absl::StrCat(jail.uid), gid = absl::StrCat(jail.gid);
+  const std::string uids = absl::StrCat(uid, "\t", uid, "\t", uid, "\t", uid);
+  const std::string gids = absl::StrCat(gid, "\t", gid, "\t", gid, "\t", gid);
+  if (StatusField(status, "Uid:") != uids) return differs("Uid", StatusField(status, "Uid:"), uids);
+  if (StatusField(status, "Gid:") != gids) return differs("Gid", StatusField(status, "Gid:"), gids);
+  for (const char* key : {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"}) {
+    const std::string caps = StatusField(status, key);
+    if (caps.find_first_not_of('0') != std::string::npos) return differs(key, caps, "0...0");
+  }
+  if (StatusField(status, "NoNewPrivs:") != "1") {
+    return differs("NoNewPrivs", StatusField(status, "NoNewPrivs:"), "1");
+  }
+  if (StatusField(status, "Seccomp:") != "2") {
+    return differs("Seccomp", StatusField(status, "Seccomp:"), "2");
+  }
+  for (const char* ns : {"mnt", "pid", "net", "ipc", "uts", "cgroup"}) {
+    struct stat self, other;
+    const std::string mine = absl::StrCat(proc_dir, "/self/ns/", ns);
+    const std::string theirs = absl::StrCat(dir, "/ns/", ns);
+    if (stat(mine.c_str(), &self) != 0) return ErrnoError(errno, "stat", mine);
+    if (stat(theirs.c_str(), &other) != 0) return ErrnoError(errno, "stat", theirs);
+    if (self.st_ino == other.st_ino && self.st_dev == other.st_dev) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("qemu ", pid, " is not jailed: it shares the ", ns, " namespace"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ProbeJail(MicroVmConfig config, Clock::time_point deadline) {
+  if (!config.jail) return absl::InvalidArgumentError("ProbeJail: the config has no jail");
+  config.incoming.clear();
+  auto vm = MicroVm::Start(config, deadline);
+  if (!vm.ok()) return Annotate(vm.status(), "a jailed qemu did not start");
+  absl::Status checked = CheckJailed((*vm)->pid(), *config.jail);
+  (*vm)->Kill();
+  return checked;
 }
 
 }  // namespace flotilla::sandbox::microvm

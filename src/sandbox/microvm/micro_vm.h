@@ -8,6 +8,18 @@
 // long-lived launcher thread, so no QEMU outlives the process that started
 // it, even one that crashed.
 //
+// Jailed (MicroVmConfig::jail), QEMU runs as Firecracker's jailer runs its
+// VMM: as the init of its own mount, pid, ipc, uts, cgroup and network
+// namespaces (sandbox/linux/container.h does the work), in a root that holds
+// only /usr, /lib, its kernel, initramfs, memory file and run directory
+// (at /vm/...), in a cgroup of its own, as an unprivileged uid with no
+// capabilities and no_new_privs, under the containers' seccomp denylist and
+// QEMU's own `-sandbox` filter on top. /dev/kvm is a node in the jail's own
+// /dev. The QMP and agent sockets stay reachable from the host: they are
+// path-bound unix sockets in the run directory, which the jail sees bound
+// at /vm/run. Snapshot files never enter the jail: the agent opens them and
+// passes the fd over QMP (getfd), since QEMU may not spawn `cat`.
+//
 // What crosses from the guest is hostile: the agent channel is handed to a
 // GuestClient (which bounds every frame); the console is only ever searched
 // for a marker, a bounded number of bytes from its start.
@@ -23,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,11 +43,29 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
+#include "sandbox/linux/container.h"
 
 namespace flotilla::sandbox::microvm {
 
 enum class Accel { kTcg, kKvm };
 const char* ToString(Accel a);
+
+// Where and as whom a jailed QEMU runs.
+struct JailConfig {
+  uid_t uid = 65534;  // nobody; never 0
+  gid_t gid = 65534;
+  // The cgroup layout (DetectHostLayout) and runtime_dir, which holds each
+  // jail's (empty, host-side) root directory while it runs.
+  HostLayout layout;
+  // QEMU's threads count as pids: a vCPU each, the main loop, RCU, workers.
+  int64_t pids_max = 256;
+};
+
+// QEMU's seccomp filter, as QEMU's -sandbox spells it: the default
+// allowlist-of-denials plus obsolete system calls, set*id, fork/exec and
+// scheduler/affinity changes denied.
+inline constexpr char kQemuSandboxOption[] =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 struct MicroVmConfig {
   std::string qemu = "qemu-system-x86_64";
@@ -61,6 +92,10 @@ struct MicroVmConfig {
   std::string memory_file;
   std::string extra_append;  // more kernel command line
   int64_t tsc_khz = 0;       // the guest's TSC frequency; 0: the host's (HostTscKhz)
+  // Set: QEMU runs jailed (see the top of this file); the run directory and
+  // a memory file it makes are owned by the jail's uid. Unset: QEMU is a
+  // plain child of the caller, with the caller's privileges.
+  std::optional<JailConfig> jail;
 };
 
 // The host's TSC frequency in kHz, measured once.
@@ -92,9 +127,9 @@ class MicroVm {
                               std::chrono::steady_clock::time_point deadline);
 
   // Pauses the VM and writes its state to `path` (QMP stop, then a
-  // migration to `exec:cat > path`): all of it, or, for a kSharedFile VM,
-  // all but its RAM, which is then the memory file. The VM stays paused;
-  // kill it after.
+  // migration to an fd of `path` the caller opens and passes over QMP): all of it, or, for a
+  // kSharedFile VM, all but its RAM, which is then the memory file. The VM stays paused; kill it
+  // after.
   absl::Status Snapshot(const std::string& path, std::chrono::steady_clock::time_point deadline);
 
   // Sends a QMP command (a JSON object) and returns the "return" member as
@@ -114,20 +149,31 @@ class MicroVm {
   // The last `max` bytes of the console, for error messages.
   std::string ConsoleTail(size_t max = 2048) const;
 
-  // The QEMU command line for `config` (tests, logs).
+  // The QEMU command line for `config` (tests, logs), with the paths QEMU
+  // sees: inside the jail's root for a jailed VM.
   static std::vector<std::string> CommandLine(const MicroVmConfig& config);
 
  private:
-  MicroVm(MicroVmConfig config, pid_t pid) : config_(std::move(config)), pid_(pid) {}
+  MicroVm(MicroVmConfig config, pid_t pid, std::unique_ptr<Container> jail)
+      : config_(std::move(config)), pid_(pid), jail_(std::move(jail)) {}
   absl::Status ConnectQmp(std::chrono::steady_clock::time_point deadline);
   absl::Status StartIncoming(std::chrono::steady_clock::time_point deadline);
   absl::StatusOr<std::string> ReadQmpLine(std::chrono::steady_clock::time_point deadline);
+  // Opens `path` with `flags` and hands the fd to QEMU as `name` (QMP
+  // getfd, over SCM_RIGHTS), for a `fd:name` migration URI.
+  absl::Status PassFile(const std::string& name, const std::string& path, int flags,
+                        std::chrono::steady_clock::time_point deadline);
+  absl::StatusOr<std::string> QmpWithFd(const std::string& command, int fd,
+                                        std::chrono::steady_clock::time_point deadline);
   std::string QemuLogTail() const;
 
   const MicroVmConfig config_;
   const pid_t pid_;
   std::mutex kill_mu_;
   bool reaped_ = false;  // guarded by kill_mu_
+  // The jail (its namespaces' init is QEMU, its cgroup, its root dir);
+  // null for an unjailed VM. Guarded by kill_mu_ once Start returned.
+  std::unique_ptr<Container> jail_;
   UniqueFd qmp_;
   std::string qmp_buffer_;
 };
@@ -142,5 +188,17 @@ struct AccelProbe {
   int64_t probe_ms = 0;
 };
 AccelProbe ProbeAccel(MicroVmConfig config, std::chrono::milliseconds timeout);
+
+// Returns OK if `pid` runs as `jail` asks: its uid and gid, no effective,
+// permitted or bounding capability, no_new_privs, a seccomp filter, and
+// mount, pid, net, ipc, uts and cgroup namespaces other than this
+// process's. Otherwise FailedPrecondition naming the first difference.
+// Reads <proc_dir>/<pid>/{status,ns/*}.
+absl::Status CheckJailed(pid_t pid, const JailConfig& jail, const std::string& proc_dir = "/proc");
+
+// Proves that QEMU can be jailed here with a real attempt: starts a jailed
+// VM of `config` (its jail must be set), waits for its QMP socket, checks
+// it with CheckJailed and kills it. The error says which step failed.
+absl::Status ProbeJail(MicroVmConfig config, std::chrono::steady_clock::time_point deadline);
 
 }  // namespace flotilla::sandbox::microvm

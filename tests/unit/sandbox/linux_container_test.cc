@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -421,6 +422,35 @@ TEST_F(LinuxContainerTest, TemplateRootfsIsBoundReadOnly) {
   EXPECT_EQ(facts["etc"], "readonly");
   EXPECT_EQ(facts["work"], "ok");
   EXPECT_EQ(facts["pid"], "1");
+}
+
+TEST_F(LinuxContainerTest, ExtraBindsAndDevicesAppearWithTheirAccess) {
+  // The micro-VM jail's shape: a host file read-only, a host directory
+  // writable, one more device node in the container's own /dev.
+  char tmpl[] = "/tmp/fcb.XXXXXX";
+  const std::string host = mkdtemp(tmpl);
+  { std::ofstream(host + "/file") << "from-host"; }
+  ASSERT_EQ(mkdir((host + "/dir").c_str(), 0777), 0);
+  ASSERT_EQ(chmod((host + "/dir").c_str(), 0777), 0);
+  ContainerSpec spec = ShellSpec(
+      "echo file=$(cat /vm/file); echo x 2>/dev/null > /vm/file || echo file_write=denied;"
+      "echo inside > /vm/dir/new && echo dir_write=ok;"
+      "echo x > /dev/extra && [ -c /dev/extra ] && echo dev=ok");
+  using Access = isolation::BindMount::Access;
+  spec.binds = {{host + "/file", "/vm/file", Access::kReadOnly},
+                {host + "/dir", "/vm/dir", Access::kWritable}};
+  spec.devices = {{"/dev/extra", 1, 3}};
+  RunResult run = Run(spec);
+  auto facts = Facts(run.out);
+  EXPECT_EQ(facts["file"], "from-host") << run.err;
+  EXPECT_EQ(facts["file_write"], "denied");
+  EXPECT_EQ(facts["dir_write"], "ok");
+  EXPECT_EQ(facts["dev"], "ok");
+  std::ifstream written(host + "/dir/new");
+  std::string line;
+  std::getline(written, line);
+  EXPECT_EQ(line, "inside");
+  std::filesystem::remove_all(host);
 }
 
 TEST_F(LinuxContainerTest, LaunchErrorNamesStepAndLeavesNothing) {
