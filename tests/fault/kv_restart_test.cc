@@ -30,8 +30,9 @@ int Call(const FederationHarness& h, const std::string& method, const std::strin
   c.set_bearer_token_auth(h.token());
   c.set_connection_timeout(2, 0);
   c.set_read_timeout(5, 0);
-  httplib::Result r =
-      method == "GET" ? c.Get(path) : c.Put(path, request.dump(), "application/json");
+  httplib::Result r = method == "GET"      ? c.Get(path)
+                      : method == "DELETE" ? c.Delete(path)
+                                           : c.Put(path, request.dump(), "application/json");
   if (!r) return 0;
   *body = json::parse(r->body, nullptr, false);
   return r->status;
@@ -65,6 +66,15 @@ std::string Base64(const std::string& s) {
 TEST(Fault, ManagerKilledAndRestartedKeepsEveryAcknowledgedKvWrite) {
   FederationHarness h;
   h.StartManager();
+
+  // A key with a TTL, and a key deleted: both acknowledged before the kill.
+  json ttl;
+  ASSERT_EQ(Call(h, "PUT", "/v1/kv/state/ttl", {{"value", Base64("t")}, {"ttl_ms", 600'000}}, &ttl),
+            200)
+      << ttl.dump();
+  json deleted;
+  ASSERT_EQ(Call(h, "PUT", "/v1/kv/state/gone", {{"value", Base64("g")}}, &deleted), 200);
+  ASSERT_EQ(Call(h, "DELETE", "/v1/kv/state/gone", nullptr, &deleted), 200) << deleted.dump();
 
   // Acknowledged puts: key -> (value, version) of the last 200 answer.
   std::map<std::string, std::pair<std::string, int64_t>> acked;
@@ -103,6 +113,12 @@ TEST(Fault, ManagerKilledAndRestartedKeepsEveryAcknowledgedKvWrite) {
     }
     newest = std::max(newest, version);
   }
+  json got_ttl;
+  ASSERT_EQ(Call(h, "GET", "/v1/kv/state/ttl", nullptr, &got_ttl), 200) << got_ttl.dump();
+  EXPECT_EQ(got_ttl["version"], ttl["version"]);
+  json got_gone;
+  EXPECT_EQ(Call(h, "GET", "/v1/kv/state/gone", nullptr, &got_gone), 404) << got_gone.dump();
+
   // Versions go on from where they were: a compare-and-set with the restored
   // version succeeds, and the new version is past every restored one.
   json got;
