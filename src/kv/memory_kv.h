@@ -30,9 +30,8 @@
 // Thread-safety: all methods may be called concurrently; mu_ guards the
 // whole store, and each namespace has a condition variable on which its
 // watchers wait. Writes are ordered by write_mu_, which is held across the
-// persist while mu_ is not: a writer decides its outcome
-// under mu_, releases mu_ for the store's I/O, and applies the change under
-// mu_ again. That is safe because write_mu_ keeps every other write out of
+// persist while mu_ is not: a writer decides its outcome under mu_, releases
+// mu_ for the store's I/O, and applies the change under mu_ again. That is safe because write_mu_ keeps every other write out of
 // that window, and the one change readers make — reaping expired entries —
 // is held off for the namespace being persisted (Namespace::persisting;
 // Get and List hide expired entries themselves), so the state the writer
