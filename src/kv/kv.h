@@ -2,7 +2,8 @@
 // key-value store split into namespaces (one per workflow), with
 // compare-and-set, TTLs and watches. Two implementations share this contract
 // and one test suite (tests/unit/kv/kv_contract_test.cc):
-//   MemoryKv (memory_kv.h)  embedded in the manager; state lives in its memory.
+//   MemoryKv (memory_kv.h)  embedded in the manager; held in its memory and,
+//                           in the manager, persisted through its Store.
 //   RedisKv  (redis_kv.h)   Redis, for clusters larger than one manager.
 //
 // Data model
@@ -45,8 +46,9 @@
 //   namespace keeps its last KvLimits::event_history events; asking for
 //   older ones returns OutOfRange ("compacted": re-List and watch from the
 //   new revision), as does an after_revision ahead of the namespace's
-//   revision (the namespace was deleted). Watcher (watcher.h) wraps this in
-//   a thread with a callback.
+//   revision (the namespace was deleted). A restored MemoryKv keeps no
+//   history, so every after_revision below its revision is compacted.
+//   Watcher (watcher.h) wraps this in a thread with a callback.
 //
 // Tenant quotas
 //   Namespaces belong to tenants: the tenant of "acme~cache" is "acme" (the

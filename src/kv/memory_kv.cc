@@ -4,14 +4,31 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 
 namespace flotilla::kv {
+namespace {
 
-MemoryKv::MemoryKv(const Clock* clock, KvLimits limits)
-    : clock_(clock != nullptr ? clock : &real_clock_), limits_(limits) {}
+bool Expired(int64_t expires_at_ms, int64_t now) {
+  return expires_at_ms != 0 && expires_at_ms <= now;
+}
+
+// The Unavailable of a write whose persist failed.
+absl::Status NotPersisted(absl::string_view op, absl::string_view ns, absl::string_view key,
+                          const absl::Status& why) {
+  return absl::UnavailableError(absl::StrCat(
+      op, " of key \"", key, "\" in namespace \"", ns,
+      "\" was not persisted, so nothing changed; retry once the manager's store is writable: ",
+      why.message()));
+}
+
+}  // namespace
+
+MemoryKv::MemoryKv(const Clock* clock, KvLimits limits, KvPersistence* persistence)
+    : clock_(clock != nullptr ? clock : &real_clock_), limits_(limits), persistence_(persistence) {}
 
 MemoryKv::~MemoryKv() = default;
 
@@ -61,7 +78,10 @@ void MemoryKv::RemoveItemLocked(Namespace& space,
   RecordLocked(space, std::move(event));
 }
 
-size_t MemoryKv::ReapLocked(Namespace& space, int64_t now) {
+size_t MemoryKv::ReapLocked(Namespace& space, int64_t now, std::vector<std::string>* reaped) {
+  // A writer is persisting a change decided on these items; Get and List
+  // hide what has expired meanwhile, and the next touch reaps it.
+  if (space.persisting) return 0;
   size_t removed = 0;
   while (!space.expiry.empty() && space.expiry.begin()->first <= now) {
     auto item = space.items.find(space.expiry.begin()->second);
@@ -69,10 +89,92 @@ size_t MemoryKv::ReapLocked(Namespace& space, int64_t now) {
       space.expiry.erase(space.expiry.begin());
       continue;
     }
+    if (reaped != nullptr) reaped->push_back(item->first);
     RemoveItemLocked(space, item, EventType::kExpire);
     ++removed;
   }
   return removed;
+}
+
+int64_t MemoryKv::ApplyPutLocked(Namespace& space, absl::string_view key, absl::string_view value,
+                                 int64_t expires_at_ms) {
+  auto it = space.items.find(key);
+  if (it == space.items.end()) {
+    it = space.items.emplace(std::string(key), Item{}).first;
+  } else if (it->second.expires_at_ms != 0) {
+    space.expiry.erase({it->second.expires_at_ms, it->first});
+  }
+  Item& item = it->second;
+  item.value = std::string(value);
+  item.version = ++space.revision;
+  item.expires_at_ms = expires_at_ms;
+  if (item.expires_at_ms != 0) space.expiry.emplace(item.expires_at_ms, it->first);
+
+  WatchEvent event;
+  event.type = EventType::kPut;
+  event.key = it->first;
+  event.value = item.value;
+  event.version = item.version;
+  event.revision = item.version;
+  RecordLocked(space, std::move(event));
+  return item.version;
+}
+
+absl::Status MemoryKv::PersistUnlocked(Namespace& space, const KvChange& change) {
+  space.persisting = true;
+  mu_.Unlock();
+  absl::Status status = persistence_->Persist(change);
+  mu_.Lock();
+  space.persisting = false;
+  return status;
+}
+
+absl::Status MemoryKv::Restore() {
+  if (persistence_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "kv restore: this store has no persistence to restore from");
+  }
+  ASSIGN_OR_RETURN(std::vector<PersistedNamespace> loaded, persistence_->Load());
+  absl::MutexLock write(&write_mu_);
+  absl::MutexLock lock(&mu_);
+  if (!namespaces_.empty()) {
+    return absl::FailedPreconditionError("kv restore: the store already holds namespaces");
+  }
+  const int64_t now = clock_->NowMs();
+  std::vector<KvChange> cleanups;
+  for (PersistedNamespace& persisted : loaded) {
+    std::shared_ptr<Namespace> space = FindOrCreateLocked(persisted.ns);
+    int64_t revision = persisted.revision;
+    KvChange cleanup;
+    for (KeyEntry& e : persisted.entries) {
+      revision = std::max(revision, e.entry.version);
+      if (Expired(e.entry.expires_at_ms, now)) {
+        cleanup.deletes.push_back(std::move(e.key));
+        continue;
+      }
+      // Quotas are not enforced here: what was acknowledged stays, even if
+      // the limits were lowered since; growth is refused until usage fits.
+      ChargeLocked(*space, 1, static_cast<int64_t>(e.key.size() + e.entry.value.size()));
+      if (e.entry.expires_at_ms != 0) space->expiry.emplace(e.entry.expires_at_ms, e.key);
+      space->items.emplace(std::move(e.key),
+                           Item{std::move(e.entry.value), e.entry.version, e.entry.expires_at_ms});
+    }
+    // Each dropped record may be an expiry that was never persisted: count
+    // it, so the revision is at least the one clients saw (header comment).
+    space->revision = revision + static_cast<int64_t>(cleanup.deletes.size());
+    if (!cleanup.deletes.empty()) {
+      cleanup.ns = persisted.ns;
+      cleanup.revision = space->revision;
+      cleanups.push_back(std::move(cleanup));
+    }
+  }
+  // Under the locks, which is harmless: Restore runs before anyone is served.
+  for (const KvChange& cleanup : cleanups) {
+    RETURN_IF_ERROR(Annotate(
+        persistence_->Persist(cleanup),
+        absl::StrCat("kv restore: dropping expired keys of namespace \"", cleanup.ns, "\"")));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MemoryKv::RefusePutLocked(absl::string_view ns, std::shared_ptr<Namespace> space,
@@ -97,9 +199,10 @@ absl::StatusOr<std::optional<Entry>> MemoryKv::Get(absl::string_view ns, absl::s
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Namespace> space = FindLocked(ns);
   if (space == nullptr) return std::nullopt;
-  ReapLocked(*space, clock_->NowMs());
+  const int64_t now = clock_->NowMs();
+  ReapLocked(*space, now);
   auto it = space->items.find(key);
-  if (it == space->items.end()) return std::nullopt;
+  if (it == space->items.end() || Expired(it->second.expires_at_ms, now)) return std::nullopt;
   return Entry{it->second.value, it->second.version, it->second.expires_at_ms};
 }
 
@@ -109,10 +212,12 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
   RETURN_IF_ERROR(ValidateKey(key, limits_));
   RETURN_IF_ERROR(ValidateValue(value, limits_));
   RETURN_IF_ERROR(ValidatePutOptions(options));
+  absl::MutexLock write(&write_mu_);
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Namespace> space = FindOrCreateLocked(ns);
   const int64_t now = clock_->NowMs();
-  ReapLocked(*space, now);
+  std::vector<std::string> reaped;
+  ReapLocked(*space, now, &reaped);
   auto it = space->items.find(key);
   const int64_t have = it == space->items.end() ? 0 : it->second.version;
   if (options.if_version != kAnyVersion && have != options.if_version) {
@@ -136,27 +241,21 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
       return RefusePutLocked(ns, std::move(space), std::move(over));
     }
   }
+  const int64_t expires_at_ms = options.ttl_ms > 0 ? now + options.ttl_ms : 0;
+  if (persistence_ != nullptr) {
+    KvChange change;
+    change.ns = std::string(ns);
+    change.revision = space->revision + 1;
+    change.deletes = std::move(reaped);
+    change.puts.push_back(
+        KeyEntry{std::string(key), Entry{std::string(value), change.revision, expires_at_ms}});
+    if (absl::Status persisted = PersistUnlocked(*space, change); !persisted.ok()) {
+      return RefusePutLocked(ns, std::move(space), NotPersisted("put", ns, key, persisted));
+    }
+  }
   ChargeLocked(*space, created ? 1 : 0,
                static_cast<int64_t>(new_bytes) - static_cast<int64_t>(old_bytes));
-  if (it == space->items.end()) {
-    it = space->items.emplace(std::string(key), Item{}).first;
-  } else if (it->second.expires_at_ms != 0) {
-    space->expiry.erase({it->second.expires_at_ms, it->first});
-  }
-  Item& item = it->second;
-  item.value = std::string(value);
-  item.version = ++space->revision;
-  item.expires_at_ms = options.ttl_ms > 0 ? now + options.ttl_ms : 0;
-  if (item.expires_at_ms != 0) space->expiry.emplace(item.expires_at_ms, it->first);
-
-  WatchEvent event;
-  event.type = EventType::kPut;
-  event.key = it->first;
-  event.value = item.value;
-  event.version = item.version;
-  event.revision = item.version;
-  RecordLocked(*space, std::move(event));
-  return item.version;
+  return ApplyPutLocked(*space, key, value, expires_at_ms);
 }
 
 absl::StatusOr<bool> MemoryKv::Delete(absl::string_view ns, absl::string_view key,
@@ -164,13 +263,15 @@ absl::StatusOr<bool> MemoryKv::Delete(absl::string_view ns, absl::string_view ke
   RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
   RETURN_IF_ERROR(ValidateKey(key, limits_));
   RETURN_IF_ERROR(ValidateIfVersion(options.if_version));
+  absl::MutexLock write(&write_mu_);
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Namespace> space = FindLocked(ns);
   if (space == nullptr) {
     if (options.if_version > 0) return VersionMismatch(0, options.if_version, "delete", ns, key);
     return false;
   }
-  ReapLocked(*space, clock_->NowMs());
+  std::vector<std::string> reaped;
+  ReapLocked(*space, clock_->NowMs(), &reaped);
   auto it = space->items.find(key);
   const int64_t have = it == space->items.end() ? 0 : it->second.version;
   if (options.if_version != kAnyVersion && have != options.if_version) {
@@ -178,6 +279,17 @@ absl::StatusOr<bool> MemoryKv::Delete(absl::string_view ns, absl::string_view ke
     return VersionMismatch(have, options.if_version, "delete", ns, key);
   }
   if (it == space->items.end()) return false;
+  if (persistence_ != nullptr) {
+    KvChange change;
+    change.ns = std::string(ns);
+    change.revision = space->revision + 1;
+    change.deletes = std::move(reaped);
+    change.deletes.push_back(std::string(key));
+    if (absl::Status persisted = PersistUnlocked(*space, change); !persisted.ok()) {
+      return NotPersisted("delete", ns, key, persisted);
+    }
+    it = space->items.find(key);  // Unchanged meanwhile (header comment); looked up for clarity.
+  }
   RemoveItemLocked(*space, it, EventType::kDelete);
   return true;
 }
@@ -191,11 +303,13 @@ absl::StatusOr<ListResult> MemoryKv::List(absl::string_view ns, absl::string_vie
   ListResult result;
   std::shared_ptr<Namespace> space = FindLocked(ns);
   if (space == nullptr) return result;
-  ReapLocked(*space, clock_->NowMs());
+  const int64_t now = clock_->NowMs();
+  ReapLocked(*space, now);
   result.revision = space->revision;
   for (auto it = space->items.lower_bound(prefix);
        it != space->items.end() && absl::string_view(it->first).substr(0, prefix.size()) == prefix;
        ++it) {
+    if (Expired(it->second.expires_at_ms, now)) continue;
     if (result.entries.size() == limit) {
       result.truncated = true;
       break;
@@ -226,7 +340,10 @@ absl::StatusOr<WatchResult> MemoryKv::WaitForChange(absl::string_view ns, absl::
     ReapLocked(*space, now_ms);
     if (result.revision > space->revision) return WatchAhead(ns, result.revision, space->revision);
     if (result.revision < space->revision) {
-      const int64_t oldest = space->history.front().revision;
+      // The history is empty after a Restore (it is not persisted): every
+      // revision before the current one is gone.
+      const int64_t oldest =
+          space->history.empty() ? space->revision + 1 : space->history.front().revision;
       if (result.revision + 1 < oldest) return WatchCompacted(ns, result.revision, oldest);
       for (size_t i = static_cast<size_t>(result.revision + 1 - oldest);
            i < space->history.size() && result.events.size() < options.max_events; ++i) {
@@ -252,9 +369,23 @@ absl::StatusOr<WatchResult> MemoryKv::WaitForChange(absl::string_view ns, absl::
 
 absl::Status MemoryKv::DeleteNamespace(absl::string_view ns) {
   RETURN_IF_ERROR(ValidateNamespace(ns, limits_));
+  absl::MutexLock write(&write_mu_);
   absl::MutexLock lock(&mu_);
   auto it = namespaces_.find(ns);
   if (it == namespaces_.end()) return absl::OkStatus();
+  if (persistence_ != nullptr) {
+    KvChange change;
+    change.ns = std::string(ns);
+    change.drop_namespace = true;
+    if (absl::Status persisted = PersistUnlocked(*it->second, change); !persisted.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "delete of namespace \"", ns,
+          "\" was not persisted, so nothing changed; retry once the manager's store is writable: ",
+          persisted.message()));
+    }
+    // Only writers remove namespaces, and write_mu_ kept them out.
+    it = namespaces_.find(ns);
+  }
   // Watchers wake, find the namespace gone and report it.
   it->second->changed.SignalAll();
   ChargeLocked(*it->second, -static_cast<int64_t>(it->second->usage.keys),

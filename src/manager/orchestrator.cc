@@ -303,8 +303,10 @@ absl::Status Orchestrator::Recover() {
   return absl::OkStatus();
 }
 
-// The embedded key-value store does not outlive the manager; the outputs of
-// finished pieces are in their executions' stored results, so put them back.
+// The outputs of finished pieces are in their executions' stored results, so
+// put back any the key-value store lacks: the embedded store persists every
+// acknowledged put, but a manager killed between a result and its output's
+// put, or state written before the store was durable, leaves gaps.
 absl::Status Orchestrator::RestoreOutputs(Workflow& wf) {
   for (const auto& piece : wf.plan.pieces) {
     auto it = wf.runs.find(piece.id);

@@ -25,6 +25,7 @@
 #include "kv/memory_kv.h"
 #include "kv/queue.h"
 #include "kv/redis_kv.h"
+#include "kv/store_persistence.h"
 #include "manager/function_service.h"
 #include "manager/functions.h"
 #include "manager/orchestrator.h"
@@ -147,6 +148,9 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
   RETURN_IF_ERROR(Annotate(manager.Recover(), "recovering state from " + state_name));
 
   // Shared state for functions and workflows.
+  // The embedded key-value store writes through the manager's Store, so
+  // function state survives a restart (and an HA failover) with it.
+  kv::StoreKvPersistence kv_persistence(store_ptr);
   std::unique_ptr<kv::KvStore> kv;
   std::unique_ptr<kv::MessageQueue> queue;
   kv::KvLimits kv_limits;
@@ -167,7 +171,10 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
     kv = std::move(rkv);
     ASSIGN_OR_RETURN(queue, kv::MakeRedisQueue(ro.redis, queue_options));
   } else {
-    kv = std::make_unique<kv::MemoryKv>(nullptr, kv_limits);
+    auto memory_kv = std::make_unique<kv::MemoryKv>(nullptr, kv_limits, &kv_persistence);
+    RETURN_IF_ERROR(
+        Annotate(memory_kv->Restore(), "restoring the key-value store from " + state_name));
+    kv = std::move(memory_kv);
     ASSIGN_OR_RETURN(queue, kv::MakeMemoryQueue(nullptr, queue_options));
   }
   FunctionRegistry functions(store_ptr);

@@ -25,20 +25,21 @@
 #include "kv/memory_kv.h"
 #include "kv/redis_kv.h"
 #include "kv/watcher.h"
+#include "unit/kv/durable_backend.h"
 #include "unit/kv/redis_server.h"
 
 namespace flotilla::kv {
 namespace {
 
-using ::flotilla::kv::testing::FreeLoopbackPort;
-using ::flotilla::kv::testing::RedisServer;
 using ::flotilla::kv::testing::Backend;
 using ::flotilla::kv::testing::BackendName;
+using ::flotilla::kv::testing::DurableBackend;
+using ::flotilla::kv::testing::FreeLoopbackPort;
+using ::flotilla::kv::testing::RedisServer;
 using ::flotilla::kv::testing::SharedRedisServer;
 using ::flotilla::kv::testing::UniquePrefix;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
 
 std::vector<std::string> Keys(const ListResult& result) {
   std::vector<std::string> keys;
@@ -67,6 +68,7 @@ class KvContractTest : public ::testing::TestWithParam<Backend> {
 
   std::unique_ptr<KvStore> MakeStore(const KvLimits& limits) {
     if (GetParam() == Backend::kMemory) return std::make_unique<MemoryKv>(&clock_, limits);
+    if (GetParam() == Backend::kDurableMemory) return durable_.Make(&clock_, limits);
     RedisKvOptions options;
     options.redis.port = server_->port();
     options.redis.key_prefix = UniquePrefix("kvtest");
@@ -78,7 +80,7 @@ class KvContractTest : public ::testing::TestWithParam<Backend> {
 
   // Lets ms pass for TTLs: the fake clock of MemoryKv, real time for Redis.
   void Elapse(int64_t ms) {
-    if (GetParam() == Backend::kMemory) {
+    if (GetParam() != Backend::kRedis) {
       clock_.AdvanceMs(ms);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -105,6 +107,7 @@ class KvContractTest : public ::testing::TestWithParam<Backend> {
   ManualClock clock_;
   RedisServer* server_ = nullptr;
   KvLimits limits_;
+  DurableBackend durable_;  // Outlives the stores it made.
   std::unique_ptr<KvStore> kv_;
 };
 
@@ -503,7 +506,9 @@ TEST_P(KvContractTest, ValidationErrorsNameTheProblem) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, KvContractTest,
-                         ::testing::Values(Backend::kMemory, Backend::kRedis), BackendName);
+                         ::testing::Values(Backend::kMemory, Backend::kRedis,
+                                           Backend::kDurableMemory),
+                         BackendName);
 
 // --- MemoryKv only ----------------------------------------------------------
 

@@ -18,6 +18,7 @@
 #include "kv/queue.h"
 #include "kv/redis_client.h"
 #include "kv/redis_kv.h"
+#include "unit/kv/durable_backend.h"
 #include "unit/kv/redis_server.h"
 
 namespace flotilla::kv {
@@ -25,6 +26,7 @@ namespace {
 
 using ::flotilla::kv::testing::Backend;
 using ::flotilla::kv::testing::BackendName;
+using ::flotilla::kv::testing::DurableBackend;
 using ::flotilla::kv::testing::RedisServer;
 using ::flotilla::kv::testing::SharedRedisServer;
 using ::flotilla::kv::testing::UniquePrefix;
@@ -49,6 +51,7 @@ class KvQuotaTest : public ::testing::TestWithParam<Backend> {
     limits.tenant_max_keys = max_keys;
     limits.tenant_max_bytes = max_bytes;
     if (GetParam() == Backend::kMemory) return std::make_unique<MemoryKv>(&clock_, limits);
+    if (GetParam() == Backend::kDurableMemory) return durable_.Make(&clock_, limits);
     RedisKvOptions options;
     options.redis.port = server_->port();
     prefix_ = UniquePrefix("kvquota");
@@ -60,7 +63,7 @@ class KvQuotaTest : public ::testing::TestWithParam<Backend> {
   }
 
   void Elapse(int64_t ms) {
-    if (GetParam() == Backend::kMemory) {
+    if (GetParam() != Backend::kRedis) {
       clock_.AdvanceMs(ms);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -70,6 +73,7 @@ class KvQuotaTest : public ::testing::TestWithParam<Backend> {
   ManualClock clock_;
   RedisServer* server_ = nullptr;
   std::string prefix_;
+  DurableBackend durable_;  // Declared before any store a test holds.
 };
 
 TEST_P(KvQuotaTest, TenantOfNamespace) {
@@ -185,7 +189,9 @@ TEST_P(KvQuotaTest, ConcurrentWritersCannotTogetherExceedTheQuota) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, KvQuotaTest,
-                         ::testing::Values(Backend::kMemory, Backend::kRedis), BackendName);
+                         ::testing::Values(Backend::kMemory, Backend::kRedis,
+                                           Backend::kDurableMemory),
+                         BackendName);
 
 // Refused puts leave nothing behind in MemoryKv, not even a namespace, so
 // puts to ever new names by a tenant at its quota cannot grow the store.

@@ -213,11 +213,21 @@ inline RedisServer* SharedRedisServer() {
     FAIL() << "redis-server is installed but did not start";                               \
   }
 
-// The backends every contract suite runs against.
-enum class Backend { kMemory, kRedis };
+// The backends every contract suite runs against. kDurableMemory: MemoryKv
+// persisting through a SQLite Store (durable_backend.h), for the KvStore
+// suites.
+enum class Backend { kMemory, kRedis, kDurableMemory };
 
 inline std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  return info.param == Backend::kMemory ? "Memory" : "Redis";
+  switch (info.param) {
+    case Backend::kMemory:
+      return "Memory";
+    case Backend::kRedis:
+      return "Redis";
+    case Backend::kDurableMemory:
+      return "DurableMemory";
+  }
+  return "Unknown";
 }
 
 // A key prefix no other store in this process (or an earlier run) uses.

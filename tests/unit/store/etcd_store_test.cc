@@ -1,7 +1,7 @@
 // What only the etcd Store (src/store/etcd/etcd_store.cc) does, against a
 // real 3-member etcd cluster: fencing of a deposed leader, writes through the
-// loss of a member, seq across leaders, the Txn bounds, and noticing writes
-// it did not make.
+// loss of a member, seq across leaders, the Txn bounds, noticing writes it
+// did not make, and the embedded key-value store carried across a failover.
 
 #include "store/etcd/etcd_store.h"
 
@@ -15,6 +15,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ha/election.h"
+#include "kv/memory_kv.h"
+#include "kv/store_persistence.h"
 #include "support/cut_off_etcd_client.h"
 #include "support/etcd_cluster.h"
 
@@ -255,6 +257,45 @@ TEST_F(EtcdStoreTest, OpenChecksItsArguments) {
             absl::StatusCode::kInvalidArgument);
   auto missing = OpenEtcdStore(client_, kPrefix, {"/no/such/leader", 5});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << missing.status();
+}
+
+// The embedded key-value store writes through the leader's store: a new
+// leader restores every key the old one acknowledged, with its version, and
+// the deposed leader's writes are refused, not acknowledged.
+TEST_F(EtcdStoreTest, TheNewLeaderRestoresTheKeyValueStoreTheOldOneAcknowledged) {
+  auto cut = std::make_shared<CutOffClient>(client_);
+  ha::LeaderElection a(cut, Options());
+  ha::LeaderElection b(client_, Options());
+  auto a_won = a.Campaign("a", "addr-a", nullptr, nullptr, Clock::now() + milliseconds(5000));
+  ASSERT_TRUE(a_won.ok()) << a_won.status();
+  auto store_a = OpenOrDie({a_won->key, a_won->epoch});
+  ASSERT_NE(store_a, nullptr);
+  kv::StoreKvPersistence persistence_a(store_a.get());
+  kv::MemoryKv kv_a(nullptr, {}, &persistence_a);
+  ASSERT_TRUE(kv_a.Restore().ok());
+  ASSERT_EQ(kv_a.Put("acme~s", "k", "v1").value(), 1);
+  ASSERT_EQ(kv_a.Put("acme~s", "k", "v2", kv::PutOptions{.if_version = 1}).value(), 2);
+  ASSERT_EQ(kv_a.Put("acme~s", "t", "x", kv::PutOptions{.ttl_ms = 600'000}).value(), 3);
+
+  cut->cut = true;
+  auto b_won = b.Campaign("b", "addr-b", nullptr, nullptr, Clock::now() + milliseconds(10000));
+  ASSERT_TRUE(b_won.ok()) << b_won.status();
+  absl::StatusOr<int64_t> late = kv_a.Put("acme~s", "k", "late");
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
+  EXPECT_THAT(std::string(late.status().message()), HasSubstr("lost leadership"));
+  EXPECT_EQ(kv_a.Get("acme~s", "k").value()->value, "v2");
+
+  auto store_b = OpenOrDie({b_won->key, b_won->epoch});
+  ASSERT_NE(store_b, nullptr);
+  kv::StoreKvPersistence persistence_b(store_b.get());
+  kv::MemoryKv kv_b(nullptr, {}, &persistence_b);
+  ASSERT_TRUE(kv_b.Restore().ok());
+  std::optional<kv::Entry> k = kv_b.Get("acme~s", "k").value();
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->value, "v2");
+  EXPECT_EQ(k->version, 2);
+  EXPECT_EQ(kv_b.Get("acme~s", "t").value()->version, 3);
+  EXPECT_EQ(kv_b.Put("acme~s", "k", "v3", kv::PutOptions{.if_version = 2}).value(), 4);
 }
 
 }  // namespace
