@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "support/federation_harness.h"
+#include "support/manager_http.h"
 
 namespace flotilla::testing {
 namespace {
@@ -25,9 +26,7 @@ using nlohmann::json;
 // fills body.
 int Call(const FederationHarness& h, const std::string& method, const std::string& path,
          const json& request, json* body) {
-  const std::string& hp = h.http_address();
-  httplib::Client c(hp.substr(0, hp.rfind(':')), std::stoi(hp.substr(hp.rfind(':') + 1)));
-  c.set_bearer_token_auth(h.token());
+  httplib::Client c = ManagerHttp(h, h.token());
   c.set_connection_timeout(2, 0);
   c.set_read_timeout(5, 0);
   httplib::Result r = method == "GET"      ? c.Get(path)
