@@ -243,8 +243,8 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
   // request meets the same order on every retry and on every manager.
   // Hashed only when two nodes tie, so decisions without ties pay nothing.
   const uint64_t request_hash = std::hash<std::string>{}(request.id);
-  auto better = [&](const Feasible& a, const Feasible& b) {
-    if (a.score != b.score) return a.score > b.score;
+  // Everything after the score: also the order among near-ties below.
+  auto calmer = [&](const Feasible& a, const Feasible& b) {
     const HypervisorNode& na = nodes[a.index];
     const HypervisorNode& nb = nodes[b.index];
     if (na.running_executions != nb.running_executions) {
@@ -254,6 +254,10 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
     const uint64_t tb = TieHash(request_hash, nb.id);
     if (ta != tb) return ta > tb;
     return na.id < nb.id;
+  };
+  auto better = [&](const Feasible& a, const Feasible& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return calmer(a, b);
   };
   auto better_at = [&](uint32_t a, uint32_t b) { return better(feasible[a], feasible[b]); };
   size_t best = 0;
@@ -285,17 +289,6 @@ Decision NodeSelection::SelectWith(const ExecutionRequest& request,
     // and without a band that noise alone decided: one node took every short
     // task (busiest 4.5x the mean share over 50 nodes).
     const double floor = feasible[best].score - options_.tie_epsilon;
-    auto calmer = [&](const Feasible& a, const Feasible& b) {
-      const HypervisorNode& na = nodes[a.index];
-      const HypervisorNode& nb = nodes[b.index];
-      if (na.running_executions != nb.running_executions) {
-        return na.running_executions < nb.running_executions;
-      }
-      const uint64_t ta = TieHash(request_hash, na.id);
-      const uint64_t tb = TieHash(request_hash, nb.id);
-      if (ta != tb) return ta > tb;
-      return na.id < nb.id;
-    };
     for (size_t i = 0; i < feasible.size(); ++i) {
       if (i != chosen && feasible[i].score >= floor && calmer(feasible[i], feasible[chosen])) {
         chosen = i;

@@ -85,9 +85,10 @@ v1::ExecutionRequest Task(int serial) {
 }
 
 // Every acknowledged execution finished exactly once, successfully, with
-// its own one line of output. Returns (lost, reported other than once).
+// its own lines of output: one, or `lines[id]` where given. Returns (lost,
+// reported other than once).
 std::pair<int, int> CheckOnce(FederationHarness& h, const std::vector<std::string>& ids,
-                              seconds timeout) {
+                              seconds timeout, const std::map<std::string, int>& lines = {}) {
   auto done = h.WaitAllDone(ids, timeout);
   int lost = static_cast<int>(ids.size() - done.size());
   int twice = 0;
@@ -98,9 +99,11 @@ std::pair<int, int> CheckOnce(FederationHarness& h, const std::vector<std::strin
       continue;
     }
     const std::string& out = e.result().stdout();
-    if (std::count(out.begin(), out.end(), '\n') != 1) {
+    const auto expected = lines.find(id);
+    if (std::count(out.begin(), out.end(), '\n') !=
+        (expected == lines.end() ? 1 : expected->second)) {
       ++twice;
-      ADD_FAILURE() << id << " reported other than once: " << out;
+      ADD_FAILURE() << id << " reported other than once: " << out.size() << " bytes: " << out;
     }
   }
   return {lost, twice};
@@ -558,22 +561,8 @@ TEST_F(CombinedFaultsTest, KillsPausesAndPartitionsInTurnLoseNothing) {
   h.PointAt(replicas_->Addresses()[leader]);
   std::vector<std::string> ids;
   for (const auto& [id, lines] : expected_lines) ids.push_back(id);
-  auto done = h.WaitAllDone(ids, seconds(90));
+  const auto [lost, twice] = CheckOnce(h, ids, seconds(90), expected_lines);
   note("all done");
-  int lost = static_cast<int>(ids.size() - done.size());
-  int twice = 0;
-  for (const auto& [id, e] : done) {
-    if (e.state() != v1::EXECUTION_SUCCEEDED) {
-      ++lost;
-      ADD_FAILURE() << id << ": " << v1::ExecutionState_Name(e.state()) << ": " << e.error();
-      continue;
-    }
-    const std::string& out = e.result().stdout();
-    if (std::count(out.begin(), out.end(), '\n') != expected_lines[id]) {
-      ++twice;
-      ADD_FAILURE() << id << " reported other than once: " << out.size() << " bytes";
-    }
-  }
   EXPECT_EQ(lost, 0) << absl::StrJoin(timeline, "\n");
   EXPECT_EQ(twice, 0);
   std::printf(
