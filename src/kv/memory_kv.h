@@ -31,8 +31,9 @@
 // whole store, and each namespace has a condition variable on which its
 // watchers wait. Writes are ordered by write_mu_, which is held across the
 // persist while mu_ is not: a writer decides its outcome under mu_, releases
-// mu_ for the store's I/O, and applies the change under mu_ again. That is safe because write_mu_ keeps every other write out of
-// that window, and the one change readers make — reaping expired entries —
+// mu_ for the store's I/O, and applies the change under mu_ again. That is
+// safe because write_mu_ keeps every other write out of that window, and
+// the one change readers make — reaping expired entries —
 // is held off for the namespace being persisted (Namespace::persisting;
 // Get and List hide expired entries themselves), so the state the writer
 // decided on is still the state it applies to, and the store sees changes in
