@@ -73,7 +73,7 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 int main(int argc, char** argv) {
   CLI::App app{"one manager and N agents in network namespaces: manager cost per node and per task"};
-  int nodes = 50, tasks = 10000, clients = 8, idle_s = 10;
+  int nodes = 50, tasks = 10000, clients = 8, idle_s = 10, trust_levels = 10;
   int64_t lease_ms = 10000;
   std::string json_out;
   bool insecure = false;
@@ -84,6 +84,11 @@ int main(int argc, char** argv) {
   app.add_option("--clients", clients, "submitting threads")->capture_default_str();
   app.add_option("--idle-s", idle_s, "seconds of each idle measurement")->capture_default_str();
   app.add_option("--lease-timeout-ms", lease_ms)->capture_default_str();
+  app.add_option("--trust-levels", trust_levels,
+                 "node i gets trust 1 + i % N: with the default 10 the security scorer prefers "
+                 "the trust-1 nodes; 1 makes every node equal")
+      ->check(CLI::Range(1, 10))
+      ->capture_default_str();
   app.add_option("--json", json_out, "write the figures here");
   CLI11_PARSE(app, argc, argv);
   if (geteuid() != 0) {
@@ -121,7 +126,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nodes; ++i) {
       flotilla::testing::AgentSpec spec;
       spec.id = "n" + std::to_string(i);
-      spec.trust = 1 + i % 10;
+      spec.trust = 1 + i % trust_levels;
       spec.cpu_millis = 4000;
       spec.memory_bytes = 4ll << 30;
       spec.extra_config = "isolation: process\ntrusted_development_node: true\n";
