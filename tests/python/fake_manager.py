@@ -79,6 +79,10 @@ class FakeManager:
                 super().finish()
 
             def _do(self, method):
+                if method in ("POST", "PUT") and "Content-Length" not in self.headers:
+                    # As cpp-httplib does: it cannot tell where such a body ends.
+                    self.send_error(400, "no Content-Length")
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parsed = urllib.parse.urlsplit(self.path)

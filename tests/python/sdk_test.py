@@ -365,6 +365,21 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(self.fake.count("PUT", "/v1/kv/ka/k"), 2)
         self.assertEqual(kv.get("k"), b"v2")
 
+    def test_a_list_of_managers_moves_on_when_the_current_one_stops(self):
+        # The leader's kept-alive connection dies with it; the next call finds the one that
+        # now listens, as a standby taking over.
+        with FakeManager() as second:
+            c = flotilla.Client("%s,%s" % (self.fake.address, second.address))
+            try:
+                c.functions()
+                self.fake.__exit__(None, None, None)  # stops listening
+                self.fake.close_idle_connections()
+                c.functions()
+                self.assertEqual(second.count("GET", "/v1/functions"), 1)
+                self.assertEqual(c._t.base_url, second.address)
+            finally:
+                c.close()
+
     def test_threads_share_the_client(self):
         errors = []
 

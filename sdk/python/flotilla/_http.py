@@ -96,11 +96,13 @@ def _dropped(conn):
     sock = conn.sock
     if sock is None:
         return True
+    # poll, not select: select cannot take a descriptor above 1023.
+    poller = select.poll()
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class Transport:
@@ -275,12 +277,9 @@ def _exchange(conn, method, target, headers, data, timeout):
     _AnswerLost."""
     try:
         conn.sock.settimeout(timeout)
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        if data is not None:
-            conn.putheader("Content-Length", str(len(data)))
-        conn.endheaders(data)
+        # request() sends Content-Length: 0 for a POST without a body; httplib answers 400
+        # to a POST with no length.
+        conn.request(method, target, body=data, headers=headers)
     except (OSError, http.client.HTTPException) as e:
         raise _SendFailed(e) from None
     try:
