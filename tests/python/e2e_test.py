@@ -168,6 +168,47 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual([m.message for m in got], [b"hello"])
         q.ack("g", got[0].id)
 
+    def test_connections_are_reused_across_the_managers_closes(self):
+        # The manager's httplib closes a kept-alive connection after 5 answers and after 5 s
+        # idle. Threads share one client; then, with the client's own idle limit lifted, a
+        # POST after the server's idle close must still reach it. One without a body: a
+        # request written in one piece on a closed connection fails only when its answer is
+        # awaited, and then is not resent, so only noticing the close beforehand gets it out.
+        import threading
+        from flotilla import _http
+        client = flotilla.Client(self.address, timeout=60, token=self.token, ca=self.ca)
+        kv = client.kv("e2e-ka-%d" % os.getpid())
+        errors = []
+
+        def work(n):
+            try:
+                for i in range(12):
+                    kv.put("t%d" % n, str(i))
+                    if kv.get("t%d" % n) != str(i).encode():
+                        errors.append((n, i))
+            except Exception as e:  # reported below, not lost in the thread
+                errors.append((n, e))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        q = client.queue("e2e-ka-%d" % os.getpid())
+        q.send("one")
+        limit, _http.IDLE_LIMIT_S = _http.IDLE_LIMIT_S, 60.0
+        try:
+            time.sleep(6.5)  # past the server's keep-alive timeout: it closes, we must notice
+            with self.assertRaises(flotilla.NotFoundError):
+                client.cancel("wf-e2e-none")  # reached the manager: it answered 404
+            q.send("two")
+        finally:
+            _http.IDLE_LIMIT_S = limit
+            client.close()
+        got = q.receive("g", "c", max=10, block_ms=2000)
+        self.assertEqual([m.message for m in got], [b"one", b"two"])
+
 
 class SkipNoticeTest(unittest.TestCase):
     def test_says_why_it_skipped(self):

@@ -45,6 +45,13 @@ class State:
         self.groups = {}  # (queue, group) -> {"next": i, "pending": {id: deliveries}}
         self.requests = []  # (method, path) seen, for tests
         self.authorization = []  # the Authorization header of each request (None if absent)
+        self.connections = 0  # connections accepted, for the keep-alive tests
+        self.open_sockets = set()  # the server side of each open connection
+        # Faults, set by tests: close each connection after this many answers, with
+        # "Connection: close" as cpp-httplib's keep_alive_max_count does (None: never) ...
+        self.max_requests_per_connection = None
+        # ... and act on the next N requests but close the connection instead of answering.
+        self.lose_answers = 0
         self.next_id = 0
 
 
@@ -59,7 +66,23 @@ class FakeManager:
             def log_message(self, *a):
                 pass
 
+            def setup(self):
+                super().setup()
+                self.served = 0
+                with state.lock:
+                    state.connections += 1
+                    state.open_sockets.add(self.connection)
+
+            def finish(self):
+                with state.lock:
+                    state.open_sockets.discard(self.connection)
+                super().finish()
+
             def _do(self, method):
+                if method in ("POST", "PUT") and "Content-Length" not in self.headers:
+                    # As cpp-httplib does: it cannot tell where such a body ends.
+                    self.send_error(400, "no Content-Length")
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parsed = urllib.parse.urlsplit(self.path)
@@ -75,9 +98,19 @@ class FakeManager:
                 except (ValueError, KeyError, TypeError) as e:
                     code, out = 400, {"error": "bad request: %s" % e}
                 raw = json.dumps(out).encode()
+                with state.lock:
+                    lose = state.lose_answers > 0
+                    state.lose_answers -= lose
+                    limit = state.max_requests_per_connection
+                if lose:
+                    self.close_connection = True
+                    return
+                self.served += 1
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
+                if limit is not None and self.served >= limit:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(raw)
 
@@ -107,6 +140,21 @@ class FakeManager:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+    def close_idle_connections(self):
+        """Closes the server side of every open connection, as an idle timeout does."""
+        import socket
+        with self.state.lock:
+            socks = list(self.state.open_sockets)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def count(self, method, path):
+        with self.state.lock:
+            return self.state.requests.count((method, path))
 
     def deploys(self):
         with self.state.lock:

@@ -7,12 +7,13 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 
 import _support  # noqa: F401  (puts the SDK on sys.path)
 import flotilla
-from flotilla import _address, _units
+from flotilla import _address, _http, _units
 from fake_manager import FakeManager
 
 MODULE = '''
@@ -272,6 +273,151 @@ class ClientTest(WithFake):
         with self.assertRaises(flotilla.FlotillaError) as cm:
             flotilla.Client("127.0.0.1:%d,127.0.0.1:%d" % (port, port)).functions()
         self.assertIn("cannot reach", str(cm.exception))
+
+
+class KeepAliveTest(unittest.TestCase):
+    """One kept-alive connection per Client, reopened when the server closes it, and never
+    a resent request that the server may have acted on."""
+
+    def setUp(self):
+        self.fake = FakeManager().__enter__()
+        self.client = flotilla.Client(self.fake.address)
+
+    def tearDown(self):
+        self.client.close()
+        self.fake.__exit__(None, None, None)
+
+    def connections(self):
+        with self.fake.state.lock:
+            return self.fake.state.connections
+
+    def test_calls_share_one_connection(self):
+        kv = self.client.kv("ka")
+        for i in range(20):
+            kv.put("k%d" % i, str(i))
+            self.assertEqual(kv.get("k%d" % i), str(i).encode())
+        self.client.functions()
+        self.assertEqual(self.connections(), 1)
+
+    def test_reconnects_when_the_server_closes_after_n_requests(self):
+        # cpp-httplib's keep_alive_max_count: 5 answers, the last with "Connection: close".
+        self.fake.state.max_requests_per_connection = 5
+        kv = self.client.kv("ka")
+        for i in range(23):
+            kv.put("k", str(i))
+        self.assertEqual(kv.get("k"), b"22")
+        self.assertEqual(self.connections(), 5)  # 24 requests, 5 a connection
+        self.assertEqual(self.fake.count("PUT", "/v1/kv/ka/k"), 23)
+
+    def test_reconnects_when_the_server_closed_an_idle_connection(self):
+        q = self.client.queue("qa")
+        q.send("one")
+        self.fake.close_idle_connections()
+        # A POST: it goes out only because the closed connection is noticed before sending.
+        q.send("two")
+        self.assertEqual(self.fake.count("POST", "/v1/queues/qa/send"), 2)
+        self.assertEqual(self.connections(), 2)
+
+    def test_a_connection_idle_past_the_servers_timeout_is_not_reused(self):
+        now = [100.0]
+        t = _http.Transport(self.fake.address, clock=lambda: now[0])
+        try:
+            t.request("GET", "/v1/functions")
+            now[0] += _http.IDLE_LIMIT_S - 0.5
+            t.request("GET", "/v1/functions")
+            self.assertEqual(self.connections(), 1)
+            now[0] += _http.IDLE_LIMIT_S + 0.5
+            t.request("GET", "/v1/functions")
+            self.assertEqual(self.connections(), 2)
+        finally:
+            t.close()
+
+    def test_a_get_whose_answer_was_lost_is_resent_once(self):
+        kv = self.client.kv("ka")
+        kv.put("k", "v")
+        self.fake.state.lose_answers = 1
+        self.assertEqual(kv.get("k"), b"v")
+        self.assertEqual(self.fake.count("GET", "/v1/kv/ka/k"), 2)
+        self.fake.state.lose_answers = 2  # lost again on the fresh connection: reported
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            kv.get("k")
+        self.assertIn("cannot reach", str(cm.exception))
+        self.assertEqual(self.fake.count("GET", "/v1/kv/ka/k"), 4)
+
+    def test_a_post_whose_answer_was_lost_is_not_resent(self):
+        q = self.client.queue("qa")
+        q.send("one")
+        self.fake.state.lose_answers = 1
+        with self.assertRaises(flotilla.FlotillaError) as cm:
+            q.send("two")
+        self.assertIn("may or may not have been applied", str(cm.exception))
+        self.assertEqual(self.fake.count("POST", "/v1/queues/qa/send"), 2)
+        q.send("three")  # the next call opens a fresh connection
+        self.assertEqual(self.fake.count("POST", "/v1/queues/qa/send"), 3)
+
+    def test_a_put_whose_answer_was_lost_is_not_resent(self):
+        # A conditional put that did apply would come back as a conflict if resent.
+        kv = self.client.kv("ka")
+        kv.put("k", "v1")
+        self.fake.state.lose_answers = 1
+        with self.assertRaises(flotilla.FlotillaError):
+            kv.put("k", "v2", if_version=1)
+        self.assertEqual(self.fake.count("PUT", "/v1/kv/ka/k"), 2)
+        self.assertEqual(kv.get("k"), b"v2")
+
+    def test_a_list_of_managers_moves_on_when_the_current_one_stops(self):
+        # The leader's kept-alive connection dies with it; the next call finds the one that
+        # now listens, as a standby taking over.
+        with FakeManager() as second:
+            c = flotilla.Client("%s,%s" % (self.fake.address, second.address))
+            try:
+                c.functions()
+                self.fake.__exit__(None, None, None)  # stops listening
+                self.fake.close_idle_connections()
+                c.functions()
+                self.assertEqual(second.count("GET", "/v1/functions"), 1)
+                self.assertEqual(c._t.base_url, second.address)
+            finally:
+                c.close()
+
+    def test_threads_share_the_client(self):
+        errors = []
+
+        def work(n):
+            try:
+                kv = self.client.kv("ka")
+                for i in range(25):
+                    kv.put("t%d" % n, "%d-%d" % (n, i))
+                    got = kv.get("t%d" % n)
+                    if got != ("%d-%d" % (n, i)).encode():
+                        errors.append((n, i, got))
+            except Exception as e:  # reported below, not lost in the thread
+                errors.append((n, e))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertLessEqual(self.connections(), 8)
+
+    def test_a_long_poll_does_not_hold_up_other_calls(self):
+        kv = self.client.kv("ka")
+        start = kv.list("w/").revision or 0
+        got = []
+        watcher = threading.Thread(target=lambda: got.append(kv.watch("w/", after=start,
+                                                                      timeout=20)))
+        watcher.start()
+        deadline = time.monotonic() + 10
+        while self.fake.count("GET", "/v1/kv/ka") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the watch is at the server
+        began = time.monotonic()
+        kv.put("w/x", "1")  # would wait 20 s behind the watch on a shared connection
+        watcher.join(10)
+        self.assertLess(time.monotonic() - began, 5)
+        self.assertEqual([e.key for e in got[0]], ["w/x"])
+        self.assertEqual(self.connections(), 2)
 
 
 class DecoratorTest(WithFake):
