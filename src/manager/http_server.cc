@@ -101,6 +101,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   // kept-alive connection waited for the client's delayed ACK, 40 ms a
   // request (bench/https_bench.cc, plain and TLS alike).
   s->server_->set_tcp_nodelay(true);
+  // A kept-alive connection holds one of the pool's threads between its
+  // requests, so an idle one is closed after 2 s (httplib's default is 5):
+  // a client pooling connections (the Python SDK keeps up to 8) ties up
+  // threads for at most that long. While busy, one connection carries up
+  // to 100 requests before it must handshake again (the default, 5, made
+  // every fifth SDK call pay a TLS handshake).
+  s->server_->set_keep_alive_timeout(2);
+  s->server_->set_keep_alive_max_count(100);
   // A client that sends its request slowly holds a thread: bounded.
   s->server_->set_read_timeout(10, 0);
   s->server_->set_write_timeout(10, 0);

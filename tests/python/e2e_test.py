@@ -169,8 +169,8 @@ class EndToEndTest(unittest.TestCase):
         q.ack("g", got[0].id)
 
     def test_connections_are_reused_across_the_managers_closes(self):
-        # The manager's httplib closes a kept-alive connection after 5 answers and after 5 s
-        # idle. Threads share one client; then, with the client's own idle limit lifted, a
+        # The manager closes a kept-alive connection after 100 answers and after 2 s idle
+        # (http_server.cc). Threads share one client; then, with the client's own idle limit lifted, a
         # POST after the server's idle close must still reach it. One without a body: a
         # request written in one piece on a closed connection fails only when its answer is
         # awaited, and then is not resent, so only noticing the close beforehand gets it out.
@@ -199,7 +199,7 @@ class EndToEndTest(unittest.TestCase):
         q.send("one")
         limit, _http.IDLE_LIMIT_S = _http.IDLE_LIMIT_S, 60.0
         try:
-            time.sleep(6.5)  # past the server's keep-alive timeout: it closes, we must notice
+            time.sleep(3.5)  # past the server's keep-alive timeout: it closes, we must notice
             with self.assertRaises(flotilla.NotFoundError):
                 client.cancel("wf-e2e-none")  # reached the manager: it answered 404
             q.send("two")

@@ -300,7 +300,8 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(self.connections(), 1)
 
     def test_reconnects_when_the_server_closes_after_n_requests(self):
-        # cpp-httplib's keep_alive_max_count: 5 answers, the last with "Connection: close".
+        # A server's keep-alive max count (cpp-httplib's keep_alive_max_count): here 5 answers,
+        # the last with "Connection: close".
         self.fake.state.max_requests_per_connection = 5
         kv = self.client.kv("ka")
         for i in range(23):

@@ -19,11 +19,11 @@ from .errors import ConflictError, FlotillaError, NotFoundError
 # so a certificate issued without the address in it still serves.
 MANAGER_NAME = "manager.flotilla"
 
-# The manager's HTTP server (cpp-httplib) closes a kept-alive connection after 5 s idle
-# (CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND). Its clock starts when it has written an answer, ours
-# when we have read it, so a connection idle for less than this is still open there; one idle
-# longer is closed here rather than raced against the server's close.
-IDLE_LIMIT_S = 4.0
+# The manager's HTTP server closes a kept-alive connection after 2 s idle (http_server.cc:
+# an idle connection holds one of its threads) and after 100 requests. Its clock starts when it
+# has written an answer, ours when we have read it, so a connection idle for less than this is
+# still open there; one idle longer is closed here rather than raced against the server's close.
+IDLE_LIMIT_S = 1.5
 
 # Idle connections kept per manager address; a request finding none opens one, so a long poll
 # never holds up another thread's call. More than this many idle at once are closed.
