@@ -168,6 +168,20 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual([m.message for m in got], [b"hello"])
         q.ack("g", got[0].id)
 
+    def test_a_watcher_of_an_idle_namespace_hears_an_expiry(self):
+        # Nothing touches the namespace after the put: the watch itself must
+        # wake for the entry's expiry (MemoryKv::WaitForChange), not sleep
+        # through it to its timeout.
+        kv = self.client.kv("e2e-ttl-%d" % os.getpid())
+        kv.put("lease", "held", ttl=0.5)
+        start = kv.list("").revision
+        t0 = time.monotonic()
+        got = kv.watch("", after=start, timeout=8.0)
+        waited = time.monotonic() - t0
+        self.assertEqual([(e.type, e.key) for e in got], [("expire", "lease")])
+        self.assertLess(waited, 4.0)  # a 0.5 s TTL, with room for load
+        self.assertIsNone(kv.get("lease"))
+
     def test_connections_are_reused_across_the_managers_closes(self):
         # The manager closes a kept-alive connection after 100 answers and after 2 s idle
         # (http_server.cc). Threads share one client; then, with the client's own idle limit lifted, a
