@@ -61,7 +61,8 @@
 //   and changes nothing (no event, no revision); a Put that shrinks or keeps
 //   a value's size is always allowed. Delete, TTL expiry and DeleteNamespace
 //   give the space back; an expired entry stops counting when it is reaped
-//   (the next call naming its namespace, or MemoryKv::Sweep). Both
+//   (the next call naming its namespace, or MemoryKv::Sweep; MemoryKv also
+//   reaps all of a tenant's namespaces before refusing it a put). Both
 //   implementations check and update usage atomically with the write, so
 //   concurrent writers cannot together exceed a quota.
 //

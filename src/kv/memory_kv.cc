@@ -78,6 +78,14 @@ void MemoryKv::RemoveItemLocked(Namespace& space,
   RecordLocked(space, std::move(event));
 }
 
+void MemoryKv::ReapTenantLocked(const std::string& tenant, int64_t now) {
+  // Only on the way to a refusal: a scan of every namespace. Their records
+  // in the store go with the next write of each namespace, as after Sweep.
+  for (auto& [name, other] : namespaces_) {
+    if (other->tenant == tenant) ReapLocked(*other, now);
+  }
+}
+
 size_t MemoryKv::ReapLocked(Namespace& space, int64_t now, std::vector<std::string>* reaped) {
   // A writer is persisting a change decided on these items; Get and List
   // hide what has expired meanwhile, and the next touch reaps it.
@@ -228,8 +236,21 @@ absl::StatusOr<int64_t> MemoryKv::Put(absl::string_view ns, absl::string_view ke
   const bool created = it == space->items.end();
   const uint64_t old_bytes = created ? 0 : key.size() + it->second.value.size();
   const uint64_t new_bytes = key.size() + value.size();
-  if (auto u = usage_.find(space->tenant); created || new_bytes > old_bytes) {
-    const Usage held = u == usage_.end() ? Usage{} : u->second;
+  if (created || new_bytes > old_bytes) {
+    auto usage = [&] {
+      auto u = usage_.find(space->tenant);
+      return u == usage_.end() ? Usage{} : u->second;
+    };
+    auto over = [&](const Usage& held) {
+      return (created && held.keys + 1 > limits_.tenant_max_keys) ||
+             (new_bytes > old_bytes &&
+              held.bytes + (new_bytes - old_bytes) > limits_.tenant_max_bytes);
+    };
+    Usage held = usage();
+    if (over(held)) {
+      ReapTenantLocked(space->tenant, now);
+      held = usage();
+    }
     if (created && held.keys + 1 > limits_.tenant_max_keys) {
       absl::Status over =
           QuotaExceeded(space->tenant, "keys", held.keys, 1, limits_.tenant_max_keys, ns, key);

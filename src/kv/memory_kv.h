@@ -131,6 +131,10 @@ class MemoryKv final : public KvStore {
   // reaped when given.
   size_t ReapLocked(Namespace& space, int64_t now, std::vector<std::string>* reaped = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reaps what has expired in every namespace of `tenant`: before a put is
+  // refused for the tenant's quota, so that entries expired elsewhere, not
+  // yet reaped, do not count against it.
+  void ReapTenantLocked(const std::string& tenant, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets space's key to value at version ++revision; returns the version.
   int64_t ApplyPutLocked(Namespace& space, absl::string_view key, absl::string_view value,
                          int64_t expires_at_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

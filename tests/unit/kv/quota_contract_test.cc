@@ -209,6 +209,25 @@ TEST(MemoryKvQuotaTest, RefusedPutsLeaveNoNamespaceBehind) {
   EXPECT_EQ(kv.NamespaceCountForTest(), 1u);
 }
 
+// A key expired in a namespace nothing has named since does not count
+// against its tenant's quota in MemoryKv: a put about to be refused reaps
+// the tenant's namespaces first. (RedisKv counts it until its namespace is
+// next named: kv.h.)
+TEST(MemoryKvQuotaTest, AKeyExpiredInAnotherNamespaceStopsCounting) {
+  KvLimits limits;
+  limits.tenant_max_keys = 2;
+  ManualClock clock;
+  MemoryKv kv(&clock, limits);
+  PutOptions ttl;
+  ttl.ttl_ms = 100;
+  ASSERT_TRUE(kv.Put("acme~a", "short", "v", ttl).ok());
+  ASSERT_TRUE(kv.Put("acme~a", "long", "v").ok());
+  ExpectQuota(kv.Put("acme~b", "x", "v").status(), "limits.tenant_kv_max_keys");
+  clock.AdvanceMs(250);
+  EXPECT_TRUE(kv.Put("acme~b", "x", "v").ok()) << "a key expired in acme~a still counted";
+  ExpectQuota(kv.Put("acme~b", "y", "v").status(), "limits.tenant_kv_max_keys");
+}
+
 // The counters live in Redis hashes (redis_kv.h): check them directly.
 TEST(RedisKvQuotaTest, UsageHashesFollowWritesAndDeletes) {
   RedisServer* server = SharedRedisServer();
