@@ -51,7 +51,8 @@ absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
   t.source_path = path;
   RETURN_IF_ERROR(ReadYaml(root, where, "name", &t.name));
   if (!IsValidId(t.name)) {
-    return absl::InvalidArgumentError(absl::StrCat(where, "name: '", t.name, "' is not a valid name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "name: '", t.name, "' is not a valid name"));
   }
   RETURN_IF_ERROR(ReadYaml(root, where, "description", &t.description));
   RETURN_IF_ERROR(ReadYaml(root, where, "runtime", &t.runtime));
@@ -146,9 +147,8 @@ absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path) {
           absl::StrCat(w, "lifecycle: '", lifecycle, "' is not one of reuse, destroy"));
     }
     if (t.pool_min < 0 || t.pool_max < 1 || t.pool_min > t.pool_max) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(w, "need 0 <= min <= max and max >= 1 (min ", t.pool_min, ", max ",
-                       t.pool_max, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(w, "need 0 <= min <= max and max >= 1 (min ",
+                                                     t.pool_min, ", max ", t.pool_max, ")"));
     }
   }
   return t;
@@ -160,19 +160,34 @@ absl::StatusOr<std::vector<EnvironmentTemplate>> LoadTemplates(const std::string
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     if (entry.path().extension() == ".yaml") paths.push_back(entry.path().string());
   }
-  if (ec) return absl::NotFoundError(absl::StrCat("cannot list templates in `", dir, "`: ", ec.message()));
+  if (ec)
+    return absl::NotFoundError(
+        absl::StrCat("cannot list templates in `", dir, "`: ", ec.message()));
   std::sort(paths.begin(), paths.end());
   std::vector<EnvironmentTemplate> out;
   std::set<std::string> names;
   for (const auto& p : paths) {
     ASSIGN_OR_RETURN(EnvironmentTemplate t, LoadTemplate(p));
     if (!names.insert(t.name).second) {
-      return absl::InvalidArgumentError(absl::StrCat(p, ": template '", t.name, "' is defined twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(p, ": template '", t.name, "' is defined twice"));
     }
     out.push_back(std::move(t));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return out;
+}
+
+sandbox::TaskSpec TaskWithTemplate(const sandbox::TaskSpec& spec, const EnvironmentTemplate& t) {
+  sandbox::TaskSpec task = spec;
+  std::map<std::string, std::string> env = t.env;
+  for (const auto& [k, v] : spec.env) env[k] = v;
+  if (t.env.count("HOME")) env["HOME"] = t.env.at("HOME");
+  if (t.env.count("PATH")) env["PATH"] = t.env.at("PATH");
+  task.env = std::move(env);
+  task.files = t.files;
+  task.files.insert(task.files.end(), spec.files.begin(), spec.files.end());
+  return task;
 }
 
 }  // namespace flotilla::pool

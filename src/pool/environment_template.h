@@ -20,7 +20,7 @@ enum class Lifecycle {
 };
 
 enum class NetworkPolicy {
-  kNone,    // loopback only
+  kNone,  // loopback only
   // A NAT to the outside (sandbox/linux/egress.h), when the request asks and
   // the node grants it.
   kEgress,
@@ -63,6 +63,11 @@ absl::StatusOr<EnvironmentTemplate> LoadTemplate(const std::string& path);
 
 // Loads every *.yaml in `dir`, sorted by name. Duplicate names are an error.
 absl::StatusOr<std::vector<EnvironmentTemplate>> LoadTemplates(const std::string& dir);
+
+// `spec` as run in a sandbox of `t`: the template's environment with the
+// request's on top (except HOME and PATH, which name paths inside the
+// template's image and stay the template's), the template's files first.
+sandbox::TaskSpec TaskWithTemplate(const sandbox::TaskSpec& spec, const EnvironmentTemplate& t);
 
 const char* ToString(Lifecycle l);
 const char* ToString(NetworkPolicy n);

@@ -2,16 +2,16 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <sys/stat.h>
 #include <set>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -54,17 +54,9 @@ class LinuxInstance final : public Instance {
 
   absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
                                            const sandbox::CancelToken& cancel) override {
-    sandbox::TaskSpec task = spec;
-    // The template's environment, then the request's on top of it.
-    std::map<std::string, std::string> env = template_.env;
-    for (const auto& [k, v] : spec.env) env[k] = v;
-    if (template_.env.count("HOME")) env["HOME"] = template_.env.at("HOME");
-    if (template_.env.count("PATH")) env["PATH"] = template_.env.at("PATH");
-    task.env = std::move(env);
-    task.files = template_.files;
-    task.files.insert(task.files.end(), spec.files.begin(), spec.files.end());
-    const auto mode =
-        spec.python ? sandbox::GuestClient::Mode::kPythonForkServer : sandbox::GuestClient::Mode::kExec;
+    const sandbox::TaskSpec task = TaskWithTemplate(spec, template_);
+    const auto mode = spec.python ? sandbox::GuestClient::Mode::kPythonForkServer
+                                  : sandbox::GuestClient::Mode::kExec;
     auto before = container_->Usage();
     const auto started = std::chrono::steady_clock::now();
     auto outcome = client_->Run(task, mode, sink, cancel);
@@ -82,7 +74,8 @@ class LinuxInstance final : public Instance {
   }
 
   absl::StatusOr<sandbox::TaskCheckpoint> Checkpoint(const std::string& image_dir) override {
-    if (!options_.checkpointer) return absl::FailedPreconditionError(options_.checkpoint_unavailable);
+    if (!options_.checkpointer)
+      return absl::FailedPreconditionError(options_.checkpoint_unavailable);
     if (!checkpointable_) {
       return absl::FailedPreconditionError(
           "the sandbox shares the host's network (network egress) and cannot be checkpointed");
@@ -226,7 +219,7 @@ class LinuxInstance final : public Instance {
   const LinuxInstanceOptions& options_;
   const bool checkpointable_;
   std::mutex checkpoint_mu_;
-  bool held_ = false;              // guarded by checkpoint_mu_: between Checkpoint and EndCheckpoint
+  bool held_ = false;  // guarded by checkpoint_mu_: between Checkpoint and EndCheckpoint
   std::atomic<bool> moved_{false};  // EndCheckpoint(moved) killed it
   // The limits in force: the template's until Resize changes them.
   std::atomic<int64_t> memory_limit_{template_.limits.memory_bytes};
@@ -270,8 +263,9 @@ class LinuxInstanceFactory final : public InstanceFactory {
       if (staged.ok()) {
         staged_guest_ = *staged;
       } else {
-        spdlog::warn("staging the guest for checkpointable sandboxes: {}; their checkpoints will fail",
-                     staged.status().message());
+        spdlog::warn(
+            "staging the guest for checkpointable sandboxes: {}; their checkpoints will fail",
+            staged.status().message());
       }
     }
   }
@@ -323,7 +317,8 @@ class LinuxInstanceFactory final : public InstanceFactory {
       // The channel is made inside the sandbox's own net namespace, where
       // CRIU can see it (checkpoint/channel.h).
       auto launched = checkpoint::LaunchCheckpointable(spec, options_.layout, kChannelFd);
-      if (!launched.ok()) return Annotate(launched.status(), absl::StrCat("template '", t.name, "'"));
+      if (!launched.ok())
+        return Annotate(launched.status(), absl::StrCat("template '", t.name, "'"));
       container = std::move(launched->container);
       agent_end = launched->channel.Release();
     } else {
@@ -355,13 +350,14 @@ class LinuxInstanceFactory final : public InstanceFactory {
       }
       egress = std::move(*attached);
     }
-    return std::unique_ptr<Instance>(new LinuxInstance(std::move(container), std::move(client), t,
-                                                       options_, checkpointable, std::move(egress)));
+    return std::unique_ptr<Instance>(new LinuxInstance(
+        std::move(container), std::move(client), t, options_, checkpointable, std::move(egress)));
   }
 
   absl::StatusOr<std::unique_ptr<Instance>> Restore(const EnvironmentTemplate& t,
                                                     const sandbox::TaskCheckpoint& from) override {
-    if (!options_.checkpointer) return absl::FailedPreconditionError(options_.checkpoint_unavailable);
+    if (!options_.checkpointer)
+      return absl::FailedPreconditionError(options_.checkpoint_unavailable);
     checkpoint::RestoreRequest req;
     req.image_dir = from.image_dir;
     req.id = NewId("sbx-");

@@ -44,16 +44,7 @@ class MicroVmInstance final : public Instance {
 
   absl::StatusOr<sandbox::TaskOutcome> Run(const sandbox::TaskSpec& spec, sandbox::OutputSink& sink,
                                            const sandbox::CancelToken& cancel) override {
-    sandbox::TaskSpec task = spec;
-    // The template's environment, then the request's on top of it; the
-    // template keeps HOME and PATH, which name paths inside its image.
-    std::map<std::string, std::string> env = template_.env;
-    for (const auto& [k, v] : spec.env) env[k] = v;
-    if (template_.env.count("HOME")) env["HOME"] = template_.env.at("HOME");
-    if (template_.env.count("PATH")) env["PATH"] = template_.env.at("PATH");
-    task.env = std::move(env);
-    task.files = template_.files;
-    task.files.insert(task.files.end(), spec.files.begin(), spec.files.end());
+    const sandbox::TaskSpec task = TaskWithTemplate(spec, template_);
     const auto mode = spec.python ? sandbox::GuestClient::Mode::kPythonForkServer
                                   : sandbox::GuestClient::Mode::kExec;
     const auto started = Clock::now();
@@ -78,9 +69,9 @@ class MicroVmInstance final : public Instance {
     if (outcome.ok() && outcome->termination == sandbox::Termination::kSignaled &&
         outcome->signal == SIGKILL) {
       // The guest kernel's OOM killer is the usual sender inside a VM.
-      outcome->stderr_data += absl::StrCat("\n[flotilla] killed (SIGKILL; in a micro-VM of ",
-                                           vm_->config().memory_mib,
-                                           " MiB this is usually the guest's OOM killer)\n");
+      outcome->stderr_data +=
+          absl::StrCat("\n[flotilla] killed (SIGKILL; in a micro-VM of ", vm_->config().memory_mib,
+                       " MiB this is usually the guest's OOM killer)\n");
     }
     return outcome;
   }
@@ -134,9 +125,10 @@ class Factory final : public MicroVmInstanceFactory {
   absl::StatusOr<std::unique_ptr<Instance>> Create(const EnvironmentTemplate& t,
                                                    const InstanceOptions& o) override {
     if (o.network_egress) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "template '", t.name, "' runs in micro-VMs, which have no network yet; "
-          "use a linux template for network egress"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("template '", t.name,
+                       "' runs in micro-VMs, which have no network yet; "
+                       "use a linux template for network egress"));
     }
     MicroVmConfig config = BaseConfig(t);
     std::string snapshot;
@@ -204,7 +196,8 @@ class Factory final : public MicroVmInstanceFactory {
     auto fd = vm->ConnectAgent(deadline);
     if (!fd.ok()) return fd.status();
     auto client = std::make_unique<sandbox::GuestClient>(fd->Release());
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (absl::Status st = client->Handshake(std::max(left, std::chrono::milliseconds(1)));
         !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("the VM's guest did not answer: ", st.message(),
@@ -324,12 +317,14 @@ int VmCpus(const EnvironmentTemplate& t) {
 
 absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactory(
     MicroVmInstanceOptions options) {
-  for (const auto& [what, path] : {std::pair<const char*, std::string>{"guest kernel", options.kernel},
-                                   {"guest initramfs", options.initrd}}) {
+  for (const auto& [what, path] :
+       {std::pair<const char*, std::string>{"guest kernel", options.kernel},
+        {"guest initramfs", options.initrd}}) {
     if (path.empty() || access(path.c_str(), R_OK) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          what, " `", path, "` is not readable; run scripts/fetch-guest-kernel and build the "
-          "guest-initramfs target"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " `", path,
+                       "` is not readable; run scripts/fetch-guest-kernel and build the "
+                       "guest-initramfs target"));
     }
   }
   if (options.run_root.empty()) return absl::InvalidArgumentError("run_root: empty");

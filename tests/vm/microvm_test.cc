@@ -21,11 +21,32 @@
 namespace flotilla::pool {
 namespace {
 
-using ::testing::HasSubstr;
 using sandbox::microvm::Accel;
 using sandbox::microvm::MicroVm;
 using sandbox::microvm::MicroVmConfig;
+using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
+
+// A 128 MiB VM of the build's kernel and initramfs, run from `run_dir`.
+MicroVmConfig SmallVm(const std::string& run_dir) {
+  MicroVmConfig c;
+  c.kernel = FLOTILLA_VM_KERNEL;
+  c.initrd = FLOTILLA_VM_INITRD;
+  c.memory_mib = 128;
+  c.run_dir = run_dir;
+  return c;
+}
+
+// Jails `c`'s QEMU, its roots made under `roots`, as the agent does.
+absl::Status Jail(MicroVmConfig& c, const std::string& roots) {
+  sandbox::HostLayout paths;
+  paths.runtime_dir = roots;
+  absl::StatusOr<sandbox::HostLayout> layout = sandbox::DetectHostLayout(paths);
+  if (!layout.ok()) return layout.status();
+  c.jail.emplace();
+  c.jail->layout = *std::move(layout);
+  return absl::OkStatus();
+}
 
 std::string MissingPrerequisite() {
   if (system("command -v qemu-system-x86_64 >/dev/null 2>&1") != 0) {
@@ -42,12 +63,12 @@ std::string MissingPrerequisite() {
   return "";
 }
 
-#define SKIP_WITHOUT_QEMU()                                                         \
-  do {                                                                              \
-    if (std::string why = MissingPrerequisite(); !why.empty()) {                    \
-      fprintf(stderr, "\n*** SKIPPING micro-VM test: %s ***\n\n", why.c_str());     \
-      GTEST_SKIP() << why;                                                          \
-    }                                                                               \
+#define SKIP_WITHOUT_QEMU()                                                     \
+  do {                                                                          \
+    if (std::string why = MissingPrerequisite(); !why.empty()) {                \
+      fprintf(stderr, "\n*** SKIPPING micro-VM test: %s ***\n\n", why.c_str()); \
+      GTEST_SKIP() << why;                                                      \
+    }                                                                           \
   } while (0)
 
 // Pids of live processes whose command line mentions `needle`.
@@ -79,8 +100,8 @@ class Sink : public sandbox::OutputSink {
   std::string out, err;
 };
 
-sandbox::TaskSpec Task(std::vector<std::string> argv, std::chrono::milliseconds timeout =
-                                                          std::chrono::seconds(20)) {
+sandbox::TaskSpec Task(std::vector<std::string> argv,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
   sandbox::TaskSpec t;
   t.id = "vm-test";
   t.argv = std::move(argv);
@@ -226,8 +247,8 @@ TEST_F(MicroVmTest, MemoryHogIsKilledInsideTheVmAndTheGuestSurvives) {
   sandbox::CancelToken cancel;
   // dd touches its whole 400 MB buffer in a 128 MiB VM: the guest kernel's
   // OOM killer ends it; the host never gives QEMU more than the VM's memory.
-  auto r = vm->Run(Task({"dd", "if=/dev/zero", "of=/dev/null", "bs=400M", "count=1"}), sink,
-                   cancel);
+  auto r =
+      vm->Run(Task({"dd", "if=/dev/zero", "of=/dev/null", "bs=400M", "count=1"}), sink, cancel);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->termination, sandbox::Termination::kSignaled) << r->stderr_data;
   EXPECT_EQ(r->signal, SIGKILL);
@@ -258,11 +279,7 @@ TEST_F(MicroVmTest, ATaskCannotOpenTheAgentChannel) {
 // guest): the agent's side must fail the handshake cleanly, not crash,
 // hang or buffer without bound.
 TEST_F(MicroVmTest, GarbageFloodOnTheSerialChannelIsRejected) {
-  MicroVmConfig c;
-  c.kernel = FLOTILLA_VM_KERNEL;
-  c.initrd = FLOTILLA_VM_INITRD;
-  c.memory_mib = 128;
-  c.run_dir = run_root_ + "/flood";
+  MicroVmConfig c = SmallVm(run_root_ + "/flood");
   // Init is a shell that loads the virtio modules and writes random bytes,
   // then frames with huge lengths, at the port for ever.
   c.extra_append =
@@ -277,8 +294,8 @@ TEST_F(MicroVmTest, GarbageFloodOnTheSerialChannelIsRejected) {
   const auto started = Clock::now();
   absl::Status st = client.Handshake(std::chrono::seconds(25));
   EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.code(), absl::StatusCode::kDeadlineExceeded) << st << "; console: "
-                                                            << (*vm)->ConsoleTail();
+  EXPECT_NE(st.code(), absl::StatusCode::kDeadlineExceeded)
+      << st << "; console: " << (*vm)->ConsoleTail();
   EXPECT_FALSE(client.healthy());
   EXPECT_LT(Clock::now() - started, std::chrono::seconds(25));
   (*vm)->Kill();
@@ -393,17 +410,9 @@ TEST_F(MicroVmTest, RestoredPoolVmRunsJailedAndRunsTasks) {
 // first instruction, a task runs, and Kill leaves no process, cgroup or
 // directory.
 TEST_F(MicroVmTest, ColdBootedJailedVmRunsATaskAndLeavesNothing) {
-  MicroVmConfig c;
-  c.kernel = FLOTILLA_VM_KERNEL;
-  c.initrd = FLOTILLA_VM_INITRD;
-  c.memory_mib = 128;
-  c.run_dir = run_root_ + "/jailed";
-  sandbox::HostLayout paths;
-  paths.runtime_dir = run_root_ + "/roots";
-  auto layout = sandbox::DetectHostLayout(paths);
-  ASSERT_TRUE(layout.ok()) << layout.status();
-  c.jail.emplace();
-  c.jail->layout = *layout;
+  MicroVmConfig c = SmallVm(run_root_ + "/jailed");
+  const absl::Status jailed = Jail(c, run_root_ + "/roots");
+  ASSERT_TRUE(jailed.ok()) << jailed;
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   auto vm = MicroVm::Start(c, deadline);
   ASSERT_TRUE(vm.ok()) << vm.status();
@@ -473,11 +482,7 @@ TEST(MicroVmProbe, KvmProbeDecidesWithinItsDeadline) {
   SKIP_WITHOUT_QEMU();
   char tmpl[] = "/tmp/fvp.XXXXXX";
   std::string root = mkdtemp(tmpl);
-  MicroVmConfig c;
-  c.kernel = FLOTILLA_VM_KERNEL;
-  c.initrd = FLOTILLA_VM_INITRD;
-  c.memory_mib = 128;
-  c.run_dir = root + "/probe";
+  MicroVmConfig c = SmallVm(root + "/probe");
   const auto started = Clock::now();
   auto probe = sandbox::microvm::ProbeAccel(c, std::chrono::seconds(5));
   EXPECT_LT(Clock::now() - started, std::chrono::seconds(8));
@@ -495,17 +500,9 @@ TEST(MicroVmProbe, JailedKvmProbeCanOpenKvm) {
   if (access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/kvm on this host";
   char tmpl[] = "/tmp/fvk.XXXXXX";
   std::string root = mkdtemp(tmpl);
-  MicroVmConfig c;
-  c.kernel = FLOTILLA_VM_KERNEL;
-  c.initrd = FLOTILLA_VM_INITRD;
-  c.memory_mib = 128;
-  c.run_dir = root + "/probe";
-  sandbox::HostLayout paths;
-  paths.runtime_dir = root + "/roots";
-  auto layout = sandbox::DetectHostLayout(paths);
-  ASSERT_TRUE(layout.ok()) << layout.status();
-  c.jail.emplace();
-  c.jail->layout = *layout;
+  MicroVmConfig c = SmallVm(root + "/probe");
+  const absl::Status jailed = Jail(c, root + "/roots");
+  ASSERT_TRUE(jailed.ok()) << jailed;
   auto probe = sandbox::microvm::ProbeAccel(c, std::chrono::seconds(5));
   fprintf(stderr, "jailed KVM probe: %s (%s)\n", sandbox::microvm::ToString(probe.accel),
           probe.reason.c_str());
