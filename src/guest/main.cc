@@ -1075,7 +1075,15 @@ int main(int argc, char** argv) {
   flotilla::guest::Options options;
   if (!flotilla::guest::ParseOptions(argc, argv, &options)) return 64;
   if (!options.device.empty()) {
-    int fd = open(options.device.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+    // virtio_console creates the port's device node before it lists the
+    // port, and until then open() fails with ENXIO; under TCG on a loaded
+    // host that window lasts long enough to be hit. So a bounded retry.
+    int fd = -1;
+    for (int tries = 0; tries < 2000; ++tries) {
+      fd = open(options.device.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+      if (fd >= 0 || (errno != ENXIO && errno != ENOENT)) break;
+      usleep(10000);
+    }
     if (fd < 0) {
       flotilla::guest::Log(
           "%s", flotilla::guest::ErrnoMessage("open", options.device, errno).c_str());

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <future>
 #include <thread>
 
@@ -448,6 +449,27 @@ std::string MicroVm::ConsoleTail(size_t max) const {
   return ReadTail(config_.run_dir + "/console.log", max);
 }
 
+std::string MicroVm::ConsoleReport() const {
+  // A guest that dies panics the kernel, and the panic's stack trace fills
+  // any short tail; the reason is in the lines init and the guest wrote
+  // before it, so those come first.
+  const std::string console = ReadTail(config_.run_dir + "/console.log", kConsoleScanLimit);
+  std::string ours;
+  size_t kept = 0;
+  std::istringstream lines(console);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("flotilla-init:") == std::string::npos &&
+        line.find("flotilla-guest:") == std::string::npos) {
+      continue;
+    }
+    if (++kept > 8) break;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    absl::StrAppend(&ours, line, "\n");
+  }
+  std::string tail = console.size() > 768 ? console.substr(console.size() - 768) : console;
+  return ours.empty() ? tail : absl::StrCat("guest said:\n", ours, "...\n", tail);
+}
+
 std::string MicroVm::QemuLogTail() const { return ReadTail(config_.run_dir + "/qemu.log", 1024); }
 
 absl::Status MicroVm::ConnectQmp(Clock::time_point deadline) {
@@ -574,12 +596,12 @@ absl::Status MicroVm::WaitForConsole(std::string_view marker, Clock::time_point 
     if (head.find(marker) != std::string::npos) return absl::OkStatus();
     if (!running()) {
       return absl::UnavailableError(absl::StrCat("the VM stopped before `", std::string(marker),
-                                                 "`; console: ", ConsoleTail(1024)));
+                                                 "`; console: ", ConsoleReport()));
     }
     if (Clock::now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat("no `", std::string(marker),
                                                       "` on the VM's console in time; console: ",
-                                                      ConsoleTail(1024)));
+                                                      ConsoleReport()));
     }
     std::this_thread::sleep_for(kPollStep);
   }

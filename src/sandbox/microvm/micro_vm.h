@@ -148,6 +148,8 @@ class MicroVm {
   absl::StatusOr<int64_t> RssBytes() const;
   // The last `max` bytes of the console, for error messages.
   std::string ConsoleTail(size_t max = 2048) const;
+  // For errors: the lines init and flotilla-guest printed, then the tail.
+  std::string ConsoleReport() const;
 
   // The QEMU command line for `config` (tests, logs), with the paths QEMU
   // sees: inside the jail's root for a jailed VM.
