@@ -137,7 +137,8 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
         CheckKnownKeys(l, w,
                        {"tenant_max_unfinished", "tenant_submits_per_second", "tenant_submit_burst",
                         "tenant_kv_max_keys", "tenant_kv_max_bytes", "queue_max_length",
-                        "tenant_queue_max_messages"}));
+                        "tenant_queue_max_messages", "tenant_max_cpu_millis",
+                        "tenant_max_memory_bytes"}));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_queue_max_messages", &c.tenant_queue_max_messages));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_keys", &c.tenant_kv_max_keys));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_kv_max_bytes", &c.tenant_kv_max_bytes));
@@ -145,7 +146,10 @@ absl::StatusOr<ManagerConfig> LoadManagerConfig(const std::string& path) {
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_max_unfinished", &c.tenant_max_unfinished));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submits_per_second", &c.tenant_submits_per_second));
     RETURN_IF_ERROR(ReadYaml(l, w, "tenant_submit_burst", &c.tenant_submit_burst));
-    if (c.tenant_max_unfinished < 0 || c.tenant_submits_per_second < 0 || c.tenant_submit_burst < 0) {
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_max_cpu_millis", &c.tenant_max_cpu_millis));
+    RETURN_IF_ERROR(ReadYaml(l, w, "tenant_max_memory_bytes", &c.tenant_max_memory_bytes));
+    if (c.tenant_max_unfinished < 0 || c.tenant_submits_per_second < 0 || c.tenant_submit_burst < 0 ||
+        c.tenant_max_cpu_millis < 0 || c.tenant_max_memory_bytes < 0) {
       return absl::InvalidArgumentError(absl::StrCat(w, "values must not be negative"));
     }
   }

@@ -74,6 +74,10 @@ struct ManagerConfig {
   int64_t tenant_max_unfinished = 10'000;
   double tenant_submits_per_second = 0;
   double tenant_submit_burst = 0;
+  // Per tenant: CPU and memory that its placed (assigned or running)
+  // executions reserve together; more waits in the queue (0: no quota).
+  int64_t tenant_max_cpu_millis = 0;
+  int64_t tenant_max_memory_bytes = 0;
   // Per tenant, over all its key-value namespaces: live keys, and bytes of
   // keys plus values (kv/kv.h "Tenant quotas"). Per queue: messages held
   // until every consumer group has acked them (kv/queue.h "Length cap").

@@ -24,6 +24,9 @@ using model::ExecutionState;
 namespace {
 
 constexpr size_t kPeekPerRound = 512;
+// Queued entries a dispatch round looks at, at most, to find kPeekPerRound
+// that are within their tenant's quota.
+constexpr size_t kScanPerRound = 16 * kPeekPerRound;
 constexpr int64_t kSuspectMs = 2000;
 
 
@@ -94,7 +97,9 @@ Manager::Manager(ManagerConfig config, std::unique_ptr<store::Store> store,
                                                   config_.aging_points_per_second}),
       tenant_limits_(TenantLimits::Options{.max_unfinished = config_.tenant_max_unfinished,
                                            .submits_per_second = config_.tenant_submits_per_second,
-                                           .burst = config_.tenant_submit_burst}),
+                                           .burst = config_.tenant_submit_burst,
+                                           .max_cpu_millis = config_.tenant_max_cpu_millis,
+                                           .max_memory_bytes = config_.tenant_max_memory_bytes}),
       selection_(config_.weights, config_.selection),
       rng_(std::random_device{}()),
       balancer_([&] {
@@ -164,6 +169,7 @@ absl::Status Manager::Recover() {
         continue;
       }
       nodes_.Assign(*node, l.rec.id, l.sched.resources);
+      HoldQuota(l);
     }
     spdlog::info("recovered {} nodes, {} unfinished executions ({} queued)", nodes_.size(),
                  live_.size(), queue_.size());
@@ -257,6 +263,8 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
           "); retry after a few seconds, or raise max_queued"));
     }
     RETURN_IF_ERROR(ValidateAndDefault(&request));
+    model::ExecutionRequest sched = wire::FromProto(request);
+    RETURN_IF_ERROR(tenant_limits_.CheckRequest(request.user_id(), sched.resources));
     if (absl::Status st = tenant_limits_.Admit(request.user_id(), clock_->UnixMs()); !st.ok()) {
       metrics_.CountRejected();
       return st;
@@ -266,7 +274,8 @@ absl::StatusOr<v1::SubmitResponse> Manager::Submit(v1::ExecutionRequest request)
     const std::string id = request.request_id();
     live = std::make_shared<Live>();
     live->request = std::move(request);
-    live->sched = wire::FromProto(live->request);
+    live->sched = std::move(sched);
+    live->sched.id = id;
     live->rec.id = id;
     live->rec.user_id = live->request.user_id();
     live->rec.priority = live->request.priority();
@@ -579,7 +588,17 @@ void Manager::Changed(Live& live) {
   watch_hub_.Notify(view);
 }
 
+void Manager::HoldQuota(Live& live) {
+  if (live.quota_held) return;
+  tenant_limits_.Place(live.rec.user_id, live.sched.resources);
+  live.quota_held = true;
+}
+
 void Manager::Release(Live& live) {
+  if (live.quota_held) {
+    tenant_limits_.Unplace(live.rec.user_id, live.sched.resources);
+    live.quota_held = false;
+  }
   NodeState* node = nodes_.Find(live.rec.node_id);
   if (node == nullptr || !nodes_.Release(*node, live.rec.id, live.sched.resources)) return;
   dispatch_wanted_ = true;
@@ -722,8 +741,17 @@ void Manager::DispatchRound() {
       }
     }
     ModelPredictor predictor(latency_model_);
-    for (const auto& entry : queue_.Peek(kPeekPerRound, now_ms)) {
+    // Entries of a tenant at its CPU or memory quota are passed over (they
+    // keep their place), so the work of other tenants behind them goes on.
+    auto within_quota = [this](const scheduler::PendingQueue::Entry& e) {
+      Live& live = *live_.at(e.id);
+      live.waiting_reason = tenant_limits_.WhyNotPlaceable(live.rec.user_id, live.sched.resources);
+      return live.waiting_reason.empty();
+    };
+    for (const auto& entry : queue_.PeekIf(kPeekPerRound, now_ms, kScanPerRound, within_quota)) {
       Live& live = *live_.at(entry.id);
+      // An earlier entry of this round may have used the tenant's quota up.
+      if (!within_quota(entry)) continue;
       scheduler::Decision d;
       if (!avoided.empty()) {
         // Avoided nodes look draining to this first try only.
@@ -752,6 +780,7 @@ void Manager::DispatchRound() {
       view.running_executions++;
       NodeState& ns = *nodes_.Find(d.node_id);
       nodes_.Assign(ns, entry.id, live.sched.resources);
+      HoldQuota(live);
       queue_.Remove(entry.id);
       live.placement = ToPlacement(d, now_ms);
       for (const auto& id : preempted) live.placement.add_preempted(id);

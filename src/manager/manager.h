@@ -200,6 +200,9 @@ class Manager {
   void AfterFinishCommitted(const std::string& id, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Release(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a placed execution toward its tenant's CPU and memory quotas
+  // (Release gives it back).
+  void HoldQuota(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDispatchDone(const std::string& id, uint32_t attempt, absl::Status status);
   void DispatchRound();
   // Evicts lower-priority work so `live` fits; returns the evicted ids.

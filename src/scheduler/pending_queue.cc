@@ -98,8 +98,15 @@ int64_t PendingQueue::AgeToReachCapMs(int priority) const {
       std::ceil((kMaxPriority - priority) * 1000.0 / options_.aging_points_per_second));
 }
 
-std::vector<PendingQueue::Entry> PendingQueue::Merge(size_t limit, int64_t now_ms,
-                                                     double rate) const {
+std::vector<PendingQueue::Entry> PendingQueue::PeekIf(
+    size_t limit, int64_t now_ms, size_t max_scan,
+    const std::function<bool(const Entry&)>& take) const {
+  return Merge(limit, now_ms, options_.aging_points_per_second, max_scan, &take);
+}
+
+std::vector<PendingQueue::Entry> PendingQueue::Merge(
+    size_t limit, int64_t now_ms, double rate, size_t max_scan,
+    const std::function<bool(const Entry&)>* take) const {
   struct Head {
     double effective;
     Bucket::const_iterator it;
@@ -124,10 +131,12 @@ std::vector<PendingQueue::Entry> PendingQueue::Merge(size_t limit, int64_t now_m
 
   std::vector<Entry> out;
   out.reserve(std::min(limit, by_id_.size()));
-  while (out.size() < limit && !frontier.empty()) {
+  size_t scanned = 0;
+  while (out.size() < limit && scanned < max_scan && !frontier.empty()) {
     Head head = frontier.top();
     frontier.pop();
-    out.push_back(*head.it);
+    ++scanned;
+    if (take == nullptr || (*take)(*head.it)) out.push_back(*head.it);
     if (++head.it == head.end) continue;
     head.effective = Effective(head.it->priority, head.it->enqueued_ms, now_ms, rate);
     frontier.push(head);

@@ -35,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -104,6 +105,13 @@ class PendingQueue {
   // (see the top of this file). Entries whose enqueued_ms is after `now_ms`
   // have age 0.
   std::vector<Entry> Peek(size_t limit, int64_t now_ms) const;
+  // The same order, keeping only the entries `take` accepts, and looking at
+  // no more than `max_scan` entries in all. The manager passes over the
+  // entries of a tenant at its CPU or memory quota this way, so that the
+  // tenant's backlog does not hold up other tenants' work behind it (up to
+  // `max_scan` deep).
+  std::vector<Entry> PeekIf(size_t limit, int64_t now_ms, size_t max_scan,
+                            const std::function<bool(const Entry&)>& take) const;
 
   // Returns the entry's effective priority at `now_ms` under this queue's rate.
   double EffectivePriority(const Entry& entry, int64_t now_ms) const;
@@ -122,7 +130,8 @@ class PendingQueue {
   };
   using Bucket = std::set<Entry, FifoOrder>;
 
-  std::vector<Entry> Merge(size_t limit, int64_t now_ms, double rate) const;
+  std::vector<Entry> Merge(size_t limit, int64_t now_ms, double rate, size_t max_scan = SIZE_MAX,
+                           const std::function<bool(const Entry&)>* take = nullptr) const;
 
   Options options_;
   std::map<int, Bucket> buckets_;  // by priority; never holds an empty bucket

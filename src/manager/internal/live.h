@@ -55,6 +55,9 @@ struct Manager::Live {
   // Terminal in memory, its end not yet durable (or its write failed: then
   // a retry of the result or cancel writes it again).
   bool finishing = false;
+  // Its resources count toward the tenant's CPU and memory quotas (set when
+  // placed on a node, cleared when released from it).
+  bool quota_held = false;
 };
 
 }  // namespace flotilla::manager

@@ -1,4 +1,5 @@
 // Tenancy rules and the HTTP guard, on plain values.
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "manager/access.h"
 #include "manager/http_guard.h"
@@ -168,6 +169,42 @@ TEST(TenantLimitsTest, RateLimitsSubmissionsWithABurst) {
   EXPECT_TRUE(limits.Admit("acme", 1100).ok());  // 100 ms at 10/s: one more
   EXPECT_FALSE(limits.Admit("acme", 1100).ok());
   EXPECT_EQ(limits.Unfinished("acme"), 4);
+}
+
+}  // namespace
+}  // namespace flotilla::manager
+
+namespace flotilla::manager {
+namespace {
+
+TEST(TenantLimitsTest, CpuAndMemoryQuotasHoldPlacedWorkPerTenant) {
+  TenantLimits limits({.max_cpu_millis = 1000, .max_memory_bytes = 1ll << 30});
+  const model::Resources r{.cpu_millis = 600, .memory_bytes = 256ll << 20};
+  EXPECT_TRUE(limits.CheckRequest("acme", r).ok());
+  EXPECT_EQ(limits.WhyNotPlaceable("acme", r), "");
+  limits.Place("acme", r);
+  const std::string why = limits.WhyNotPlaceable("acme", r);
+  EXPECT_THAT(why, ::testing::HasSubstr("limits.tenant_max_cpu_millis")) << why;
+  EXPECT_THAT(why, ::testing::HasSubstr("600m CPU of its 1000m CPU")) << why;
+  // Other tenants are not affected.
+  EXPECT_EQ(limits.WhyNotPlaceable("other", r), "");
+  // Memory is its own bound.
+  const model::Resources big_mem{.cpu_millis = 100, .memory_bytes = 900ll << 20};
+  EXPECT_THAT(limits.WhyNotPlaceable("acme", big_mem),
+              ::testing::HasSubstr("limits.tenant_max_memory_bytes"));
+  limits.Unplace("acme", r);
+  EXPECT_EQ(limits.WhyNotPlaceable("acme", r), "");
+  EXPECT_EQ(limits.Placed("acme").cpu_millis, 0);
+  // A request larger than the whole quota can never run: refused outright.
+  absl::Status st = limits.CheckRequest("acme", {.cpu_millis = 1500});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("could never run"));
+  EXPECT_EQ(limits.CheckRequest("acme", {.memory_bytes = 2ll << 30}).code(),
+            absl::StatusCode::kInvalidArgument);
+  // No quota: anything goes.
+  TenantLimits none;
+  EXPECT_TRUE(none.CheckRequest("acme", {.cpu_millis = 1 << 30}).ok());
+  EXPECT_EQ(none.WhyNotPlaceable("acme", {.cpu_millis = 1 << 30}), "");
 }
 
 }  // namespace

@@ -1051,3 +1051,57 @@ TEST_F(ManagerTest, LearnsLatencyAndReportsHeldOutError) {
 
 }  // namespace
 }  // namespace flotilla::manager
+
+namespace flotilla::manager {
+namespace {
+
+TEST_F(ManagerTest, TenantCpuQuotaKeepsItsExtraWorkQueuedWithoutHoldingUpOthers) {
+  config_.tenant_max_cpu_millis = 1000;
+  Register(NodeSpec("n1", 5, 8000));
+  auto as = [](const std::string& tenant, int64_t cpu) {
+    v1::ExecutionRequest r = Shell();
+    r.set_user_id(tenant);
+    r.mutable_resources()->set_cpu_millis(cpu);
+    return r;
+  };
+  const std::string a1 = SubmitOk(as("acme", 600));
+  const std::string a2 = SubmitOk(as("acme", 600));
+  const std::string b1 = SubmitOk(as("zeta", 600));
+  mgr().DispatchOnceForTest();
+  EXPECT_EQ(GetOk(a1).state(), v1::EXECUTION_ASSIGNED);
+  EXPECT_EQ(GetOk(b1).state(), v1::EXECUTION_ASSIGNED) << "another tenant's work was held up";
+  v1::Execution waiting = GetOk(a2);
+  EXPECT_EQ(waiting.state(), v1::EXECUTION_QUEUED);
+  EXPECT_THAT(waiting.placement().reason(), HasSubstr("limits.tenant_max_cpu_millis"));
+
+  // Too big for the whole quota: refused at submit, saying so.
+  absl::StatusOr<v1::SubmitResponse> huge = Submit(as("acme", 1500));
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument) << huge.status();
+  EXPECT_THAT(huge.status().message(), HasSubstr("could never run"));
+
+  // a1 ends: its CPU goes back to the tenant and a2 runs.
+  EXPECT_EQ(SendResult("n1", Exited(a1, 1, 0)), v1::RESULT_ACCEPTED);
+  mgr().DispatchOnceForTest();
+  EXPECT_EQ(GetOk(a2).state(), v1::EXECUTION_ASSIGNED);
+}
+
+TEST_F(ManagerTest, TenantQuotaIsRebuiltFromRecoveredExecutions) {
+  config_.tenant_max_cpu_millis = 1000;
+  Register(NodeSpec("n1", 5, 8000));
+  v1::ExecutionRequest r = Shell();
+  r.set_user_id("acme");
+  r.mutable_resources()->set_cpu_millis(700);
+  const std::string a1 = SubmitOk(r);
+  mgr().DispatchOnceForTest();
+  ASSERT_EQ(GetOk(a1).state(), v1::EXECUTION_ASSIGNED);
+  mgr_.reset();
+  // The restarted manager knows a1 still holds 700m of acme's 1000m.
+  ASSERT_TRUE(mgr().Recover().ok());
+  const std::string a2 = SubmitOk(r);
+  mgr().DispatchOnceForTest();
+  EXPECT_EQ(GetOk(a2).state(), v1::EXECUTION_QUEUED);
+  EXPECT_THAT(GetOk(a2).placement().reason(), HasSubstr("700m CPU of its 1000m"));
+}
+
+}  // namespace
+}  // namespace flotilla::manager

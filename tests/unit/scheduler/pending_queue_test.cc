@@ -345,3 +345,26 @@ TEST(PriorityClassTest, Bands) {
 
 }  // namespace
 }  // namespace flotilla::scheduler
+
+namespace flotilla::scheduler {
+namespace {
+
+TEST(PendingQueueTest, PeekIfPassesOverRefusedEntriesWithinTheScanBound) {
+  PendingQueue q;
+  for (int i = 0; i < 5; ++i) q.Push({.id = "a" + std::to_string(i), .priority = 50, .seq = static_cast<uint64_t>(i)});
+  q.Push({.id = "b0", .priority = 50, .seq = 10});
+  q.Push({.id = "b1", .priority = 10, .seq = 11});
+  auto not_a = [](const PendingQueue::Entry& e) { return e.id[0] != 'a'; };
+  // Order kept among the taken; the refused ones do not count toward limit.
+  EXPECT_THAT(Ids(q.PeekIf(10, 0, 100, not_a)), ElementsAre("b0", "b1"));
+  EXPECT_THAT(Ids(q.PeekIf(1, 0, 100, not_a)), ElementsAre("b0"));
+  // Only the first max_scan entries are looked at.
+  EXPECT_TRUE(q.PeekIf(10, 0, 5, not_a).empty());
+  EXPECT_THAT(Ids(q.PeekIf(10, 0, 6, not_a)), ElementsAre("b0"));
+  // Accepting everything is Peek.
+  auto all = [](const PendingQueue::Entry&) { return true; };
+  EXPECT_EQ(Ids(q.PeekIf(4, 0, 100, all)), Ids(q.Peek(4, 0)));
+}
+
+}  // namespace
+}  // namespace flotilla::scheduler
