@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include <openssl/sha.h>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -439,12 +442,52 @@ absl::StatusOr<json> Orchestrator::Analyze(const json& request) {
 
 // ------------------------------------------------------------------ submit
 
+namespace {
+
+absl::StatusOr<std::string> ValidRequestId(const json& value) {
+  if (!value.is_string()) return absl::InvalidArgumentError("request_id must be a string");
+  const std::string id = value.get<std::string>();
+  if (id.empty() || id.size() > 128) {
+    return absl::InvalidArgumentError("request_id must be 1 to 128 characters");
+  }
+  for (char c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request_id '", id, "' may hold only letters, digits, '.', '-' and '_'"));
+    }
+  }
+  return id;
+}
+
+// The workflow id of a tenant's request id: a digest, so that ids stay in
+// the workflow id alphabet and two tenants' equal request ids never meet.
+std::string WorkflowIdFor(const std::string& tenant, const std::string& request_id) {
+  const std::string key = absl::StrCat(tenant, std::string(1, '\0'), request_id);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  return absl::StrCat("wf-r", absl::BytesToHexString(absl::string_view(
+                                  reinterpret_cast<const char*>(digest), 12)));
+}
+
+}  // namespace
+
 absl::StatusOr<json> Orchestrator::Submit(const json& request, const std::string& tenant) {
   if (!request.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   auto wf = std::make_unique<Workflow>();
-  wf->id = NewId("wf-");
-  for (char& c : wf->id) {
-    if (c == '.') c = '-';
+  // A request id makes the submit idempotent: the same id (per tenant) names
+  // the same workflow, so a client whose answer was lost can send it again.
+  std::string request_id;
+  if (request.contains("request_id")) {
+    ASSIGN_OR_RETURN(request_id, ValidRequestId(request["request_id"]));
+    wf->id = WorkflowIdFor(tenant, request_id);
+    if (absl::StatusOr<json> existing = Get(wf->id, 0, tenant); existing.ok()) {
+      return Get(wf->id, request.value("wait_ms", int64_t{0}), tenant);
+    }
+  } else {
+    wf->id = NewId("wf-");
+    for (char& c : wf->id) {
+      if (c == '.') c = '-';
+    }
   }
   wf->submitted_ms = NowMs();
   wf->user_id = tenant;
@@ -487,6 +530,11 @@ absl::StatusOr<json> Orchestrator::Submit(const json& request, const std::string
   std::vector<Submission> subs;
   {
     absl::MutexLock lock(&mu_);
+    if (workflows_.count(id)) {
+      // The same request id, sent twice at once: the other one made it.
+      return absl::UnavailableError(
+          absl::StrCat("request ", request_id, " is being submitted concurrently; retry"));
+    }
     Workflow& ref = *wf;
     workflows_[id] = std::move(wf);
     Persist(ref);

@@ -176,6 +176,25 @@ TEST_F(WorkflowTest, HandWrittenDagRunsThroughTheSameEngine) {
   EXPECT_EQ(wf["result_json"]["shout"], "answer: 42\n");
 }
 
+TEST_F(WorkflowTest, ARequestIdMakesTheSubmitIdempotent) {
+  StartFederation({{"a", "eu-west"}});
+  json plan = {{"name", "once"}, {"steps", {{{"name", "s"}, {"run", "echo ran"}}}}};
+  json first = Call("POST", "/execution/submit",
+                    {{"plan", plan}, {"request_id", "job-7"}, {"wait_ms", 60000}})["workflow"];
+  ASSERT_EQ(first["state"], "succeeded") << first.dump(1);
+  // The repeat (a client whose answer was lost) names the same workflow and runs nothing.
+  json again = Call("POST", "/execution/submit", {{"plan", plan}, {"request_id", "job-7"}})["workflow"];
+  EXPECT_EQ(again["id"], first["id"]);
+  EXPECT_EQ(again["state"], "succeeded");
+  json other = Call("POST", "/execution/submit",
+                    {{"plan", plan}, {"request_id", "job-8"}, {"wait_ms", 60000}})["workflow"];
+  EXPECT_NE(other["id"], first["id"]);
+  int status = 0;
+  json bad = Call("POST", "/execution/submit", {{"plan", plan}, {"request_id", "a/b"}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(bad["error"].get<std::string>().find("request_id"), std::string::npos) << bad.dump();
+}
+
 TEST_F(WorkflowTest, RedisBackedRun) {
   kv::testing::RedisServer redis;
   absl::Status st = redis.Start();

@@ -38,6 +38,7 @@ class State:
         self.lock = threading.Condition()
         self.functions = {}
         self.workflows = {}
+        self.by_request_id = {}  # the manager's idempotent submit: request id -> workflow id
         self.kv = {}  # ns -> key -> [value_b64, version, expires_at or None]
         self.revision = 0
         self.events = []  # (ns, event dict)
@@ -276,8 +277,13 @@ def plan(st, d):
 
 def submit(st, d):
     with st.lock:
+        rid = d.get("request_id")
+        if rid is not None and rid in st.by_request_id:
+            return dict(st.workflows[st.by_request_id[rid]])
         st.next_id += 1
         wid = "wf-%d" % st.next_id
+        if rid is not None:
+            st.by_request_id[rid] = wid
         w = {"id": wid, "state": "running", "function": d.get("function", ""), "split": False,
              "reason": "", "pieces": [], "submitted_unix_ms": _now_ms()}
         st.workflows[wid] = w

@@ -356,6 +356,16 @@ class KeepAliveTest(unittest.TestCase):
         q.send("three")  # the next call opens a fresh connection
         self.assertEqual(self.fake.count("POST", "/v1/queues/qa/send"), 3)
 
+    def test_a_submit_whose_answer_was_lost_is_resent_and_makes_one_workflow(self):
+        plan = {"name": "p", "steps": [{"name": "a", "run": "true"}]}
+        self.client.submit_plan(plan)  # the connection is now kept alive
+        self.fake.state.lose_answers = 1
+        f = self.client.submit_plan(plan)
+        self.assertEqual(self.fake.count("POST", "/execution/submit"), 3)
+        with self.fake.state.lock:
+            self.assertEqual(len(self.fake.state.workflows), 2)  # not 3
+            self.assertIn(f.id, self.fake.state.workflows)
+
     def test_a_put_whose_answer_was_lost_is_not_resent(self):
         # A conditional put that did apply would come back as a conflict if resent.
         kv = self.client.kv("ka")

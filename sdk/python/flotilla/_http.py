@@ -32,8 +32,9 @@ MAX_IDLE = 8
 # Methods whose repeat does what one call does, and reads no version: resent once on a fresh
 # connection when a reused one fails after the request went out (the server may have closed it
 # at the same moment). PUT and DELETE are not here: a conditional one (if_version) that did
-# apply would come back as a conflict. POST never is: the manager's REST submit carries no
-# request id, so a resent submit could run a workflow twice.
+# apply would come back as a conflict. A POST is resent only when its caller says it is
+# idempotent: a submit that carries a request id (the manager answers a repeat with the
+# workflow the first one made).
 _RESEND_AFTER_SENT = ("GET", "HEAD")
 
 # What a connection the server closed looks like from here.
@@ -150,13 +151,13 @@ class Transport:
         except Exception:
             pass
 
-    def request(self, method, path, body=None, query=None, timeout=None):
+    def request(self, method, path, body=None, query=None, timeout=None, idempotent=False):
         for attempt in range(len(self.base_urls)):
             with self._lock:
                 current = self._current
             try:
                 return self._request_one(self.base_urls[current], method, path, body, query,
-                                         timeout)
+                                         timeout, idempotent)
             except _Refused as e:
                 if attempt + 1 == len(self.base_urls):
                     raise FlotillaError(e.message) from None
@@ -164,7 +165,7 @@ class Transport:
                     if self._current == current:
                         self._current = (current + 1) % len(self.base_urls)
 
-    def _request_one(self, base_url, method, path, body, query, timeout):
+    def _request_one(self, base_url, method, path, body, query, timeout, idempotent=False):
         timeout = timeout or self.timeout
         target = urllib.parse.urlsplit(base_url).path + path
         if query:
@@ -195,7 +196,8 @@ class Transport:
                 raise self._unreachable(method, path, e.cause) from None
             except _AnswerLost as e:
                 conn.close()
-                if reused and isinstance(e.cause, _STALE) and method in _RESEND_AFTER_SENT:
+                if (reused and isinstance(e.cause, _STALE)
+                        and (method in _RESEND_AFTER_SENT or idempotent)):
                     conn, reused = None, False
                     continue
                 if method in _RESEND_AFTER_SENT:

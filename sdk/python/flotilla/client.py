@@ -2,6 +2,7 @@
 
 import base64
 import time
+import uuid
 
 from . import _runner
 from ._address import resolve, resolve_ca, resolve_token
@@ -202,13 +203,18 @@ class Client:
         body.update(encode_call(args, kwargs))
         if wait_ms:
             body["wait_ms"] = wait_ms
-        w = self._t.request("POST", "/execution/submit", body, timeout=self._long(wait_ms))
-        return Future(self, w["workflow"], module)
+        return Future(self, self._submit(body, timeout=self._long(wait_ms)), module)
 
     def submit_plan(self, plan):
         """Submits a hand-written DAG ({"name", "steps": [...]}); returns a Future."""
-        w = self._t.request("POST", "/execution/submit", {"plan": plan})["workflow"]
-        return Future(self, w)
+        return Future(self, self._submit({"plan": plan}))
+
+    def _submit(self, body, timeout=None):
+        # A fresh request id per call: the manager maps it (per tenant) to one workflow, so
+        # the transport may resend the submit when a kept-alive connection drops mid-call.
+        body["request_id"] = uuid.uuid4().hex
+        return self._t.request("POST", "/execution/submit", body, timeout=timeout,
+                               idempotent=True)["workflow"]
 
     def workflow(self, id, wait_ms=None):
         """Returns the workflow object; with wait_ms, waits up to that long for it to end."""
