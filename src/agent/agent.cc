@@ -66,7 +66,8 @@ std::unique_ptr<grpc::ClientContext> Context() {
 
 class AgentServiceImpl final : public v1::AgentService::Service {
  public:
-  AgentServiceImpl(Agent* agent, bool insecure) : agent_(agent), gate_{insecure, nullptr} {}
+  AgentServiceImpl(Agent* agent, bool insecure, std::shared_ptr<auth::Revocations> revocations)
+      : agent_(agent), gate_{insecure, nullptr, std::move(revocations)} {}
   grpc::Status RequestTask(grpc::ServerContext* ctx, const v1::RequestTaskRequest* req,
                            v1::RequestTaskResponse*) override {
     if (auto st = FromManager(*ctx); !st.ok()) return wire::ToGrpcStatus(st);
@@ -188,7 +189,13 @@ absl::Status Agent::Start() {
   ASSIGN_OR_RETURN(auto server_credentials,
                    auth::ServerCredentials(config_.transport, auth::ClientCertPolicy::kRequire));
   ASSIGN_OR_RETURN(peer_credentials_, auth::ChannelCredentials(config_.transport, ""));
-  service_ = std::make_unique<AgentServiceImpl>(this, config_.transport.insecure);
+  std::shared_ptr<auth::Revocations> revocations;
+  if (!config_.transport.insecure && !config_.transport.crl.empty()) {
+    ASSIGN_OR_RETURN(revocations, auth::Revocations::Open(config_.transport.crl,
+                                                          config_.transport.files.ca_cert));
+  }
+  service_ = std::make_unique<AgentServiceImpl>(this, config_.transport.insecure,
+                                                std::move(revocations));
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config_.listen, server_credentials, &port);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "auth/pki.h"
+#include "common/status_macros.h"
 
 namespace flotilla::auth {
 
@@ -58,6 +59,12 @@ absl::StatusOr<Caller> Gate::FromGrpc(const grpc::ServerContextBase& ctx) const 
     std::vector<grpc::string_ref> cn = auth->FindPropertyValues("x509_common_name");
     if (!cn.empty()) {
       const std::string name(cn.front().data(), cn.front().size());
+      if (revocations) {
+        std::vector<grpc::string_ref> pem = auth->FindPropertyValues("x509_pem_cert");
+        if (pem.empty()) return absl::UnauthenticatedError("no peer certificate to check");
+        RETURN_IF_ERROR(
+            revocations->Check(absl::string_view(pem.front().data(), pem.front().size()), name));
+      }
       Caller c;
       if (name == kManagerName) {
         c.kind = Caller::Kind::kManager;

@@ -10,7 +10,10 @@
 #include <string>
 #include "absl/strings/string_view.h"
 
+#include <memory>
+
 #include "absl/status/statusor.h"
+#include "auth/revocation.h"
 #include "auth/users.h"
 
 namespace grpc {
@@ -37,6 +40,9 @@ struct Caller {
 struct Gate {
   bool insecure = false;
   UserDirectory* users = nullptr;
+  // When set, a peer certificate on the CA's revocation list is refused on
+  // every call (revocation.h), not only at its next handshake.
+  std::shared_ptr<Revocations> revocations;
 
   // From a gRPC call: the peer certificate first, else the bearer token in
   // the "authorization" metadata. Unauthenticated says what was missing.

@@ -45,6 +45,8 @@ struct TlsFiles {
 struct Transport {
   bool insecure = false;
   TlsFiles files;
+  // The CA's certificate revocation list (revocation.h); empty: none.
+  std::string crl;
 };
 
 // Checks that a secure transport names all three files; `where` prefixes

@@ -1,5 +1,5 @@
 // The `tls:` section shared by the manager's and the agents' config files:
-// {ca, cert, key, insecure}.
+// {ca, cert, key, crl, insecure}.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -18,7 +18,8 @@ inline absl::Status ReadTransportYaml(const YAML::Node& root, const std::string&
   const YAML::Node tls = root["tls"];
   if (!tls) return absl::OkStatus();
   const std::string w = where + "tls.";
-  RETURN_IF_ERROR(CheckKnownKeys(tls, w, {"ca", "cert", "key", "insecure"}));
+  RETURN_IF_ERROR(CheckKnownKeys(tls, w, {"ca", "cert", "key", "crl", "insecure"}));
+  RETURN_IF_ERROR(ReadYaml(tls, w, "crl", &t->crl));
   RETURN_IF_ERROR(ReadYaml(tls, w, "ca", &t->files.ca_cert));
   RETURN_IF_ERROR(ReadYaml(tls, w, "cert", &t->files.cert));
   RETURN_IF_ERROR(ReadYaml(tls, w, "key", &t->files.key));

@@ -234,7 +234,7 @@ absl::Status SetAgentTransport(const std::string& config, bool insecure, const s
     absl::StrAppend(&kept, "tls: {insecure: true}  # SECURITY OFF (flotilla up --insecure)\n");
   } else {
     absl::StrAppend(&kept, "tls: {ca: ", pki, "/ca.crt, cert: ", pki, "/", id, ".crt, key: ", pki,
-                    "/", id, ".key}\n");
+                    "/", id, ".key, crl: ", pki, "/ca.crl}\n");
   }
   std::ofstream out(config, std::ios::trunc);
   out << kept;
@@ -330,7 +330,7 @@ absl::StatusOr<LocalFederation> StartLocalFederation(const UpOptions& options) {
       out << "tls: {insecure: true}  # SECURITY OFF (flotilla up --insecure)\n";
     } else {
       out << "tls: {ca: " << pki << "/ca.crt, cert: " << pki << "/manager.crt, key: " << pki
-          << "/manager.key}\n"
+          << "/manager.key, crl: " << pki << "/ca.crl}\n"
           << "auth: {users_file: " << o.state_dir << "/users.json}\n";
     }
   }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "auth/pki.h"
+#include "auth/revocation.h"
 #include "auth/users.h"
 #include "cli/local_federation.h"
 
@@ -79,6 +80,30 @@ void AddSecurityCommands(CLI::App& app, int* rc) {
                 << "\nCA          " << files->ca_cert << "\n";
     }
     *rc = Report(files.status());
+  });
+
+  auto* revoke = ca->add_subcommand(
+      "revoke",
+      "revoke a certificate: `ca revoke --cert FILE` or `ca revoke --serial HEX`; managers and "
+      "agents configured with tls.crl refuse its holder within a second");
+  revoke->add_option("--dir", o->dir, "the CA's directory")->capture_default_str();
+  revoke->add_option("--cert", o->out, "the certificate to revoke (PEM)");
+  revoke->add_option("--serial", o->name, "or its serial, as `openssl x509 -serial` prints it");
+  revoke->callback([o, rc] {
+    if (o->out.empty() == o->name.empty()) {
+      *rc = Report(absl::InvalidArgumentError("ca revoke: give exactly one of --cert, --serial"));
+      return;
+    }
+    absl::StatusOr<std::string> serial = o->name;
+    if (!o->out.empty()) {
+      serial = auth::RevokeCertificate(o->dir, o->out);
+    } else if (absl::Status st = auth::RevokeSerial(o->dir, o->name); !st.ok()) {
+      serial = st;
+    }
+    if (serial.ok()) {
+      std::cout << "revoked serial " << *serial << "; list: " << auth::CrlPath(o->dir) << "\n";
+    }
+    *rc = Report(serial.status());
   });
 
   auto* user = app.add_subcommand("user", "users, their tenants and tokens (on the manager's host)");

@@ -84,6 +84,10 @@ absl::StatusOr<Security> SetUpSecurity(const ManagerConfig& config) {
     }
     ASSIGN_OR_RETURN(sec.users, auth::UserDirectory::Open(config.users_file));
     sec.gate.users = sec.users.get();
+    if (!config.transport.crl.empty()) {
+      ASSIGN_OR_RETURN(sec.gate.revocations,
+                       auth::Revocations::Open(config.transport.crl, config.transport.files.ca_cert));
+    }
     ASSIGN_OR_RETURN(auth::ChannelSecurity to_agents,
                      auth::ChannelCredentials(config.transport, ""));
     sec.agent_credentials = to_agents.credentials;

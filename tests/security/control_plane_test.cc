@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "flotilla/v1/federation.grpc.pb.h"
+#include "auth/revocation.h"
 #include "support/federation_harness.h"
 #include "support/manager_http.h"
 
@@ -187,6 +188,43 @@ TEST_F(ControlPlaneTest, ANodeMayNotSpeakForAnother) {
   v1::ReportStatusResponse sresp;
   EXPECT_EQ(FederationAs(mallory)->ReportStatus(Ctx().get(), status, &sresp).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(ControlPlaneTest, ARevokedNodeIsRefusedOnTheConnectionItAlreadyHolds) {
+  auto mallory = h_.IssueNode("mallory", 1);
+  auto stub = FederationAs(mallory);  // one channel: one HTTP/2 connection, kept
+  v1::RegisterNodeRequest req;
+  req.mutable_node()->set_id("mallory");
+  req.mutable_node()->set_address("127.0.0.1:1");
+  req.mutable_node()->mutable_security()->set_trust_level(1);
+  v1::RegisterNodeResponse resp;
+  grpc::Status st = stub->RegisterNode(Ctx().get(), req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+
+  auto serial = auth::RevokeCertificate(h_.pki(), mallory.cert);
+  ASSERT_TRUE(serial.ok()) << serial.status();
+  // The manager re-reads the list at most once a second.
+  v1::ReportStatusRequest status;
+  status.set_node_id("mallory");
+  status.set_epoch(resp.epoch());
+  v1::ReportStatusResponse sresp;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    st = stub->ReportStatus(Ctx().get(), status, &sresp);
+    if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("(serial " + *serial + ") is revoked"), std::string::npos)
+      << st.error_message();
+  EXPECT_EQ(stub->RegisterNode(Ctx().get(), req, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // The agent whose certificate stands goes on as before.
+  v1::SubmitResponse sub;
+  ASSERT_TRUE(h_.Submit(FederationHarness::Command({"true"}), &sub).ok());
+  auto done = h_.WaitAllDone({sub.execution().id()}, std::chrono::seconds(20));
+  ASSERT_EQ(done.size(), 1u) << h_.ReadLog("manager.log");
+  EXPECT_EQ(done.begin()->second.state(), v1::EXECUTION_SUCCEEDED);
 }
 
 TEST_F(ControlPlaneTest, ANodeMayNotClaimMoreTrustThanItsCertificateGrants) {

@@ -385,7 +385,7 @@ class FederationHarness {
   std::string TlsYaml(const std::string& who) const {
     if (insecure_) return "tls: {insecure: true}\n";
     return "tls: {ca: " + ca_cert() + ", cert: " + pki_ + "/" + who + ".crt, key: " + pki_ + "/" +
-           who + ".key}\n";
+           who + ".key, crl: " + pki_ + "/ca.crl}\n";
   }
 
   // The address of the lab host `name`, made if it is new.
