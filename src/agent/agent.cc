@@ -1042,6 +1042,12 @@ absl::Status RunAgent(const AgentConfig& input) {
       pool::MicroVmInstanceOptions vo;
       vo.kernel = config.vm_kernel;
       vo.initrd = config.vm_initrd.empty() ? self_dir + "/guest-initramfs.cpio" : config.vm_initrd;
+      if (config.vm_rootfs.empty()) {
+        const std::string beside = self_dir + "/guest-rootfs.img";
+        if (access(beside.c_str(), R_OK) == 0) vo.rootfs = beside;
+      } else if (config.vm_rootfs != "none") {
+        vo.rootfs = config.vm_rootfs;
+      }
       vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
       vo.jail = config.vm_jail == "off" ? pool::MicroVmInstanceOptions::Jail::kOff
                                         : pool::MicroVmInstanceOptions::Jail::kRequired;

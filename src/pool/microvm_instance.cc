@@ -14,6 +14,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "sandbox/guest_client.h"
+#include "sandbox/microvm/disks.h"
 
 namespace flotilla::pool {
 namespace {
@@ -26,6 +27,7 @@ using sandbox::microvm::MicroVmConfig;
 constexpr auto kResetTimeout = std::chrono::seconds(10);
 constexpr auto kSeedTimeout = std::chrono::seconds(2);
 constexpr size_t kSeedBytes = 64;
+constexpr auto kScratchImageTimeout = std::chrono::seconds(20);
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -131,6 +133,14 @@ class Factory final : public MicroVmInstanceFactory {
                        "use a linux template for network egress"));
     }
     MicroVmConfig config = BaseConfig(t);
+    if (!config.rootfs.empty()) {
+      auto scratch = EnsureScratchImage(t.limits.work_bytes);
+      if (!scratch.ok()) {
+        Count(&MicroVmStatus::failures);
+        return Annotate(scratch.status(), absl::StrCat("template '", t.name, "'"));
+      }
+      config.scratch_image = *scratch;
+    }
     std::string snapshot;
     if (options_.snapshots) {
       auto made = EnsureSnapshot(config);
@@ -175,7 +185,22 @@ class Factory final : public MicroVmInstanceFactory {
     c.memory_mib = VmMemoryMib(t);
     c.vcpus = VmCpus(t);
     c.jail = jail_;
+    // A template with a root directory of its own has no image yet.
+    if (t.rootfs == "host") c.rootfs = options_.rootfs;
     return c;
+  }
+
+  // The empty scratch image of `bytes`, made the first time it is asked for.
+  absl::StatusOr<std::string> EnsureScratchImage(int64_t bytes) {
+    const int64_t mib = std::max(sandbox::microvm::kMinScratchBytes, bytes + (1 << 20) - 1) >> 20;
+    std::lock_guard<std::mutex> lock(scratch_mu_);
+    auto it = scratch_images_.find(mib);
+    if (it != scratch_images_.end()) return it->second;
+    const std::string path = absl::StrCat(options_.run_root, "/scratch-", mib, "m.img");
+    RETURN_IF_ERROR(sandbox::microvm::MakeScratchImage(path, mib << 20,
+                                                       Clock::now() + kScratchImageTimeout));
+    scratch_images_.emplace(mib, path);
+    return path;
   }
 
   std::string NewRunDir(const char* what) {
@@ -226,7 +251,13 @@ class Factory final : public MicroVmInstanceFactory {
   // Returns the snapshot of `config`'s shape, booting and snapshotting a VM
   // the first time. One boot per shape even when many Creates race.
   absl::StatusOr<Snapshot> EnsureSnapshot(const MicroVmConfig& shape) {
-    const std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
+    // The disks are part of the shape: a snapshot is restored only with
+    // the drives it was taken with.
+    std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
+    if (!shape.rootfs.empty()) absl::StrAppend(&key, "-root");
+    if (!shape.scratch_image.empty()) {
+      absl::StrAppend(&key, "-", std::filesystem::path(shape.scratch_image).stem().string());
+    }
     std::shared_ptr<SnapshotSlot> slot;
     {
       std::lock_guard<std::mutex> lock(snapshots_mu_);
@@ -281,6 +312,8 @@ class Factory final : public MicroVmInstanceFactory {
   const std::optional<sandbox::microvm::JailConfig> jail_;
   const std::string jail_summary_;
   std::atomic<uint64_t> next_id_{1};
+  std::mutex scratch_mu_;
+  std::map<int64_t, std::string> scratch_images_;  // MiB → image; guarded by scratch_mu_
   std::mutex snapshots_mu_;
   std::map<std::string, std::shared_ptr<SnapshotSlot>> snapshots_;  // guarded by snapshots_mu_
   mutable std::mutex stats_mu_;
@@ -319,12 +352,14 @@ absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactor
     MicroVmInstanceOptions options) {
   for (const auto& [what, path] :
        {std::pair<const char*, std::string>{"guest kernel", options.kernel},
-        {"guest initramfs", options.initrd}}) {
+        {"guest initramfs", options.initrd},
+        {"guest root image", options.rootfs.empty() ? "-" : options.rootfs}}) {
+    if (path == "-") continue;  // no root image: optional
     if (path.empty() || access(path.c_str(), R_OK) != 0) {
       return absl::FailedPreconditionError(
           absl::StrCat(what, " `", path,
                        "` is not readable; run scripts/fetch-guest-kernel and build the "
-                       "guest-initramfs target"));
+                       "guest-initramfs and guest-rootfs targets"));
     }
   }
   if (options.run_root.empty()) return absl::InvalidArgumentError("run_root: empty");

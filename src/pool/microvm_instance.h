@@ -9,6 +9,11 @@
 // memory file. A restored guest is sent SEED (wall clock, entropy)
 // before its first task, since every restore wakes with the snapshot's.
 //
+// With a root image (options.rootfs) a VM of a template whose rootfs is
+// "host" boots into that image, read-only, and gets a scratch disk of the
+// template's work size mounted at /work: a sparse copy, made in the VM's
+// run directory and removed with it, of one empty ext4 image per size.
+//
 // A VM whose task timed out or whose guest broke the protocol is never
 // reused: the pool destroys it, which kills QEMU.
 //
@@ -34,6 +39,9 @@ struct MicroVmInstanceOptions {
   std::string qemu = "qemu-system-x86_64";
   std::string kernel;  // vmlinux (scripts/fetch-guest-kernel)
   std::string initrd;  // the build's guest-initramfs.cpio
+  // The build's guest-rootfs.img (python3, busybox, flotilla-guest); ""
+  // runs tasks in the initramfs (busybox only) with /work on a tmpfs.
+  std::string rootfs;
   // Made by the factory, removed with it: VM run directories and snapshots.
   // Keep it short: it prefixes unix socket paths (108 bytes at most).
   std::string run_root;
