@@ -14,12 +14,20 @@
 //                 restore to guest ready, jailed and unjailed interleaved,
 //                 beside fork+exec of /bin/true (the cost the jail adds:
 //                 namespaces, a root of binds, a cgroup, privileges dropped)
+//   python        with --rootfs and --python N: a fresh VM of a factory with
+//                 the root image, restored from its snapshot, to the end of
+//                 its first `python3 -c 'print(2**100)'` (Create + Run), and
+//                 the same through the guest's Python fork server (the
+//                 function path, main.py); beside it the host's fork+exec
+//                 of the same python3 -c, and the image's size
 //   idle VM       VmRSS and Pss (smaps_rollup) of QEMU for N restored idle
 //                 VMs, 1 s after their handshake; Pss counts the pages the
 //                 VMs share (the snapshot's RAM, QEMU's binary) once in all
 //
 // Prints a markdown table; every QEMU is killed and every file removed
 // before it exits.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +38,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -107,7 +116,8 @@ void Row(const char* name, const Series& s, const char* note = "") {
 int Main(int argc, char** argv) {
   CLI::App app{"micro-VM benchmark"};
   std::string kernel = "/var/cache/flotilla/vm/current/vmlinux", initrd, guest, templates;
-  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4, jail_n = 0;
+  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4, jail_n = 0, python_n = 0;
+  std::string rootfs;
   app.add_option("--kernel", kernel);
   app.add_option("--initrd", initrd)->required();
   app.add_option("--guest", guest, "flotilla-guest, for the Linux sandbox")->required();
@@ -117,16 +127,20 @@ int Main(int argc, char** argv) {
   app.add_option("--noop", noop_n);
   app.add_option("--idle", idle_n);
   app.add_option("--jail-compare", jail_n, "jailed vs unjailed QEMU starts and restores, each");
+  app.add_option("--rootfs", rootfs, "the guest-rootfs.img, for --python");
+  app.add_option("--python", python_n, "fresh restored VMs to their first Python task, each path");
   CLI11_PARSE(app, argc, argv);
 
   char tmpl[] = "/tmp/fmb.XXXXXX";
   const std::string root = mkdtemp(tmpl);
   using Jail = pool::MicroVmInstanceOptions::Jail;
-  auto make = [&](const char* name, bool snapshots, Jail jail = Jail::kRequired) {
+  auto make = [&](const char* name, bool snapshots, Jail jail = Jail::kRequired,
+                  const std::string& image = "") {
     pool::MicroVmInstanceOptions o;
     o.jail = jail;
     o.kernel = kernel;
     o.initrd = initrd;
+    o.rootfs = image;
     o.run_root = root + "/" + name;
     o.accel = sandbox::microvm::Accel::kTcg;
     o.snapshots = snapshots;
@@ -233,6 +247,66 @@ int Main(int argc, char** argv) {
     plain_factory->reset();
   }
 
+  // Restore to the first Python task, on the root image.
+  Series py_first, py_first_run, py_fn_first, py_fn_first_run, host_python, py_boot;
+  if (python_n > 0 && !rootfs.empty()) {
+    auto py_factory = make("p", true, Jail::kRequired, rootfs);
+    if (!py_factory.ok()) {
+      std::fprintf(stderr, "python factory: %s\n", py_factory.status().ToString().c_str());
+      return 1;
+    }
+    {
+      auto t0 = Clock::now();
+      if (!(*py_factory)->Create(vm_t, {}).ok()) return 1;  // the snapshot
+      notes.push_back(absl::StrCat("root image VM: boot + snapshot ",
+                                   static_cast<int>((*py_factory)->status().last_snapshot_ms),
+                                   " ms (first Create ", static_cast<int>(MsSince(t0)), " ms)"));
+    }
+    sandbox::TaskSpec py = TrueTask();
+    py.argv = {"python3", "-c", "print(2**100)"};
+    sandbox::TaskSpec fn = TrueTask();
+    fn.argv = {"python3", "main.py"};
+    fn.python = true;
+    fn.files.push_back({"main.py", "print(2**100)\n", 0644});
+    for (int i = 0; i < python_n; ++i) {
+      for (auto [spec, total, run] : {std::tuple{&py, &py_first, &py_first_run},
+                                      std::tuple{&fn, &py_fn_first, &py_fn_first_run}}) {
+        auto t0 = Clock::now();
+        auto vm = (*py_factory)->Create(vm_t, {});
+        if (!vm.ok()) {
+          std::fprintf(stderr, "python restore: %s\n", vm.status().ToString().c_str());
+          return 1;
+        }
+        auto t1 = Clock::now();
+        auto r = (*vm)->Run(*spec, sink, cancel);
+        if (!r.ok() || r->exit_code != 0 || r->stdout_data != "1267650600228229401496703205376\n") {
+          std::fprintf(stderr, "python task: %s %s\n", r.status().ToString().c_str(),
+                       r.ok() ? r->stderr_data.c_str() : "");
+          return 1;
+        }
+        total->ms.push_back(MsSince(t0));
+        run->ms.push_back(MsSince(t1));
+      }
+      auto t0 = Clock::now();
+      pid_t pid = fork();
+      if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execl("/usr/bin/python3", "python3", "-c", "print(2**100)", nullptr);
+        _exit(127);
+      }
+      int status;
+      waitpid(pid, &status, 0);
+      host_python.ms.push_back(MsSince(t0));
+    }
+    struct stat st;
+    if (stat(rootfs.c_str(), &st) == 0) {
+      notes.push_back(absl::StrCat("root image ", rootfs, ": ", st.st_size >> 20, " MiB (",
+                                   (st.st_blocks * 512) >> 20, " MiB allocated)"));
+    }
+    py_factory->reset();
+  }
+
   // The Linux sandbox beside it.
   auto shell_t = pool::LoadTemplate(templates + "/shell.yaml");
   pool::LinuxInstanceOptions lo;
@@ -311,6 +385,13 @@ int Main(int argc, char** argv) {
     Row("VM restore to guest ready, jailed", restore_jailed);
     Row("VM restore to guest ready, unjailed", restore_plain);
     Row("fork+exec+wait of /bin/true", fork_exec);
+  }
+  if (!py_first.ms.empty()) {
+    Row("restore to first `python3 -c` done (Create + Run)", py_first);
+    Row("  of which the first Run", py_first_run);
+    Row("restore to first Python function done (fork server)", py_fn_first);
+    Row("  of which the first Run", py_fn_first_run);
+    Row("host fork+exec+wait of python3 -c", host_python);
   }
   std::printf("\nrestore vs cold boot (p50): %.1fx faster (target >= 8x)\n",
               cold.Quantile(0.5) / restore.Quantile(0.5));
