@@ -428,8 +428,23 @@ class Guest {
 
 int Guest::Main() {
   if (!Setup()) return 1;
+  const bool vm = !options_.device.empty();
+  if (options_.preload_given && vm) {
+    // Before the marker, so the VM is snapshotted with the server (and
+    // the interpreter's pages in the guest's page cache) warm: every
+    // restored VM's first Python task is a fork. Its `random` reseeds in
+    // each task (CPython's register_at_fork), from the kernel pool SEED
+    // stirs per VM.
+    StartError error;
+    if (!python_.Ensure(&error)) Log("%s", error.message.c_str());
+  }
+  if (vm) {
+    // The agent waits for this line on the console before it snapshots a
+    // VM: from here on the guest only waits for its agent.
+    Log("waiting for the agent on %s", options_.device.c_str());
+  }
   if (!Handshake()) return 2;
-  if (options_.preload_given) {
+  if (options_.preload_given && !vm) {
     StartError error;
     if (!python_.Ensure(&error)) Log("%s", error.message.c_str());
   }
@@ -1136,9 +1151,6 @@ int main(int argc, char** argv) {
       return 1;
     }
     options.fd = fd;
-    // The agent waits for this line on the console before it snapshots a
-    // VM: from here on the guest only waits for its agent.
-    flotilla::guest::Log("waiting for the agent on %s", options.device.c_str());
   }
   flotilla::guest::Guest guest(std::move(options));
   return guest.Main();
