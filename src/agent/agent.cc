@@ -1048,6 +1048,7 @@ absl::Status RunAgent(const AgentConfig& input) {
       } else if (config.vm_rootfs != "none") {
         vo.rootfs = config.vm_rootfs;
       }
+      vo.warm_up = pool::MicroVmInstanceOptions::WarmUp::kPython;  // pool refills only
       vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
       vo.jail = config.vm_jail == "off" ? pool::MicroVmInstanceOptions::Jail::kOff
                                         : pool::MicroVmInstanceOptions::Jail::kRequired;

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "sandbox/guest_client.h"
@@ -159,7 +160,11 @@ class Factory final : public MicroVmInstanceFactory {
     const auto started = Clock::now();
     const auto deadline =
         started + (snapshot.empty() ? options_.boot_timeout : options_.restore_timeout);
-    auto instance = Provision(config, t, deadline);
+    // Only a VM no request waits for: one that is would pay for it.
+    const auto warm_up = o.ahead_of_demand && !config.rootfs.empty()
+                             ? options_.warm_up
+                             : MicroVmInstanceOptions::WarmUp::kNone;
+    auto instance = Provision(config, t, warm_up, deadline);
     std::lock_guard<std::mutex> lock(stats_mu_);
     if (!instance.ok()) {
       ++stats_.failures;
@@ -213,9 +218,11 @@ class Factory final : public MicroVmInstanceFactory {
   }
 
   // Starts QEMU (cold or restoring), connects the guest channel, shakes
-  // hands and, after a restore, seeds the guest's clock and randomness.
+  // hands, after a restore seeds the guest's clock and randomness, and
+  // runs `warm_up`.
   absl::StatusOr<std::unique_ptr<Instance>> Provision(const MicroVmConfig& config,
                                                       const EnvironmentTemplate& t,
+                                                      MicroVmInstanceOptions::WarmUp warm_up,
                                                       Clock::time_point deadline) {
     ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
     auto fd = vm->ConnectAgent(deadline);
@@ -240,7 +247,42 @@ class Factory final : public MicroVmInstanceFactory {
       }
       RETURN_IF_ERROR(client->Seed(seed, kSeedTimeout));
     }
+    if (warm_up == MicroVmInstanceOptions::WarmUp::kPython) {
+      RETURN_IF_ERROR(WarmUpPython(*client, deadline));
+    }
     return std::unique_ptr<Instance>(new MicroVmInstance(std::move(vm), std::move(client), t));
+  }
+
+  // Runs the two Python paths once (see MicroVmInstanceOptions::warm_up).
+  static absl::Status WarmUpPython(sandbox::GuestClient& client, Clock::time_point deadline) {
+    class Discard : public sandbox::OutputSink {
+     public:
+      void OnOutput(sandbox::Stream, int64_t, std::string_view) override {}
+    } sink;
+    sandbox::CancelToken cancel;
+    sandbox::TaskSpec exec;
+    exec.id = "warm-up";
+    exec.argv = {"python3", "-c", "pass"};
+    sandbox::TaskSpec function = exec;
+    function.argv = {"python3", "main.py"};
+    function.files.push_back({"main.py", "pass\n", 0644});
+    for (auto [spec, mode] : {std::pair{&exec, sandbox::GuestClient::Mode::kExec},
+                              std::pair{&function, sandbox::GuestClient::Mode::kPythonForkServer}}) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left <= std::chrono::milliseconds(0)) {
+        return absl::DeadlineExceededError("the VM's Python warm-up did not finish in time");
+      }
+      spec->timeout = left;
+      auto r = client.Run(*spec, mode, sink, cancel);
+      if (!r.ok()) return Annotate(r.status(), "Python warm-up");
+      if (r->termination != sandbox::Termination::kExited || r->exit_code != 0) {
+        return absl::InternalError(absl::StrCat("Python warm-up `", absl::StrJoin(spec->argv, " "),
+                                                "` failed: ", r->stderr_data.substr(0, 300)));
+      }
+      RETURN_IF_ERROR(client.Reset(kResetTimeout));
+    }
+    return absl::OkStatus();
   }
 
   struct Snapshot {

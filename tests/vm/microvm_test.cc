@@ -335,6 +335,8 @@ class MicroVmRootfsTest : public ::testing::Test {
     o.kernel = FLOTILLA_VM_KERNEL;
     o.initrd = FLOTILLA_VM_INITRD;
     o.rootfs = FLOTILLA_VM_ROOTFS;
+    // Pool refills run it; the tests' direct Creates do not.
+    o.warm_up = MicroVmInstanceOptions::WarmUp::kPython;
     o.run_root = run_root_ + "/vms";
     o.accel = Accel::kTcg;
     auto f = NewMicroVmInstanceFactory(o);
