@@ -296,7 +296,13 @@ class Factory final : public MicroVmInstanceFactory {
     // The disks are part of the shape: a snapshot is restored only with
     // the drives it was taken with.
     std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
-    if (!shape.rootfs.empty()) absl::StrAppend(&key, "-root");
+    if (!shape.rootfs.empty()) {
+      // Which image, too: a rebuilt one (a new inode, by rename) must not
+      // be read through a snapshot whose guest cached the old one's blocks.
+      struct stat st;
+      if (stat(shape.rootfs.c_str(), &st) != 0) return ErrnoError(errno, "stat", shape.rootfs);
+      absl::StrAppend(&key, "-root", st.st_ino, ".", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+    }
     if (!shape.scratch_image.empty()) {
       absl::StrAppend(&key, "-", std::filesystem::path(shape.scratch_image).stem().string());
     }

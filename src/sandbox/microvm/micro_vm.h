@@ -100,7 +100,9 @@ struct MicroVmConfig {
   Memory memory = Memory::kAnonymous;
   std::string memory_file;
   // The root image (scripts/build-guest-rootfs); "" boots into the
-  // initramfs alone. It must not change while a VM or a snapshot uses it.
+  // initramfs alone. It must not be written while a VM or a snapshot uses
+  // it: guests cache its blocks. Replace it by rename instead (the build
+  // does); the pool keys snapshots by the image's inode and mtime.
   std::string rootfs;
   // An image (disks.h, MakeScratchImage) that Start copies, sparsely, to
   // <run_dir>/scratch.img as the VM's writable scratch disk; "" for none. A
