@@ -164,7 +164,12 @@ class Factory final : public MicroVmInstanceFactory {
     const auto warm_up = o.ahead_of_demand && !config.rootfs.empty()
                              ? options_.warm_up
                              : MicroVmInstanceOptions::WarmUp::kNone;
-    auto instance = Provision(config, t, warm_up, deadline);
+    auto instance = Provision(config, t, deadline);
+    const double provision_ms = MsSince(started);
+    const auto warm_started = Clock::now();
+    if (instance.ok() && warm_up == MicroVmInstanceOptions::WarmUp::kPython) {
+      if (absl::Status st = WarmUpPython(**instance, deadline); !st.ok()) instance = st;
+    }
     std::lock_guard<std::mutex> lock(stats_mu_);
     if (!instance.ok()) {
       ++stats_.failures;
@@ -172,10 +177,14 @@ class Factory final : public MicroVmInstanceFactory {
     }
     if (snapshot.empty()) {
       ++stats_.cold_boots;
-      stats_.last_boot_ms = MsSince(started);
+      stats_.last_boot_ms = provision_ms;
     } else {
       ++stats_.restores;
-      stats_.last_restore_ms = MsSince(started);
+      stats_.last_restore_ms = provision_ms;
+    }
+    if (warm_up != MicroVmInstanceOptions::WarmUp::kNone) {
+      ++stats_.warm_ups;
+      stats_.last_warm_up_ms = MsSince(warm_started);
     }
     return instance;
   }
@@ -218,11 +227,9 @@ class Factory final : public MicroVmInstanceFactory {
   }
 
   // Starts QEMU (cold or restoring), connects the guest channel, shakes
-  // hands, after a restore seeds the guest's clock and randomness, and
-  // runs `warm_up`.
+  // hands and, after a restore, seeds the guest's clock and randomness.
   absl::StatusOr<std::unique_ptr<Instance>> Provision(const MicroVmConfig& config,
                                                       const EnvironmentTemplate& t,
-                                                      MicroVmInstanceOptions::WarmUp warm_up,
                                                       Clock::time_point deadline) {
     ASSIGN_OR_RETURN(std::unique_ptr<MicroVm> vm, MicroVm::Start(config, deadline));
     auto fd = vm->ConnectAgent(deadline);
@@ -247,14 +254,12 @@ class Factory final : public MicroVmInstanceFactory {
       }
       RETURN_IF_ERROR(client->Seed(seed, kSeedTimeout));
     }
-    if (warm_up == MicroVmInstanceOptions::WarmUp::kPython) {
-      RETURN_IF_ERROR(WarmUpPython(*client, deadline));
-    }
     return std::unique_ptr<Instance>(new MicroVmInstance(std::move(vm), std::move(client), t));
   }
 
-  // Runs the two Python paths once (see MicroVmInstanceOptions::warm_up).
-  static absl::Status WarmUpPython(sandbox::GuestClient& client, Clock::time_point deadline) {
+  // Runs the two Python paths once (see MicroVmInstanceOptions::warm_up),
+  // as a request would: through the instance, then its RESET.
+  static absl::Status WarmUpPython(Instance& vm, Clock::time_point deadline) {
     class Discard : public sandbox::OutputSink {
      public:
       void OnOutput(sandbox::Stream, int64_t, std::string_view) override {}
@@ -265,22 +270,22 @@ class Factory final : public MicroVmInstanceFactory {
     exec.argv = {"python3", "-c", "pass"};
     sandbox::TaskSpec function = exec;
     function.argv = {"python3", "main.py"};
+    function.python = true;
     function.files.push_back({"main.py", "pass\n", 0644});
-    for (auto [spec, mode] : {std::pair{&exec, sandbox::GuestClient::Mode::kExec},
-                              std::pair{&function, sandbox::GuestClient::Mode::kPythonForkServer}}) {
+    for (sandbox::TaskSpec* spec : {&exec, &function}) {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left <= std::chrono::milliseconds(0)) {
         return absl::DeadlineExceededError("the VM's Python warm-up did not finish in time");
       }
       spec->timeout = left;
-      auto r = client.Run(*spec, mode, sink, cancel);
+      auto r = vm.Run(*spec, sink, cancel);
       if (!r.ok()) return Annotate(r.status(), "Python warm-up");
       if (r->termination != sandbox::Termination::kExited || r->exit_code != 0) {
         return absl::InternalError(absl::StrCat("Python warm-up `", absl::StrJoin(spec->argv, " "),
                                                 "` failed: ", r->stderr_data.substr(0, 300)));
       }
-      RETURN_IF_ERROR(client.Reset(kResetTimeout));
+      if (!vm.Reset()) return absl::InternalError("Python warm-up: the VM did not reset");
     }
     return absl::OkStatus();
   }

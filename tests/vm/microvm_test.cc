@@ -387,9 +387,13 @@ TEST_F(MicroVmRootfsTest, RestoredPoolVmRunsPythonFromTheRootImage) {
   t.pool_min = 1;
   t.pool_max = 1;
   WarmPool pool(t, factory_);
+  const uint64_t warm_ups = factory_->status().warm_ups;
   ASSERT_EQ(pool.Refill(), 1);
   EXPECT_GE(factory_->status().restores, 1u);
   EXPECT_EQ(factory_->status().snapshots_made, 1u);
+  // A refill is made ahead of demand: it ran the Python warm-up.
+  EXPECT_EQ(factory_->status().warm_ups, warm_ups + 1);
+  EXPECT_GT(factory_->status().last_warm_up_ms, 0);
   auto lease = pool.Acquire("alice", "f", {});
   ASSERT_TRUE(lease.ok()) << lease.status();
   EXPECT_TRUE(lease->warm);
@@ -420,8 +424,10 @@ TEST_F(MicroVmRootfsTest, RestoredPoolVmRunsPythonFromTheRootImage) {
 TEST_F(MicroVmRootfsTest, TheGuestCannotWriteTheRootImage) {
   struct stat before;
   ASSERT_EQ(stat(FLOTILLA_VM_ROOTFS, &before), 0);
+  const uint64_t warm_ups = factory_->status().warm_ups;
   auto vm = factory_->Create(Template(), {});
   ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(factory_->status().warm_ups, warm_ups) << "a Create for a request was warmed up";
   Sink sink;
   sandbox::CancelToken cancel;
   // Through the file system, through a remount, and to the disk itself
