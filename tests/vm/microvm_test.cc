@@ -17,6 +17,7 @@
 #include "pool/microvm_instance.h"
 #include "pool/warm_pool.h"
 #include "sandbox/guest_client.h"
+#include "sandbox/microvm/disks.h"
 #include "sandbox/microvm/micro_vm.h"
 
 namespace flotilla::pool {
@@ -488,6 +489,41 @@ TEST_F(MicroVmRootfsTest, ScratchDiskIsTheWorkDirAndGoesWithTheVm) {
   EXPECT_FALSE(std::filesystem::exists(scratch));
   EXPECT_FALSE(std::filesystem::exists(dirs[0]));
   EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
+}
+
+// A cold boot (no snapshot, no SEED), unjailed, with both disks: the guest
+// mounts the scratch disk before its first task instead.
+TEST_F(MicroVmRootfsTest, ColdBootedVmMountsItsScratchDiskBeforeTheFirstTask) {
+  MicroVmConfig c = SmallVm(run_root_ + "/cold");
+  c.memory_mib = 256;
+  c.rootfs = FLOTILLA_VM_ROOTFS;
+  const std::string image = run_root_ + "/cold-scratch.img";
+  ASSERT_TRUE(sandbox::microvm::MakeScratchImage(image, 16ll << 20,
+                                                 Clock::now() + std::chrono::seconds(20))
+                  .ok());
+  c.scratch_image = image;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  auto vm = MicroVm::Start(c, deadline);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_TRUE(std::filesystem::exists(c.run_dir + "/scratch.img"));
+  auto fd = (*vm)->ConnectAgent(deadline);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  sandbox::GuestClient client(fd->Release());
+  ASSERT_TRUE(client.Handshake(std::chrono::seconds(60)).ok()) << (*vm)->ConsoleReport();
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = client.Run(Task({"sh", "-c",
+                            "awk '$2 == \"/work\" && $3 == \"ext4\" {print \"scratch\"}' "
+                            "/proc/mounts; python3 -c 'print(6*7)'"},
+                           std::chrono::seconds(60)),
+                      sandbox::GuestClient::Mode::kExec, sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "scratch\n42\n");
+  (void)client.Shutdown();
+  (*vm)->Kill();
+  EXPECT_FALSE(std::filesystem::exists(c.run_dir));
+  EXPECT_THAT(ProcessesMentioning(c.run_dir), ::testing::IsEmpty());
 }
 
 // Reads /proc/<pid>/<file> whole.
