@@ -211,8 +211,8 @@ class Factory final : public MicroVmInstanceFactory {
     auto it = scratch_images_.find(mib);
     if (it != scratch_images_.end()) return it->second;
     const std::string path = absl::StrCat(options_.run_root, "/scratch-", mib, "m.img");
-    RETURN_IF_ERROR(sandbox::microvm::MakeScratchImage(path, mib << 20,
-                                                       Clock::now() + kScratchImageTimeout));
+    RETURN_IF_ERROR(
+        sandbox::microvm::MakeScratchImage(path, mib << 20, Clock::now() + kScratchImageTimeout));
     scratch_images_.emplace(mib, path);
     return path;
   }

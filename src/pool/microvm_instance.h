@@ -92,8 +92,8 @@ struct MicroVmStatus {
   uint64_t failures = 0;
   double last_snapshot_ms = 0;
   double last_restore_ms = 0;  // QEMU start → guest handshake done (and SEED)
-  uint64_t warm_ups = 0;        // VMs that ran the Python warm-up (warm_up)
-  double last_warm_up_ms = 0;   // its two tasks and RESETs, after the restore
+  uint64_t warm_ups = 0;       // VMs that ran the Python warm-up (warm_up)
+  double last_warm_up_ms = 0;  // its two tasks and RESETs, after the restore
   double last_boot_ms = 0;
 };
 

@@ -3,10 +3,10 @@
 // process, cgroup or file outlives a test.
 // Skipped, loudly, only where QEMU or the guest kernel is missing.
 #include <dirent.h>
-#include <sys/stat.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -410,8 +410,8 @@ TEST_F(MicroVmRootfsTest, RestoredPoolVmRunsPythonFromTheRootImage) {
   ASSERT_TRUE(lease->instance->Reset());
   sandbox::TaskSpec fn = Task({"python3", "main.py"});
   fn.python = true;
-  fn.files.push_back({"main.py", "import sys, json\nprint(json.dumps({'v': sys.version_info[0]}))\n",
-                      0644});
+  fn.files.push_back(
+      {"main.py", "import sys, json\nprint(json.dumps({'v': sys.version_info[0]}))\n", 0644});
   auto f = lease->instance->Run(fn, sink, cancel);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->exit_code, 0) << f->stderr_data;
@@ -498,9 +498,9 @@ TEST_F(MicroVmRootfsTest, ColdBootedVmMountsItsScratchDiskBeforeTheFirstTask) {
   c.memory_mib = 256;
   c.rootfs = FLOTILLA_VM_ROOTFS;
   const std::string image = run_root_ + "/cold-scratch.img";
-  ASSERT_TRUE(sandbox::microvm::MakeScratchImage(image, 16ll << 20,
-                                                 Clock::now() + std::chrono::seconds(20))
-                  .ok());
+  ASSERT_TRUE(
+      sandbox::microvm::MakeScratchImage(image, 16ll << 20, Clock::now() + std::chrono::seconds(20))
+          .ok());
   c.scratch_image = image;
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   auto vm = MicroVm::Start(c, deadline);

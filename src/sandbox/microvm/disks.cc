@@ -88,10 +88,11 @@ absl::Status RunWithDeadline(const std::vector<std::string>& args, Clock::time_p
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
   while (!output.empty() && output.back() == '\n') output.pop_back();
-  return absl::InternalError(absl::StrCat(
-      args[0], WIFEXITED(status) ? absl::StrCat(" exited ", WEXITSTATUS(status))
-                                 : absl::StrCat(" killed by signal ", WTERMSIG(status)),
-      output.empty() ? "" : ": ", output));
+  return absl::InternalError(
+      absl::StrCat(args[0],
+                   WIFEXITED(status) ? absl::StrCat(" exited ", WEXITSTATUS(status))
+                                     : absl::StrCat(" killed by signal ", WTERMSIG(status)),
+                   output.empty() ? "" : ": ", output));
 }
 
 }  // namespace
@@ -147,7 +148,8 @@ absl::Status CopySparse(const std::string& from, const std::string& to, uid_t ui
     if (hole < 0) return fail(errno, "seek hole in");
     off_t src = data, dst = data;
     while (src < hole) {
-      ssize_t n = copy_file_range(in.get(), &src, out.get(), &dst, static_cast<size_t>(hole - src), 0);
+      ssize_t n =
+          copy_file_range(in.get(), &src, out.get(), &dst, static_cast<size_t>(hole - src), 0);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return fail(errno, "copy into");
       if (n == 0) break;  // the source shrank: it must not change while in use

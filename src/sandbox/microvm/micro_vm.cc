@@ -17,8 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -326,7 +326,8 @@ std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& config) {
     for (std::string a :
          {std::string("-drive"),
           absl::StrCat("if=none,id=root,format=raw,readonly=on,file=", escaped(c.rootfs)),
-          std::string("-device"), std::string("virtio-blk-device,drive=root,serial=flotilla-root")}) {
+          std::string("-device"),
+          std::string("virtio-blk-device,drive=root,serial=flotilla-root")}) {
       argv.push_back(std::move(a));
     }
   }

@@ -83,7 +83,8 @@ TEST_F(DisksTest, AFailingMke2fsIsReportedWithWhatItSaid) {
   }
   chmod(tool.c_str(), 0755);
   const std::string image = dir_ + "/scratch.img";
-  absl::Status st = MakeScratchImage(image, 16ll << 20, Clock::now() + std::chrono::seconds(5), tool);
+  absl::Status st =
+      MakeScratchImage(image, 16ll << 20, Clock::now() + std::chrono::seconds(5), tool);
   EXPECT_FALSE(st.ok());
   EXPECT_THAT(std::string(st.message()), HasSubstr("exited 3"));
   EXPECT_THAT(std::string(st.message()), HasSubstr("says the fake"));
@@ -147,8 +148,7 @@ TEST(MicroVmDrives, TheRootImageIsReadOnlyAndTheScratchDiskLivesInTheRunDir) {
   // No disks configured: no drives.
   c.rootfs.clear();
   c.scratch_image.clear();
-  EXPECT_THAT(absl::StrJoin(MicroVm::CommandLine(c), " "),
-              ::testing::Not(HasSubstr("-drive")));
+  EXPECT_THAT(absl::StrJoin(MicroVm::CommandLine(c), " "), ::testing::Not(HasSubstr("-drive")));
 }
 
 }  // namespace
