@@ -14,12 +14,22 @@
 //                 restore to guest ready, jailed and unjailed interleaved,
 //                 beside fork+exec of /bin/true (the cost the jail adds:
 //                 namespaces, a root of binds, a cgroup, privileges dropped)
+//   python        with --rootfs and --python N: a fresh VM of a factory with
+//                 the root image, restored from its snapshot, to the end of
+//                 its first `python3 -c 'print(2**100)'` (Create + Run), and
+//                 the same through the guest's Python fork server (the
+//                 function path, main.py); beside it the host's fork+exec
+//                 of the same python3 -c, and the image's size; and the
+//                 same on VMs that ran the Python warm-up before Create
+//                 returned (MicroVmInstanceOptions::warm_up)
 //   idle VM       VmRSS and Pss (smaps_rollup) of QEMU for N restored idle
 //                 VMs, 1 s after their handshake; Pss counts the pages the
 //                 VMs share (the snapshot's RAM, QEMU's binary) once in all
 //
 // Prints a markdown table; every QEMU is killed and every file removed
 // before it exits.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +40,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -107,7 +118,8 @@ void Row(const char* name, const Series& s, const char* note = "") {
 int Main(int argc, char** argv) {
   CLI::App app{"micro-VM benchmark"};
   std::string kernel = "/var/cache/flotilla/vm/current/vmlinux", initrd, guest, templates;
-  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4, jail_n = 0;
+  int cold_n = 3, restore_n = 10, noop_n = 200, idle_n = 4, jail_n = 0, python_n = 0;
+  std::string rootfs;
   app.add_option("--kernel", kernel);
   app.add_option("--initrd", initrd)->required();
   app.add_option("--guest", guest, "flotilla-guest, for the Linux sandbox")->required();
@@ -117,16 +129,23 @@ int Main(int argc, char** argv) {
   app.add_option("--noop", noop_n);
   app.add_option("--idle", idle_n);
   app.add_option("--jail-compare", jail_n, "jailed vs unjailed QEMU starts and restores, each");
+  app.add_option("--rootfs", rootfs, "the guest-rootfs.img, for --python");
+  app.add_option("--python", python_n, "fresh restored VMs to their first Python task, each path");
   CLI11_PARSE(app, argc, argv);
 
   char tmpl[] = "/tmp/fmb.XXXXXX";
   const std::string root = mkdtemp(tmpl);
   using Jail = pool::MicroVmInstanceOptions::Jail;
-  auto make = [&](const char* name, bool snapshots, Jail jail = Jail::kRequired) {
+  auto make = [&](const char* name, bool snapshots, Jail jail = Jail::kRequired,
+                  const std::string& image = "",
+                  pool::MicroVmInstanceOptions::WarmUp warm_up =
+                      pool::MicroVmInstanceOptions::WarmUp::kNone) {
     pool::MicroVmInstanceOptions o;
+    o.warm_up = warm_up;
     o.jail = jail;
     o.kernel = kernel;
     o.initrd = initrd;
+    o.rootfs = image;
     o.run_root = root + "/" + name;
     o.accel = sandbox::microvm::Accel::kTcg;
     o.snapshots = snapshots;
@@ -233,6 +252,87 @@ int Main(int argc, char** argv) {
     plain_factory->reset();
   }
 
+  // Restore to the first Python task, on the root image: VMs handed out
+  // as restored, and VMs that ran the Python warm-up first.
+  struct PySeries {
+    Series total, first_run, second_run;
+  };
+  PySeries py_exec, py_fn, warm_exec, warm_fn;
+  Series host_python, warm_create;
+  using WarmUp = pool::MicroVmInstanceOptions::WarmUp;
+  if (python_n > 0 && !rootfs.empty()) {
+    auto py_factory = make("p", true, Jail::kRequired, rootfs);
+    auto warm_factory_py = make("q", true, Jail::kRequired, rootfs, WarmUp::kPython);
+    if (!py_factory.ok() || !warm_factory_py.ok()) {
+      std::fprintf(stderr, "python factory: %s %s\n", py_factory.status().ToString().c_str(),
+                   warm_factory_py.status().ToString().c_str());
+      return 1;
+    }
+    for (auto* f : {&*py_factory, &*warm_factory_py}) {
+      auto t0 = Clock::now();
+      if (!(*f)->Create(vm_t, {}).ok()) return 1;  // the snapshot
+      if (f == &*py_factory) {
+        notes.push_back(absl::StrCat("root image VM: boot + snapshot ",
+                                     static_cast<int>((*f)->status().last_snapshot_ms),
+                                     " ms (first Create ", static_cast<int>(MsSince(t0)), " ms)"));
+      }
+    }
+    sandbox::TaskSpec py = TrueTask();
+    py.argv = {"python3", "-c", "print(2**100)"};
+    sandbox::TaskSpec fn = TrueTask();
+    fn.argv = {"python3", "main.py"};
+    fn.python = true;
+    fn.files.push_back({"main.py", "print(2**100)\n", 0644});
+    for (int i = 0; i < python_n; ++i) {
+      for (auto [factory, spec, series] :
+           {std::tuple{&*py_factory, &py, &py_exec}, std::tuple{&*py_factory, &fn, &py_fn},
+            std::tuple{&*warm_factory_py, &py, &warm_exec},
+            std::tuple{&*warm_factory_py, &fn, &warm_fn}}) {
+        auto t0 = Clock::now();
+        pool::InstanceOptions ahead;
+        ahead.ahead_of_demand = true;  // as a pool refill makes them
+        auto vm = (*factory)->Create(vm_t, ahead);
+        if (!vm.ok()) {
+          std::fprintf(stderr, "python restore: %s\n", vm.status().ToString().c_str());
+          return 1;
+        }
+        if (factory == &*warm_factory_py) warm_create.ms.push_back(MsSince(t0));
+        auto t1 = Clock::now();
+        auto r = (*vm)->Run(*spec, sink, cancel);
+        if (!r.ok() || r->exit_code != 0 || r->stdout_data != "1267650600228229401496703205376\n") {
+          std::fprintf(stderr, "python task: %s %s\n", r.status().ToString().c_str(),
+                       r.ok() ? r->stderr_data.c_str() : "");
+          return 1;
+        }
+        series->total.ms.push_back(MsSince(t0));
+        series->first_run.ms.push_back(MsSince(t1));
+        if (!(*vm)->Reset()) return 1;
+        t1 = Clock::now();
+        r = (*vm)->Run(*spec, sink, cancel);
+        if (!r.ok() || r->exit_code != 0) return 1;
+        series->second_run.ms.push_back(MsSince(t1));
+      }
+      auto t0 = Clock::now();
+      pid_t pid = fork();
+      if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execl("/usr/bin/python3", "python3", "-c", "print(2**100)", nullptr);
+        _exit(127);
+      }
+      int status;
+      waitpid(pid, &status, 0);
+      host_python.ms.push_back(MsSince(t0));
+    }
+    struct stat st;
+    if (stat(rootfs.c_str(), &st) == 0) {
+      notes.push_back(absl::StrCat("root image ", rootfs, ": ", st.st_size >> 20, " MiB (",
+                                   (st.st_blocks * 512) >> 20, " MiB allocated)"));
+    }
+    py_factory->reset();
+    warm_factory_py->reset();
+  }
+
   // The Linux sandbox beside it.
   auto shell_t = pool::LoadTemplate(templates + "/shell.yaml");
   pool::LinuxInstanceOptions lo;
@@ -311,6 +411,18 @@ int Main(int argc, char** argv) {
     Row("VM restore to guest ready, jailed", restore_jailed);
     Row("VM restore to guest ready, unjailed", restore_plain);
     Row("fork+exec+wait of /bin/true", fork_exec);
+  }
+  if (!py_exec.total.ms.empty()) {
+    Row("restored VM: restore to first `python3 -c` done (Create + Run)", py_exec.total);
+    Row("  of which the first Run", py_exec.first_run);
+    Row("  the same VM's second Run", py_exec.second_run);
+    Row("restored VM: restore to first Python function done (fork server)", py_fn.total);
+    Row("  of which the first Run", py_fn.first_run);
+    Row("  the same VM's second Run", py_fn.second_run);
+    Row("warmed-up VM: Create (restore + Python warm-up)", warm_create);
+    Row("warmed-up VM: first `python3 -c` Run", warm_exec.first_run);
+    Row("warmed-up VM: first Python function Run", warm_fn.first_run);
+    Row("host fork+exec+wait of python3 -c", host_python);
   }
   std::printf("\nrestore vs cold boot (p50): %.1fx faster (target >= 8x)\n",
               cold.Quantile(0.5) / restore.Quantile(0.5));

@@ -95,13 +95,14 @@ if [[ ${1:-} == microvm ]]; then
   fi
   cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target flotilla_microvm_bench
   if [[ -n ${BENCH_QUICK:-} ]]; then
-    ARGS=(--cold 1 --restores 3 --noop 30 --idle 2 --jail-compare 5)
+    ARGS=(--cold 1 --restores 3 --noop 30 --idle 2 --jail-compare 5 --python 3)
   else
-    ARGS=(--cold 3 --restores 10 --noop 200 --idle 4 --jail-compare 15)
+    ARGS=(--cold 3 --restores 10 --noop 200 --idle 4 --jail-compare 15 --python 10)
   fi
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   "$BUILD_DIR/bench/flotilla_microvm_bench" --initrd "$BUILD_DIR/src/guest-initramfs.cpio" \
-    --guest "$BUILD_DIR/src/flotilla-guest" --templates templates "${ARGS[@]}" | tee "$OUT/microvm.md"
+    --guest "$BUILD_DIR/src/flotilla-guest" --templates templates \
+    --rootfs "$BUILD_DIR/src/guest-rootfs.img" "${ARGS[@]}" | tee "$OUT/microvm.md"
   echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   exit 0
 fi

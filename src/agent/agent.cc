@@ -1049,6 +1049,13 @@ absl::Status RunAgent(const AgentConfig& input) {
       pool::MicroVmInstanceOptions vo;
       vo.kernel = config.vm_kernel;
       vo.initrd = config.vm_initrd.empty() ? self_dir + "/guest-initramfs.cpio" : config.vm_initrd;
+      if (config.vm_rootfs.empty()) {
+        const std::string beside = self_dir + "/guest-rootfs.img";
+        if (access(beside.c_str(), R_OK) == 0) vo.rootfs = beside;
+      } else if (config.vm_rootfs != "none") {
+        vo.rootfs = config.vm_rootfs;
+      }
+      vo.warm_up = pool::MicroVmInstanceOptions::WarmUp::kPython;  // pool refills only
       vo.run_root = absl::StrCat("/run/flotilla/vm.", key);
       vo.jail = config.vm_jail == "off" ? pool::MicroVmInstanceOptions::Jail::kOff
                                         : pool::MicroVmInstanceOptions::Jail::kRequired;

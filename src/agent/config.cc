@@ -37,6 +37,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
                                   "default_template",
                                   "vm_kernel",
                                   "vm_initrd",
+                                  "vm_rootfs",
                                   "vm_jail",
                                   "sandbox_uid",
                                   "cost",
@@ -105,6 +106,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   RETURN_IF_ERROR(ReadYaml(root, where, "guest_binary", &c.guest_binary));
   RETURN_IF_ERROR(ReadYaml(root, where, "vm_kernel", &c.vm_kernel));
   RETURN_IF_ERROR(ReadYaml(root, where, "vm_initrd", &c.vm_initrd));
+  RETURN_IF_ERROR(ReadYaml(root, where, "vm_rootfs", &c.vm_rootfs));
   RETURN_IF_ERROR(ReadYaml(root, where, "vm_jail", &c.vm_jail));
   RETURN_IF_ERROR(ReadYaml(root, where, "default_template", &c.default_template));
   RETURN_IF_ERROR(ReadYaml(root, where, "sandbox_uid", &c.sandbox_uid));

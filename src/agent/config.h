@@ -48,6 +48,10 @@ struct AgentConfig {
   // (the build's guest-initramfs.cpio; default: beside the flotilla binary).
   std::string vm_kernel = "/var/cache/flotilla/vm/current/vmlinux";
   std::string vm_initrd;
+  // The micro-VMs' read-only root image with python3 (the build's
+  // guest-rootfs.img; default: beside the flotilla binary when it is there;
+  // "none": tasks run in the initramfs, busybox only).
+  std::string vm_rootfs;
   // "required": QEMU runs jailed (namespaces, own root and cgroup, uid
   // 65534, no capabilities, seccomp) and micro-VMs are refused, with the
   // reason, where the jail cannot be set up. "off": QEMU runs with the

@@ -5,12 +5,19 @@
 // working directory and waits for the next task.
 //
 //   flotilla-guest [--fd 3 | --device /dev/vport0p1] [--workdir /work]
+//                  [--scratch /dev/vdb]
 //                  [--python-preload mod1,mod2] [--python python3]
 //
 // --device is the micro-VM's channel, a virtio-serial port. Its fd is left
 // blocking on purpose: until the agent connects to the host end, the
 // port's write blocks (and poll reports POLLHUP), so the HELLO write is
 // where a freshly booted or snapshot-restored VM waits for its agent.
+//
+// --scratch names a micro-VM's scratch disk (an ext4 image the agent made
+// for this VM), mounted over the working directory on SEED or before the
+// first task, whichever comes first, and never before: a VM snapshotted
+// with the disk mounted would wake, in every restored copy, with ext4's
+// view of the snapshotted VM's disk over a fresh one.
 //
 // Why it is shaped this way:
 //  - It is single-threaded: one poll loop over the agent fd, a signalfd for
@@ -27,19 +34,20 @@
 //    sandbox. The warm Python fork server is the one process spared.
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/random.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/random.h>
-#include <time.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,6 +77,7 @@ struct Options {
   int fd = 3;
   std::string device;  // opened instead of --fd when given
   std::string workdir = "/work";
+  std::string scratch;  // a block device mounted over workdir (micro-VMs)
   std::vector<std::string> python_preload;
   bool preload_given = false;
   std::string python = "python3";
@@ -94,6 +103,8 @@ bool ParseOptions(int argc, char** argv, Options* options) {
       options->device = value;
     } else if (arg == "--workdir") {
       options->workdir = value;
+    } else if (arg == "--scratch") {
+      options->scratch = value;
     } else if (arg == "--python") {
       options->python = value;
     } else if (arg == "--python-preload") {
@@ -107,7 +118,7 @@ bool ParseOptions(int argc, char** argv, Options* options) {
       }
     } else {
       Log("unknown option %s; usage: flotilla-guest [--fd N | --device PATH] [--workdir DIR] "
-          "[--python-preload mod1,mod2] [--python PYTHON]",
+          "[--scratch DEV] [--python-preload mod1,mod2] [--python PYTHON]",
           argv[i - 1]);
       return false;
     }
@@ -339,6 +350,10 @@ class Guest {
  private:
   // --- Setup and the idle loop. ---
   bool Setup();
+  bool OpenWorkdir();
+  // Mounts --scratch over the working directory once; true when there is
+  // none or it is mounted.
+  bool MountScratch(StartError* error);
   bool Handshake();
   Quit Serve();
   Quit OnIdleFrame(const Frame& frame);
@@ -377,6 +392,7 @@ class Guest {
   Fd sigchld_;
   Fd root_;
   mode_t root_mode_ = 0755;
+  bool scratch_mounted_ = false;
   bool pid1_ = false;
   uint64_t tasks_run_ = 0;
   std::string pending_cleanup_error_;
@@ -412,8 +428,23 @@ class Guest {
 
 int Guest::Main() {
   if (!Setup()) return 1;
+  const bool vm = !options_.device.empty();
+  if (options_.preload_given && vm) {
+    // Before the marker, so the VM is snapshotted with the server (and
+    // the interpreter's pages in the guest's page cache) warm: every
+    // restored VM's first Python task is a fork. Its `random` reseeds in
+    // each task (CPython's register_at_fork), from the kernel pool SEED
+    // stirs per VM.
+    StartError error;
+    if (!python_.Ensure(&error)) Log("%s", error.message.c_str());
+  }
+  if (vm) {
+    // The agent waits for this line on the console before it snapshots a
+    // VM: from here on the guest only waits for its agent.
+    Log("waiting for the agent on %s", options_.device.c_str());
+  }
   if (!Handshake()) return 2;
-  if (options_.preload_given) {
+  if (options_.preload_given && !vm) {
     StartError error;
     if (!python_.Ensure(&error)) Log("%s", error.message.c_str());
   }
@@ -452,6 +483,10 @@ bool Guest::Setup() {
     Log("%s", ErrnoMessage("mkdir", options_.workdir, errno).c_str());
     return false;
   }
+  return OpenWorkdir();
+}
+
+bool Guest::OpenWorkdir() {
   root_ = Fd(open(options_.workdir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   struct stat st;
   if (!root_.valid() || fstat(root_.get(), &st) < 0) {
@@ -460,7 +495,29 @@ bool Guest::Setup() {
   }
   root_mode_ = st.st_mode & 07777;
   std::string error;
+  pending_cleanup_error_.clear();
   if (!CleanDirectory(root_.get(), root_mode_, &error)) pending_cleanup_error_ = error;
+  return true;
+}
+
+bool Guest::MountScratch(StartError* error) {
+  if (options_.scratch.empty() || scratch_mounted_) return true;
+  // noinit_itable: the image was made with lazy inode tables, and zeroing
+  // them in the background would only grow the host's sparse file.
+  if (mount(options_.scratch.c_str(), options_.workdir.c_str(), "ext4", MS_NOSUID | MS_NODEV,
+            "noinit_itable") < 0) {
+    *error = {errno, ErrnoMessage("mount scratch disk " + options_.scratch + " on",
+                                  options_.workdir, errno)};
+    Log("%s", error->message.c_str());
+    return false;
+  }
+  scratch_mounted_ = true;
+  // The old fd is the tmpfs underneath; the new root also loses mke2fs's
+  // lost+found, which a task would otherwise find in its directory.
+  if (!OpenWorkdir()) {
+    *error = {EIO, "open the scratch disk's root " + options_.workdir};
+    return false;
+  }
   return true;
 }
 
@@ -599,6 +656,10 @@ Quit Guest::OnIdleFrame(const Frame& frame) {
         return Quit::kProtocolError;
       }
       ApplySeed(seed);
+      // A restored VM: its scratch disk can be mounted now, before the
+      // first task is waiting for it. A failure is reported to that task.
+      StartError unused;
+      (void)MountScratch(&unused);
       return Quit::kNo;
     }
     case MessageType::kShutdown:
@@ -618,7 +679,7 @@ Quit Guest::RunTask(const RunRequest& run) {
   task_.mode = run.mode;
   Pipe in, out, err;
   StartError start_error;
-  bool started = Start(run, &in, &out, &err, &start_error);
+  bool started = MountScratch(&start_error) && Start(run, &in, &out, &err, &start_error);
   Quit quit = Quit::kNo;
   if (started) {
     quit = Supervise();
@@ -1090,9 +1151,6 @@ int main(int argc, char** argv) {
       return 1;
     }
     options.fd = fd;
-    // The agent waits for this line on the console before it snapshots a
-    // VM: from here on the guest only waits for its agent.
-    flotilla::guest::Log("waiting for the agent on %s", options.device.c_str());
   }
   flotilla::guest::Guest guest(std::move(options));
   return guest.Main();

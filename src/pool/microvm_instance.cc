@@ -11,9 +11,11 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "sandbox/guest_client.h"
+#include "sandbox/microvm/disks.h"
 
 namespace flotilla::pool {
 namespace {
@@ -26,6 +28,7 @@ using sandbox::microvm::MicroVmConfig;
 constexpr auto kResetTimeout = std::chrono::seconds(10);
 constexpr auto kSeedTimeout = std::chrono::seconds(2);
 constexpr size_t kSeedBytes = 64;
+constexpr auto kScratchImageTimeout = std::chrono::seconds(20);
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -131,6 +134,14 @@ class Factory final : public MicroVmInstanceFactory {
                        "use a linux template for network egress"));
     }
     MicroVmConfig config = BaseConfig(t);
+    if (!config.rootfs.empty()) {
+      auto scratch = EnsureScratchImage(t.limits.work_bytes);
+      if (!scratch.ok()) {
+        Count(&MicroVmStatus::failures);
+        return Annotate(scratch.status(), absl::StrCat("template '", t.name, "'"));
+      }
+      config.scratch_image = *scratch;
+    }
     std::string snapshot;
     if (options_.snapshots) {
       auto made = EnsureSnapshot(config);
@@ -149,7 +160,16 @@ class Factory final : public MicroVmInstanceFactory {
     const auto started = Clock::now();
     const auto deadline =
         started + (snapshot.empty() ? options_.boot_timeout : options_.restore_timeout);
+    // Only a VM no request waits for: one that is would pay for it.
+    const auto warm_up = o.ahead_of_demand && !config.rootfs.empty()
+                             ? options_.warm_up
+                             : MicroVmInstanceOptions::WarmUp::kNone;
     auto instance = Provision(config, t, deadline);
+    const double provision_ms = MsSince(started);
+    const auto warm_started = Clock::now();
+    if (instance.ok() && warm_up == MicroVmInstanceOptions::WarmUp::kPython) {
+      if (absl::Status st = WarmUpPython(**instance, deadline); !st.ok()) instance = st;
+    }
     std::lock_guard<std::mutex> lock(stats_mu_);
     if (!instance.ok()) {
       ++stats_.failures;
@@ -157,10 +177,14 @@ class Factory final : public MicroVmInstanceFactory {
     }
     if (snapshot.empty()) {
       ++stats_.cold_boots;
-      stats_.last_boot_ms = MsSince(started);
+      stats_.last_boot_ms = provision_ms;
     } else {
       ++stats_.restores;
-      stats_.last_restore_ms = MsSince(started);
+      stats_.last_restore_ms = provision_ms;
+    }
+    if (warm_up != MicroVmInstanceOptions::WarmUp::kNone) {
+      ++stats_.warm_ups;
+      stats_.last_warm_up_ms = MsSince(warm_started);
     }
     return instance;
   }
@@ -175,7 +199,22 @@ class Factory final : public MicroVmInstanceFactory {
     c.memory_mib = VmMemoryMib(t);
     c.vcpus = VmCpus(t);
     c.jail = jail_;
+    // A template with a root directory of its own has no image yet.
+    if (t.rootfs == "host") c.rootfs = options_.rootfs;
     return c;
+  }
+
+  // The empty scratch image of `bytes`, made the first time it is asked for.
+  absl::StatusOr<std::string> EnsureScratchImage(int64_t bytes) {
+    const int64_t mib = std::max(sandbox::microvm::kMinScratchBytes, bytes + (1 << 20) - 1) >> 20;
+    std::lock_guard<std::mutex> lock(scratch_mu_);
+    auto it = scratch_images_.find(mib);
+    if (it != scratch_images_.end()) return it->second;
+    const std::string path = absl::StrCat(options_.run_root, "/scratch-", mib, "m.img");
+    RETURN_IF_ERROR(
+        sandbox::microvm::MakeScratchImage(path, mib << 20, Clock::now() + kScratchImageTimeout));
+    scratch_images_.emplace(mib, path);
+    return path;
   }
 
   std::string NewRunDir(const char* what) {
@@ -218,6 +257,39 @@ class Factory final : public MicroVmInstanceFactory {
     return std::unique_ptr<Instance>(new MicroVmInstance(std::move(vm), std::move(client), t));
   }
 
+  // Runs the two Python paths once (see MicroVmInstanceOptions::warm_up),
+  // as a request would: through the instance, then its RESET.
+  static absl::Status WarmUpPython(Instance& vm, Clock::time_point deadline) {
+    class Discard : public sandbox::OutputSink {
+     public:
+      void OnOutput(sandbox::Stream, int64_t, std::string_view) override {}
+    } sink;
+    sandbox::CancelToken cancel;
+    sandbox::TaskSpec exec;
+    exec.id = "warm-up";
+    exec.argv = {"python3", "-c", "pass"};
+    sandbox::TaskSpec function = exec;
+    function.argv = {"python3", "main.py"};
+    function.python = true;
+    function.files.push_back({"main.py", "pass\n", 0644});
+    for (sandbox::TaskSpec* spec : {&exec, &function}) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left <= std::chrono::milliseconds(0)) {
+        return absl::DeadlineExceededError("the VM's Python warm-up did not finish in time");
+      }
+      spec->timeout = left;
+      auto r = vm.Run(*spec, sink, cancel);
+      if (!r.ok()) return Annotate(r.status(), "Python warm-up");
+      if (r->termination != sandbox::Termination::kExited || r->exit_code != 0) {
+        return absl::InternalError(absl::StrCat("Python warm-up `", absl::StrJoin(spec->argv, " "),
+                                                "` failed: ", r->stderr_data.substr(0, 300)));
+      }
+      if (!vm.Reset()) return absl::InternalError("Python warm-up: the VM did not reset");
+    }
+    return absl::OkStatus();
+  }
+
   struct Snapshot {
     std::string state;   // the migration stream
     std::string memory;  // the guest RAM file; "" when it is in the stream
@@ -226,7 +298,19 @@ class Factory final : public MicroVmInstanceFactory {
   // Returns the snapshot of `config`'s shape, booting and snapshotting a VM
   // the first time. One boot per shape even when many Creates race.
   absl::StatusOr<Snapshot> EnsureSnapshot(const MicroVmConfig& shape) {
-    const std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
+    // The disks are part of the shape: a snapshot is restored only with
+    // the drives it was taken with.
+    std::string key = absl::StrCat(shape.memory_mib, "m", shape.vcpus, "c");
+    if (!shape.rootfs.empty()) {
+      // Which image, too: a rebuilt one (a new inode, by rename) must not
+      // be read through a snapshot whose guest cached the old one's blocks.
+      struct stat st;
+      if (stat(shape.rootfs.c_str(), &st) != 0) return ErrnoError(errno, "stat", shape.rootfs);
+      absl::StrAppend(&key, "-root", st.st_ino, ".", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+    }
+    if (!shape.scratch_image.empty()) {
+      absl::StrAppend(&key, "-", std::filesystem::path(shape.scratch_image).stem().string());
+    }
     std::shared_ptr<SnapshotSlot> slot;
     {
       std::lock_guard<std::mutex> lock(snapshots_mu_);
@@ -281,6 +365,8 @@ class Factory final : public MicroVmInstanceFactory {
   const std::optional<sandbox::microvm::JailConfig> jail_;
   const std::string jail_summary_;
   std::atomic<uint64_t> next_id_{1};
+  std::mutex scratch_mu_;
+  std::map<int64_t, std::string> scratch_images_;  // MiB → image; guarded by scratch_mu_
   std::mutex snapshots_mu_;
   std::map<std::string, std::shared_ptr<SnapshotSlot>> snapshots_;  // guarded by snapshots_mu_
   mutable std::mutex stats_mu_;
@@ -319,12 +405,14 @@ absl::StatusOr<std::unique_ptr<MicroVmInstanceFactory>> NewMicroVmInstanceFactor
     MicroVmInstanceOptions options) {
   for (const auto& [what, path] :
        {std::pair<const char*, std::string>{"guest kernel", options.kernel},
-        {"guest initramfs", options.initrd}}) {
+        {"guest initramfs", options.initrd},
+        {"guest root image", options.rootfs.empty() ? "-" : options.rootfs}}) {
+    if (path == "-") continue;  // no root image: optional
     if (path.empty() || access(path.c_str(), R_OK) != 0) {
       return absl::FailedPreconditionError(
           absl::StrCat(what, " `", path,
                        "` is not readable; run scripts/fetch-guest-kernel and build the "
-                       "guest-initramfs target"));
+                       "guest-initramfs and guest-rootfs targets"));
     }
   }
   if (options.run_root.empty()) return absl::InvalidArgumentError("run_root: empty");

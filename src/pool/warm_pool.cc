@@ -144,7 +144,9 @@ int WarmPool::Refill() {
       }
       ++creating_;
     }
-    auto created = factory_->Create(template_, InstanceOptions{});
+    InstanceOptions ahead;
+    ahead.ahead_of_demand = true;
+    auto created = factory_->Create(template_, ahead);
     std::lock_guard<std::mutex> lock(mu_);
     --creating_;
     if (!created.ok()) {

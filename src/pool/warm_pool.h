@@ -75,6 +75,9 @@ class Instance {
 
 struct InstanceOptions {
   bool network_egress = false;
+  // Made ahead of demand (Refill), with no request waiting on it: a factory
+  // may spend longer readying it (MicroVmInstanceOptions::warm_up).
+  bool ahead_of_demand = false;
 };
 
 class InstanceFactory {

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "pool/microvm_instance.h"
 #include "pool/warm_pool.h"
 #include "sandbox/guest_client.h"
+#include "sandbox/microvm/disks.h"
 #include "sandbox/microvm/micro_vm.h"
 
 namespace flotilla::pool {
@@ -320,6 +322,208 @@ TEST_F(MicroVmTest, WarmPoolOfVmsHandsOutRestoredVmsAndDestroysAfterUse) {
   EXPECT_EQ(pool.Stats().idle, 0);  // destroy lifecycle
   pool.Drain();
   EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
+}
+
+// VMs with the root image (python3) and a scratch disk: a second factory,
+// so its snapshot is taken with both drives attached.
+class MicroVmRootfsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!MissingPrerequisite().empty() || access(FLOTILLA_VM_ROOTFS, R_OK) != 0) return;
+    char tmpl[] = "/tmp/fvr.XXXXXX";
+    run_root_ = mkdtemp(tmpl);
+    MicroVmInstanceOptions o;
+    o.kernel = FLOTILLA_VM_KERNEL;
+    o.initrd = FLOTILLA_VM_INITRD;
+    o.rootfs = FLOTILLA_VM_ROOTFS;
+    // Pool refills run it; the tests' direct Creates do not.
+    o.warm_up = MicroVmInstanceOptions::WarmUp::kPython;
+    o.run_root = run_root_ + "/vms";
+    o.accel = Accel::kTcg;
+    auto f = NewMicroVmInstanceFactory(o);
+    ASSERT_TRUE(f.ok()) << f.status();
+    factory_ = f->release();
+  }
+  static void TearDownTestSuite() {
+    delete factory_;
+    factory_ = nullptr;
+    if (!run_root_.empty()) {
+      EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty())
+          << "a QEMU process outlived the suite";
+      std::filesystem::remove_all(run_root_);
+    }
+  }
+  void SetUp() override {
+    SKIP_WITHOUT_QEMU();
+    if (access(FLOTILLA_VM_ROOTFS, R_OK) != 0) {
+      fprintf(stderr, "\n*** SKIPPING micro-VM root image test: no %s (build guest-rootfs) ***\n\n",
+              FLOTILLA_VM_ROOTFS);
+      GTEST_SKIP() << "no root image";
+    }
+    ASSERT_NE(factory_, nullptr);
+  }
+
+  // A task in a pool VM, restored from the suite's snapshot.
+  static EnvironmentTemplate Template() {
+    EnvironmentTemplate t = VmTemplate();
+    t.limits.work_bytes = 96ll << 20;
+    return t;
+  }
+
+  // The run directories of the factory's live VMs.
+  static std::vector<std::string> VmRunDirs() {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(run_root_ + "/vms")) {
+      if (e.path().filename().string().rfind("vm-", 0) == 0) out.push_back(e.path().string());
+    }
+    return out;
+  }
+
+  static inline MicroVmInstanceFactory* factory_ = nullptr;
+  static inline std::string run_root_;
+};
+
+TEST_F(MicroVmRootfsTest, RestoredPoolVmRunsPythonFromTheRootImage) {
+  EnvironmentTemplate t = Template();
+  t.pool_min = 1;
+  t.pool_max = 1;
+  WarmPool pool(t, factory_);
+  const uint64_t warm_ups = factory_->status().warm_ups;
+  ASSERT_EQ(pool.Refill(), 1);
+  EXPECT_GE(factory_->status().restores, 1u);
+  EXPECT_EQ(factory_->status().snapshots_made, 1u);
+  // A refill is made ahead of demand: it ran the Python warm-up.
+  EXPECT_EQ(factory_->status().warm_ups, warm_ups + 1);
+  EXPECT_GT(factory_->status().last_warm_up_ms, 0);
+  auto lease = pool.Acquire("alice", "f", {});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_TRUE(lease->warm);
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = lease->instance->Run(Task({"python3", "-c", "print(2**100)"}), sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->termination, sandbox::Termination::kExited) << r->stderr_data;
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "1267650600228229401496703205376\n");
+
+  // The Python function path: the guest's fork server, in the VM.
+  ASSERT_TRUE(lease->instance->Reset());
+  sandbox::TaskSpec fn = Task({"python3", "main.py"});
+  fn.python = true;
+  fn.files.push_back(
+      {"main.py", "import sys, json\nprint(json.dumps({'v': sys.version_info[0]}))\n", 0644});
+  auto f = lease->instance->Run(fn, sink, cancel);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->exit_code, 0) << f->stderr_data;
+  EXPECT_EQ(f->stdout_data, "{\"v\": 3}\n");
+  pool.Release(std::move(*lease), "alice", "f", {});
+  pool.Drain();
+  EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
+  EXPECT_THAT(VmRunDirs(), ::testing::IsEmpty());
+}
+
+TEST_F(MicroVmRootfsTest, TheGuestCannotWriteTheRootImage) {
+  struct stat before;
+  ASSERT_EQ(stat(FLOTILLA_VM_ROOTFS, &before), 0);
+  const uint64_t warm_ups = factory_->status().warm_ups;
+  auto vm = factory_->Create(Template(), {});
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(factory_->status().warm_ups, warm_ups) << "a Create for a request was warmed up";
+  Sink sink;
+  sandbox::CancelToken cancel;
+  // Through the file system, through a remount, and to the disk itself
+  // past the guest kernel's read-only flag: QEMU's readonly=on refuses it.
+  auto r = (*vm)->Run(
+      Task({"sh", "-c",
+            "root=$(awk '$2 == \"/\" {print $1}' /proc/mounts); echo root=$root; "
+            "echo x > /usr/flotilla-write && echo WROTE-FILE; "
+            "mount -o remount,rw / && echo REMOUNTED; "
+            "blockdev --setrw $root 2>/dev/null; "
+            "dd if=/dev/zero of=$root bs=4096 count=1 oflag=direct conv=notrunc 2>/dev/null "
+            "&& echo WROTE-DISK; echo done"}),
+      sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_THAT(r->stdout_data, HasSubstr("root=/dev/vd"));
+  EXPECT_THAT(r->stdout_data, HasSubstr("done"));
+  EXPECT_THAT(r->stdout_data, ::testing::Not(HasSubstr("WROTE-FILE")));
+  EXPECT_THAT(r->stdout_data, ::testing::Not(HasSubstr("REMOUNTED")));
+  EXPECT_THAT(r->stdout_data, ::testing::Not(HasSubstr("WROTE-DISK")));
+  vm->reset();
+  struct stat after;
+  ASSERT_EQ(stat(FLOTILLA_VM_ROOTFS, &after), 0);
+  EXPECT_EQ(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+  EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+}
+
+TEST_F(MicroVmRootfsTest, ScratchDiskIsTheWorkDirAndGoesWithTheVm) {
+  auto vm = factory_->Create(Template(), {});
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  std::vector<std::string> dirs = VmRunDirs();
+  ASSERT_EQ(dirs.size(), 1u);
+  const std::string scratch = dirs[0] + "/scratch.img";
+  struct stat st;
+  ASSERT_EQ(stat(scratch.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 96ll << 20);
+  EXPECT_LT(st.st_blocks * 512, 8ll << 20) << "the scratch disk is not sparse";
+  const int64_t allocated_before = st.st_blocks * 512;
+  Sink sink;
+  sandbox::CancelToken cancel;
+  // 80 MB: more than the 64 MiB tmpfs /work was, within the 96 MiB disk.
+  auto r = (*vm)->Run(Task({"sh", "-c",
+                            "awk '$2 == \"/work\" {print $1, $3}' /proc/mounts; "
+                            "dd if=/dev/zero of=big bs=1M count=80 2>/dev/null && sync && "
+                            "ls -l big | awk '{print $5}'"}),
+                      sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_THAT(r->stdout_data, ::testing::ContainsRegex("/dev/vd[a-z] ext4\n83886080\n"));
+  ASSERT_EQ(stat(scratch.c_str(), &st), 0);
+  EXPECT_GT(st.st_blocks * 512 - allocated_before, 60ll << 20) << "the writes missed the file";
+  // Between tasks the work dir is emptied, on the disk as on a tmpfs.
+  ASSERT_TRUE((*vm)->Reset());
+  auto ls = (*vm)->Run(Task({"ls", "-A", "/work"}), sink, cancel);
+  ASSERT_TRUE(ls.ok()) << ls.status();
+  EXPECT_EQ(ls->stdout_data, "");
+  vm->reset();
+  EXPECT_FALSE(std::filesystem::exists(scratch));
+  EXPECT_FALSE(std::filesystem::exists(dirs[0]));
+  EXPECT_THAT(ProcessesMentioning(run_root_ + "/vms/vm-"), ::testing::IsEmpty());
+}
+
+// A cold boot (no snapshot, no SEED), unjailed, with both disks: the guest
+// mounts the scratch disk before its first task instead.
+TEST_F(MicroVmRootfsTest, ColdBootedVmMountsItsScratchDiskBeforeTheFirstTask) {
+  MicroVmConfig c = SmallVm(run_root_ + "/cold");
+  c.memory_mib = 256;
+  c.rootfs = FLOTILLA_VM_ROOTFS;
+  const std::string image = run_root_ + "/cold-scratch.img";
+  ASSERT_TRUE(
+      sandbox::microvm::MakeScratchImage(image, 16ll << 20, Clock::now() + std::chrono::seconds(20))
+          .ok());
+  c.scratch_image = image;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  auto vm = MicroVm::Start(c, deadline);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_TRUE(std::filesystem::exists(c.run_dir + "/scratch.img"));
+  auto fd = (*vm)->ConnectAgent(deadline);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  sandbox::GuestClient client(fd->Release());
+  ASSERT_TRUE(client.Handshake(std::chrono::seconds(60)).ok()) << (*vm)->ConsoleReport();
+  Sink sink;
+  sandbox::CancelToken cancel;
+  auto r = client.Run(Task({"sh", "-c",
+                            "awk '$2 == \"/work\" && $3 == \"ext4\" {print \"scratch\"}' "
+                            "/proc/mounts; python3 -c 'print(6*7)'"},
+                           std::chrono::seconds(60)),
+                      sandbox::GuestClient::Mode::kExec, sink, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_EQ(r->stdout_data, "scratch\n42\n");
+  (void)client.Shutdown();
+  (*vm)->Kill();
+  EXPECT_FALSE(std::filesystem::exists(c.run_dir));
+  EXPECT_THAT(ProcessesMentioning(c.run_dir), ::testing::IsEmpty());
 }
 
 // Reads /proc/<pid>/<file> whole.

@@ -17,8 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +27,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "sandbox/microvm/disks.h"
 
 namespace flotilla::sandbox::microvm {
 namespace {
@@ -177,6 +178,8 @@ absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
 constexpr char kJailKernel[] = "/vm/vmlinux";
 constexpr char kJailInitrd[] = "/vm/initrd";
 constexpr char kJailMemory[] = "/vm/memory";
+constexpr char kJailRootfs[] = "/vm/rootfs";
+constexpr char kScratchFile[] = "scratch.img";  // in the run directory
 constexpr char kJailRunDir[] = "/vm/run";
 
 // `c` as the jailed QEMU sees it.
@@ -186,6 +189,7 @@ MicroVmConfig JailView(const MicroVmConfig& c) {
   view.initrd = kJailInitrd;
   view.run_dir = kJailRunDir;
   if (!view.memory_file.empty()) view.memory_file = kJailMemory;
+  if (!view.rootfs.empty()) view.rootfs = kJailRootfs;
   return view;
 }
 
@@ -242,6 +246,11 @@ absl::StatusOr<std::unique_ptr<Container>> LaunchJailed(const MicroVmConfig& con
   spec.binds = {{absolute(config.kernel), kJailKernel, Access::kReadOnly},
                 {absolute(config.initrd), kJailInitrd, Access::kReadOnly},
                 {absolute(config.run_dir), kJailRunDir, Access::kWritable}};
+  if (!config.rootfs.empty()) {
+    // Read-only twice: the bind, and QEMU's readonly=on, which also makes
+    // the guest's disk read-only (VIRTIO_BLK_F_RO).
+    spec.binds.push_back({absolute(config.rootfs), kJailRootfs, Access::kReadOnly});
+  }
   if (config.memory != MicroVmConfig::Memory::kAnonymous) {
     // Writable even for a copy-on-write restore: QEMU 7.2 opens the file
     // O_RDWR (its readonly= makes the guest's RAM read-only too). Its pages
@@ -309,6 +318,30 @@ std::vector<std::string> MicroVm::CommandLine(const MicroVmConfig& config) {
       "-append", absl::StrCat("console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz=",
                               c.tsc_khz > 0 ? c.tsc_khz : HostTscKhz(),
                               c.extra_append.empty() ? "" : " ", c.extra_append)};
+  // QEMU's option syntax doubles a comma inside a value.
+  auto escaped = [](const std::string& path) { return absl::StrReplaceAll(path, {{",", ",,"}}); };
+  if (!c.rootfs.empty()) {
+    // Shared by every VM: QEMU takes only a shared lock on a read-only
+    // image, and the host's page cache holds one copy of it for all.
+    for (std::string a :
+         {std::string("-drive"),
+          absl::StrCat("if=none,id=root,format=raw,readonly=on,file=", escaped(c.rootfs)),
+          std::string("-device"),
+          std::string("virtio-blk-device,drive=root,serial=flotilla-root")}) {
+      argv.push_back(std::move(a));
+    }
+  }
+  if (!c.scratch_image.empty()) {
+    // cache=unsafe: the disk dies with the VM, so a guest's flush need not
+    // reach the host's disk.
+    for (std::string a : {std::string("-drive"),
+                          absl::StrCat("if=none,id=scratch,format=raw,cache=unsafe,file=",
+                                       escaped(dir), "/", kScratchFile),
+                          std::string("-device"),
+                          std::string("virtio-blk-device,drive=scratch,serial=flotilla-scratch")}) {
+      argv.push_back(std::move(a));
+    }
+  }
   if (c.memory != MicroVmConfig::Memory::kAnonymous) {
     argv[2] += ",memory-backend=mem";
     argv.push_back("-object");
@@ -349,6 +382,10 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Start(const MicroVmConfig& con
     return absl::FailedPreconditionError(absl::StrCat(
         "guest initramfs `", config.initrd, "` is not readable; build the guest-initramfs target"));
   }
+  if (!config.rootfs.empty() && access(config.rootfs.c_str(), R_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "guest root image `", config.rootfs, "` is not readable; build the guest-rootfs target"));
+  }
   if (config.jail && (config.jail->uid == 0 || config.jail->gid == 0)) {
     return absl::InvalidArgumentError("jail: the uid and gid must not be 0");
   }
@@ -368,6 +405,15 @@ absl::StatusOr<std::unique_ptr<MicroVm>> MicroVm::Start(const MicroVmConfig& con
     std::filesystem::remove_all(config.run_dir, ec);
     return st;
   };
+  if (!config.scratch_image.empty()) {
+    const uid_t uid = config.jail ? config.jail->uid : static_cast<uid_t>(-1);
+    const gid_t gid = config.jail ? config.jail->gid : static_cast<gid_t>(-1);
+    if (absl::Status st =
+            CopySparse(config.scratch_image, config.run_dir + "/" + kScratchFile, uid, gid);
+        !st.ok()) {
+      return cleanup(Annotate(st, "the scratch disk"));
+    }
+  }
   std::unique_ptr<Container> jail;
   pid_t pid = 0;
   if (config.jail) {
@@ -443,6 +489,10 @@ absl::StatusOr<int64_t> MicroVm::RssBytes() const {
     if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   }
   return absl::NotFoundError(absl::StrCat("qemu ", pid_, " is gone"));
+}
+
+std::string MicroVm::scratch_path() const {
+  return config_.scratch_image.empty() ? "" : config_.run_dir + "/" + kScratchFile;
 }
 
 std::string MicroVm::ConsoleTail(size_t max) const {

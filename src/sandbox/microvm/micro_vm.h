@@ -11,14 +11,23 @@
 // Jailed (MicroVmConfig::jail), QEMU runs as Firecracker's jailer runs its
 // VMM: as the init of its own mount, pid, ipc, uts, cgroup and network
 // namespaces (sandbox/linux/container.h does the work), in a root that holds
-// only /usr, /lib, its kernel, initramfs, memory file and run directory
-// (at /vm/...), in a cgroup of its own, as an unprivileged uid with no
+// only /usr, /lib, its kernel, initramfs, root image, memory file and run
+// directory (at /vm/...), in a cgroup of its own, as an unprivileged uid with no
 // capabilities and no_new_privs, under the containers' seccomp denylist and
 // QEMU's own `-sandbox` filter on top. /dev/kvm is a node in the jail's own
 // /dev. The QMP and agent sockets stay reachable from the host: they are
 // path-bound unix sockets in the run directory, which the jail sees bound
 // at /vm/run. Snapshot files never enter the jail: the agent opens them and
 // passes the fd over QMP (getfd), since QEMU may not spawn `cat`.
+//
+// Disks (optional): a root image, attached read-only (virtio-blk, serial
+// flotilla-root; the guest's /init switches root to it) and shared by every
+// VM, bound read-only into the jail; and a scratch disk, a sparse copy of
+// `scratch_image` that Start makes in the run directory (so the jail sees
+// it through the run directory's bind, and Kill removes it with the rest),
+// serial flotilla-scratch, which the guest mounts over /work. Drives are
+// opened by path when QEMU starts, so a restore attaches the same ones: it
+// runs the command line the snapshot's VM ran.
 //
 // What crosses from the guest is hostile: the agent channel is handed to a
 // GuestClient (which bounds every frame); the console is only ever searched
@@ -90,6 +99,15 @@ struct MicroVmConfig {
   enum class Memory { kAnonymous, kSharedFile, kPrivateFile };
   Memory memory = Memory::kAnonymous;
   std::string memory_file;
+  // The root image (scripts/build-guest-rootfs); "" boots into the
+  // initramfs alone. It must not be written while a VM or a snapshot uses
+  // it: guests cache its blocks. Replace it by rename instead (the build
+  // does); the pool keys snapshots by the image's inode and mtime.
+  std::string rootfs;
+  // An image (disks.h, MakeScratchImage) that Start copies, sparsely, to
+  // <run_dir>/scratch.img as the VM's writable scratch disk; "" for none. A
+  // snapshot's VMs must all start from the same image.
+  std::string scratch_image;
   std::string extra_append;  // more kernel command line
   int64_t tsc_khz = 0;       // the guest's TSC frequency; 0: the host's (HostTscKhz)
   // Set: QEMU runs jailed (see the top of this file); the run directory and
@@ -146,6 +164,8 @@ class MicroVm {
   const MicroVmConfig& config() const { return config_; }
   // QEMU's resident set size (VmRSS), or an error once it is gone.
   absl::StatusOr<int64_t> RssBytes() const;
+  // The scratch disk's file on the host, "" when the VM has none.
+  std::string scratch_path() const;
   // The last `max` bytes of the console, for error messages.
   std::string ConsoleTail(size_t max = 2048) const;
   // For errors: the lines init and flotilla-guest printed, then the tail.
