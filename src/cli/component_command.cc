@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <filesystem>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,6 +17,7 @@
 #include "cli/output.h"
 #include "shard/component.h"
 #include "shard/placement.h"
+#include "shard/runtime.h"
 #include "shard/sharding_engine.h"
 #include "shard/topology.h"
 
@@ -223,6 +226,136 @@ int RunPlan(const PlanFlags& f, bool json_out) {
   return 0;
 }
 
+struct RunFlags {
+  std::string file;
+  int64_t records = 100000;
+  std::string kill_shard;
+  int64_t kill_after = 0;
+  std::string work_dir;
+  int deadline_s = 600;
+  bool no_pin = false;
+};
+
+// Plans `spec` for this machine exactly as `component plan` does with no
+// flags (the /sys topology, all CPUs, MemTotal).
+absl::Status PlanForThisNode(const shard::ComponentSpec& spec, shard::ShardPlan* plan,
+                             shard::NodePlacement* placement, shard::CpuTopology* topology) {
+  auto read = shard::SysfsTopologyReader("/sys").Read();
+  if (!read.ok()) return read.status();
+  *topology = std::move(*read);
+  shard::NodeResources node;
+  node.cpu_millis = 1000 * static_cast<int64_t>(topology->cpus.size());
+  node.memory_bytes = HostMemory();
+  auto planned = shard::PlanShards(spec, spec.measured, node, shard::ShardingOptions{});
+  if (!planned.ok()) return planned.status();
+  auto placed =
+      shard::PlaceShards(planned->shards, planned->edges, *topology, shard::PlacementOptions{});
+  if (!placed.ok()) return placed.status();
+  *plan = std::move(*planned);
+  *placement = std::move(*placed);
+  return absl::OkStatus();
+}
+
+std::string CpuList(const std::set<int>& cpus) { return absl::StrJoin(cpus, ","); }
+
+int RunRun(const RunFlags& f, bool json_out) {
+  auto spec = shard::LoadComponentSpecFile(f.file);
+  if (!spec.ok()) return FailComponent(spec.status());
+  if (auto st = shard::ValidateForRuntime(*spec); !st.ok()) {
+    return FailComponent(absl::InvalidArgumentError(absl::StrCat(f.file, ": ", st.message())));
+  }
+  if (f.records < 1) {
+    return FailComponent(absl::InvalidArgumentError(
+        absl::StrCat("--records ", f.records, ": give a positive number of records")));
+  }
+  shard::ShardPlan plan;
+  shard::NodePlacement placement;
+  shard::CpuTopology topology;
+  if (auto st = PlanForThisNode(*spec, &plan, &placement, &topology); !st.ok()) {
+    return FailComponent(st);
+  }
+  if (!f.kill_shard.empty()) {
+    bool known = false;
+    for (const auto& s : plan.shards) known = known || s.id == f.kill_shard;
+    if (!known) {
+      std::vector<std::string> ids;
+      for (const auto& s : plan.shards) ids.push_back(s.id);
+      return FailComponent(absl::InvalidArgumentError(
+          absl::StrCat("--kill-shard ", f.kill_shard, ": no such shard; the plan has ",
+                       absl::StrJoin(ids, ", "))));
+    }
+  }
+  shard::RuntimeOptions options;
+  std::error_code ec;
+  auto spec_dir = std::filesystem::absolute(f.file, ec).parent_path();
+  options.stage_dir = spec_dir.string();
+  options.work_dir = f.work_dir.empty()
+                         ? absl::StrCat(std::filesystem::temp_directory_path().string(),
+                                        "/flotilla-component-", spec->name, "-", getpid())
+                         : f.work_dir;
+  options.records = f.records;
+  options.kill_shard = f.kill_shard;
+  options.kill_after = f.kill_after;
+  options.deadline = std::chrono::seconds(f.deadline_s);
+  options.pin = !f.no_pin;
+  if (!json_out) {
+    std::printf("component %s: %zu shards on %zu CPUs\n", spec->name.c_str(), plan.shards.size(),
+                topology.cpus.size());
+    for (const auto& placed : placement.shards) {
+      std::printf("  %-16s cpus %-8s %s\n", placed.shard.c_str(), CpuList(placed.cpus).c_str(),
+                  placed.exclusive ? "exclusive" : "shared");
+    }
+    std::fflush(stdout);
+    options.on_event = [](const std::string& line) {
+      std::printf("  event: %s\n", line.c_str());
+      std::fflush(stdout);
+    };
+  }
+  auto report = shard::RunComponent(*spec, plan, placement, options);
+  if (!report.ok()) return FailComponent(report.status());
+  if (json_out) {
+    json j;
+    j["component"] = spec->name;
+    j["records"] = report->source_records;
+    j["elapsed_s"] = report->elapsed_s;
+    j["records_per_s"] = report->records_per_s;
+    j["output_files"] = report->output_files;
+    j["shards"] = json::array();
+    for (const auto& s : report->shards) {
+      j["shards"].push_back({{"id", s.id},
+                             {"cpus", std::vector<int>(s.cpus.begin(), s.cpus.end())},
+                             {"restarts", s.restarts},
+                             {"committed", s.committed},
+                             {"published", s.published}});
+    }
+    j["recoveries"] = json::array();
+    for (const auto& r : report->recoveries) {
+      j["recoveries"].push_back({{"shard", r.shard},
+                                 {"injected", r.injected},
+                                 {"committed_at_kill", r.committed_at_kill},
+                                 {"restart_ms", r.restart_ms},
+                                 {"resume_ms", r.resume_ms}});
+    }
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("done: %llu records in %.3f s, %.0f records/s\n",
+              static_cast<unsigned long long>(report->source_records), report->elapsed_s,
+              report->records_per_s);
+  for (const auto& s : report->shards) {
+    std::printf("  %-16s committed %-9llu published %-9llu restarts %d\n", s.id.c_str(),
+                static_cast<unsigned long long>(s.committed),
+                static_cast<unsigned long long>(s.published), s.restarts);
+  }
+  for (const auto& r : report->recoveries) {
+    std::printf("  recovery: %s %s; restarted %.1f ms, resumed %.1f ms after the kill\n",
+                r.shard.c_str(), r.injected ? "killed (injected)" : "died", r.restart_ms,
+                r.resume_ms);
+  }
+  for (const auto& file : report->output_files) std::printf("  output: %s\n", file.c_str());
+  return 0;
+}
+
 }  // namespace
 
 void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
@@ -242,6 +375,22 @@ void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
   plan->add_option("--heavy", flags->heavy,
                    "CPU from which a shard gets exclusive cores (e.g. 700m)");
   plan->callback([rc, json, flags] { *rc = RunPlan(*flags, *json); });
+
+  auto run_flags = std::make_shared<RunFlags>();
+  auto* run = component->add_subcommand(
+      "run", "run a component on this node: shards pinned to cores, shared-memory channels");
+  run->add_option("file", run_flags->file, "the component spec (YAML)")->required();
+  run->add_option("--records", run_flags->records,
+                  "records the generator produces (FLOTILLA_RECORDS); default 100000");
+  run->add_option("--kill-shard", run_flags->kill_shard,
+                  "SIGKILL this shard (e.g. parse/0) once, to show recovery");
+  run->add_option("--after", run_flags->kill_after,
+                  "kill it once it has committed this many records");
+  run->add_option("--work-dir", run_flags->work_dir,
+                  "where journals and sink outputs go; default a new temporary directory");
+  run->add_option("--deadline", run_flags->deadline_s, "stop everything after this many seconds");
+  run->add_flag("--no-pin", run_flags->no_pin, "do not pin shards to their placement's CPUs");
+  run->callback([rc, json, run_flags] { *rc = RunRun(*run_flags, *json); });
 }
 
 }  // namespace flotilla::cli
