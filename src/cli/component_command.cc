@@ -1,5 +1,7 @@
 #include "cli/component_command.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -9,7 +11,6 @@
 #include <sstream>
 #include <string>
 #include <filesystem>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -234,11 +235,13 @@ struct RunFlags {
   std::string work_dir;
   int deadline_s = 600;
   bool no_pin = false;
+  double min_saved_us = shard::ShardingOptions{}.min_saved_us;
 };
 
 // Plans `spec` for this machine exactly as `component plan` does with no
 // flags (the /sys topology, all CPUs, MemTotal).
-absl::Status PlanForThisNode(const shard::ComponentSpec& spec, shard::ShardPlan* plan,
+absl::Status PlanForThisNode(const shard::ComponentSpec& spec, double min_saved_us,
+                             shard::ShardPlan* plan,
                              shard::NodePlacement* placement, shard::CpuTopology* topology) {
   auto read = shard::SysfsTopologyReader("/sys").Read();
   if (!read.ok()) return read.status();
@@ -246,7 +249,9 @@ absl::Status PlanForThisNode(const shard::ComponentSpec& spec, shard::ShardPlan*
   shard::NodeResources node;
   node.cpu_millis = 1000 * static_cast<int64_t>(topology->cpus.size());
   node.memory_bytes = HostMemory();
-  auto planned = shard::PlanShards(spec, spec.measured, node, shard::ShardingOptions{});
+  shard::ShardingOptions sharding;
+  sharding.min_saved_us = min_saved_us;
+  auto planned = shard::PlanShards(spec, spec.measured, node, sharding);
   if (!planned.ok()) return planned.status();
   auto placed =
       shard::PlaceShards(planned->shards, planned->edges, *topology, shard::PlacementOptions{});
@@ -271,7 +276,7 @@ int RunRun(const RunFlags& f, bool json_out) {
   shard::ShardPlan plan;
   shard::NodePlacement placement;
   shard::CpuTopology topology;
-  if (auto st = PlanForThisNode(*spec, &plan, &placement, &topology); !st.ok()) {
+  if (auto st = PlanForThisNode(*spec, f.min_saved_us, &plan, &placement, &topology); !st.ok()) {
     return FailComponent(st);
   }
   if (!f.kill_shard.empty()) {
@@ -389,6 +394,8 @@ void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
   run->add_option("--work-dir", run_flags->work_dir,
                   "where journals and sink outputs go; default a new temporary directory");
   run->add_option("--deadline", run_flags->deadline_s, "stop everything after this many seconds");
+  run->add_option("--min-saved-us", run_flags->min_saved_us,
+                  "least latency per message (µs) one more shard must save (as in plan)");
   run->add_flag("--no-pin", run_flags->no_pin, "do not pin shards to their placement's CPUs");
   run->callback([rc, json, run_flags] { *rc = RunRun(*run_flags, *json); });
 }

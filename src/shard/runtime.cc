@@ -13,7 +13,10 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -595,6 +598,7 @@ class Supervisor {
     }
     setpgid(pid, pid);  // also here: a kill right after the fork must find the group
     s.pid = pid;
+    pgroups_.insert(pid);
     return absl::OkStatus();
   }
 
@@ -691,11 +695,48 @@ class Supervisor {
     }
   }
 
+  // Children of ours in one of our shards' process groups that we never
+  // forked: a stage command's own children (a pyenv shim's helpers, a
+  // shell's pipeline), reparented to us, the subreaper, when their parent
+  // died. Read from /proc/<pid>/task/<tid>/children.
+  std::vector<pid_t> AdoptedChildren() {
+    std::vector<pid_t> found;
+    std::error_code ec;
+    const std::string task_dir = absl::StrCat("/proc/", getpid(), "/task");
+    for (const auto& task : fs::directory_iterator(task_dir, ec)) {
+      std::ifstream children(task.path() / "children");
+      pid_t pid;
+      while (children >> pid) {
+        std::ifstream stat_file(absl::StrCat("/proc/", pid, "/stat"));
+        std::string stat((std::istreambuf_iterator<char>(stat_file)), {});
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so parse
+        // after its closing parenthesis.
+        size_t close_paren = stat.rfind(')');
+        if (close_paren == std::string::npos) continue;
+        std::istringstream rest(stat.substr(close_paren + 1));
+        std::string state;
+        pid_t ppid = 0, pgrp = 0;
+        rest >> state >> ppid >> pgrp;
+        if (pgroups_.count(pgrp) != 0) found.push_back(pid);
+      }
+    }
+    return found;
+  }
+
   void ReapOrphans() {
+    for (pid_t pid : AdoptedChildren()) {
+      if (std::find(orphans_.begin(), orphans_.end(), pid) == orphans_.end()) {
+        orphans_.push_back(pid);
+      }
+    }
     for (size_t i = 0; i < orphans_.size();) {
       int status;
       pid_t pid = orphans_[i];
-      if (pid <= 0 || waitpid(pid, &status, WNOHANG) == pid || errno == ECHILD) {
+      // ECHILD while the process lives: its runner died but the kernel has
+      // not reparented it to us (the subreaper) yet; keep waiting.
+      bool gone = pid <= 0 || waitpid(pid, &status, WNOHANG) == pid ||
+                  (errno == ECHILD && kill(pid, 0) != 0 && errno == ESRCH);
+      if (gone) {
         orphans_.erase(orphans_.begin() + static_cast<long>(i));
       } else {
         ++i;
@@ -741,9 +782,10 @@ class Supervisor {
       while (waitpid(s.pid, &status, WNOHANG) == 0 && Clock::now() < until) poll(nullptr, 0, 1);
       s.pid = -1;
     }
-    while (!orphans_.empty() && Clock::now() < until) {
+    for (;;) {
       ReapOrphans();
-      if (!orphans_.empty()) poll(nullptr, 0, 1);
+      if (orphans_.empty() || Clock::now() >= until) break;
+      poll(nullptr, 0, 1);
     }
     if (cgroup_) {
       (void)cgroup_->Remove(std::chrono::seconds(2));
@@ -768,6 +810,7 @@ class Supervisor {
   std::unique_ptr<sandbox::isolation::CgroupSet> cgroup_;
   std::vector<std::string> cgroup_dirs_;
   std::vector<pid_t> orphans_;
+  std::set<pid_t> pgroups_;  // every runner's process group, past ones too
   std::vector<RecoveryEvent> recoveries_;
   bool kill_outstanding_ = false;  // injected kill not yet seen as a death
   size_t recovering_shard_ = 0;
