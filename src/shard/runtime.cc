@@ -717,7 +717,10 @@ class Supervisor {
         std::string state;
         pid_t ppid = 0, pgrp = 0;
         rest >> state >> ppid >> pgrp;
-        if (pgroups_.count(pgrp) != 0) found.push_back(pid);
+        // Not a runner: the supervisor loop reaps those, and needs their status.
+        bool runner = false;
+        for (const auto& s : shards_) runner = runner || s.pid == pid;
+        if (pgroups_.count(pgrp) != 0 && !runner) found.push_back(pid);
       }
     }
     return found;
