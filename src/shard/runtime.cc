@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -344,9 +345,14 @@ class Runner {
         ready = consumers_[k].ArmWait() || ready;
         fds.push_back(pollfd{consumers_[k].data_ready_fd(), POLLIN, 0});
       }
-      // Short: acknowledgements of what the main thread commits meanwhile
-      // are sent from this loop.
-      if (!ready) poll(fds.data(), fds.size(), 1);
+      // The main thread's commits wake us too (commit_wake_), so that the
+      // acknowledgements they allow reach a producer waiting for space.
+      fds.push_back(pollfd{commit_wake_, POLLIN, 0});
+      feeder_sleeping_.store(true, std::memory_order_seq_cst);
+      if (!ready && !commits_pending_.exchange(false)) poll(fds.data(), fds.size(), 50);
+      feeder_sleeping_.store(false, std::memory_order_relaxed);
+      uint64_t drained;
+      (void)!read(commit_wake_, &drained, sizeof(drained));
       for (size_t k = 0; k < consumers_.size(); ++k) {
         if (!closed[k]) consumers_[k].DisarmWait();
       }
@@ -424,6 +430,13 @@ class Runner {
       Publish(line);
     }
     ++committed_;
+    // Dekker with the feeder: it raises feeder_sleeping_ and then checks
+    // commits_pending_; we set commits_pending_ and then check the flag.
+    commits_pending_.store(true, std::memory_order_seq_cst);
+    if (feeder_sleeping_.load(std::memory_order_seq_cst)) {
+      uint64_t one = 1;
+      (void)!write(commit_wake_, &one, sizeof(one));
+    }
   }
 
   void Publish(std::string_view line) {
@@ -477,6 +490,9 @@ class Runner {
   std::mutex mu_;
   std::deque<InFlight> inflight_;  // guarded by mu_
   std::atomic<bool> feeder_done_{false};
+  int commit_wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  std::atomic<bool> feeder_sleeping_{false};
+  std::atomic<bool> commits_pending_{false};
   uint64_t committed_ = 0, published_ = 0, final_done_ = 0, final_seen_ = 0;
   size_t rr_ = 0;
 };
@@ -624,6 +640,7 @@ class Supervisor {
         pid_t r = waitpid(s.pid, &status, WNOHANG);
         if (r != s.pid) continue;
         orphans_.push_back(s.progress->user_pid.load());
+        scan_adopted_ = true;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && s.progress->done.load() != 0) {
           s.finished = true;
           s.pid = -1;
@@ -727,6 +744,8 @@ class Supervisor {
   }
 
   void ReapOrphans() {
+    // Reading /proc costs ~50 µs; only a death can leave adopted children.
+    if (!scan_adopted_) return;
     for (pid_t pid : AdoptedChildren()) {
       if (std::find(orphans_.begin(), orphans_.end(), pid) == orphans_.end()) {
         orphans_.push_back(pid);
@@ -745,6 +764,7 @@ class Supervisor {
         ++i;
       }
     }
+    if (orphans_.empty()) scan_adopted_ = false;
   }
 
   RunReport Report() {
@@ -778,6 +798,7 @@ class Supervisor {
         orphans_.push_back(s.progress->user_pid.load());
       }
     }
+    scan_adopted_ = true;
     const auto until = Clock::now() + std::chrono::seconds(5);
     for (auto& s : shards_) {
       if (s.pid <= 0) continue;
@@ -813,7 +834,8 @@ class Supervisor {
   std::unique_ptr<sandbox::isolation::CgroupSet> cgroup_;
   std::vector<std::string> cgroup_dirs_;
   std::vector<pid_t> orphans_;
-  std::set<pid_t> pgroups_;  // every runner's process group, past ones too
+  std::set<pid_t> pgroups_;
+  bool scan_adopted_ = false;  // every runner's process group, past ones too
   std::vector<RecoveryEvent> recoveries_;
   bool kill_outstanding_ = false;  // injected kill not yet seen as a death
   size_t recovering_shard_ = 0;
