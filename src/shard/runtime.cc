@@ -42,9 +42,6 @@ constexpr int kMaxInputs = 32;
 constexpr uint32_t kFinalInput = 0xffffffffu;  // pending.input for a final line
 constexpr int32_t kToFile = -2;                // pending.output for the sink file
 // A runner's exit statuses, so a supervisor log says why a shard died.
-// How long a runner's feeder naps when its input rings are empty before it
-// sleeps until woken (Feed).
-constexpr long kCoalesceNs = 200 * 1000;
 constexpr int kExitSetup = 10, kExitProtocol = 11, kExitChannel = 12, kExitStage = 13;
 
 int64_t NowNs() {
@@ -346,10 +343,10 @@ class Runner {
       // Coalesce before sleeping for real: a nap without the waiting flag
       // lets the next records pile up, where arming right away makes the
       // producer signal (and this thread wake) nearly once per record.
-      // Costs up to kCoalesce of latency per hop when the stream is idle.
-      if (!napped) {
+      // Costs up to options_.coalesce of latency per hop.
+      if (!napped && options_.coalesce.count() > 0) {
         napped = true;
-        struct timespec nap = {0, kCoalesceNs};
+        struct timespec nap = {0, std::min<long>(options_.coalesce.count(), 999999) * 1000};
         nanosleep(&nap, nullptr);
         continue;
       }
@@ -472,8 +469,10 @@ class Runner {
       p_->p_output = static_cast<int32_t>(j);
       p_->p_head_before = producers_[j].head();
       p_->pending.store(1, std::memory_order_release);
-      if (auto st = producers_[j].Write(line, std::chrono::seconds(120)); !st.ok())
-        Die(kExitChannel, absl::StrCat(s_.def->id, ": ", st.ToString()));
+      // TryWrite first: Write reads the clock for its deadline on every call.
+      absl::Status st = producers_[j].TryWrite(line);
+      if (absl::IsResourceExhausted(st)) st = producers_[j].Write(line, std::chrono::seconds(120));
+      if (!st.ok()) Die(kExitChannel, absl::StrCat(s_.def->id, ": ", st.ToString()));
     }
     ApplyPending(p_);
     p_->pending.store(0, std::memory_order_release);
