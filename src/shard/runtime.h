@@ -95,8 +95,9 @@ struct RuntimeOptions {
   // When a runner finds its input rings empty it naps this long before it
   // arms its wake-up: records pile up meanwhile and move in batches, where
   // arming at once makes the producer signal, and the runner wake, nearly
-  // once per record (the pipeline's CPU per record fell from 1.39x to about
-  // 1.15x one process's, docs/benchmarks.md). The price: up to this much
+  // once per record (the example pipeline's CPU per record went from 1.39x
+  // one process's with 200 us to 1.13x with 500 us, docs/benchmarks.md).
+  // The price: up to this much
   // latency per hop on a quiet stream. 0: no nap. At most 1 s.
   std::chrono::microseconds coalesce{500};
   // Put the shards in a cgroup the run creates and removes. Without one
