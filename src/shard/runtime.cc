@@ -20,13 +20,13 @@
 #include <sstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "sandbox/linux/cgroups.h"
 #include "shard/affinity.h"
@@ -277,7 +277,7 @@ class Runner {
       size_t lines = 0;
       for (char c : replay_) lines += c == '\n';
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         for (size_t i = 0; i < lines; ++i) inflight_.push_back(InFlight{});
       }
       if (!WriteAll(in_, replay_.data(), replay_.size()).ok()) return;
@@ -324,7 +324,7 @@ class Runner {
         if (s_.stateful && !WriteAll(journal_fd_, batch.data(), batch.size()).ok())
           Die(kExitSetup, "journal write failed");
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          absl::MutexLock lock(&mu_);
           for (auto& e : entries) inflight_.push_back(e);
         }
         if (!WriteAll(in_, batch.data(), batch.size()).ok()) return;  // the stage died
@@ -399,7 +399,7 @@ class Runner {
     }
     if (!pending.empty()) Die(kExitProtocol, "stage output ends without a newline");
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (!inflight_.empty() || !feeder_done_.load())
         Die(kExitProtocol,
             absl::StrCat("stage command of ", s_.def->id, " exited with ", inflight_.size(),
@@ -413,7 +413,7 @@ class Runner {
   void Line(std::string_view line) {
     std::optional<InFlight> entry;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (!inflight_.empty()) {
         entry = inflight_.front();
         inflight_.pop_front();
@@ -502,8 +502,8 @@ class Runner {
   std::string replay_;
   pid_t user_pid_ = -1;
   int in_ = -1, out_ = -1;
-  std::mutex mu_;
-  std::deque<InFlight> inflight_;  // guarded by mu_
+  absl::Mutex mu_;
+  std::deque<InFlight> inflight_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> feeder_done_{false};
   int commit_wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   std::atomic<bool> feeder_sleeping_{false};
