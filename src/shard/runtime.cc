@@ -654,7 +654,7 @@ class Supervisor {
         int status = 0;
         pid_t r = waitpid(s.pid, &status, WNOHANG);
         if (r != s.pid) continue;
-        orphans_.push_back(s.progress->user_pid.load());
+        orphans_.push_back(s.progress->user_pid.exchange(0));
         scan_adopted_ = true;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && s.progress->done.load() != 0) {
           s.finished = true;
@@ -712,7 +712,14 @@ class Supervisor {
       ReapOrphans();
       bool all = true;
       for (const auto& s : shards_) all = all && s.finished;
-      if (all) return absl::OkStatus();
+      if (all) {
+        // Journals only serve restarts; the sink outputs are the result.
+        std::error_code ignored;
+        for (const auto& s : shards_) {
+          if (!s.journal_file.empty()) fs::remove(s.journal_file, ignored);
+        }
+        return absl::OkStatus();
+      }
       if (Clock::now() > deadline) {
         std::vector<std::string> running;
         for (const auto& s : shards_) {
@@ -769,10 +776,11 @@ class Supervisor {
     for (size_t i = 0; i < orphans_.size();) {
       int status;
       pid_t pid = orphans_[i];
-      // ECHILD while the process lives: its runner died but the kernel has
-      // not reparented it to us (the subreaper) yet; keep waiting.
+      // ECHILD while the process lives in one of our groups: its runner
+      // died but the kernel has not reparented it to us (the subreaper)
+      // yet; keep waiting. Alive elsewhere: the pid was reused; drop it.
       bool gone = pid <= 0 || waitpid(pid, &status, WNOHANG) == pid ||
-                  (errno == ECHILD && kill(pid, 0) != 0 && errno == ESRCH);
+                  (errno == ECHILD && pgroups_.count(getpgid(pid)) == 0);
       if (gone) {
         orphans_.erase(orphans_.begin() + static_cast<long>(i));
       } else {
