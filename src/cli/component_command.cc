@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -303,6 +305,7 @@ int RunRun(const RunFlags& f, bool json_out) {
   options.kill_after = f.kill_after;
   options.deadline = std::chrono::seconds(f.deadline_s);
   options.pin = !f.no_pin;
+  options.status_file = options.work_dir + "/status.json";
   if (!json_out) {
     std::printf("component %s: %zu shards on %zu CPUs\n", spec->name.c_str(), plan.shards.size(),
                 topology.cpus.size());
@@ -361,6 +364,74 @@ int RunRun(const RunFlags& f, bool json_out) {
   return 0;
 }
 
+
+// `flotilla component status [DIR...]`: the snapshot each running (or
+// finished) `component run` keeps in its work directory. Without DIR, every
+// flotilla-component-* directory under the temporary directory.
+int RunStatus(const std::vector<std::string>& dirs_in, bool json_out) {
+  std::vector<std::string> dirs = dirs_in;
+  if (dirs.empty()) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(
+             std::filesystem::temp_directory_path(), ec)) {
+      if (e.path().filename().string().rfind("flotilla-component-", 0) == 0) {
+        dirs.push_back(e.path().string());
+      }
+    }
+    std::sort(dirs.begin(), dirs.end());
+  }
+  json all = json::array();
+  for (const auto& dir : dirs) {
+    std::ifstream in(dir + "/status.json");
+    if (!in) {
+      if (!dirs_in.empty()) {
+        return FailComponent(absl::NotFoundError(
+            absl::StrCat(dir, "/status.json: not found; give the --work-dir of a component run")));
+      }
+      continue;
+    }
+    json j = json::parse(in, nullptr, false);
+    if (j.is_discarded()) continue;
+    j["work_dir"] = dir;
+    // A run whose supervisor is gone without writing "done" or "failed".
+    if (j.value("state", "") == "running" && kill(j.value("supervisor_pid", 0), 0) != 0) {
+      j["state"] = "lost";
+    }
+    all.push_back(j);
+  }
+  if (json_out) {
+    std::cout << all.dump(2) << "\n";
+    return 0;
+  }
+  if (all.empty()) {
+    std::printf("no component runs found\n");
+    return 0;
+  }
+  for (const auto& j : all) {
+    std::printf("component %s: %s, %.1f s, supervisor pid %d (%s)\n",
+                j.value("component", "?").c_str(), j.value("state", "?").c_str(),
+                j.value("elapsed_s", 0.0), j.value("supervisor_pid", 0),
+                j["work_dir"].get<std::string>().c_str());
+    std::printf("  %-16s %-8s %-10s %-10s %-10s %s\n", "SHARD", "PID", "CPUS", "COMMITTED",
+                "PUBLISHED", "RESTARTS");
+    for (const auto& s : j["shards"]) {
+      std::vector<int> cpus = s["cpus"].get<std::vector<int>>();
+      std::printf("  %-16s %-8s %-10s %-10llu %-10llu %d\n", s.value("id", "?").c_str(),
+                  s.value("finished", false) ? "-" : std::to_string(s.value("pid", 0)).c_str(),
+                  absl::StrJoin(cpus, ",").c_str(),
+                  static_cast<unsigned long long>(s.value("committed", 0ull)),
+                  static_cast<unsigned long long>(s.value("published", 0ull)),
+                  s.value("restarts", 0));
+    }
+    for (const auto& r : j["recoveries"]) {
+      std::printf("  recovery: %s restarted %.1f ms, resumed %.1f ms\n",
+                  r.value("shard", "?").c_str(), r.value("restart_ms", 0.0),
+                  r.value("resume_ms", 0.0));
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
@@ -398,6 +469,14 @@ void AddComponentCommand(CLI::App& app, int* rc, const bool* json) {
                   "least latency per message (µs) one more shard must save (as in plan)");
   run->add_flag("--no-pin", run_flags->no_pin, "do not pin shards to their placement's CPUs");
   run->callback([rc, json, run_flags] { *rc = RunRun(*run_flags, *json); });
+
+  auto status_dirs = std::make_shared<std::vector<std::string>>();
+  auto* status = component->add_subcommand(
+      "status", "shards, their CPUs, pids, counts and restarts of component runs on this node");
+  status->add_option("dir", *status_dirs,
+                     "work directories of runs; default every flotilla-component-* under the "
+                     "temporary directory");
+  status->callback([rc, json, status_dirs] { *rc = RunStatus(*status_dirs, *json); });
 }
 
 }  // namespace flotilla::cli

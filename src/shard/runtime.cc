@@ -529,7 +529,9 @@ class Supervisor {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     start_ = Clock::now();
     for (size_t i = 0; i < shards_.size(); ++i) RETURN_IF_ERROR(Start(i));
-    RETURN_IF_ERROR(Loop());
+    absl::Status st = Loop();
+    WriteStatus(st.ok() ? "done" : "failed");
+    RETURN_IF_ERROR(st);
     return Report();
   }
 
@@ -710,6 +712,7 @@ class Supervisor {
         }
       }
       ReapOrphans();
+      if (Clock::now() - last_status_ > std::chrono::milliseconds(250)) WriteStatus("running");
       bool all = true;
       for (const auto& s : shards_) all = all && s.finished;
       if (all) {
@@ -763,6 +766,42 @@ class Supervisor {
       }
     }
     return found;
+  }
+
+  // Writes the status snapshot (RuntimeOptions::status_file): to a
+  // temporary file, then rename, so a reader never sees half of one.
+  void WriteStatus(const std::string& state) {
+    last_status_ = Clock::now();
+    if (options_.status_file.empty()) return;
+    std::string json = absl::StrCat("{\"component\": \"", spec_.name, "\", \"state\": \"", state,
+                                    "\", \"supervisor_pid\": ", supervisor_pid_,
+                                    ", \"elapsed_s\": ",
+                                    std::chrono::duration<double>(Clock::now() - start_).count(),
+                                    ", \"shards\": [");
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      const ShardSetup& s = shards_[i];
+      absl::StrAppend(&json, i ? ", " : "", "{\"id\": \"", s.def->id, "\", \"pid\": ", s.pid,
+                      ", \"cpus\": [", absl::StrJoin(s.cpus, ", "), "], \"restarts\": ",
+                      s.restarts, ", \"committed\": ", s.progress->committed.load(),
+                      ", \"published\": ", s.progress->published.load(),
+                      ", \"finished\": ", s.finished ? "true" : "false", "}");
+    }
+    absl::StrAppend(&json, "], \"recoveries\": [");
+    for (size_t i = 0; i < recoveries_.size(); ++i) {
+      const RecoveryEvent& r = recoveries_[i];
+      absl::StrAppend(&json, i ? ", " : "", "{\"shard\": \"", r.shard,
+                      "\", \"injected\": ", r.injected ? "true" : "false",
+                      ", \"restart_ms\": ", r.restart_ms, ", \"resume_ms\": ", r.resume_ms, "}");
+    }
+    absl::StrAppend(&json, "]}\n");
+    const std::string tmp = options_.status_file + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << json;
+      if (!out) return;
+    }
+    std::error_code ignored;
+    fs::rename(tmp, options_.status_file, ignored);
   }
 
   void ReapOrphans() {
@@ -862,7 +901,7 @@ class Supervisor {
   std::vector<RecoveryEvent> recoveries_;
   bool kill_outstanding_ = false;  // injected kill not yet seen as a death
   size_t recovering_shard_ = 0;
-  Clock::time_point start_, end_, kill_time_;
+  Clock::time_point start_, end_, kill_time_, last_status_;
   pid_t supervisor_pid_ = getpid();
   int was_subreaper_ = 0;
   bool subreaper_set_ = true;

@@ -105,6 +105,10 @@ struct RuntimeOptions {
   bool use_cgroup = true;
   // Pin shards to their placement's CPUs.
   bool pin = true;
+  // Where the supervisor keeps a JSON snapshot of the run (shards, pids,
+  // CPUs, counts, restarts; `flotilla component status` reads it),
+  // rewritten atomically every 250 ms and at the end; "" = none.
+  std::string status_file;
   // Called from the supervisor loop for recovery events (for live output).
   std::function<void(const std::string& line)> on_event;
 };

@@ -57,6 +57,19 @@ TEST(ComponentRunCommandTest, RunsTheExampleAndRecoversAKilledShard) {
   int restarted = 0;
   for (const auto& s : j["shards"]) restarted += s["restarts"].get<int>();
   EXPECT_EQ(restarted, 1);
+
+  // `component status DIR` shows the finished run from its snapshot.
+  r = Flotilla("--json component status " + dir.path().string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto status = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(status.is_array()) << r.out;
+  ASSERT_EQ(status.size(), 1u) << r.out;
+  EXPECT_EQ(status[0]["state"], "done");
+  EXPECT_EQ(status[0]["shards"].size(), j["shards"].size());
+  EXPECT_EQ(status[0]["recoveries"].size(), 1u);
+
+  r = Flotilla("component status " + dir.path().string() + "/nothing-here");
+  EXPECT_NE(r.status, 0) << r.out;
 }
 
 TEST(ComponentRunCommandTest, RefusesWhatTheRuntimeCannotRun) {
