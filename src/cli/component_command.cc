@@ -6,13 +6,13 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -243,8 +243,8 @@ struct RunFlags {
 // Plans `spec` for this machine exactly as `component plan` does with no
 // flags (the /sys topology, all CPUs, MemTotal).
 absl::Status PlanForThisNode(const shard::ComponentSpec& spec, double min_saved_us,
-                             shard::ShardPlan* plan,
-                             shard::NodePlacement* placement, shard::CpuTopology* topology) {
+                             shard::ShardPlan* plan, shard::NodePlacement* placement,
+                             shard::CpuTopology* topology) {
   auto read = shard::SysfsTopologyReader("/sys").Read();
   if (!read.ok()) return read.status();
   *topology = std::move(*read);
@@ -287,9 +287,9 @@ int RunRun(const RunFlags& f, bool json_out) {
     if (!known) {
       std::vector<std::string> ids;
       for (const auto& s : plan.shards) ids.push_back(s.id);
-      return FailComponent(absl::InvalidArgumentError(
-          absl::StrCat("--kill-shard ", f.kill_shard, ": no such shard; the plan has ",
-                       absl::StrJoin(ids, ", "))));
+      return FailComponent(absl::InvalidArgumentError(absl::StrCat("--kill-shard ", f.kill_shard,
+                                                                   ": no such shard; the plan has ",
+                                                                   absl::StrJoin(ids, ", "))));
     }
   }
   shard::RuntimeOptions options;
@@ -364,7 +364,6 @@ int RunRun(const RunFlags& f, bool json_out) {
   return 0;
 }
 
-
 // `flotilla component status [DIR...]`: the snapshot each running (or
 // finished) `component run` keeps in its work directory. Without DIR, every
 // flotilla-component-* directory under the temporary directory.
@@ -372,8 +371,8 @@ int RunStatus(const std::vector<std::string>& dirs_in, bool json_out) {
   std::vector<std::string> dirs = dirs_in;
   if (dirs.empty()) {
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(
-             std::filesystem::temp_directory_path(), ec)) {
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::temp_directory_path(), ec)) {
       if (e.path().filename().string().rfind("flotilla-component-", 0) == 0) {
         dirs.push_back(e.path().string());
       }

@@ -10,17 +10,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -100,7 +100,7 @@ struct ShardSetup {
   Routing routing = Routing::kShuffle;
   int next_partitions = 1;
   bool stateful = false;
-  std::string output_file;  // sinks
+  std::string output_file;   // sinks
   std::string journal_file;  // stateful stages
   ShardProgress* progress = nullptr;
   // Supervisor's bookkeeping.
@@ -141,7 +141,11 @@ class Runner {
  public:
   Runner(ShardSetup& setup, std::vector<Ring>& rings, const RuntimeOptions& options,
          const std::vector<std::string>& cgroup_dirs)
-      : s_(setup), rings_(rings), options_(options), cgroup_dirs_(cgroup_dirs), p_(setup.progress) {}
+      : s_(setup),
+        rings_(rings),
+        options_(options),
+        cgroup_dirs_(cgroup_dirs),
+        p_(setup.progress) {}
 
   [[noreturn]] void Run() {
     Setup();
@@ -176,7 +180,8 @@ class Runner {
     }
     if (!s_.output_file.empty()) {
       out_fd_ = open(s_.output_file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-      if (out_fd_ < 0) Die(kExitSetup, absl::StrCat("open ", s_.output_file, ": ", strerror(errno)));
+      if (out_fd_ < 0)
+        Die(kExitSetup, absl::StrCat("open ", s_.output_file, ": ", strerror(errno)));
     }
     if (s_.stateful) {
       journal_fd_ = open(s_.journal_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -394,8 +399,9 @@ class Runner {
     while (waitpid(user_pid_, &status, 0) < 0 && errno == EINTR) {
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      Die(kExitStage, absl::StrCat("stage command of ", s_.def->id, " ended with status ",
-                                   WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
+      Die(kExitStage,
+          absl::StrCat("stage command of ", s_.def->id, " ended with status ",
+                       WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
     }
     if (!pending.empty()) Die(kExitProtocol, "stage output ends without a newline");
     {
@@ -539,7 +545,8 @@ class Supervisor {
   absl::Status Build() {
     std::error_code ec;
     fs::create_directories(options_.work_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("create ", options_.work_dir, ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat("create ", options_.work_dir, ": ", ec.message()));
     std::map<std::string, std::vector<int>> by_stage;
     shards_.resize(plan_.shards.size());
     for (size_t i = 0; i < plan_.shards.size(); ++i) {
@@ -583,14 +590,15 @@ class Supervisor {
                                                        kMaxInputs, " are supported"));
       }
       if (s.outputs.empty()) {
-        s.output_file = absl::StrCat(options_.work_dir, "/", s.def->stage, ".", s.def->index, ".out");
+        s.output_file =
+            absl::StrCat(options_.work_dir, "/", s.def->stage, ".", s.def->index, ".out");
         std::error_code ignored;
         fs::remove(s.output_file, ignored);
       }
     }
     progress_bytes_ = sizeof(ShardProgress) * shards_.size();
-    void* map = mmap(nullptr, progress_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
+    void* map =
+        mmap(nullptr, progress_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) return ErrnoError(errno, "mmap", "shard progress records");
     progress_ = static_cast<ShardProgress*>(map);
     for (size_t i = 0; i < shards_.size(); ++i) {
@@ -728,10 +736,9 @@ class Supervisor {
         for (const auto& s : shards_) {
           if (!s.finished) running.push_back(s.def->id);
         }
-        return absl::DeadlineExceededError(
-            absl::StrCat("component ", spec_.name, " did not finish within ",
-                         options_.deadline.count(), " ms; still running: ",
-                         absl::StrJoin(running, ", ")));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "component ", spec_.name, " did not finish within ", options_.deadline.count(),
+            " ms; still running: ", absl::StrJoin(running, ", ")));
       }
       poll(nullptr, 0, 1);
     }
@@ -773,16 +780,16 @@ class Supervisor {
   void WriteStatus(const std::string& state) {
     last_status_ = Clock::now();
     if (options_.status_file.empty()) return;
-    std::string json = absl::StrCat("{\"component\": \"", spec_.name, "\", \"state\": \"", state,
-                                    "\", \"supervisor_pid\": ", supervisor_pid_,
-                                    ", \"elapsed_s\": ",
-                                    std::chrono::duration<double>(Clock::now() - start_).count(),
-                                    ", \"shards\": [");
+    std::string json = absl::StrCat(
+        "{\"component\": \"", spec_.name, "\", \"state\": \"", state,
+        "\", \"supervisor_pid\": ", supervisor_pid_,
+        ", \"elapsed_s\": ", std::chrono::duration<double>(Clock::now() - start_).count(),
+        ", \"shards\": [");
     for (size_t i = 0; i < shards_.size(); ++i) {
       const ShardSetup& s = shards_[i];
       absl::StrAppend(&json, i ? ", " : "", "{\"id\": \"", s.def->id, "\", \"pid\": ", s.pid,
-                      ", \"cpus\": [", absl::StrJoin(s.cpus, ", "), "], \"restarts\": ",
-                      s.restarts, ", \"committed\": ", s.progress->committed.load(),
+                      ", \"cpus\": [", absl::StrJoin(s.cpus, ", "), "], \"restarts\": ", s.restarts,
+                      ", \"committed\": ", s.progress->committed.load(),
                       ", \"published\": ", s.progress->published.load(),
                       ", \"finished\": ", s.finished ? "true" : "false", "}");
     }
@@ -922,9 +929,10 @@ absl::Status ValidateForRuntime(const ComponentSpec& spec) {
   std::map<std::string, int> out_edges;
   for (const auto& stage : spec.stages) {
     if (stage.code.kind != CodeKind::kCommand || stage.code.argv.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stage ", stage.name, ": the local runtime runs command stages only (code: {command: "
-                                "[...]}); wrap a Python function in a small script"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage ", stage.name,
+                       ": the local runtime runs command stages only (code: {command: "
+                       "[...]}); wrap a Python function in a small script"));
     }
   }
   for (const auto& edge : spec.edges) {
@@ -947,7 +955,8 @@ absl::StatusOr<RunReport> RunComponent(const ComponentSpec& spec, const ShardPla
                                        const NodePlacement& placement,
                                        const RuntimeOptions& options) {
   RETURN_IF_ERROR(ValidateForRuntime(spec));
-  if (options.work_dir.empty()) return absl::InvalidArgumentError("RuntimeOptions.work_dir is empty");
+  if (options.work_dir.empty())
+    return absl::InvalidArgumentError("RuntimeOptions.work_dir is empty");
   Supervisor supervisor(spec, plan, placement, options);
   return supervisor.Run();
 }

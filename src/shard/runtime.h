@@ -117,8 +117,8 @@ struct ShardRunInfo {
   std::string id;
   std::set<int> cpus;
   int restarts = 0;
-  uint64_t committed = 0;  // inputs (and final lines) committed
-  uint64_t published = 0;  // records written downstream or to the sink file
+  uint64_t committed = 0;   // inputs (and final lines) committed
+  uint64_t published = 0;   // records written downstream or to the sink file
   std::string output_file;  // sinks only
 };
 

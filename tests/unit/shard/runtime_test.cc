@@ -100,8 +100,8 @@ Planned PlanExample(std::string yaml_text = "") {
 
 RuntimeOptions Options(const std::string& name, int64_t records) {
   RuntimeOptions o;
-  o.work_dir = (fs::temp_directory_path() / ("flotilla-runtime-test-" + name + "-" +
-                                             std::to_string(getpid())))
+  o.work_dir = (fs::temp_directory_path() /
+                ("flotilla-runtime-test-" + name + "-" + std::to_string(getpid())))
                    .string();
   o.stage_dir = kExample;
   o.records = records;
