@@ -244,10 +244,12 @@ class Runner {
     std::string records = std::to_string(options_.records);
     std::string shard_env = s_.def->id;
     std::string index_env = std::to_string(s_.def->index);
+    const pid_t runner = getpid();
     pid_t pid = fork();
     if (pid < 0) Die(kExitSetup, "fork of the stage command failed");
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != runner) _exit(1);  // the runner died before prctl
       signal(SIGPIPE, SIG_DFL);
       int null_fd = source ? open("/dev/null", O_RDONLY) : in[0];
       dup2(null_fd, 0);
