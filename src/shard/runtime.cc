@@ -42,6 +42,9 @@ constexpr int kMaxInputs = 32;
 constexpr uint32_t kFinalInput = 0xffffffffu;  // pending.input for a final line
 constexpr int32_t kToFile = -2;                // pending.output for the sink file
 // A runner's exit statuses, so a supervisor log says why a shard died.
+// Bytes a feeder moves into a stage per write, and the pipes' size.
+constexpr size_t kBatchBytes = 256 << 10;
+constexpr int kPipeBytes = 1 << 20;
 constexpr int kExitSetup = 10, kExitProtocol = 11, kExitChannel = 12, kExitStage = 13;
 
 int64_t NowNs() {
@@ -263,6 +266,11 @@ class Runner {
     }
     p_->user_pid.store(pid);
     user_pid_ = pid;
+    // Larger pipes: more records per wake-up of the stage and of the
+    // runner, which is what a shard pays for when it shares CPUs with other
+    // work (best effort: the limit is /proc/sys/fs/pipe-max-size).
+    (void)fcntl(out[0], F_SETPIPE_SZ, kPipeBytes);
+    if (!source) (void)fcntl(in[1], F_SETPIPE_SZ, kPipeBytes);
     close(out[1]);
     out_ = out[0];
     if (!source) {
@@ -305,10 +313,10 @@ class Runner {
       }
       batch.clear();
       entries.clear();
-      for (size_t i = 0; i < consumers_.size() && batch.size() < (48 << 10); ++i) {
+      for (size_t i = 0; i < consumers_.size() && batch.size() < kBatchBytes; ++i) {
         size_t k = (first + i) % consumers_.size();
         if (closed[k]) continue;
-        for (int n = 0; n < 512 && batch.size() < (48 << 10); ++n) {
+        for (int n = 0; n < 4096 && batch.size() < kBatchBytes; ++n) {
           auto got = consumers_[k].Read(buf.data(), buf.size(), std::chrono::nanoseconds(0));
           if (absl::IsDeadlineExceeded(got.status())) break;
           if (absl::IsOutOfRange(got.status())) {
@@ -382,7 +390,7 @@ class Runner {
   // The main thread: reads the stage's output lines and commits each.
   [[noreturn]] void Drain() {
     std::string pending;
-    std::vector<char> buf(64 << 10);
+    std::vector<char> buf(kBatchBytes);
     for (;;) {
       ssize_t n = read(out_, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;

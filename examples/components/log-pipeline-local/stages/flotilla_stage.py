@@ -13,7 +13,7 @@ import sys
 def serve(process, finish=None):
     rest = b""
     while True:
-        chunk = os.read(0, 1 << 16)
+        chunk = os.read(0, 1 << 20)
         if not chunk:
             break
         lines = (rest + chunk).split(b"\n")
