@@ -85,6 +85,31 @@ if [[ ${1:-} == shard ]]; then
   exit 0
 fi
 
+# ---- the component pipeline step: bench/run.sh component [BUILD_DIR]
+# bench/component_pipeline_bench.py: the example log pipeline sharded by
+# `flotilla component run` vs the same code in one process, CPU per record,
+# fork/exec and Python start, and recovery after a SIGKILL. As root, again
+# under chrt -f 10 (the wall-clock figures otherwise measure the other jobs
+# on this shared machine; see docs/benchmarks.md).
+if [[ ${1:-} == component ]]; then
+  BUILD_DIR=${2:-build}
+  OUT=$BUILD_DIR/bench-results
+  mkdir -p "$OUT"
+  if [[ ! -f $BUILD_DIR/build.ninja ]]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target flotilla
+  if [[ -n ${BENCH_QUICK:-} ]]; then ARGS=(--records 50000 --rounds 1); else ARGS=(--records 400000 --rounds 3); fi
+  /usr/bin/python3 bench/component_pipeline_bench.py --flotilla "$BUILD_DIR/src/flotilla" "${ARGS[@]}" \
+    --json-out "$OUT/component.json" | tee "$OUT/component.md"
+  if [[ $(id -u) == 0 ]]; then
+    timeout 900 chrt -f 10 /usr/bin/python3 bench/component_pipeline_bench.py \
+      --flotilla "$BUILD_DIR/src/flotilla" "${ARGS[@]}" --json-out "$OUT/component_rt.json" |
+      tee "$OUT/component_rt.md"
+  fi
+  exit 0
+fi
+
 # ---- the micro-VM step: bench/run.sh microvm [BUILD_DIR]
 if [[ ${1:-} == microvm ]]; then
   BUILD_DIR=${2:-build}

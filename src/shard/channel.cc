@@ -343,6 +343,28 @@ RingProducer::RingProducer(ShmRing ring) : ring_(std::move(ring)) {
   }
 }
 
+absl::StatusOr<RingProducer> RingProducer::Resume(ShmRing ring) {
+  RingProducer producer(std::move(ring));
+  if (!producer.broken_.ok()) return producer.broken_;
+  const uint64_t acked = producer.head_;
+  const uint64_t cap = producer.ring_.capacity_;
+  char* data = producer.ring_.data_;
+  uint64_t at = acked;
+  while (at + kLengthBytes <= acked + cap) {
+    uint64_t header = HeaderAt(data, cap, at).load(std::memory_order_acquire);
+    if (static_cast<uint32_t>(header >> 32) != SequenceAt(at)) break;
+    const uint32_t length = static_cast<uint32_t>(header);
+    const uint64_t need = kLengthBytes + RoundUp8(length);
+    if (length > producer.ring_.max_message_ || at + need > acked + cap) {
+      return absl::DataLossError(absl::StrCat("ring corrupt: record at offset ", at, " claims ",
+                                              length, " bytes while resuming its producer"));
+    }
+    at += need;
+  }
+  producer.head_ = at;
+  return producer;
+}
+
 absl::Status RingProducer::CheckAcked(uint64_t acked) {
   if (acked > head_ || head_ - acked > ring_.capacity_) {
     return absl::DataLossError(
@@ -511,6 +533,21 @@ absl::StatusOr<std::string> RingConsumer::Read(std::chrono::nanoseconds timeout)
   ASSIGN_OR_RETURN(size_t n, Read(out.data(), out.size(), timeout));
   out.resize(n);
   return out;
+}
+
+bool RingConsumer::ArmWait() {
+  RingHeader* h = ring_.header_;
+  h->consumer_waiting.store(1, std::memory_order_seq_cst);
+  if (!broken_.ok()) return true;
+  uint64_t header = HeaderAt(ring_.data_, ring_.capacity_, read_).load(std::memory_order_seq_cst);
+  return Ready(header, read_) || h->closed.load(std::memory_order_acquire) != 0;
+}
+
+void RingConsumer::DisarmWait() {
+  ring_.header_->consumer_waiting.store(0, std::memory_order_relaxed);
+  uint64_t value;
+  ssize_t ignored = read(ring_.fds_.data_ready.get(), &value, sizeof(value));  // non-blocking
+  (void)ignored;
 }
 
 absl::Status RingConsumer::Ack(uint64_t offset) {

@@ -148,6 +148,15 @@ class RingProducer {
   // fresh ring's is (0); a restarted producer needs a new ring.
   explicit RingProducer(ShmRing ring);
 
+  // Takes over `ring` from a producer that died: finds where it stopped by
+  // walking the published records from the acknowledged offset (each
+  // header carries the sequence of its own offset, so the walk stops at the
+  // first slot that holds no record of this lap). A record the dead
+  // producer had not published is not there; one it had is. This is what
+  // lets the shard runtime restart a producing shard on the same ring.
+  // DataLoss when a record in the window is malformed.
+  static absl::StatusOr<RingProducer> Resume(ShmRing ring);
+
   // Appends one message without waiting. ResourceExhausted when the ring is
   // full (back-pressure), InvalidArgument when the message is larger than
   // max_message_bytes, DataLoss when the consumer corrupted the ring.
@@ -192,6 +201,16 @@ class RingConsumer {
   // consumer resumes there. Frees the space below it for the producer.
   absl::Status Ack(uint64_t offset);
   absl::Status AckAll() { return Ack(read_); }
+
+  // Waiting on several channels at once (one poll() over their eventfds):
+  // ArmWait raises this side's "waiting" flag and returns true when a
+  // record or the close is already there (then do not sleep); otherwise
+  // sleep until data_ready_fd() is readable, then DisarmWait. The flag is
+  // what makes the producer signal the eventfd; without it the producer
+  // never wakes a sleeper.
+  bool ArmWait();
+  void DisarmWait();
+  int data_ready_fd() const { return ring_.fds_.data_ready.get(); }
 
  private:
   absl::Status Fail(absl::Status status);

@@ -4,6 +4,7 @@
 // every child is reaped or killed before the test returns.
 #include "shard/channel.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -231,6 +232,69 @@ TEST(ShmRingTest, RestartedConsumerResumesRightAfterTheLastAcknowledgedRecord) {
   });
   ASSERT_TRUE(second.started());
   EXPECT_EQ(second.Wait(milliseconds(10000)), 0);
+}
+
+// A producer that dies is replaced by RingProducer::Resume on the same ring:
+// it finds the end of what was published (acknowledged or not, across
+// laps) and carries on, so the consumer sees one unbroken stream.
+TEST(ShmRingTest, ResumedProducerContinuesRightAfterTheLastPublishedRecord) {
+  ShmRing ring = NewRing(4096);
+  ShmRing consumer_side = Reattach(ring);
+  ShmRing resume_side = Reattach(ring);
+  RingConsumer consumer(std::move(consumer_side));
+  uint64_t next = 0;
+  uint64_t dead_head = 0;
+  {
+    RingProducer first(std::move(ring));
+    // Several laps of a 4 KiB ring, the consumer acknowledging as it goes,
+    // then a few records left unread when the producer "dies".
+    for (; next < 300; ++next) {
+      ASSERT_TRUE(first.TryWrite(MessageFor(next)).ok()) << next;
+      auto m = consumer.Read(seconds(5));
+      ASSERT_TRUE(m.ok()) << m.status();
+      ASSERT_EQ(*m, MessageFor(next));
+      ASSERT_TRUE(consumer.AckAll().ok());
+    }
+    for (; next < 305; ++next) ASSERT_TRUE(first.TryWrite(MessageFor(next)).ok());
+    dead_head = first.head();
+  }
+  auto resumed = RingProducer::Resume(std::move(resume_side));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->head(), dead_head);
+  for (; next < 320; ++next) ASSERT_TRUE(resumed->TryWrite(MessageFor(next)).ok());
+  for (uint64_t i = 300; i < 320; ++i) {
+    auto m = consumer.Read(seconds(5));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(*m, MessageFor(i));
+  }
+  EXPECT_TRUE(absl::IsDeadlineExceeded(consumer.Read(milliseconds(1)).status()));
+}
+
+TEST(ShmRingTest, ResumeOnAFreshRingStartsAtZero) {
+  auto resumed = RingProducer::Resume(NewRing(4096));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->head(), 0u);
+}
+
+// ArmWait/DisarmWait: what lets one thread sleep on several rings at once.
+TEST(ShmRingTest, ArmedConsumerIsSignalledThroughItsEventFd) {
+  ShmRing ring = NewRing(4096, /*spin=*/0);
+  ShmRing consumer_side = Reattach(ring, 0);
+  RingProducer producer(std::move(ring));
+  RingConsumer consumer(std::move(consumer_side));
+  EXPECT_FALSE(consumer.ArmWait());  // nothing there: safe to sleep
+  ASSERT_TRUE(producer.TryWrite("x").ok());
+  struct pollfd p = {consumer.data_ready_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 5000), 1);  // the producer saw the flag and signalled
+  consumer.DisarmWait();
+  EXPECT_TRUE(consumer.ArmWait());  // a record is there: do not sleep
+  consumer.DisarmWait();
+  auto m = consumer.Read(milliseconds(100));
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(*m, "x");
+  producer.Close();
+  EXPECT_TRUE(consumer.ArmWait());  // closed: do not sleep either
+  consumer.DisarmWait();
 }
 
 TEST(ShmRingTest, ConsumerSeesOutOfRangeAfterCloseAndDrain) {
