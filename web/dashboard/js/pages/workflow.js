@@ -5,7 +5,7 @@ import { failed, refreshed } from '../app.js';
 import { get } from '../api.js';
 import { badge, every, fill, h, s, TERMINAL } from '../dom.js';
 
-const BOX_W = 150;
+const BOX_W = 176;
 const BOX_H = 46;
 const GAP_X = 60;
 const GAP_Y = 18;
