@@ -205,10 +205,11 @@ void FunctionRoutes(httplib::Server& s, RestServices svc) {
   }));
 }
 
-// The edges of a workflow's plan ({from, to, vars, bytes}), for drawing its
-// DAG: read from the workflow's stored document (the orchestrator persists
+// The edges of a workflow's plan ([{from, to}] by piece id), for drawing
+// its DAG: read from the workflow's stored document (the orchestrator persists
 // its plan at submit and at every change), since Orchestrator::ToJson lists
-// the pieces only. [] when there is no document yet. The caller has
+// the pieces only (TODO: list them there, and drop this read). [] when there
+// is no document yet. The caller has
 // already been allowed to see the workflow (Orchestrator::Get).
 json PlanEdges(store::Store* store, const std::string& workflow_id) {
   if (store == nullptr) return json::array();
