@@ -237,6 +237,11 @@ class DashboardBrowserTest(unittest.TestCase):
         regions = {n["region"] for n in nodes}
         self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#regions .region")),
                          len(regions))
+        # The region map: one island per region, one dot per node.
+        self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#region-map g.island")),
+                         len(regions))
+        self.assertEqual(len(self.driver.find_elements(By.CSS_SELECTOR, "#region-map circle.online")),
+                         len(nodes))
         self.shot("01-federation")
 
         # Executions: every one the REST API lists, newest first.

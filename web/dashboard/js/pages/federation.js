@@ -3,7 +3,7 @@
 // and warm pools.
 import { failed, refreshed } from '../app.js';
 import { get } from '../api.js';
-import { badge, bar, bytes, cores, every, fill, h } from '../dom.js';
+import { badge, bar, bytes, cores, every, fill, h, s } from '../dom.js';
 
 function nodeCard(n) {
   const cap = n.capacity;
@@ -26,10 +26,33 @@ function nodeCard(n) {
         h('td', { class: 'num' }, `${Math.round(p.hit_rate * 100)}%`)))));
 }
 
+// A schematic map: one island per region, one dot per node (green online,
+// red offline, hollow when draining), so the shape of the federation reads
+// at a glance before the columns below give the details.
+function regionMap(byRegion) {
+  const names = [...byRegion.keys()].sort();
+  const W = 170, H = 70, GAP = 16;
+  const width = Math.max(1, names.length) * (W + GAP);
+  return s('svg', { id: 'region-map', width, height: H + 8, viewBox: `0 0 ${width} ${H + 8}`,
+                    role: 'img', 'aria-label': `${names.length} regions` },
+    names.map((r, i) => {
+      const nodes = byRegion.get(r);
+      const x = i * (W + GAP) + 4;
+      return s('g', { class: 'island', 'data-region': r },
+        s('rect', { x, y: 4, width: W, height: H, rx: 28 }),
+        s('text', { x: x + W / 2, y: 24, 'text-anchor': 'middle' }, r),
+        nodes.map((n, k) => s('circle', {
+          class: `dot ${n.status}${n.draining ? ' draining' : ''}`,
+          cx: x + W / 2 + (k - (nodes.length - 1) / 2) * 18, cy: 48, r: 6 },
+          s('title', {}, `${n.id}: ${n.status}, ${n.running} running`))));
+    }));
+}
+
 export function render(main) {
   const regions = h('div', { class: 'regions', id: 'regions' });
   const summary = h('p', { class: 'muted' }, 'loading…');
-  main.append(h('h1', {}, 'Federation'), summary, regions);
+  const map = h('div', { class: 'map' });
+  main.append(h('h1', {}, 'Federation'), summary, map, regions);
   return every(2000, async () => {
     try {
       const { nodes } = await get('/v1/nodes');
@@ -41,6 +64,7 @@ export function render(main) {
       }
       const online = nodes.filter((n) => n.status === 'online').length;
       summary.textContent = `${nodes.length} nodes (${online} online) in ${byRegion.size} regions`;
+      fill(map, regionMap(byRegion));
       fill(regions, ...[...byRegion.keys()].sort().map((r) =>
         h('section', { class: 'region', 'data-region': r },
           h('h3', {}, `region ${r}`),
