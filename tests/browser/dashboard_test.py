@@ -285,6 +285,9 @@ class DashboardBrowserTest(unittest.TestCase):
             (By.CSS_SELECTOR, '#workflows tr[data-id="%s"] a' % wf_id)), "the workflow list")
         self.driver.find_element(By.CSS_SELECTOR, '#workflows tr[data-id="%s"] a' % wf_id).click()
         wf = self._rest("GET", "/v1/workflows/" + wf_id)["workflow"]
+        self.assertEqual(sorted((e["from"], e["to"]) for e in wf["edges"]),
+                         [("count", "report"), ("fetch", "count"), ("fetch", "lines"),
+                          ("lines", "report")])
         self.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#dag g.piece"))
                   == len(wf["pieces"]) or False, "the DAG")
         drawn = {g.get_attribute("data-piece")

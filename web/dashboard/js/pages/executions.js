@@ -16,11 +16,15 @@ export function render(main) {
     body);
   main.append(h('h1', {}, 'Executions'),
     h('div', { class: 'toolbar' }, h('label', {}, 'state ', filter)), table);
-  let load;
-  const stop = every(2000, load = async () => {
+  // A change of filter loads at once, beside the timer's own load: only the
+  // latest answer is drawn, so an older one cannot land after it.
+  let latest = 0;
+  const load = async () => {
+    const mine = ++latest;
     try {
       const q = filter.value ? `&state=${encodeURIComponent(filter.value)}` : '';
       const { executions } = await get(`/v1/executions?limit=100${q}`);
+      if (mine !== latest) return;
       fill(body, ...executions.map((e) => h('tr', { 'data-id': e.id },
         h('td', {}, h('a', { href: `#/executions/${encodeURIComponent(e.id)}` }, e.id)),
         h('td', {}, e.name || e.function || ''),
@@ -34,7 +38,8 @@ export function render(main) {
       }
       refreshed();
     } catch (err) { failed(err); }
-  });
+  };
+  const stop = every(2000, load);
   filter.addEventListener('change', () => load());
   return stop;
 }
