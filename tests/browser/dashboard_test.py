@@ -260,6 +260,13 @@ class DashboardBrowserTest(unittest.TestCase):
         self.driver.find_element(By.CSS_SELECTOR, "#state-filter option[value='']").click()
         self.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tr[data-id]"))
                   >= len(ids) or False, "the list again")
+        # The list is live: a new execution appears without a reload.
+        live = subprocess.run([BIN, "run", "--detach", "--name", "dash-live", "--", "true"],
+                              env=self.env, check=True, capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+        self.assertTrue(live)
+        self.wait(EC.presence_of_element_located(
+            (By.CSS_SELECTOR, '#executions tr[data-id="%s"]' % live)), "the new execution to appear")
         self.shot("02-executions")
 
         # One execution: its placement table, every candidate with its score parts.
