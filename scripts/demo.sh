@@ -90,6 +90,17 @@ ca=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get("ca","")
 # curl checks it against the federation's CA.
 echo "  metrics:  https://$metrics/metrics"
 curl -s --cacert "$ca" "https://$metrics/metrics" | grep -E '^flotilla_(nodes|executions_total|end_to_end_latency_seconds_count)' | sed 's/^/    /'
+token_file=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get("token_file",""))' "$record")
+echo "  dashboard: https://$metrics/dashboard/  (sign in with the token in $token_file;"
+echo "             the browser does not know the federation's CA $ca: import it or accept the warning)"
+
+if [[ "${FLOTILLA_DEMO_KEEP:-}" == 1 ]]; then
+  bold "FLOTILLA_DEMO_KEEP=1: the federation stays up for the dashboard"
+  echo "  stop it with: XDG_DATA_HOME=$XDG_DATA_HOME $FLOTILLA down --purge"
+  trap - EXIT
+  exit 0
+fi
+echo "  (run with FLOTILLA_DEMO_KEEP=1 to keep the federation up and browse the dashboard)"
 
 bold "Shut the federation down"
 show "$FLOTILLA" down --purge

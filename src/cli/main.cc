@@ -603,6 +603,8 @@ int Main(int argc, char** argv) {
               << "  manager gRPC  " << f->manager_grpc << "\n"
               << "  manager HTTP  " << (f->insecure ? "http://" : "https://") << f->manager_http
               << "/metrics\n"
+              << "  dashboard     " << (f->insecure ? "http://" : "https://") << f->manager_http
+              << "/dashboard/" << (f->insecure ? "" : "  (sign in with the admin token)") << "\n"
               << "  state         " << f->state_dir << "\n"
               << (f->lab.empty()
                       ? ""

@@ -1,13 +1,18 @@
-// The manager's REST API (docs/workflows.md): functions, annotations, split
-// analysis, workflow submission and state, the shared key-value store and
-// message queues — JSON over HTTP on the manager's HTTP port, beside
-// /healthz and /metrics. Handlers are thin: they parse, call the
+// The manager's REST API (docs/workflows.md, docs/api.md): functions,
+// annotations, split analysis, workflow submission and state, the shared
+// key-value store and message queues, reads of nodes and executions, and
+// the dashboard's static files (manager/dashboard.h) — JSON over HTTP on
+// the manager's HTTP port, beside /healthz and /metrics. Handlers are thin: they parse, call the
 // FunctionRegistry, the Orchestrator, the KvStore or the MessageQueue, and
 // map absl::Status codes to HTTP statuses with {"error": "..."} bodies.
 #pragma once
 
 namespace httplib {
 class Server;
+}
+
+namespace flotilla::store {
+class Store;
 }
 
 namespace flotilla::kv {
@@ -21,6 +26,7 @@ class MessageQueue;
 namespace flotilla::manager {
 
 class FunctionRegistry;
+class Manager;
 class Orchestrator;
 
 struct RestServices {
@@ -30,6 +36,8 @@ struct RestServices {
   Orchestrator* orchestrator = nullptr;
   kv::KvStore* kv = nullptr;
   kv::MessageQueue* queue = nullptr;
+  Manager* manager = nullptr;         // nodes and executions (GET /v1/nodes, /v1/executions)
+  store::Store* store = nullptr;      // workflows' stored plans (their DAG's edges)
 };
 
 // Registers the routes on `server`; the services must outlive it.

@@ -228,7 +228,8 @@ absl::Status Serve(const ManagerConfig& config, std::unique_ptr<store::Store> st
     }
     // Fewer than the threads: requests that do not wait always find one.
     auto waits = std::make_shared<WaitSlots>(ho.threads / 2);
-    RestServices rest{sec.gate, waits, &functions, &orchestrator, kv.get(), queue.get()};
+    RestServices rest{sec.gate, waits, &functions, &orchestrator, kv.get(), queue.get(),
+                      &manager, store_ptr};
     auto started = HttpServer::Start(
         config.http_listen, [&] { return manager.RenderMetrics(); },
         [rest](httplib::Server& s) { RegisterRestRoutes(s, rest); }, ho);

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "manager/access.h"
 #include "manager/result_assembler.h"
+#include "manager/user_api.h"
 #include "wire/grpc_status.h"
 
 namespace flotilla::manager {
@@ -253,14 +254,9 @@ class ApiServiceImpl final : public v1::ApiService::WithCallbackMethod_Watch<v1:
   Status ListExecutions(ServerContext* ctx, const v1::ListExecutionsRequest* req,
                         v1::ListExecutionsResponse* resp) override {
     ASSIGN_OR_REPLY(auth::Caller caller, User(*ctx));
-    v1::ListExecutionsRequest scoped = *req;
-    if (!caller.is_admin()) scoped.set_tenant(caller.user.tenant);
-    auto list = m_->ListExecutions(scoped);
+    auto list = ListExecutionsFor(*m_, caller, *req);
     if (!list.ok()) return ToGrpcStatus(list.status());
-    for (auto& e : *list) {
-      Redact(caller, &e);
-      *resp->add_executions() = std::move(e);
-    }
+    for (auto& e : *list) *resp->add_executions() = std::move(e);
     return Status::OK;
   }
   Status Checkpoint(ServerContext* ctx, const v1::CheckpointRequest* req,
@@ -287,16 +283,7 @@ class ApiServiceImpl final : public v1::ApiService::WithCallbackMethod_Watch<v1:
 
   // The execution `id` names for `caller`, if the caller may see it.
   absl::StatusOr<v1::Execution> Find(const auth::Caller& caller, const std::string& id) {
-    absl::Status last = absl::NotFoundError(absl::StrCat("no execution '", id, "'"));
-    for (const std::string& candidate : CandidateIds(caller, id)) {
-      auto e = m_->Get(candidate);
-      if (e.ok()) {
-        RETURN_IF_ERROR(CheckAccess(caller, *e, id));
-        return e;
-      }
-      if (e.status().code() != absl::StatusCode::kNotFound) return e.status();
-    }
-    return last;
+    return FindExecutionFor(*m_, caller, id);
   }
 
   Manager* m_;
