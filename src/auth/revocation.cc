@@ -7,11 +7,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -110,9 +112,11 @@ absl::StatusOr<Owned<X509_CRL>> ReadCrl(const std::string& path, X509* ca) {
 }
 
 absl::Status WriteCrlAtomically(const std::string& path, X509_CRL* crl) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  std::string tmp = path + ".XXXXXX";
+  int fd = mkstemp(tmp.data());
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot write ", tmp));
+  fchmod(fd, 0644);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
   Owned<FILE> f(fdopen(fd, "w"));
   if (!f) {
     const int e = errno;
@@ -125,9 +129,58 @@ absl::Status WriteCrlAtomically(const std::string& path, X509_CRL* crl) {
   }
   f.reset();
   if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
+    const int e = errno;
+    unlink(tmp.c_str());
+    return absl::ErrnoToStatus(e, absl::StrCat("rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
+}
+
+// Holds an exclusive lock on <ca_dir>/ca.crl.lock: two `ca revoke` at once
+// each read, extend and rewrite the list, and one would lose the other's.
+class CrlLock {
+ public:
+  static absl::StatusOr<CrlLock> Take(const std::string& ca_dir) {
+    const std::string path = ca_dir + "/ca.crl.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
+    if (flock(fd, LOCK_EX) != 0) {
+      const int e = errno;
+      close(fd);
+      return absl::ErrnoToStatus(e, absl::StrCat("cannot lock ", path));
+    }
+    return CrlLock(fd);
+  }
+  CrlLock(CrlLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ~CrlLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  explicit CrlLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+struct ListRead {
+  std::unordered_set<std::string> serials;
+  long number = 0;  // the CRL number; 0 when there is no list
+  bool present = false;
+};
+
+absl::StatusOr<ListRead> ReadList(const std::string& crl_path, const std::string& ca_cert_path) {
+  ASSIGN_OR_RETURN(Owned<X509> ca, ReadCert(ca_cert_path));
+  ASSIGN_OR_RETURN(Owned<X509_CRL> crl, ReadCrl(crl_path, ca.get()));
+  ListRead out;
+  if (!crl) return out;
+  out.present = true;
+  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl.get());
+  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+    out.serials.insert(HexOf(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(entries, i))));
+  }
+  Owned<ASN1_INTEGER> n(static_cast<ASN1_INTEGER*>(
+      X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
+  if (n) out.number = ASN1_INTEGER_get(n.get());
+  return out;
 }
 
 }  // namespace
@@ -149,6 +202,7 @@ absl::Status RevokeSerial(const std::string& ca_dir, const std::string& serial_h
   ASSIGN_OR_RETURN(Owned<X509> ca, ReadCert(ca_dir + "/ca.crt"));
   ASSIGN_OR_RETURN(Owned<EVP_PKEY> key, ReadKey(ca_dir + "/ca.key"));
   const std::string path = CrlPath(ca_dir);
+  ASSIGN_OR_RETURN(CrlLock lock, CrlLock::Take(ca_dir));
   ASSIGN_OR_RETURN(Owned<X509_CRL> old, ReadCrl(path, ca.get()));
 
   Owned<X509_CRL> crl(X509_CRL_new());
@@ -173,7 +227,10 @@ absl::Status RevokeSerial(const std::string& ca_dir, const std::string& serial_h
       X509_REVOKED* r = sk_X509_REVOKED_value(entries, i);
       if (HexOf(X509_REVOKED_get0_serialNumber(r)) == serial) present = true;
       X509_REVOKED* copy = X509_REVOKED_dup(r);
-      if (!copy || X509_CRL_add0_revoked(crl.get(), copy) != 1) return SslError("copying entries");
+      if (!copy || X509_CRL_add0_revoked(crl.get(), copy) != 1) {
+        X509_REVOKED_free(copy);
+        return SslError("copying entries");
+      }
     }
     Owned<ASN1_INTEGER> n(static_cast<ASN1_INTEGER*>(
         X509_CRL_get_ext_d2i(old.get(), NID_crl_number, nullptr, nullptr)));
@@ -217,15 +274,8 @@ absl::StatusOr<std::string> RevokeCertificate(const std::string& ca_dir,
 
 absl::StatusOr<std::unordered_set<std::string>> ReadRevokedSerials(
     const std::string& crl_path, const std::string& ca_cert_path) {
-  ASSIGN_OR_RETURN(Owned<X509> ca, ReadCert(ca_cert_path));
-  ASSIGN_OR_RETURN(Owned<X509_CRL> crl, ReadCrl(crl_path, ca.get()));
-  std::unordered_set<std::string> out;
-  if (!crl) return out;
-  STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl.get());
-  for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
-    out.insert(HexOf(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(entries, i))));
-  }
-  return out;
+  ASSIGN_OR_RETURN(ListRead list, ReadList(crl_path, ca_cert_path));
+  return std::move(list.serials);
 }
 
 absl::StatusOr<std::shared_ptr<Revocations>> Revocations::Open(std::string crl_path,
@@ -248,8 +298,24 @@ absl::Status Revocations::Reload() {
   // Tried once per version of the file: a bad one is reported once, not
   // every second, and the last good list stays in force.
   file_identity_ = identity;
-  ASSIGN_OR_RETURN(revoked_, ReadRevokedSerials(crl_path_, ca_cert_path_));
-  spdlog::info("certificate revocation list {}: {} revoked", crl_path_, revoked_.size());
+  ASSIGN_OR_RETURN(ListRead list, ReadList(crl_path_, ca_cert_path_));
+  if (loaded_ && !list.present) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(crl_path_, " is gone; a list, once read, is only ever replaced"));
+  }
+  if (list.present && list.number < number_) {
+    // A restored backup or a stale copy would un-revoke what came after it.
+    return absl::FailedPreconditionError(absl::StrCat(crl_path_, " is list number ", list.number,
+                                                      ", older than number ", number_,
+                                                      " in force"));
+  }
+  revoked_ = std::move(list.serials);
+  if (list.present) {
+    loaded_ = true;
+    number_ = list.number;
+    spdlog::info("certificate revocation list {} (number {}): {} revoked", crl_path_, number_,
+                 revoked_.size());
+  }
   return absl::OkStatus();
 }
 

@@ -15,7 +15,8 @@
 // accepts it only with a valid signature of its CA; a list that is missing
 // revokes nothing, one that is unreadable or forged is refused at start and,
 // later, keeps the last good list in force (logged) rather than dropping
-// every revocation.
+// every revocation; so does a list that disappears, or one whose CRL number
+// is lower than the list in force (a restored backup).
 #pragma once
 
 #include <chrono>
@@ -75,6 +76,8 @@ class Revocations {
   absl::Mutex mu_;
   std::unordered_set<std::string> revoked_ ABSL_GUARDED_BY(mu_);
   std::string file_identity_ ABSL_GUARDED_BY(mu_);
+  bool loaded_ ABSL_GUARDED_BY(mu_) = false;  // a list was read: none may replace it but a list
+  long number_ ABSL_GUARDED_BY(mu_) = 0;      // its CRL number: no older one is accepted
   std::chrono::steady_clock::time_point checked_ ABSL_GUARDED_BY(mu_);
   // PEM -> its serial; cleared when it reaches kMaxCached.
   std::unordered_map<std::string, std::string> serials_ ABSL_GUARDED_BY(mu_);

@@ -17,6 +17,17 @@ absl::Status StampSubmit(const auth::Caller& caller, v1::ExecutionRequest* reque
         "request_id '", request->request_id(),
         "' contains ':', which is reserved: request ids are qualified by the tenant"));
   }
+  // The orchestrator's own executions are named "wf-…" and "an-…", and a
+  // workflow's ids follow from its request id: a user who could take one of
+  // those names first would hand a workflow of another tenant a result of
+  // theirs (Manager::Submit answers a taken id with the execution there).
+  for (absl::string_view reserved : {"wf-", "an-"}) {
+    if (absl::StartsWith(request->request_id(), reserved)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request_id '", request->request_id(), "' starts with '", reserved,
+          "', which is reserved for workflows"));
+    }
+  }
   request->set_user_id(caller.user.tenant);
   request->set_owner(caller.user.name);
   if (!request->request_id().empty() && caller.user.tenant != kDefaultTenant) {

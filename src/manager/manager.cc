@@ -24,8 +24,8 @@ using model::ExecutionState;
 namespace {
 
 constexpr size_t kPeekPerRound = 512;
-// Queued entries a dispatch round looks at, at most, to find kPeekPerRound
-// that are within their tenant's quota.
+// Queued entries a dispatch round looks at to find kPeekPerRound that are
+// within their tenant's quota: at least this, and at least max_queued.
 constexpr size_t kScanPerRound = 16 * kPeekPerRound;
 constexpr int64_t kSuspectMs = 2000;
 
@@ -743,12 +743,24 @@ void Manager::DispatchRound() {
     ModelPredictor predictor(latency_model_);
     // Entries of a tenant at its CPU or memory quota are passed over (they
     // keep their place), so the work of other tenants behind them goes on.
+    // The scan covers the whole queue (max_queued bounds it), so no backlog
+    // of held-back entries, however long, hides the work behind it; a held
+    // entry costs a lookup, its reason being written once when first held.
     auto within_quota = [this](const scheduler::PendingQueue::Entry& e) {
       Live& live = *live_.at(e.id);
-      live.waiting_reason = tenant_limits_.WhyNotPlaceable(live.rec.user_id, live.sched.resources);
-      return live.waiting_reason.empty();
+      if (tenant_limits_.Fits(live.rec.user_id, live.sched.resources)) {
+        live.quota_held_back = false;
+        return true;
+      }
+      if (!live.quota_held_back) {
+        live.waiting_reason =
+            tenant_limits_.WhyNotPlaceable(live.rec.user_id, live.sched.resources);
+        live.quota_held_back = true;
+      }
+      return false;
     };
-    for (const auto& entry : queue_.PeekIf(kPeekPerRound, now_ms, kScanPerRound, within_quota)) {
+    const size_t scan = std::max<size_t>(kScanPerRound, static_cast<size_t>(config_.max_queued));
+    for (const auto& entry : queue_.PeekIf(kPeekPerRound, now_ms, scan, within_quota)) {
       Live& live = *live_.at(entry.id);
       // An earlier entry of this round may have used the tenant's quota up.
       if (!within_quota(entry)) continue;

@@ -482,6 +482,10 @@ absl::StatusOr<json> Orchestrator::Submit(const json& request, const std::string
     wf->id = WorkflowIdFor(tenant, request_id);
     if (absl::StatusOr<json> existing = Get(wf->id, 0, tenant); existing.ok()) {
       return Get(wf->id, request.value("wait_ms", int64_t{0}), tenant);
+    } else if (!absl::IsNotFound(existing.status())) {
+      // Unknown is not absent: making it again could run it twice.
+      return absl::UnavailableError(absl::StrCat("cannot tell whether request ", request_id,
+                                                 " was submitted: ", existing.status().message()));
     }
   } else {
     wf->id = NewId("wf-");
@@ -751,6 +755,13 @@ std::vector<Orchestrator::Submission> Orchestrator::Advance(Workflow& wf) {
 void Orchestrator::SubmitAll(std::vector<Submission> subs) {
   for (auto& s : subs) {
     auto r = manager_->Submit(s.request);
+    if (r.ok() && r->already_existed() &&
+        r->execution().request().user_id() != s.request.user_id()) {
+      // Defence in depth (access.cc reserves these ids): never take another
+      // tenant's execution for a piece of this workflow.
+      r = absl::PermissionDeniedError(
+          absl::StrCat("execution ", s.request.request_id(), " belongs to another tenant"));
+    }
     if (r.ok()) continue;
     spdlog::warn("[{}] submit of {} failed: {}", s.workflow_id, s.request.request_id(),
                  r.status().message());

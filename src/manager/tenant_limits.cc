@@ -85,6 +85,13 @@ absl::Status TenantLimits::CheckRequest(const std::string& tenant,
   return absl::OkStatus();
 }
 
+bool TenantLimits::Fits(const std::string& tenant, const model::Resources& r) const {
+  if (o_.max_cpu_millis <= 0 && o_.max_memory_bytes <= 0) return true;
+  const model::Resources held = Placed(tenant);
+  return (o_.max_cpu_millis <= 0 || held.cpu_millis + r.cpu_millis <= o_.max_cpu_millis) &&
+         (o_.max_memory_bytes <= 0 || held.memory_bytes + r.memory_bytes <= o_.max_memory_bytes);
+}
+
 std::string TenantLimits::WhyNotPlaceable(const std::string& tenant,
                                           const model::Resources& r) const {
   if (o_.max_cpu_millis <= 0 && o_.max_memory_bytes <= 0) return "";

@@ -48,6 +48,8 @@ class TenantLimits {
   // InvalidArgument when `r` alone exceeds a resource quota (it could never
   // be placed), naming the quota's key.
   absl::Status CheckRequest(const std::string& tenant, const model::Resources& r) const;
+  // Whether placing `r` now keeps the tenant within its quotas.
+  bool Fits(const std::string& tenant, const model::Resources& r) const;
   // Why placing `r` now would exceed the tenant's quota, or "" if it fits.
   std::string WhyNotPlaceable(const std::string& tenant, const model::Resources& r) const;
   // Counts `r` as placed / no longer placed for `tenant`. Each Place is

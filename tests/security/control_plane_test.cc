@@ -197,6 +197,8 @@ TEST_F(ControlPlaneTest, ARevokedNodeIsRefusedOnTheConnectionItAlreadyHolds) {
   req.mutable_node()->set_id("mallory");
   req.mutable_node()->set_address("127.0.0.1:1");
   req.mutable_node()->mutable_security()->set_trust_level(1);
+  req.mutable_node()->mutable_resources()->mutable_capacity()->set_cpu_millis(1000);
+  req.mutable_node()->mutable_resources()->mutable_capacity()->set_memory_bytes(1ll << 30);
   v1::RegisterNodeResponse resp;
   grpc::Status st = stub->RegisterNode(Ctx().get(), req, &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();

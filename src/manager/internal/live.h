@@ -58,6 +58,8 @@ struct Manager::Live {
   // Its resources count toward the tenant's CPU and memory quotas (set when
   // placed on a node, cleared when released from it).
   bool quota_held = false;
+  // Passed over at dispatch for its tenant's quota (waiting_reason says so).
+  bool quota_held_back = false;
 };
 
 }  // namespace flotilla::manager

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -132,6 +133,24 @@ TEST_F(RevocationTest, ARunningServerPicksUpANewListAndKeepsTheLastGoodOne) {
   EXPECT_THAT(st.message(), HasSubstr("is revoked"));
   EXPECT_TRUE((*list)->Check(Pem(b_.cert), "node b").ok());
 
+  // An older list (a restored backup) does not un-revoke b, revoked after it.
+  const std::string backup = tmp_.path() / "crl.backup";
+  std::filesystem::copy_file(CrlPath(ca_), backup);
+  ASSERT_TRUE(RevokeCertificate(ca_, b_.cert).ok());
+  for (int i = 0; i < 40 && (*list)->Check(Pem(b_.cert), "node b").ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ((*list)->size(), 2u);
+  std::filesystem::copy_file(backup, CrlPath(ca_), std::filesystem::copy_options::overwrite_existing);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ((*list)->Check(Pem(b_.cert), "node b").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*list)->size(), 2u);
+  // Nor does a list that disappears.
+  std::filesystem::remove(CrlPath(ca_));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ((*list)->Check(Pem(a_.cert), "node a").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ((*list)->size(), 2u);
+
   // A corrupted list does not un-revoke a.
   {
     std::ofstream out(CrlPath(ca_), std::ios::trunc);
@@ -139,7 +158,7 @@ TEST_F(RevocationTest, ARunningServerPicksUpANewListAndKeepsTheLastGoodOne) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   EXPECT_EQ((*list)->Check(Pem(a_.cert), "node a").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ((*list)->size(), 1u);
+  EXPECT_EQ((*list)->size(), 2u);
   // Garbage as a peer certificate is not taken for an unrevoked one.
   EXPECT_EQ((*list)->Check("not a certificate", "x").code(),
             absl::StatusCode::kUnauthenticated);

@@ -32,6 +32,21 @@ TEST(AccessTest, SubmitsAreStampedWithTheCallerAndTheirIdsQualified) {
   EXPECT_EQ(StampSubmit(UserOf("alice", "acme"), &bad).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(AccessTest, WorkflowIdsAreReservedForTheOrchestrator) {
+  // A workflow's execution ids follow from its request id: a user taking one
+  // first would hand the workflow a result of theirs.
+  for (const char* id : {"wf-r0123.piece.t0.1", "an-1"}) {
+    v1::ExecutionRequest r;
+    r.set_request_id(id);
+    absl::Status st = StampSubmit(UserOf("eve", "default"), &r);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << id;
+    EXPECT_NE(st.message().find("reserved for workflows"), absl::string_view::npos) << st;
+  }
+  v1::ExecutionRequest ok;
+  ok.set_request_id("wfx-1");
+  EXPECT_TRUE(StampSubmit(UserOf("eve", "default"), &ok).ok());
+}
+
 TEST(AccessTest, FunctionNamesAreQualifiedByTheTenant) {
   const auth::Caller alice = UserOf("alice", "acme");
   const auth::Caller dflt = UserOf("dan", "default");
