@@ -317,7 +317,10 @@ TEST_F(ElectionTest, WithoutAWatchTheStandbyFallsBackToPolling) {
   ASSERT_TRUE(a.Resign().ok());
   campaign.join();
   ASSERT_TRUE(b_won.ok()) << b_won.status();
-  EXPECT_LT(Clock::now() - resigned_at, milliseconds(1000));
+  const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - resigned_at);
+  std::cerr << "standby (polling every 100 ms) led " << took.count()
+            << " ms after the resignation\n";
+  EXPECT_LT(took, milliseconds(1000));
   EXPECT_GT(no_watch->watches.load(), 0);
 }
 
