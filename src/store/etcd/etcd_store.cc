@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <functional>
 #include <map>
@@ -64,6 +65,9 @@ constexpr int kChunkReadPage = 8;  // chunks per Range when reading: 4 MiB
 // The largest result the store keeps: the manager's own bound on a result
 // (manager/result_assembler.h, 32 MiB) with room to spare.
 constexpr int64_t kMaxResultBytes = int64_t{64} << 20;
+// The most one result's chunks may take to write or to read, all Txns or
+// Ranges together (each also has the client's own deadline).
+constexpr std::chrono::seconds kChunkBudget{30};
 
 // CRC-32C (Castagnoli), as etcd's WAL uses; table-driven, a byte at a time.
 constexpr std::array<uint32_t, 256> MakeCrc32cTable() {
@@ -707,6 +711,7 @@ class EtcdStore final : public Store {
   absl::Status WriteChunksLocked(const std::string& id, uint32_t attempt, const Manifest& m,
                                  const std::string& result) {
     const std::string from = ChunkPrefix(id, attempt, m.generation);
+    const auto deadline = std::chrono::steady_clock::now() + kChunkBudget;
     for (int64_t i = 0; i < m.chunks;) {
       ::flotilla::etcd::TxnRequest req;
       req.compares.push_back(Compare::CreateRevisionIs(fence_.key, fence_.create_revision));
@@ -716,7 +721,12 @@ class EtcdStore final : public Store {
                                                      static_cast<size_t>(kChunkBytes))));
       }
       req.failure.push_back(Op::Get(fence_.key));
-      absl::StatusOr<::flotilla::etcd::TxnResult> r = client_->Txn(req);
+      absl::StatusOr<::flotilla::etcd::TxnResult> r =
+          std::chrono::steady_clock::now() < deadline
+              ? client_->Txn(req, std::min(deadline, std::chrono::steady_clock::now() +
+                                                         std::chrono::seconds(5)))
+              : absl::StatusOr<::flotilla::etcd::TxnResult>(absl::DeadlineExceededError(
+                    absl::StrCat("writing the chunks took over ", kChunkBudget.count(), " s")));
       absl::Status failed;
       if (!r.ok()) {
         failed = Annotate(r.status(), absl::StrCat("write chunk ", i, " of ", m.chunks));
@@ -757,8 +767,15 @@ class EtcdStore final : public Store {
     uint32_t crc = 0;
     int64_t next = 0;
     std::string at = from;
+    const auto deadline = std::chrono::steady_clock::now() + kChunkBudget;
     while (true) {
-      absl::StatusOr<::flotilla::etcd::RangeResult> page = client_->Range(at, end, kChunkReadPage);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "reading the result's ", m.chunks, " chunks took over ", kChunkBudget.count(), " s"));
+      }
+      absl::StatusOr<::flotilla::etcd::RangeResult> page = client_->Range(
+          at, end, kChunkReadPage,
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)));
       if (!page.ok()) return page.status();
       for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
         if (kv.key != from + ChunkNo(next)) {
