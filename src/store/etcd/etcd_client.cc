@@ -151,10 +151,22 @@ class GrpcEtcdClient final : public EtcdClient {
 
   absl::StatusOr<RangeResult> Range(const std::string& key, const std::string& range_end,
                                     int64_t limit, std::optional<Deadline> deadline) override {
+    return DoRange(key, range_end, limit, /*keys_only=*/false, deadline);
+  }
+
+  absl::StatusOr<RangeResult> RangeKeys(const std::string& key, const std::string& range_end,
+                                        int64_t limit, std::optional<Deadline> deadline) override {
+    return DoRange(key, range_end, limit, /*keys_only=*/true, deadline);
+  }
+
+  absl::StatusOr<RangeResult> DoRange(const std::string& key, const std::string& range_end,
+                                      int64_t limit, bool keys_only,
+                                      std::optional<Deadline> deadline) {
     pb::RangeRequest req;
     req.set_key(key);
     req.set_range_end(range_end);
     req.set_limit(limit);
+    req.set_keys_only(keys_only);
     pb::RangeResponse resp;
     absl::Status status = Call("range", key, deadline, [&](Member& m, grpc::ClientContext* ctx) {
       return m.kv->Range(ctx, req, &resp);

@@ -148,6 +148,17 @@ class EtcdClient {
   virtual absl::StatusOr<RangeResult> Range(const std::string& key, const std::string& range_end,
                                             int64_t limit = 0,
                                             std::optional<Deadline> deadline = {}) = 0;
+  // As Range, without the values (etcd's keys_only). The default reads them
+  // and drops them, for wrappers that need not care.
+  virtual absl::StatusOr<RangeResult> RangeKeys(const std::string& key,
+                                                const std::string& range_end, int64_t limit = 0,
+                                                std::optional<Deadline> deadline = {}) {
+    absl::StatusOr<RangeResult> r = Range(key, range_end, limit, deadline);
+    if (r.ok()) {
+      for (KeyValue& kv : r->kvs) kv.value.clear();
+    }
+    return r;
+  }
   // Returns the revision of the put.
   virtual absl::StatusOr<int64_t> Put(const std::string& key, const std::string& value,
                                       int64_t lease = 0,

@@ -68,6 +68,8 @@ constexpr int64_t kMaxResultBytes = int64_t{64} << 20;
 // The most one result's chunks may take to write or to read, all Txns or
 // Ranges together (each also has the client's own deadline).
 constexpr std::chrono::seconds kChunkBudget{30};
+// The most a new leadership's sweep of orphaned chunks may take.
+constexpr std::chrono::seconds kSweepBudget{2};
 
 // CRC-32C (Castagnoli), as etcd's WAL uses; table-driven, a byte at a time.
 constexpr std::array<uint32_t, 256> MakeCrc32cTable() {
@@ -286,7 +288,9 @@ class EtcdStore final : public Store {
 
   absl::Status Open() {
     std::lock_guard<std::mutex> lock(gate_);
-    return LoadLocked();
+    RETURN_IF_ERROR(LoadLocked());
+    SweepOrphanChunksLocked();
+    return absl::OkStatus();
   }
 
   absl::Status UpsertNode(const NodeRecord& node) override {
@@ -743,6 +747,52 @@ class EtcdStore final : public Store {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Deletes chunks that no committed manifest names: those of a leader
+  // killed between writing a result's chunks and committing its manifest, or
+  // of a commit whose outcome was unknown and that did not apply. Run when a
+  // store opens, i.e. for a new leadership: from then on no earlier writer
+  // can commit a manifest (the fence), so what is unnamed now stays so. Reads
+  // keys only; best effort (a failure is logged, the rest waits for the next
+  // leadership) and bounded by kSweepBudget.
+  void SweepOrphanChunksLocked() {
+    std::set<std::string> named;
+    for (const auto& [k, m] : index_.manifests) {
+      named.insert(ChunkPrefix(k.first, k.second, m.generation));
+    }
+    const std::string end = PrefixEnd(prefix_ + "c/");
+    const auto deadline = std::chrono::steady_clock::now() + kSweepBudget;
+    std::string at = prefix_ + "c/";
+    std::string last;
+    int swept = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      absl::StatusOr<::flotilla::etcd::RangeResult> page =
+          client_->RangeKeys(at, end, kLoadPage, deadline);
+      if (!page.ok()) {
+        spdlog::warn("etcd store: sweep of orphaned result chunks stopped: {}",
+                     page.status().message());
+        return;
+      }
+      for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
+        const std::string generation = kv.key.substr(0, kv.key.rfind('/') + 1);
+        if (generation == last || named.count(generation)) continue;
+        last = generation;
+        absl::StatusOr<int64_t> gone = client_->Delete(generation, PrefixEnd(generation), deadline);
+        if (!gone.ok()) {
+          spdlog::warn("etcd store: cannot delete orphaned result chunks {}: {}",
+                       absl::CHexEscape(generation), gone.status().message());
+          return;
+        }
+        ++swept;
+      }
+      if (!page->more || page->kvs.empty()) break;
+      at = page->kvs.back().key + std::string(1, '\0');
+    }
+    if (swept > 0) {
+      spdlog::info("etcd store: deleted the chunks of {} result write(s) that never committed",
+                   swept);
+    }
   }
 
   // Undo of a chunked PutResult: its chunks go, unless the Txn that was to

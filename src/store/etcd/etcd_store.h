@@ -18,8 +18,10 @@
 // that commits it. GetResult checks count, size and CRC-32C and returns
 // DataLoss (naming the chunk or the mismatch) rather than wrong bytes.
 // Chunks of a write that did not commit are deleted (best effort; kept when
-// the commit's outcome is unknown, since it may still apply). A result is
-// bounded by 64 MiB: more fails with ResourceExhausted naming the bound.
+// the commit's outcome is unknown, since it may still apply), and opening a
+// store (a new leadership) deletes any chunks no committed manifest names (a
+// leader killed between its chunks and its manifest). A result is bounded
+// by 64 MiB: more fails with ResourceExhausted naming the bound.
 //
 // Fencing: every write is one etcd Txn whose compares check that the fence
 // key (the leader key) still has the fence's create_revision. A deposed

@@ -581,5 +581,25 @@ TEST_F(EtcdStoreChunkTest, RetentionInsideATransactionDeletesWhatFits) {
   EXPECT_TRUE(OpenOrDie(fence_)->ListExecutions({})->empty());
 }
 
+// Chunks that no manifest names (a leader killed between its chunks and its
+// manifest) are deleted when the next store opens; a committed result's are
+// kept.
+TEST_F(EtcdStoreChunkTest, OrphanedChunksAreSweptWhenAStoreOpens) {
+  ExecutionRecord rec = Execution("x");
+  ASSERT_TRUE(store_->InsertExecution(&rec).ok());
+  const std::string kept = Pattern(1 << 20, 6);
+  ASSERT_TRUE(store_->PutResult("x", 1, kept, "").ok());
+  ASSERT_EQ(Keys("c/"), 2u);
+  const std::string orphan = std::string(kPrefix) + "c/1:x/0000000002/deadbeef-1/";
+  ASSERT_TRUE(client_->Put(orphan + "000000", "a").ok());
+  ASSERT_TRUE(client_->Put(orphan + "000001", "b").ok());
+  ASSERT_TRUE(client_->Put(std::string(kPrefix) + "c/1:y/0000000001/cafe-7/000000", "c").ok());
+  ASSERT_EQ(Keys("c/"), 5u);
+  std::unique_ptr<Store> next = OpenOrDie(fence_);
+  ASSERT_NE(next, nullptr);
+  EXPECT_EQ(Keys("c/"), 2u);
+  EXPECT_TRUE(next->GetResult("x", 1)->value_or("") == kept);
+}
+
 }  // namespace
 }  // namespace flotilla::store
