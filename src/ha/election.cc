@@ -175,19 +175,51 @@ class LeaderElection::Impl {
     return std::optional<Leadership>(won);
   }
 
-  // Returns once the key looks free, or on stop / deadline.
+  // Returns once the key looks free, or on stop / deadline. Reads the key,
+  // then watches it from just after that read: etcd tells of the delete (a
+  // resignation, or the leader's lease expiring at etcd) as it happens, where
+  // polling heard of it up to a poll interval later and cost a read every
+  // interval. Each watch lasts at most ttl/2 (its deadline; then the key is
+  // read again, which also finds a member that stopped answering after it
+  // confirmed the watch: a paused one keeps the stream open and silent), and
+  // if the watch cannot be set up the loop falls back to reading the key
+  // every options_.poll.
   void WaitForVacancy(const std::atomic<bool>* stop, etcd::Deadline deadline) {
-    while ((stop == nullptr || !stop->load()) && Clock::now() < deadline) {
+    auto stopped = [&] { return stop != nullptr && stop->load(); };
+    while (!stopped() && Clock::now() < deadline) {
       absl::StatusOr<etcd::RangeResult> r =
           client_->Range(options_.key, "", 0, std::min(deadline, Clock::now() + options_.ttl / 2));
       if (r.ok() && r->kvs.empty()) return;
-      if (!r.ok() && Clock::now() >= next_complaint_) {
-        spdlog::warn("election {}: cannot read the leader key (retrying): {}", options_.key,
-                     r.status().message());
-        next_complaint_ = Clock::now() + kComplaintInterval;
+      if (!r.ok()) {
+        Complain("cannot read the leader key", r.status());
+        std::this_thread::sleep_until(std::min(deadline, Clock::now() + options_.poll));
+        continue;
       }
-      std::this_thread::sleep_until(std::min(deadline, Clock::now() + options_.poll));
+      int64_t from = r->revision + 1;
+      const etcd::Deadline slice_end =
+          std::min(deadline, Clock::now() + std::min<Clock::duration>(options_.ttl / 2, kWatchSlice));
+      while (!stopped() && Clock::now() < slice_end) {
+        absl::StatusOr<etcd::WatchResult> w =
+            client_->Watch(options_.key, "", from, slice_end, stop);
+        if (!w.ok()) {
+          Complain("cannot watch the leader key (polling instead)", w.status());
+          std::this_thread::sleep_until(std::min(slice_end, Clock::now() + options_.poll));
+          break;
+        }
+        if (w->compacted) break;  // read it again
+        for (const etcd::WatchEvent& e : w->events) {
+          if (e.type == etcd::WatchEvent::Type::kDelete) return;
+          from = e.kv.mod_revision + 1;
+        }
+        if (w->events.empty()) break;  // the slice is over (or stop)
+      }
     }
+  }
+
+  void Complain(const char* what, const absl::Status& why) {
+    if (Clock::now() < next_complaint_) return;
+    spdlog::warn("election {}: {} (retrying): {}", options_.key, what, why.message());
+    next_complaint_ = Clock::now() + kComplaintInterval;
   }
 
   void StartLeading(const Leadership& won, LostCallback on_lost) {
@@ -279,6 +311,9 @@ class LeaderElection::Impl {
   Clock::time_point last_renewal_sent_ ABSL_GUARDED_BY(mu_);
   // When a failing campaign may log again (only the campaigning thread uses it).
   static constexpr Clock::duration kComplaintInterval = std::chrono::seconds(5);
+  // The longest one watch of the leader key lasts before the key is read
+  // again (ttl/2 if shorter).
+  static constexpr Clock::duration kWatchSlice = std::chrono::seconds(5);
   Clock::time_point next_complaint_{};
   // The renewal thread of the leadership held last; started by Campaign,
   // joined by the next Campaign, Resign or the destructor.

@@ -3,9 +3,12 @@
 //
 // Recipe: the leader key (options.key) holds the leader's id and address and
 // is attached to the candidate's lease. A candidate wins with a Txn "create
-// the key if it does not exist" (create_revision == 0); losers wait for the
-// key to go (the leader resigned, or its lease expired at etcd) and try
-// again. The epoch of a leadership is the key's create_revision: etcd's
+// the key if it does not exist" (create_revision == 0); losers watch the key
+// (an etcd Watch from just after their read of it) until it goes (the leader
+// resigned, or its lease expired at etcd) and try again at once. A watch
+// lasts at most ttl/2 (and 5 s) before the key is read again, so a member
+// paused under a watch costs at most that; where no watch can be set up,
+// losers read the key every `poll` instead. The epoch of a leadership is the key's create_revision: etcd's
 // revision only grows, so a later leader always has a higher epoch, and the
 // pair (key, epoch) is the fence every write of the leader is conditional on
 // (store/etcd/etcd_store.h).
@@ -44,7 +47,8 @@ struct ElectionOptions {
   // Leadership is given up when ttl - margin has passed since the send time
   // of the last successful renewal. 0: ttl / 5.
   std::chrono::milliseconds margin{0};
-  // How often a losing candidate checks whether the key is gone. 0: ttl / 20.
+  // How often a losing candidate reads the key while it cannot watch it
+  // (the fallback when etcd's Watch fails). 0: ttl / 20.
   std::chrono::milliseconds poll{0};
 };
 

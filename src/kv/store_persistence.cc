@@ -1,5 +1,6 @@
 #include "kv/store_persistence.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -37,16 +38,38 @@ absl::StatusOr<Entry> DecodeEntry(const std::string& ns, const std::string& key,
 absl::Status StoreKvPersistence::Persist(const KvChange& change) {
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   const std::string kind = EntryKind(change.ns);
+  // A change that deletes more keys than one transaction of the etcd Store
+  // may hold (etcd's --max-txn-ops) comes from reaping: every delete but the
+  // last is a key found expired (MemoryKv puts the one key a caller deleted
+  // last). Those go first, in transactions of their own: an expired key is
+  // gone whether or not its record is (restore drops expired records), so a
+  // failure half-way loses nothing that was live. The rest of the change
+  // stays one transaction.
+  size_t first_kept = 0;
+  if (!change.drop_namespace && change.deletes.size() > kMaxDeletesPerTransaction) {
+    first_kept = change.deletes.size() - kMaxDeletesPerTransaction;
+    for (size_t from = 0; from < first_kept; from += kMaxDeletesPerTransaction) {
+      const size_t to = std::min(first_kept, from + kMaxDeletesPerTransaction);
+      RETURN_IF_ERROR(store_->Transaction([&]() -> absl::Status {
+        for (size_t i = from; i < to; ++i) {
+          RETURN_IF_ERROR(store_->DeleteDocument(kind, change.deletes[i]).status());
+        }
+        return absl::OkStatus();
+      }));
+    }
+  }
   return store_->Transaction([&]() -> absl::Status {
     if (change.drop_namespace) {
+      // One transaction whatever the namespace's size: the etcd Store
+      // deletes a kind it empties with one range delete.
       ASSIGN_OR_RETURN(std::vector<store::DocumentRecord> docs, store_->ListDocuments(kind));
       for (const store::DocumentRecord& doc : docs) {
         RETURN_IF_ERROR(store_->DeleteDocument(kind, doc.key).status());
       }
       return store_->DeleteDocument(kNamespaceKind, change.ns).status();
     }
-    for (const std::string& key : change.deletes) {
-      RETURN_IF_ERROR(store_->DeleteDocument(kind, key).status());
+    for (size_t i = first_kept; i < change.deletes.size(); ++i) {
+      RETURN_IF_ERROR(store_->DeleteDocument(kind, change.deletes[i]).status());
     }
     for (const KeyEntry& put : change.puts) {
       RETURN_IF_ERROR(store_->PutDocument(

@@ -13,7 +13,13 @@
 // body carries the value as raw bytes after the first newline.
 //
 // Each KvChange is one Store transaction: the entries and the namespace's
-// revision commit together or not at all.
+// revision commit together or not at all. Two cases keep within the etcd
+// Store's bound on one transaction (etcd's --max-txn-ops): a dropped
+// namespace of any size is still one transaction (the etcd Store turns
+// "every key of a kind deleted" into one range delete); a change deleting
+// more than kMaxDeletesPerTransaction keys (reaped expired keys) deletes all
+// but the last kMaxDeletesPerTransaction of them in earlier transactions of
+// their own, which is safe because they had expired (store_persistence.cc).
 //
 // Thread-safety: as the Store; the store must outlive this object.
 #pragma once
@@ -36,6 +42,9 @@ class StoreKvPersistence final : public KvPersistence {
   // The document kinds (exposed for tests that look at the Store directly).
   static constexpr const char* kNamespaceKind = "kv-ns";
   static std::string EntryKind(const std::string& ns) { return "kv:" + ns; }
+  // Under the etcd Store's 124 writes a transaction, with room for the puts
+  // and the namespace's revision.
+  static constexpr size_t kMaxDeletesPerTransaction = 100;
 
  private:
   store::Store* const store_;

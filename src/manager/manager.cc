@@ -1022,21 +1022,36 @@ void Manager::CheckAttemptDeadlines(
 }
 
 absl::StatusOr<int> Manager::RunRetention() {
-  std::shared_ptr<Writer::Ticket> ticket;
-  {
-    absl::MutexLock lock(&mu_);
-    WriteBatch w;
-    w.what = "retention";
-    w.ops.push_back(WriteBatch::DeleteFinished{
-        .finished_before_ms = clock_->UnixMs() - config_.retention_max_age.count(),
-        .keep_newest = config_.retention_max_count,
-        .limit = 10000});
-    ticket = CommitAwaited(std::move(w));
+  // A round is one writer transaction. The etcd store deletes only what fits
+  // in one etcd Txn per round (tens of executions, etcd's --max-txn-ops), so
+  // rounds repeat while they delete something: at most kRounds, or 2 s.
+  constexpr int kRounds = 100;
+  const int64_t until = MonoMs() + 2000;
+  int total = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    std::shared_ptr<Writer::Ticket> ticket;
+    {
+      absl::MutexLock lock(&mu_);
+      WriteBatch w;
+      w.what = "retention";
+      w.ops.push_back(WriteBatch::DeleteFinished{
+          .finished_before_ms = clock_->UnixMs() - config_.retention_max_age.count(),
+          .keep_newest = config_.retention_max_count,
+          .limit = 10000});
+      ticket = CommitAwaited(std::move(w));
+    }
+    absl::Status st = ticket->Wait();
+    if (!st.ok()) {
+      if (total == 0) return st;
+      spdlog::warn("retention: deleted {} finished executions, then: {}", total, st.message());
+      break;
+    }
+    const int deleted = std::get<WriteBatch::DeleteFinished>(ticket->batch().ops[0]).deleted;
+    total += deleted;
+    if (deleted == 0 || MonoMs() >= until) break;
   }
-  RETURN_IF_ERROR(ticket->Wait());
-  const int deleted = std::get<WriteBatch::DeleteFinished>(ticket->batch().ops[0]).deleted;
-  if (deleted > 0) spdlog::info("retention: deleted {} finished executions", deleted);
-  return deleted;
+  if (total > 0) spdlog::info("retention: deleted {} finished executions", total);
+  return total;
 }
 
 void Manager::DispatcherLoop() {

@@ -29,6 +29,9 @@ class FaultInjectingStore final : public Store {
     fail_all_ = false;
     fail_next_ = 0;
   }
+  // DeleteFinishedExecutions deletes at most n a call from now on (0: no
+  // cap), as the etcd store does inside a transaction.
+  void CapDeletesPerCall(int n) { delete_cap_ = n; }
   // Writes that were refused so far.
   int failed() const { return failed_; }
   Store* real() { return real_.get(); }
@@ -93,6 +96,8 @@ class FaultInjectingStore final : public Store {
   absl::StatusOr<int> DeleteFinishedExecutions(int64_t finished_before_ms, int64_t keep_newest,
                                                int limit) override {
     if (auto st = Fault("delete finished executions"); !st.ok()) return st;
+    const int cap = delete_cap_.load();
+    if (cap > 0 && (limit < 0 || limit > cap)) limit = cap;
     return real_->DeleteFinishedExecutions(finished_before_ms, keep_newest, limit);
   }
   absl::StatusOr<int> DeleteDocumentsBefore(const std::string& kind, int64_t updated_before_ms,
@@ -119,6 +124,7 @@ class FaultInjectingStore final : public Store {
   std::unique_ptr<Store> real_;
   std::atomic<int> fail_next_{0};
   std::atomic<bool> fail_all_{false};
+  std::atomic<int> delete_cap_{0};
   std::atomic<int> failed_{0};
 };
 

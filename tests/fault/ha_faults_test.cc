@@ -30,8 +30,10 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "support/etcd_cluster.h"
 #include "support/federation_harness.h"
@@ -144,6 +146,69 @@ bool StandsByAgain(ManagerReplicas& replicas, int i, seconds timeout) {
 }
 
 // ---------------------------------------------------------------------------
+
+// A result larger than etcd takes in one request (1.5 MiB), through HA
+// replicas on etcd: the leader stores it in chunks, and after the leader is
+// killed the new one reads it back whole from etcd. Before, the etcd store
+// refused the write of any result over ~1.25 MiB (ResourceExhausted).
+class LargeResultOnEtcdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (absl::Status st = etcd_.Start(); !st.ok()) GTEST_SKIP() << "no etcd cluster: " << st;
+    if (absl::Status st = redis_.Start(); !st.ok()) GTEST_SKIP() << "no redis-server: " << st;
+    replicas_ = std::make_unique<ManagerReplicas>(
+        &h_, etcd_.endpoints(),
+        ReplicaOptions{.count = 2, .redis_address = absl::StrCat("127.0.0.1:", redis_.port())});
+    replicas_->StartAll();
+    const int leader = replicas_->WaitLeader(seconds(30));
+    ASSERT_GE(leader, 0) << replicas_->Logs();
+    h_.PointAt(replicas_->Addresses()[leader]);
+    h_.agent_manager_list = replicas_->List();
+    h_.StartAgent({.id = "a1", .cpu_millis = 2000, .extra_config = "output_limit_bytes: 4194304\n"});
+    ASSERT_TRUE(h_.WaitOnline(1, seconds(30))) << replicas_->Log(leader);
+  }
+
+  EtcdCluster etcd_;
+  kv::testing::RedisServer redis_;
+  FederationHarness h_;
+  std::unique_ptr<ManagerReplicas> replicas_;
+};
+
+TEST_F(LargeResultOnEtcdTest, AThreeMegabyteResultSurvivesAFailover) {
+  // "line 0000001\n": 13 bytes a line, 3.25 MB in all.
+  constexpr int kLines = 250000;
+  std::string expected;
+  expected.reserve(static_cast<size_t>(kLines) * 13);
+  for (int i = 1; i <= kLines; ++i) absl::StrAppendFormat(&expected, "line %07d\n", i);
+  auto r = FederationHarness::Shell(absl::StrCat("seq -f 'line %07.0f' 1 ", kLines));
+  r.set_timeout_ms(30000);
+  const std::string id = SubmitToLeader(h_, *replicas_, r, seconds(20));
+  ASSERT_FALSE(id.empty()) << replicas_->Logs();
+  auto done = h_.WaitAllDone({id}, seconds(30));
+  ASSERT_EQ(done.size(), 1u) << replicas_->Logs();
+  ASSERT_EQ(done.at(id).state(), v1::EXECUTION_SUCCEEDED) << done.at(id).error();
+  ASSERT_EQ(done.at(id).result().stdout().size(), expected.size());
+  EXPECT_TRUE(done.at(id).result().stdout() == expected) << "the output differs";
+
+  // Time for the leader's write of the result to commit: a Get can show the
+  // end before it is durable (the agent would then send the result again to
+  // the next leader, which would not test the store).
+  std::this_thread::sleep_for(seconds(2));
+  const int old_leader = replicas_->Leader();
+  ASSERT_GE(old_leader, 0);
+  replicas_->Kill(old_leader);
+  const int leader = replicas_->WaitOtherLeader(old_leader, seconds(20));
+  ASSERT_GE(leader, 0) << replicas_->Logs();
+  h_.PointAt(replicas_->Addresses()[leader]);
+  v1::Execution e;
+  ASSERT_TRUE(FederationHarness::WaitUntil(seconds(10), [&] { return h_.Get(id, &e).ok(); }))
+      << replicas_->Log(leader);
+  ASSERT_EQ(e.state(), v1::EXECUTION_SUCCEEDED) << replicas_->Logs();
+  EXPECT_NE(replicas_->Log(leader).find("0 unfinished executions"), std::string::npos)
+      << "the new leader did not load the finished execution from etcd:\n" << replicas_->Logs();
+  ASSERT_EQ(e.result().stdout().size(), expected.size()) << replicas_->Log(leader);
+  EXPECT_TRUE(e.result().stdout() == expected) << "the new leader's copy differs";
+}
 
 class PausedLeaderTest : public ::testing::Test {
  protected:

@@ -51,6 +51,12 @@ class CutOffClient final : public etcd::EtcdClient {
     if (cut) return absl::UnavailableError("cut off (test)");
     return real_->LeaseKeepAliveOnce(lease, d);
   }
+  absl::StatusOr<etcd::WatchResult> Watch(const std::string& key, const std::string& end,
+                                          int64_t start_revision, etcd::Deadline d,
+                                          const std::atomic<bool>* cancel) override {
+    if (cut) return absl::UnavailableError("cut off (test)");
+    return real_->Watch(key, end, start_revision, d, cancel);
+  }
   std::vector<std::string> endpoints() const override { return real_->endpoints(); }
   std::string current_endpoint() const override { return real_->current_endpoint(); }
 

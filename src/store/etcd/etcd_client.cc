@@ -4,12 +4,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/escaping.h"
 #include "etcd/rpc.grpc.pb.h"
+#include "etcd/watch.grpc.pb.h"
 
 namespace flotilla::etcd {
 
@@ -140,17 +144,29 @@ class GrpcEtcdClient final : public EtcdClient {
     for (const std::string& endpoint : options_.endpoints) {
       auto channel =
           grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
-      members_.push_back(
-          {endpoint, pb::KV::NewStub(channel), pb::Lease::NewStub(channel), channel});
+      members_.push_back({endpoint, pb::KV::NewStub(channel), pb::Lease::NewStub(channel),
+                          pb::Watch::NewStub(channel), channel});
     }
   }
 
   absl::StatusOr<RangeResult> Range(const std::string& key, const std::string& range_end,
                                     int64_t limit, std::optional<Deadline> deadline) override {
+    return DoRange(key, range_end, limit, /*keys_only=*/false, deadline);
+  }
+
+  absl::StatusOr<RangeResult> RangeKeys(const std::string& key, const std::string& range_end,
+                                        int64_t limit, std::optional<Deadline> deadline) override {
+    return DoRange(key, range_end, limit, /*keys_only=*/true, deadline);
+  }
+
+  absl::StatusOr<RangeResult> DoRange(const std::string& key, const std::string& range_end,
+                                      int64_t limit, bool keys_only,
+                                      std::optional<Deadline> deadline) {
     pb::RangeRequest req;
     req.set_key(key);
     req.set_range_end(range_end);
     req.set_limit(limit);
+    req.set_keys_only(keys_only);
     pb::RangeResponse resp;
     absl::Status status = Call("range", key, deadline, [&](Member& m, grpc::ClientContext* ctx) {
       return m.kv->Range(ctx, req, &resp);
@@ -278,6 +294,108 @@ class GrpcEtcdClient final : public EtcdClient {
     return resp.ttl();
   }
 
+  absl::StatusOr<WatchResult> Watch(const std::string& key, const std::string& range_end,
+                                    int64_t start_revision, Deadline deadline,
+                                    const std::atomic<bool>* cancel) override {
+    const size_t idx = current_.load() % members_.size();
+    Member& m = members_[idx];
+    const std::string what = absl::StrCat("etcd watch ", Printable(key), " at ", m.endpoint);
+    if (Clock::now() >= deadline) return WatchResult{};
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + (deadline - Clock::now()));
+    // A member that does not confirm the watch within one endpoint's share
+    // of the default timeout (as Call gives it) is taken for gone: a paused
+    // one accepts the stream and never answers.
+    const Deadline confirm_by =
+        Clock::now() + std::max<Clock::duration>(
+                           options_.default_timeout / static_cast<int64_t>(members_.size()),
+                           kMinAttempt);
+    std::atomic<bool> confirmed{false};
+    // The sync stream cannot wait for `cancel` or the confirmation; a helper
+    // cancels the call, and is joined before returning.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread canceller([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (!done && !(cancel != nullptr && cancel->load()) && Clock::now() < deadline &&
+             (confirmed.load() || Clock::now() < confirm_by)) {
+        cv.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      if (!done) ctx.TryCancel();
+    });
+    auto finish = [&] {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        done = true;
+      }
+      cv.notify_all();
+      if (canceller.joinable()) canceller.join();
+    };
+    std::unique_ptr<grpc::ClientReaderWriter<pb::WatchRequest, pb::WatchResponse>> stream =
+        m.watch->Watch(&ctx);
+    pb::WatchRequest req;
+    pb::WatchCreateRequest* create = req.mutable_create_request();
+    create->set_key(key);
+    create->set_range_end(range_end);
+    create->set_start_revision(start_revision);
+    WatchResult out;
+    bool created = false;
+    pb::WatchResponse resp;
+    bool wrote = stream->Write(req);
+    while (wrote && stream->Read(&resp)) {
+      if (resp.created()) {
+        created = true;
+        confirmed = true;
+      }
+      if (resp.compact_revision() > 0) {
+        out.compacted = true;
+        out.compact_revision = resp.compact_revision();
+        break;
+      }
+      if (resp.canceled()) break;
+      if (resp.events_size() > 0) {
+        for (const pb::Event& e : resp.events()) {
+          out.events.push_back({e.type() == pb::Event::DELETE ? WatchEvent::Type::kDelete
+                                                              : WatchEvent::Type::kPut,
+                                FromProto(e.kv())});
+        }
+        break;
+      }
+    }
+    ctx.TryCancel();
+    grpc::Status st = stream->Finish();
+    finish();
+    if (out.compacted || !out.events.empty()) return out;
+    if (created) {
+      // Confirmed, then ended: the deadline, `cancel`, or a member that went
+      // away; the caller reads the key again in any case.
+      if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+          st.error_code() == grpc::StatusCode::CANCELLED || st.ok()) {
+        return out;
+      }
+    } else if (cancel != nullptr && cancel->load()) {
+      return out;
+    } else if (Clock::now() >= confirm_by && Clock::now() < deadline) {
+      current_.store((idx + 1) % members_.size());
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, " was not confirmed within ",
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           options_.default_timeout / static_cast<int64_t>(members_.size()))
+                           .count(),
+                       " ms; is the member paused?"));
+    }
+    current_.store((idx + 1) % members_.size());
+    const grpc::StatusCode code = st.ok() ? grpc::StatusCode::UNAVAILABLE : st.error_code();
+    std::string message = absl::StrCat(what, created ? " ended: " : " was not confirmed: ",
+                                       st.ok() ? std::string("stream closed") : st.error_message());
+    if (code == grpc::StatusCode::DEADLINE_EXCEEDED) return absl::DeadlineExceededError(message);
+    if (Retryable(code) || code == grpc::StatusCode::CANCELLED) {
+      return absl::UnavailableError(message);
+    }
+    return absl::Status(static_cast<absl::StatusCode>(code), message);
+  }
+
   std::vector<std::string> endpoints() const override { return options_.endpoints; }
   std::string current_endpoint() const override {
     return members_[current_.load() % members_.size()].endpoint;
@@ -288,6 +406,7 @@ class GrpcEtcdClient final : public EtcdClient {
     std::string endpoint;
     std::unique_ptr<pb::KV::Stub> kv;
     std::unique_ptr<pb::Lease::Stub> lease;
+    std::unique_ptr<pb::Watch::Stub> watch;
     std::shared_ptr<grpc::Channel> channel;
   };
 

@@ -1,5 +1,5 @@
 // EtcdClient: a small client of etcd's v3 API over gRPC (KV: Range, Put,
-// DeleteRange, Txn; Lease: Grant, Revoke, KeepAlive), with only what
+// DeleteRange, Txn; Lease: Grant, Revoke, KeepAlive; Watch), with only what
 // Flotilla's HA manager needs.
 //
 // Endpoints and failover: the client holds one channel per endpoint and
@@ -22,6 +22,7 @@
 // network); TLS is left to the deployment work of issue 12.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -110,6 +111,23 @@ struct TxnResult {
   std::vector<OpResult> responses;
 };
 
+// One change of a watched key (mvccpb.Event).
+struct WatchEvent {
+  enum class Type { kPut, kDelete };
+  Type type = Type::kPut;
+  KeyValue kv;  // for kDelete: the key and the revision of the delete
+};
+
+struct WatchResult {
+  // The events of the first response that had any (in revision order);
+  // empty if the deadline passed, or `cancel` was set, with nothing seen.
+  std::vector<WatchEvent> events;
+  // etcd compacted the history the watch was to start in: read the key
+  // again and watch from after that read.
+  bool compacted = false;
+  int64_t compact_revision = 0;
+};
+
 struct Lease {
   int64_t id = 0;
   int64_t ttl_s = 0;  // as granted: etcd raises a TTL below its minimum
@@ -130,6 +148,17 @@ class EtcdClient {
   virtual absl::StatusOr<RangeResult> Range(const std::string& key, const std::string& range_end,
                                             int64_t limit = 0,
                                             std::optional<Deadline> deadline = {}) = 0;
+  // As Range, without the values (etcd's keys_only). The default reads them
+  // and drops them, for wrappers that need not care.
+  virtual absl::StatusOr<RangeResult> RangeKeys(const std::string& key,
+                                                const std::string& range_end, int64_t limit = 0,
+                                                std::optional<Deadline> deadline = {}) {
+    absl::StatusOr<RangeResult> r = Range(key, range_end, limit, deadline);
+    if (r.ok()) {
+      for (KeyValue& kv : r->kvs) kv.value.clear();
+    }
+    return r;
+  }
   // Returns the revision of the put.
   virtual absl::StatusOr<int64_t> Put(const std::string& key, const std::string& value,
                                       int64_t lease = 0,
@@ -148,6 +177,20 @@ class EtcdClient {
   // expired or was revoked.
   virtual absl::StatusOr<int64_t> LeaseKeepAliveOnce(int64_t lease,
                                                      std::optional<Deadline> deadline = {}) = 0;
+
+  // Watches [key, range_end) ("" range_end: the one key) for changes from
+  // start_revision on (0: from now) and returns the first events seen, or no
+  // events once `deadline` passes or `*cancel` (may be null; looked at every
+  // 50 ms) becomes true. One gRPC stream to the current endpoint, closed
+  // before returning. Unavailable / DeadlineExceeded if the endpoint did not
+  // confirm the watch within its share of default_timeout (as every call
+  // gives each endpoint) or the stream broke: the next call goes to the next
+  // endpoint, and callers fall back to reading the key. A member paused
+  // after it confirmed keeps the stream silent until the deadline, so
+  // callers keep deadlines short and read the key between watches.
+  virtual absl::StatusOr<WatchResult> Watch(const std::string& key, const std::string& range_end,
+                                            int64_t start_revision, Deadline deadline,
+                                            const std::atomic<bool>* cancel = nullptr) = 0;
 
   // The endpoints, and the one calls go to first now.
   virtual std::vector<std::string> endpoints() const = 0;

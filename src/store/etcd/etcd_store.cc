@@ -12,7 +12,10 @@
 #include "store/etcd/etcd_store.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <chrono>
+#include <set>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -26,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "etcd/store_records.pb.h"
@@ -43,6 +47,71 @@ using ::flotilla::etcd::PrefixEnd;
 constexpr int kOwnOps = 4;
 constexpr int64_t kMaxTxnBytes = ::flotilla::etcd::kMaxRequestBytes - 256 * 1024;
 constexpr int kLoadPage = 500;
+
+// Results: up to kInlineResultBytes (with the summary) the bytes sit in one
+// key, o/<id>/<attempt>, written in the caller's Txn. Larger ones are cut
+// into chunks of kChunkBytes under c/<id>/<attempt>/<generation>/<n>, each
+// Txn of them carrying kChunksPerTxn (well under --max-request-bytes), and
+// only then the manifest m/<id>/<attempt> (generation, count, size,
+// CRC-32C) goes into the caller's Txn with the summary: a reader finds a
+// result only through a committed manifest, so never half of one. A new
+// generation per write means a replacement never overwrites the chunks the
+// committed manifest names; the old generation is deleted (one range) in
+// the Txn that commits the new manifest.
+constexpr int64_t kInlineResultBytes = 256 * 1024;
+constexpr int64_t kChunkBytes = 512 * 1024;
+constexpr int kChunksPerTxn = 2;
+constexpr int kChunkReadPage = 8;  // chunks per Range when reading: 4 MiB
+// The largest result the store keeps: the manager's own bound on a result
+// (manager/result_assembler.h, 32 MiB) with room to spare.
+constexpr int64_t kMaxResultBytes = int64_t{64} << 20;
+// The most one result's chunks may take to write or to read, all Txns or
+// Ranges together (each also has the client's own deadline).
+constexpr std::chrono::seconds kChunkBudget{30};
+// The most a new leadership's sweep of orphaned chunks may take.
+constexpr std::chrono::seconds kSweepBudget{2};
+
+// CRC-32C (Castagnoli), as etcd's WAL uses; table-driven, a byte at a time.
+constexpr std::array<uint32_t, 256> MakeCrc32cTable() {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    t[i] = c;
+  }
+  return t;
+}
+constexpr std::array<uint32_t, 256> kCrc32cTable = MakeCrc32cTable();
+
+uint32_t Crc32cExtend(uint32_t crc, const std::string& bytes) {
+  crc = ~crc;
+  for (unsigned char b : bytes) crc = kCrc32cTable[(crc ^ b) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+// What m/<id>/<attempt> says of a chunked result; stored as one text line,
+// "chunks v1 <generation> <count> <bytes> <crc32c hex>".
+struct Manifest {
+  std::string generation;
+  int64_t chunks = 0;
+  int64_t bytes = 0;
+  uint32_t crc32c = 0;
+
+  std::string Encode() const {
+    return absl::StrFormat("chunks v1 %s %d %d %08x", generation, chunks, bytes, crc32c);
+  }
+  static std::optional<Manifest> Decode(const std::string& text) {
+    std::vector<std::string> f = absl::StrSplit(text, ' ');
+    Manifest m;
+    if (f.size() != 6 || f[0] != "chunks" || f[1] != "v1" || f[2].empty() ||
+        !absl::SimpleAtoi(f[3], &m.chunks) || !absl::SimpleAtoi(f[4], &m.bytes) ||
+        !absl::SimpleHexAtoi(f[5], &m.crc32c) || m.chunks < 0 || m.bytes < 0) {
+      return std::nullopt;
+    }
+    m.generation = f[2];
+    return m;
+  }
+};
 
 // Length-prefixed, so that any id is one unambiguous key segment.
 std::string Seg(const std::string& s) { return absl::StrCat(s.size(), ":", s); }
@@ -63,6 +132,8 @@ struct Index {
   std::map<uint64_t, std::string> by_seq;
   std::map<AttemptKey, AttemptRecord> attempts;
   std::map<AttemptKey, ResultEntry> results;
+  // The chunked ones among them: their manifests.
+  std::map<AttemptKey, Manifest> manifests;
   std::map<std::string, NodeRecord> nodes;
   std::map<DocKey, DocumentRecord> documents;
   uint64_t last_seq = 0;
@@ -77,6 +148,9 @@ struct Batch {
   std::map<std::string, size_t> by_key;  // key -> its op in ops
   int64_t bytes = 0;
   bool seq_changed = false;
+  // Kinds of documents this batch deleted from: candidates for one range
+  // delete at commit (EtcdStore::CoalesceDeletes).
+  std::set<std::string> doc_kinds_deleted;
   std::vector<std::function<void()>> undo;
 
   void Add(Op op) {
@@ -214,7 +288,9 @@ class EtcdStore final : public Store {
 
   absl::Status Open() {
     std::lock_guard<std::mutex> lock(gate_);
-    return LoadLocked();
+    RETURN_IF_ERROR(LoadLocked());
+    SweepOrphanChunksLocked();
+    return absl::OkStatus();
   }
 
   absl::Status UpsertNode(const NodeRecord& node) override {
@@ -338,21 +414,53 @@ class EtcdStore final : public Store {
       if (!index_.executions.count(id)) {
         return absl::FailedPreconditionError(absl::StrCat(context, ": no execution ", id));
       }
+      const AttemptKey k(id, attempt);
       pb::ResultValue v;
       v.set_execution_id(id);
       v.set_attempt(attempt);
       v.set_summary(summary);
       std::string value = v.SerializeAsString();
-      if (static_cast<int64_t>(value.size() + result.size()) > kMaxTxnBytes) {
+      const int64_t total = static_cast<int64_t>(value.size() + result.size());
+      if (total > kMaxResultBytes) {
         return absl::ResourceExhaustedError(absl::StrCat(
-            context, ": the result is ", value.size() + result.size(),
-            " bytes; the etcd store keeps at most ", kMaxTxnBytes,
-            " per write (etcd's --max-request-bytes); keep large outputs out of the store"));
+            context, ": the result is ", total, " bytes with its summary; the etcd store keeps "
+            "results of at most ", kMaxResultBytes, " bytes (", kMaxResultBytes >> 20,
+            " MiB); lower the agents' output_limit_bytes or keep large outputs out of the store"));
       }
+      std::optional<Manifest> old;
+      if (auto it = index_.manifests.find(k); it != index_.manifests.end()) old = it->second;
+      const bool had_inline = index_.results.count(k) > 0 && !old.has_value();
+      if (total <= kInlineResultBytes) {
+        b.Add(Op::Put(ResultKeyOf(id, attempt), std::move(value)));
+        b.Add(Op::Put(OutputKeyOf(id, attempt), result));
+        if (old) {
+          b.Add(Op::Delete(ManifestKeyOf(id, attempt)));
+          const std::string from = ChunkPrefix(id, attempt, old->generation);
+          b.Add(Op::Delete(from, PrefixEnd(from)));
+          Set(b, index_.manifests, k, std::nullopt);
+        }
+        Set(b, index_.results, k, std::optional<ResultEntry>(ResultEntry{summary}));
+        return absl::OkStatus();
+      }
+      // Chunks first, each Txn fenced; the manifest commits with the caller.
+      Manifest m;
+      m.generation = absl::StrCat(tag_, "-", ++generation_counter_);
+      m.bytes = static_cast<int64_t>(result.size());
+      m.chunks = (m.bytes + kChunkBytes - 1) / kChunkBytes;
+      m.crc32c = Crc32cExtend(0, result);
+      RETURN_IF_ERROR(Annotate(WriteChunksLocked(id, attempt, m, result), context));
+      const std::string from = ChunkPrefix(id, attempt, m.generation);
+      // If the manifest does not commit, its chunks are garbage.
+      b.undo.push_back([this, from] { DropChunksIfUncommitted(from); });
       b.Add(Op::Put(ResultKeyOf(id, attempt), std::move(value)));
-      b.Add(Op::Put(OutputKeyOf(id, attempt), result));
-      Set(b, index_.results, AttemptKey(id, attempt),
-          std::optional<ResultEntry>(ResultEntry{summary}));
+      b.Add(Op::Put(ManifestKeyOf(id, attempt), m.Encode()));
+      if (had_inline) b.Add(Op::Delete(OutputKeyOf(id, attempt)));
+      if (old) {
+        const std::string old_from = ChunkPrefix(id, attempt, old->generation);
+        b.Add(Op::Delete(old_from, PrefixEnd(old_from)));
+      }
+      Set(b, index_.manifests, k, std::optional<Manifest>(m));
+      Set(b, index_.results, k, std::optional<ResultEntry>(ResultEntry{summary}));
       return absl::OkStatus();
     });
   }
@@ -374,26 +482,64 @@ class EtcdStore final : public Store {
   absl::StatusOr<std::optional<std::string>> GetResult(const std::string& id,
                                                        uint32_t attempt) override {
     const std::string key = OutputKeyOf(id, attempt);
-    if (InOwnTransaction()) {
-      // The body's own, uncommitted write of it.
-      if (auto op = txn_batch_->by_key.find(key); op != txn_batch_->by_key.end()) {
-        const Op& o = txn_batch_->ops[op->second];
-        if (o.type == Op::Type::kPut) return std::optional<std::string>(o.value);
-        return std::optional<std::string>();
+    // A chunked result whose manifest changed while its chunks were read
+    // (replaced or deleted meanwhile) is read again; a few times at most.
+    for (int round = 0; round < 3; ++round) {
+      bool known = false;
+      std::optional<Manifest> manifest;
+      std::optional<std::string> uncommitted;
+      auto look = [&] {
+        known = index_.results.count({id, attempt}) > 0;
+        if (auto m = index_.manifests.find({id, attempt}); m != index_.manifests.end()) {
+          manifest = m->second;
+        }
+        return 0;
+      };
+      if (InOwnTransaction()) {
+        look();
+        // The body's own, uncommitted write of it.
+        if (auto op = txn_batch_->by_key.find(key);
+            !manifest && op != txn_batch_->by_key.end()) {
+          const Op& o = txn_batch_->ops[op->second];
+          if (o.type == Op::Type::kPut) return std::optional<std::string>(o.value);
+          return std::optional<std::string>();
+        }
+      } else {
+        (void)Read(look);
       }
+      if (!known) return std::optional<std::string>();
+      const std::string what = absl::StrCat("get result ", id, "/", attempt);
+      if (!manifest) {
+        // Outside the gate: a linearizable read sees every committed write,
+        // and other calls need not wait for it.
+        absl::StatusOr<::flotilla::etcd::RangeResult> r = client_->Range(key, "");
+        if (!r.ok()) return Annotate(r.status(), what);
+        if (r->kvs.empty()) return std::optional<std::string>();  // deleted meanwhile
+        return std::optional<std::string>(std::move(r->kvs[0].value));
+      }
+      absl::StatusOr<std::string> bytes = ReadChunks(id, attempt, *manifest);
+      if (bytes.ok()) return std::optional<std::string>(*std::move(bytes));
+      if (bytes.status().code() != absl::StatusCode::kDataLoss) return Annotate(bytes.status(), what);
+      // Lost, or replaced under the reader? The index says.
+      std::optional<Manifest> now;
+      bool still_known = false;
+      auto relook = [&] {
+        still_known = index_.results.count({id, attempt}) > 0;
+        if (auto m = index_.manifests.find({id, attempt}); m != index_.manifests.end()) {
+          now = m->second;
+        }
+        return 0;
+      };
+      if (InOwnTransaction()) {
+        relook();
+      } else {
+        (void)Read(relook);
+      }
+      if (!still_known) return std::optional<std::string>();
+      if (now && now->generation == manifest->generation) return Annotate(bytes.status(), what);
     }
-    bool known = false;
-    (void)Read([&] {
-      known = index_.results.count({id, attempt}) > 0;
-      return 0;
-    });
-    if (!known) return std::optional<std::string>();
-    // Outside the gate: a linearizable read sees every committed write, and
-    // other calls need not wait for it.
-    absl::StatusOr<::flotilla::etcd::RangeResult> r = client_->Range(key, "");
-    if (!r.ok()) return Annotate(r.status(), absl::StrCat("get result ", id, "/", attempt));
-    if (r->kvs.empty()) return std::optional<std::string>();  // deleted meanwhile
-    return std::optional<std::string>(std::move(r->kvs[0].value));
+    return absl::AbortedError(absl::StrCat("get result ", id, "/", attempt,
+                                           ": replaced three times while being read; retry"));
   }
 
   absl::Status PutDocument(const DocumentRecord& doc) override {
@@ -430,6 +576,7 @@ class EtcdStore final : public Store {
       existed = index_.documents.count({kind, key}) > 0;
       if (!existed) return absl::OkStatus();
       b.Add(Op::Delete(DocKeyOf(kind, key)));
+      b.doc_kinds_deleted.insert(kind);
       Set(b, index_.documents, DocKey(kind, key), std::nullopt);
       return absl::OkStatus();
     });
@@ -444,11 +591,23 @@ class EtcdStore final : public Store {
     // oldest first, at most `limit` (negative: no limit).
     std::vector<std::string> victims = ReadVictims(finished_before_ms, keep_newest, limit);
     if (InOwnTransaction()) {
+      // One Txn holds the whole body, so delete what fits in half the room
+      // left (the rest of the body may need the other half) and say how many:
+      // the contract's "at most limit"; the caller's next round does more.
+      // (The manager's retention runs in its writer's transactions, with a
+      // limit of 10,000: all of them at once never fit.)
+      size_t n = 0;
       RETURN_IF_ERROR(Write([&](Batch& b) {
-        for (const std::string& id : victims) DeleteExecutionInBatch(b, id);
+        const size_t room = static_cast<size_t>(::flotilla::etcd::kMaxTxnOps - kOwnOps);
+        const size_t budget = b.ops.size() >= room ? 0 : (room - b.ops.size()) / 2;
+        size_t used = 0;
+        while (n < victims.size() && used + OpsToDelete(victims[n]) <= budget) {
+          used += OpsToDelete(victims[n]);
+          DeleteExecutionInBatch(b, victims[n++]);
+        }
         return absl::OkStatus();
       }));
-      return static_cast<int>(victims.size());
+      return static_cast<int>(n);
     }
     // Outside a transaction, in as many Txns as etcd's op limit asks for.
     int deleted = 0;
@@ -491,6 +650,7 @@ class EtcdStore final : public Store {
       n = std::min(n, static_cast<size_t>(::flotilla::etcd::kMaxTxnOps - kOwnOps));
       std::vector<DocKey> keys;
       for (size_t i = 0; i < n; ++i) keys.push_back({old[i]->kind, old[i]->key});
+      if (!keys.empty()) b.doc_kinds_deleted.insert(kind);
       for (const DocKey& k : keys) {
         b.Add(Op::Delete(DocKeyOf(k.first, k.second)));
         Set(b, index_.documents, k, std::nullopt);
@@ -537,8 +697,165 @@ class EtcdStore final : public Store {
   std::string OutputKeyOf(const std::string& id, uint32_t n) const {
     return prefix_ + "o/" + Seg(id) + "/" + AttemptNo(n);
   }
+  std::string DocPrefix(const std::string& kind) const { return prefix_ + "d/" + Seg(kind); }
   std::string DocKeyOf(const std::string& kind, const std::string& key) const {
-    return prefix_ + "d/" + Seg(kind) + key;
+    return DocPrefix(kind) + key;
+  }
+  std::string ManifestKeyOf(const std::string& id, uint32_t n) const {
+    return prefix_ + "m/" + Seg(id) + "/" + AttemptNo(n);
+  }
+  std::string ChunkPrefix(const std::string& id, uint32_t n, const std::string& generation) const {
+    return prefix_ + "c/" + Seg(id) + "/" + AttemptNo(n) + "/" + generation + "/";
+  }
+  static std::string ChunkNo(int64_t i) { return absl::StrFormat("%06d", i); }
+
+  // Writes result's chunks under m's generation, kChunksPerTxn to a Txn,
+  // each conditional on the fence (they touch no key the index knows, so
+  // meta/txn stays as it is). On failure deletes what it wrote, best effort.
+  absl::Status WriteChunksLocked(const std::string& id, uint32_t attempt, const Manifest& m,
+                                 const std::string& result) {
+    const std::string from = ChunkPrefix(id, attempt, m.generation);
+    const auto deadline = std::chrono::steady_clock::now() + kChunkBudget;
+    for (int64_t i = 0; i < m.chunks;) {
+      ::flotilla::etcd::TxnRequest req;
+      req.compares.push_back(Compare::CreateRevisionIs(fence_.key, fence_.create_revision));
+      for (int k = 0; k < kChunksPerTxn && i < m.chunks; ++k, ++i) {
+        req.success.push_back(
+            Op::Put(from + ChunkNo(i), result.substr(static_cast<size_t>(i * kChunkBytes),
+                                                     static_cast<size_t>(kChunkBytes))));
+      }
+      req.failure.push_back(Op::Get(fence_.key));
+      absl::StatusOr<::flotilla::etcd::TxnResult> r =
+          std::chrono::steady_clock::now() < deadline
+              ? client_->Txn(req, std::min(deadline, std::chrono::steady_clock::now() +
+                                                         std::chrono::seconds(5)))
+              : absl::StatusOr<::flotilla::etcd::TxnResult>(absl::DeadlineExceededError(
+                    absl::StrCat("writing the chunks took over ", kChunkBudget.count(), " s")));
+      absl::Status failed;
+      if (!r.ok()) {
+        failed = Annotate(r.status(), absl::StrCat("write chunk ", i, " of ", m.chunks));
+      } else if (!r->succeeded) {
+        deposed_ = absl::FailedPreconditionError(absl::StrCat(
+            "lost leadership: the leader key ", fence_.key,
+            " no longer holds epoch ", fence_.create_revision,
+            "; a deposed manager's writes are refused"));
+        failed = deposed_;
+      }
+      if (!failed.ok()) {
+        (void)client_->Delete(from, PrefixEnd(from));
+        return failed;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Deletes chunks that no committed manifest names: those of a leader
+  // killed between writing a result's chunks and committing its manifest, or
+  // of a commit whose outcome was unknown and that did not apply. Run when a
+  // store opens, i.e. for a new leadership: from then on no earlier writer
+  // can commit a manifest (the fence), so what is unnamed now stays so. Reads
+  // keys only; best effort (a failure is logged, the rest waits for the next
+  // leadership) and bounded by kSweepBudget.
+  void SweepOrphanChunksLocked() {
+    std::set<std::string> named;
+    for (const auto& [k, m] : index_.manifests) {
+      named.insert(ChunkPrefix(k.first, k.second, m.generation));
+    }
+    const std::string end = PrefixEnd(prefix_ + "c/");
+    const auto deadline = std::chrono::steady_clock::now() + kSweepBudget;
+    std::string at = prefix_ + "c/";
+    std::string last;
+    int swept = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      absl::StatusOr<::flotilla::etcd::RangeResult> page =
+          client_->RangeKeys(at, end, kLoadPage, deadline);
+      if (!page.ok()) {
+        spdlog::warn("etcd store: sweep of orphaned result chunks stopped: {}",
+                     page.status().message());
+        return;
+      }
+      for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
+        const std::string generation = kv.key.substr(0, kv.key.rfind('/') + 1);
+        if (generation == last || named.count(generation)) continue;
+        last = generation;
+        absl::StatusOr<int64_t> gone = client_->Delete(generation, PrefixEnd(generation), deadline);
+        if (!gone.ok()) {
+          spdlog::warn("etcd store: cannot delete orphaned result chunks {}: {}",
+                       absl::CHexEscape(generation), gone.status().message());
+          return;
+        }
+        ++swept;
+      }
+      if (!page->more || page->kvs.empty()) break;
+      at = page->kvs.back().key + std::string(1, '\0');
+    }
+    if (swept > 0) {
+      spdlog::info("etcd store: deleted the chunks of {} result write(s) that never committed",
+                   swept);
+    }
+  }
+
+  // Undo of a chunked PutResult: its chunks go, unless the Txn that was to
+  // commit its manifest may still be applied (then they may be needed).
+  void DropChunksIfUncommitted(const std::string& from) {
+    if (commit_in_doubt_) return;
+    absl::StatusOr<int64_t> r = client_->Delete(from, PrefixEnd(from));
+    if (!r.ok()) {
+      spdlog::warn("etcd store: chunks under {} of a result not stored are left behind: {}",
+                   absl::CHexEscape(from), r.status().message());
+    }
+  }
+
+  // Reads and checks a chunked result: every chunk there, in order, the
+  // size and CRC-32C the manifest says; DataLoss naming what is wrong if not.
+  absl::StatusOr<std::string> ReadChunks(const std::string& id, uint32_t attempt,
+                                         const Manifest& m) {
+    const std::string from = ChunkPrefix(id, attempt, m.generation);
+    const std::string end = PrefixEnd(from);
+    std::string out;
+    out.reserve(static_cast<size_t>(m.bytes));
+    uint32_t crc = 0;
+    int64_t next = 0;
+    std::string at = from;
+    const auto deadline = std::chrono::steady_clock::now() + kChunkBudget;
+    while (true) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "reading the result's ", m.chunks, " chunks took over ", kChunkBudget.count(), " s"));
+      }
+      absl::StatusOr<::flotilla::etcd::RangeResult> page = client_->Range(
+          at, end, kChunkReadPage,
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)));
+      if (!page.ok()) return page.status();
+      for (const ::flotilla::etcd::KeyValue& kv : page->kvs) {
+        if (kv.key != from + ChunkNo(next)) {
+          return absl::DataLossError(absl::StrCat(
+              "chunk ", next, " of ", m.chunks, " (generation ", m.generation,
+              ") is missing from etcd; found ", absl::CHexEscape(kv.key), " in its place"));
+        }
+        if (static_cast<int64_t>(out.size() + kv.value.size()) > m.bytes) {
+          return absl::DataLossError(absl::StrCat("chunks of generation ", m.generation,
+                                                  " hold more than the manifest's ", m.bytes,
+                                                  " bytes"));
+        }
+        crc = Crc32cExtend(crc, kv.value);
+        out += kv.value;
+        ++next;
+      }
+      if (!page->more || page->kvs.empty()) break;
+      at = page->kvs.back().key + std::string(1, '\0');
+    }
+    if (next != m.chunks || static_cast<int64_t>(out.size()) != m.bytes) {
+      return absl::DataLossError(absl::StrCat(
+          "the result's manifest (generation ", m.generation, ") names ", m.chunks, " chunks, ",
+          m.bytes, " bytes; etcd holds ", next, " chunks, ", out.size(), " bytes"));
+    }
+    if (crc != m.crc32c) {
+      return absl::DataLossError(absl::StrFormat(
+          "the result's chunks (generation %s) have CRC-32C %08x; the manifest says %08x",
+          m.generation, crc, m.crc32c));
+    }
+    return out;
   }
 
   template <typename Fn>
@@ -605,7 +922,7 @@ class EtcdStore final : public Store {
     }
     for (auto r = index_.results.lower_bound({id, 0});
          r != index_.results.end() && r->first.first == id; ++r) {
-      n += 2;
+      n += index_.manifests.count(r->first) ? 3 : 2;
     }
     return n;
   }
@@ -634,7 +951,16 @@ class EtcdStore final : public Store {
     }
     for (const AttemptKey& k : results) {
       b.Add(Op::Delete(ResultKeyOf(k.first, k.second)));
-      b.Add(Op::Delete(OutputKeyOf(k.first, k.second)));
+      if (auto m = index_.manifests.find(k); m != index_.manifests.end()) {
+        // Only the committed generation's range: chunks of a result written
+        // later in the same body lie under another one.
+        b.Add(Op::Delete(ManifestKeyOf(k.first, k.second)));
+        const std::string from = ChunkPrefix(k.first, k.second, m->second.generation);
+        b.Add(Op::Delete(from, PrefixEnd(from)));
+        Set(b, index_.manifests, k, std::nullopt);
+      } else {
+        b.Add(Op::Delete(OutputKeyOf(k.first, k.second)));
+      }
       Set(b, index_.results, k, std::nullopt);
     }
   }
@@ -653,8 +979,56 @@ class EtcdStore final : public Store {
     return absl::OkStatus();
   }
 
+  // A batch that leaves a kind of documents empty (a key-value namespace
+  // dropped, say) deletes it with one range delete instead of a delete per
+  // key, so that emptying a kind of any size is one Txn within etcd's
+  // --max-txn-ops. The same keys go: the index is every key under the prefix
+  // (this store is the only writer, and meta/txn's compare fails the Txn if
+  // anyone else wrote), and no put of the batch falls in the range (etcd
+  // refuses a Txn that puts into a range it deletes).
+  void CoalesceDeletes(Batch& b) {
+    bool changed = false;
+    for (const std::string& kind : b.doc_kinds_deleted) {
+      auto left = index_.documents.lower_bound({kind, ""});
+      if (left != index_.documents.end() && left->first.first == kind) continue;
+      const std::string from = DocPrefix(kind);
+      const std::string end = PrefixEnd(from);
+      size_t in_range = 0;
+      bool has_put = false;
+      for (const Op& op : b.ops) {
+        if (op.key >= from && op.key < end) {
+          ++in_range;
+          if (op.type != Op::Type::kDelete || !op.range_end.empty()) has_put = true;
+        }
+      }
+      if (in_range < 2 || has_put) continue;
+      std::vector<Op> ops;
+      ops.reserve(b.ops.size() - in_range + 1);
+      bool placed = false;
+      for (Op& op : b.ops) {
+        if (op.key >= from && op.key < end) {
+          if (!placed) ops.push_back(Op::Delete(from, end));
+          placed = true;
+          continue;
+        }
+        ops.push_back(std::move(op));
+      }
+      b.ops = std::move(ops);
+      changed = true;
+    }
+    if (!changed) return;
+    b.by_key.clear();
+    b.bytes = 0;
+    for (size_t i = 0; i < b.ops.size(); ++i) {
+      b.by_key[b.ops[i].key] = i;
+      b.bytes += static_cast<int64_t>(b.ops[i].key.size() + b.ops[i].range_end.size() +
+                                      b.ops[i].value.size() + 16);
+    }
+  }
+
   absl::Status CommitLocked(Batch& batch) {
     if (batch.ops.empty()) return absl::OkStatus();
+    CoalesceDeletes(batch);
     if (static_cast<int>(batch.ops.size()) + kOwnOps > ::flotilla::etcd::kMaxTxnOps ||
         batch.bytes > kMaxTxnBytes) {
       const std::string why = absl::StrCat(
@@ -691,7 +1065,9 @@ class EtcdStore final : public Store {
         last_txn_rev_ = mark->kvs[0].mod_revision;
         return absl::OkStatus();
       }
+      commit_in_doubt_ = true;
       batch.Rollback();
+      commit_in_doubt_ = false;
       // Not applied as far as we can tell; it may still be, late: the next
       // Txn's compare on meta/txn would notice. Reload first to be sure.
       stale_ = true;
@@ -744,7 +1120,7 @@ class EtcdStore final : public Store {
     Index index;
     int64_t txn_rev = 0;
     // Every kind of record but the outputs (o/), which are read on demand.
-    for (const char* kind : {"a/", "d/", "e/", "meta/", "n/", "r/"}) {
+    for (const char* kind : {"a/", "d/", "e/", "m/", "meta/", "n/", "r/"}) {
       std::string from = prefix_ + kind;
       const std::string end = PrefixEnd(from);
       while (true) {
@@ -790,6 +1166,19 @@ class EtcdStore final : public Store {
       pb::ResultValue v;
       if (!v.ParseFromString(kv.value)) return bad("a result");
       index->results[{v.execution_id(), v.attempt()}] = ResultEntry{v.summary()};
+    } else if (rest.rfind("m/", 0) == 0) {
+      // m/<len>:<id>/<attempt>
+      const size_t slash = rest.rfind('/');
+      uint32_t attempt = 0;
+      std::optional<Manifest> m = Manifest::Decode(kv.value);
+      size_t len = 0;
+      const size_t colon = rest.find(':', 2);
+      if (!m || slash == std::string::npos || colon == std::string::npos ||
+          !absl::SimpleAtoi(rest.substr(2, colon - 2), &len) || colon + 1 + len != slash ||
+          !absl::SimpleAtoi(rest.substr(slash + 1), &attempt)) {
+        return bad("a result's manifest");
+      }
+      index->manifests[{rest.substr(colon + 1, len), attempt}] = *std::move(m);
     } else if (rest.rfind("n/", 0) == 0) {
       pb::NodeValue v;
       if (!v.ParseFromString(kv.value)) return bad("a node");
@@ -826,6 +1215,9 @@ class EtcdStore final : public Store {
   Index index_;
   int64_t last_txn_rev_ = 0;  // meta/txn's mod_revision as this store last wrote or read it
   uint64_t txn_counter_ = 0;
+  uint64_t generation_counter_ = 0;
+  // Set while a batch whose Txn may yet be applied is rolled back.
+  bool commit_in_doubt_ = false;
   bool stale_ = false;
   absl::Status deposed_;
 };

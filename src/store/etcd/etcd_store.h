@@ -2,10 +2,26 @@
 // the elected leader writes, every write fenced by its leadership.
 //
 // Layout under `prefix`: e/<id> executions, a/<id>/<attempt> attempts,
-// r/<id>/<attempt> result summaries, o/<id>/<attempt> result bytes, n/<id>
-// nodes, d/<kind>/<key> documents, meta/seq and meta/txn (ids are
-// length-prefixed so any byte string is a safe id). Values are protobuf
-// (proto/etcd/store_records.proto); o/ holds the raw result.
+// r/<id>/<attempt> result summaries, o/<id>/<attempt> result bytes (up to
+// 256 KiB), m/<id>/<attempt> and c/<id>/<attempt>/<generation>/<n> larger
+// results (a manifest and 512 KiB chunks), n/<id> nodes, d/<kind>/<key>
+// documents, meta/seq and meta/txn (ids are length-prefixed so any byte
+// string is a safe id). Values are protobuf (proto/etcd/store_records.proto);
+// o/ and c/ hold raw bytes, m/ one line of text.
+//
+// Large results: etcd takes at most --max-request-bytes (1.5 MiB) in one
+// request, so a result over 256 KiB is written as chunks first, two to a
+// fenced Txn of their own, and its manifest (generation, chunk count, size,
+// CRC-32C) then goes into the write's own Txn with the summary. A reader
+// finds a result only through a committed manifest: never half of one. A
+// rewrite uses a new generation and deletes the old one's chunks in the Txn
+// that commits it. GetResult checks count, size and CRC-32C and returns
+// DataLoss (naming the chunk or the mismatch) rather than wrong bytes.
+// Chunks of a write that did not commit are deleted (best effort; kept when
+// the commit's outcome is unknown, since it may still apply), and opening a
+// store (a new leadership) deletes any chunks no committed manifest names (a
+// leader killed between its chunks and its manifest). A result is bounded
+// by 64 MiB: more fails with ResourceExhausted naming the bound.
 //
 // Fencing: every write is one etcd Txn whose compares check that the fence
 // key (the leader key) still has the fence's create_revision. A deposed
@@ -29,14 +45,17 @@
 // as the execution.
 //
 // Bounds: a Transaction() body becomes one Txn, so it may write at most
-// kMaxTxnOps - 4 = 124 keys (each call writes one, PutResult two, deleting
-// an execution one per execution, attempt and result key) and about
-// 1.25 MiB in all (etcd's defaults, --max-txn-ops 128, --max-request-bytes
-// 1.5 MiB); more fails with ResourceExhausted naming the bound, and the body
-// changes nothing. A result with its summary is bounded by the same
-// 1.25 MiB; larger outputs belong outside the store. Outside a transaction,
-// DeleteFinishedExecutions splits its work into Txns under those bounds.
-// Writing a key twice in one body is fine (the later write wins).
+// kMaxTxnOps - 4 = 124 keys (each call writes one, PutResult two to four,
+// deleting an execution one per execution and attempt and two or three per
+// result) and about 1.25 MiB in all (etcd's defaults, --max-txn-ops 128,
+// --max-request-bytes 1.5 MiB); more fails with ResourceExhausted naming
+// the bound, and the body changes nothing. Exception: a body that deletes
+// every document of a kind (a key-value namespace dropped) does so with one
+// range delete, whatever their number. DeleteFinishedExecutions splits its
+// work into Txns under those bounds outside a transaction; inside one it
+// deletes as many as fit in half the room left and returns that count (the
+// caller's next round does more). Writing a key twice in one body is fine
+// (the later write wins).
 //
 // Like the SQLite store, writes are serialized and a reader waits for a
 // write in flight (one etcd round trip), and a Transaction() body holds off

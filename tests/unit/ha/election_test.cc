@@ -214,6 +214,132 @@ TEST_F(ElectionTest, LeadershipHoldsWhileAnyOneMemberIsKilled) {
   EXPECT_EQ((*observed)->epoch, won->epoch);
 }
 
+// A standby hears the leader key go through its watch: with the fallback
+// poll set to 30 s it still takes over within moments of the resignation.
+TEST_F(ElectionTest, AStandbyWatchingTheKeyTakesOverAtOnce) {
+  ElectionOptions slow_poll = Options();
+  slow_poll.poll = milliseconds(30000);
+  LeaderElection a(client_, Options());
+  LeaderElection b(client_, slow_poll);
+  ASSERT_TRUE(a.Campaign("a", "", nullptr, nullptr, In(milliseconds(5000))).ok());
+  absl::StatusOr<Leadership> b_won = absl::UnknownError("not run");
+  Clock::time_point b_won_at;
+  std::thread campaign([&] {
+    b_won = b.Campaign("b", "", nullptr, nullptr, In(milliseconds(20000)));
+    b_won_at = Clock::now();
+  });
+  std::this_thread::sleep_for(milliseconds(500));  // b is watching by now
+  const Clock::time_point resigned_at = Clock::now();
+  ASSERT_TRUE(a.Resign().ok());
+  campaign.join();
+  ASSERT_TRUE(b_won.ok()) << b_won.status();
+  const auto took = std::chrono::duration_cast<milliseconds>(b_won_at - resigned_at);
+  std::cerr << "standby led " << took.count() << " ms after the resignation\n";
+  EXPECT_LT(took, milliseconds(1000));
+}
+
+// The leader's lease expiring at etcd (a leader killed: nobody resigns)
+// deletes the key; the watching standby campaigns at once.
+TEST_F(ElectionTest, AStandbyTakesOverWhenTheLeadersLeaseExpires) {
+  ElectionOptions slow_poll = Options();
+  slow_poll.poll = milliseconds(30000);
+  auto cut = std::make_shared<CutOffClient>(client_);
+  LeaderElection a(cut, Options());
+  LeaderElection b(client_, slow_poll);
+  ASSERT_TRUE(a.Campaign("a", "", nullptr, nullptr, In(milliseconds(5000))).ok());
+  std::thread campaign_b;
+  absl::StatusOr<Leadership> b_won = absl::UnknownError("not run");
+  campaign_b = std::thread(
+      [&] { b_won = b.Campaign("b", "", nullptr, nullptr, In(milliseconds(20000))); });
+  std::this_thread::sleep_for(milliseconds(300));
+  const Clock::time_point cut_at = Clock::now();
+  cut->cut = true;  // a's renewals stop; etcd expires its lease within the TTL
+  campaign_b.join();
+  ASSERT_TRUE(b_won.ok()) << b_won.status();
+  EXPECT_LT(Clock::now() - cut_at, kTtl + milliseconds(1500));
+}
+
+// Where the watch cannot be set up, the standby reads the key every `poll`.
+class NoWatchClient final : public etcd::EtcdClient {
+ public:
+  explicit NoWatchClient(std::shared_ptr<etcd::EtcdClient> real) : real_(std::move(real)) {}
+  std::atomic<int> watches{0};
+  absl::StatusOr<etcd::RangeResult> Range(const std::string& key, const std::string& end,
+                                          int64_t limit, std::optional<etcd::Deadline> d) override {
+    return real_->Range(key, end, limit, d);
+  }
+  absl::StatusOr<int64_t> Put(const std::string& key, const std::string& value, int64_t lease,
+                              std::optional<etcd::Deadline> d) override {
+    return real_->Put(key, value, lease, d);
+  }
+  absl::StatusOr<int64_t> Delete(const std::string& key, const std::string& end,
+                                 std::optional<etcd::Deadline> d) override {
+    return real_->Delete(key, end, d);
+  }
+  absl::StatusOr<etcd::TxnResult> Txn(const etcd::TxnRequest& txn,
+                                      std::optional<etcd::Deadline> d) override {
+    return real_->Txn(txn, d);
+  }
+  absl::StatusOr<etcd::Lease> LeaseGrant(std::chrono::seconds ttl,
+                                         std::optional<etcd::Deadline> d) override {
+    return real_->LeaseGrant(ttl, d);
+  }
+  absl::Status LeaseRevoke(int64_t lease, std::optional<etcd::Deadline> d) override {
+    return real_->LeaseRevoke(lease, d);
+  }
+  absl::StatusOr<int64_t> LeaseKeepAliveOnce(int64_t lease,
+                                             std::optional<etcd::Deadline> d) override {
+    return real_->LeaseKeepAliveOnce(lease, d);
+  }
+  absl::StatusOr<etcd::WatchResult> Watch(const std::string&, const std::string&, int64_t,
+                                          etcd::Deadline, const std::atomic<bool>*) override {
+    ++watches;
+    return absl::UnavailableError("watch refused (test)");
+  }
+  std::vector<std::string> endpoints() const override { return real_->endpoints(); }
+  std::string current_endpoint() const override { return real_->current_endpoint(); }
+
+ private:
+  std::shared_ptr<etcd::EtcdClient> real_;
+};
+
+TEST_F(ElectionTest, WithoutAWatchTheStandbyFallsBackToPolling) {
+  auto no_watch = std::make_shared<NoWatchClient>(client_);
+  ElectionOptions o = Options();
+  o.poll = milliseconds(100);
+  LeaderElection a(client_, Options());
+  LeaderElection b(no_watch, o);
+  ASSERT_TRUE(a.Campaign("a", "", nullptr, nullptr, In(milliseconds(5000))).ok());
+  absl::StatusOr<Leadership> b_won = absl::UnknownError("not run");
+  std::thread campaign([&] { b_won = b.Campaign("b", "", nullptr, nullptr, In(milliseconds(20000))); });
+  std::this_thread::sleep_for(milliseconds(500));
+  const Clock::time_point resigned_at = Clock::now();
+  ASSERT_TRUE(a.Resign().ok());
+  campaign.join();
+  ASSERT_TRUE(b_won.ok()) << b_won.status();
+  const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - resigned_at);
+  std::cerr << "standby (polling every 100 ms) led " << took.count()
+            << " ms after the resignation\n";
+  EXPECT_LT(took, milliseconds(1000));
+  EXPECT_GT(no_watch->watches.load(), 0);
+}
+
+// A standby's campaign stops promptly when asked, even mid-watch.
+TEST_F(ElectionTest, AWatchingStandbyStopsPromptly) {
+  LeaderElection a(client_, Options());
+  LeaderElection b(client_, Options());
+  ASSERT_TRUE(a.Campaign("a", "", nullptr, nullptr, In(milliseconds(5000))).ok());
+  std::atomic<bool> stop{false};
+  absl::StatusOr<Leadership> b_won = absl::UnknownError("not run");
+  std::thread campaign([&] { b_won = b.Campaign("b", "", nullptr, &stop, In(milliseconds(20000))); });
+  std::this_thread::sleep_for(milliseconds(500));
+  const Clock::time_point stopped_at = Clock::now();
+  stop = true;
+  campaign.join();
+  EXPECT_EQ(b_won.status().code(), absl::StatusCode::kCancelled) << b_won.status();
+  EXPECT_LT(Clock::now() - stopped_at, milliseconds(500));
+}
+
 TEST(LeaderValueTest, RoundTripsAndRejectsGarbage) {
   auto info = DecodeLeaderValue("3:m:1[::1]:7070", 42);
   ASSERT_TRUE(info.ok());

@@ -186,5 +186,90 @@ TEST_F(EtcdClientTest, WritesContinueWithOneMemberKilled) {
   EXPECT_EQ(static_cast<int>(all->kvs.size()), acked.load());
 }
 
+
+// Watch: the first events after a revision, a delete seen as one, nothing
+// at the deadline, and a cancel flag that ends the wait early.
+TEST_F(EtcdClientTest, WatchSeesChangesFromARevisionAndEndsOnTime) {
+  auto put = client_->Put("/w/k", "v1");
+  ASSERT_TRUE(put.ok()) << put.status();
+  auto r = client_->Range("/w/k", "");
+  ASSERT_TRUE(r.ok());
+  // From the put's own revision: the put is the first event.
+  auto w = client_->Watch("/w/k", "", *put, Clock::now() + milliseconds(3000));
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->events.size(), 1u);
+  EXPECT_EQ(w->events[0].type, WatchEvent::Type::kPut);
+  EXPECT_EQ(w->events[0].kv.value, "v1");
+
+  // From after the read: nothing until the deadline.
+  const Clock::time_point t0 = Clock::now();
+  w = client_->Watch("/w/k", "", r->revision + 1, Clock::now() + milliseconds(300));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(w->events.empty());
+  EXPECT_LT(Clock::now() - t0, milliseconds(1500));
+
+  // A delete made while watching.
+  std::thread deleter([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    (void)client_->Delete("/w/k");
+  });
+  w = client_->Watch("/w/k", "", r->revision + 1, Clock::now() + milliseconds(5000));
+  deleter.join();
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->events.size(), 1u);
+  EXPECT_EQ(w->events[0].type, WatchEvent::Type::kDelete);
+  EXPECT_EQ(w->events[0].kv.key, "/w/k");
+
+  std::atomic<bool> cancel{false};
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    cancel = true;
+  });
+  const Clock::time_point t1 = Clock::now();
+  w = client_->Watch("/w/other", "", 0, Clock::now() + milliseconds(10000), &cancel);
+  canceller.join();
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(w->events.empty());
+  EXPECT_LT(Clock::now() - t1, milliseconds(1000));
+}
+
+// A watch on a killed member fails (the caller falls back to reading), and
+// the next one goes to another member.
+TEST_F(EtcdClientTest, AWatchMovesOnFromAKilledMember) {
+  const std::string first = client_->current_endpoint();
+  int idx = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (cluster_.endpoint(i) == first) idx = i;
+  }
+  ASSERT_TRUE(cluster_.Kill(idx).ok());
+  auto w = client_->Watch("/w/k", "", 0, Clock::now() + milliseconds(1000));
+  EXPECT_FALSE(w.ok());
+  EXPECT_NE(client_->current_endpoint(), first);
+  auto put = client_->Put("/w/k", "v");
+  ASSERT_TRUE(put.ok()) << put.status();
+  w = client_->Watch("/w/k", "", *put, Clock::now() + milliseconds(3000));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->events.size(), 1u);
+}
+
+// A paused member accepts the stream and never confirms the watch: the
+// call gives up after the endpoint's share of the default timeout (1 s of
+// 3 s here), not at its deadline, and the next call goes elsewhere.
+TEST_F(EtcdClientTest, AWatchOnAPausedMemberGivesUpAfterItsShare) {
+  const std::string first = client_->current_endpoint();
+  int idx = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (cluster_.endpoint(i) == first) idx = i;
+  }
+  ASSERT_TRUE(cluster_.Pause(idx).ok());
+  const Clock::time_point t0 = Clock::now();
+  auto w = client_->Watch("/w/k", "", 0, Clock::now() + milliseconds(8000));
+  const auto took = Clock::now() - t0;
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kDeadlineExceeded) << w.status();
+  EXPECT_LT(took, milliseconds(2500));
+  EXPECT_NE(client_->current_endpoint(), first);
+  ASSERT_TRUE(cluster_.Resume(idx).ok());
+}
+
 }  // namespace
 }  // namespace flotilla::etcd

@@ -205,6 +205,20 @@ TEST_F(DurabilityTest, RetentionDeletesTheOldestFinishedAndKeepsUnfinished) {
   EXPECT_TRUE(Stored(waiting).has_value());
 }
 
+// The etcd store deletes only what fits in one etcd Txn per call inside the
+// writer's transaction; retention repeats its rounds until nothing is left
+// to delete. Before, one round a minute deleted a few dozen at most.
+TEST_F(DurabilityTest, RetentionRepeatsRoundsWhileTheStoreDeletesInPart) {
+  mgr_.reset();
+  config_.retention_max_count = 2;
+  mgr();
+  fault_->CapDeletesPerCall(1);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(mgr().Cancel(SubmitOk()).ok());
+  absl::StatusOr<int> deleted = mgr().RunRetentionForTest();
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 4);
+}
+
 TEST_F(DurabilityTest, TasksPlacedOnOneNodeInOneRoundTravelInOneCall) {
   Register(NodeSpec("n1"));
   std::vector<std::string> ids;
