@@ -121,6 +121,28 @@ EnvironmentTemplate VmTemplate(int64_t memory_mib = 256) {
   return t;
 }
 
+// A suite's factory: TCG (the KVM probe has a test of its own), its run
+// directory under `run_root`.
+MicroVmInstanceOptions SuiteOptions(const std::string& run_root) {
+  MicroVmInstanceOptions o;
+  o.kernel = FLOTILLA_VM_KERNEL;
+  o.initrd = FLOTILLA_VM_INITRD;
+  o.run_root = run_root + "/vms";
+  o.accel = Accel::kTcg;
+  return o;
+}
+
+// Ends a suite: its factory first, then a check that no QEMU outlived it.
+void TearDownSuite(MicroVmInstanceFactory*& factory, const std::string& run_root) {
+  delete factory;
+  factory = nullptr;
+  if (!run_root.empty()) {
+    EXPECT_THAT(ProcessesMentioning(run_root), ::testing::IsEmpty())
+        << "a QEMU process outlived the suite";
+    std::filesystem::remove_all(run_root);
+  }
+}
+
 // One factory (and so one snapshot per shape) for the whole suite: a TCG
 // boot on a loaded 2-core machine takes seconds, a restore a fraction.
 class MicroVmTest : public ::testing::Test {
@@ -129,24 +151,11 @@ class MicroVmTest : public ::testing::Test {
     if (!MissingPrerequisite().empty()) return;
     char tmpl[] = "/tmp/fvm.XXXXXX";
     run_root_ = mkdtemp(tmpl);
-    MicroVmInstanceOptions o;
-    o.kernel = FLOTILLA_VM_KERNEL;
-    o.initrd = FLOTILLA_VM_INITRD;
-    o.run_root = run_root_ + "/vms";
-    o.accel = Accel::kTcg;  // the KVM probe has a test of its own
-    auto f = NewMicroVmInstanceFactory(o);
+    auto f = NewMicroVmInstanceFactory(SuiteOptions(run_root_));
     ASSERT_TRUE(f.ok()) << f.status();
     factory_ = f->release();
   }
-  static void TearDownTestSuite() {
-    delete factory_;
-    factory_ = nullptr;
-    if (!run_root_.empty()) {
-      EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty())
-          << "a QEMU process outlived the suite";
-      std::filesystem::remove_all(run_root_);
-    }
-  }
+  static void TearDownTestSuite() { TearDownSuite(factory_, run_root_); }
   void SetUp() override { SKIP_WITHOUT_QEMU(); }
 
   // The QEMU processes of VMs restored by the suite's factory.
@@ -332,27 +341,15 @@ class MicroVmRootfsTest : public ::testing::Test {
     if (!MissingPrerequisite().empty() || access(FLOTILLA_VM_ROOTFS, R_OK) != 0) return;
     char tmpl[] = "/tmp/fvr.XXXXXX";
     run_root_ = mkdtemp(tmpl);
-    MicroVmInstanceOptions o;
-    o.kernel = FLOTILLA_VM_KERNEL;
-    o.initrd = FLOTILLA_VM_INITRD;
+    MicroVmInstanceOptions o = SuiteOptions(run_root_);
     o.rootfs = FLOTILLA_VM_ROOTFS;
     // Pool refills run it; the tests' direct Creates do not.
     o.warm_up = MicroVmInstanceOptions::WarmUp::kPython;
-    o.run_root = run_root_ + "/vms";
-    o.accel = Accel::kTcg;
     auto f = NewMicroVmInstanceFactory(o);
     ASSERT_TRUE(f.ok()) << f.status();
     factory_ = f->release();
   }
-  static void TearDownTestSuite() {
-    delete factory_;
-    factory_ = nullptr;
-    if (!run_root_.empty()) {
-      EXPECT_THAT(ProcessesMentioning(run_root_), ::testing::IsEmpty())
-          << "a QEMU process outlived the suite";
-      std::filesystem::remove_all(run_root_);
-    }
-  }
+  static void TearDownTestSuite() { TearDownSuite(factory_, run_root_); }
   void SetUp() override {
     SKIP_WITHOUT_QEMU();
     if (access(FLOTILLA_VM_ROOTFS, R_OK) != 0) {

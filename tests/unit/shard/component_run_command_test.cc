@@ -11,28 +11,15 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "support/flotilla_command.h"
 #include "support/temp_dir.h"
 
 namespace flotilla::shard {
 namespace {
 
-struct CommandRun {
-  int status = -1;
-  std::string out;
-};
+using ::flotilla::testing::CommandRun;
 
-CommandRun Flotilla(const std::string& args) {
-  std::string cmd = std::string("timeout 120 ") + FLOTILLA_BIN + " " + args + " 2>&1";
-  CommandRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+CommandRun Flotilla(const std::string& args) { return ::flotilla::testing::RunFlotilla(args, 120); }
 
 const std::string kComponents = std::string(FLOTILLA_SOURCE_DIR) + "/examples/components";
 
