@@ -24,7 +24,12 @@
 // leftover descendants are orphans that re-parent to the guest (PID 1 or a
 // subreaper), which kills and reaps them as in exec mode. If the server
 // dies mid-task, the task itself re-parents to the guest, which then reaps
-// it directly; the server is started again for the next Python task.
+// it directly; the server is started again for the next Python task. The
+// server looks at the task's exit (waitid WNOWAIT) before it reaps it, so a
+// task that kills the server and exits at once is still a zombie for the
+// guest to reap; only a server killed between its reap and its report (by
+// a task's descendant) loses the status, and the guest then reports the
+// task killed rather than wait for it until its timeout.
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -205,6 +210,11 @@ def main():
             os.close(fd)
         sock.sendall(b'pid %d\n' % pid)
         os.close(go_w)
+        # Seen before it is reaped: a task that kills this server (kill(-1))
+        # and exits at once could otherwise be reaped here just before the
+        # server dies, its status lost with it. Killed now, the server leaves
+        # the task a zombie that re-parents to the guest, which reaps it.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         _, status, ru = os.wait4(pid, 0)
         sock.sendall(b'exit %d %d %d %d %d\n' % (pid, status, int(ru.ru_utime * 1e6),
                                                  int(ru.ru_stime * 1e6), ru.ru_maxrss))

@@ -997,8 +997,17 @@ void Guest::Enforce(int64_t now) {
 }
 
 void Guest::OnPythonEvent(PythonServer::Event event) {
+  if (event == PythonServer::Event::kDied && task_.active && !task_.leader_done &&
+      kill(task_.leader, 0) < 0 && errno == ESRCH) {
+    // The server reaped the task and died before it said so: its status is
+    // gone. (A task still running, or a zombie, re-parents to us and
+    // ReapZombies sees it end.)
+    Log("task %d ended as its python fork server was killed; its exit status is lost",
+        task_.leader);
+    OnLeaderExit(W_EXITCODE(0, SIGKILL));
+    return;
+  }
   if (event != PythonServer::Event::kTaskEnded) return;
-  // (kDied: the task re-parents to us and ReapZombies sees it end.)
   task_.cpu_us += python_end_.cpu_us;
   task_.max_rss_bytes = std::max(task_.max_rss_bytes, python_end_.max_rss_bytes);
   OnLeaderExit(python_end_.wait_status);
