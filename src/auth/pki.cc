@@ -21,29 +21,20 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "auth/openssl_util.h"
 #include "common/status_macros.h"
 
 namespace flotilla::auth {
 
 namespace {
 
-struct Free {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(FILE* p) const { fclose(p); }
-};
-using Key = std::unique_ptr<EVP_PKEY, Free>;
-using Cert = std::unique_ptr<X509, Free>;
-using Bio = std::unique_ptr<BIO, Free>;
-using File = std::unique_ptr<FILE, Free>;
-
-absl::Status SslError(absl::string_view what) {
-  char buf[256] = "unknown error";
-  if (unsigned long e = ERR_get_error(); e != 0) ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  return absl::InternalError(absl::StrCat(what, ": ", buf));
-}
+using ssl::ReadCert;
+using ssl::ReadKey;
+using ssl::SslError;
+using Key = ssl::Owned<EVP_PKEY>;
+using Cert = ssl::Owned<X509>;
+using Bio = ssl::Owned<BIO>;
+using File = ssl::Owned<FILE>;
 
 // Opens `path` for writing with `mode`, replacing an existing file, so a
 // private key is never readable by others even for a moment.
@@ -82,21 +73,7 @@ absl::Status WriteCert(const std::string& path, X509* cert) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Key> ReadKey(const std::string& path) {
-  File f(fopen(path.c_str(), "re"));
-  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", path));
-  Key key(PEM_read_PrivateKey(f.get(), nullptr, nullptr, nullptr));
-  if (!key) return SslError(absl::StrCat(path, " is not a PEM private key"));
-  return key;
-}
 
-absl::StatusOr<Cert> ReadCert(const std::string& path) {
-  File f(fopen(path.c_str(), "re"));
-  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", path));
-  Cert cert(PEM_read_X509(f.get(), nullptr, nullptr, nullptr));
-  if (!cert) return SslError(absl::StrCat(path, " is not a PEM certificate"));
-  return cert;
-}
 
 absl::StatusOr<Key> NewKey() {
   Key key(EVP_EC_gen("P-256"));

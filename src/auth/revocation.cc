@@ -19,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "auth/openssl_util.h"
 #include "common/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -26,42 +27,10 @@ namespace flotilla::auth {
 
 namespace {
 
-struct Free {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(X509_CRL* p) const { X509_CRL_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(BIGNUM* p) const { BN_free(p); }
-  // ASN1_INTEGER and ASN1_TIME are both ASN1_STRING.
-  void operator()(ASN1_STRING* p) const { ASN1_STRING_free(p); }
-  void operator()(FILE* p) const { fclose(p); }
-  void operator()(char* p) const { OPENSSL_free(p); }
-};
-template <typename T>
-using Owned = std::unique_ptr<T, Free>;
-
-absl::Status SslError(absl::string_view what) {
-  char buf[256] = "unknown error";
-  if (unsigned long e = ERR_get_error(); e != 0) ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  return absl::InternalError(absl::StrCat(what, ": ", buf));
-}
-
-absl::StatusOr<Owned<X509>> ReadCert(const std::string& path) {
-  Owned<FILE> f(fopen(path.c_str(), "re"));
-  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", path));
-  Owned<X509> cert(PEM_read_X509(f.get(), nullptr, nullptr, nullptr));
-  if (!cert) return SslError(absl::StrCat(path, " is not a PEM certificate"));
-  return cert;
-}
-
-absl::StatusOr<Owned<EVP_PKEY>> ReadKey(const std::string& path) {
-  Owned<FILE> f(fopen(path.c_str(), "re"));
-  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", path));
-  Owned<EVP_PKEY> key(PEM_read_PrivateKey(f.get(), nullptr, nullptr, nullptr));
-  if (!key) return SslError(absl::StrCat(path, " is not a PEM private key"));
-  return key;
-}
+using ssl::Owned;
+using ssl::ReadCert;
+using ssl::ReadKey;
+using ssl::SslError;
 
 std::string HexOf(const ASN1_INTEGER* serial) {
   Owned<BIGNUM> bn(ASN1_INTEGER_to_BN(serial, nullptr));

@@ -38,6 +38,8 @@ void AddSecurityCommands(CLI::App& app, int* rc) {
     std::string name;
     std::string tenant;
     std::string role = "user";
+    std::string revoke_cert;
+    std::string revoke_serial;
   };
   auto o = std::make_shared<Options>();
 
@@ -87,17 +89,17 @@ void AddSecurityCommands(CLI::App& app, int* rc) {
       "revoke a certificate: `ca revoke --cert FILE` or `ca revoke --serial HEX`; managers and "
       "agents configured with tls.crl refuse its holder within a second");
   revoke->add_option("--dir", o->dir, "the CA's directory")->capture_default_str();
-  revoke->add_option("--cert", o->out, "the certificate to revoke (PEM)");
-  revoke->add_option("--serial", o->name, "or its serial, as `openssl x509 -serial` prints it");
+  revoke->add_option("--cert", o->revoke_cert, "the certificate to revoke (PEM)");
+  revoke->add_option("--serial", o->revoke_serial, "or its serial, as `openssl x509 -serial` prints it");
   revoke->callback([o, rc] {
-    if (o->out.empty() == o->name.empty()) {
+    if (o->revoke_cert.empty() == o->revoke_serial.empty()) {
       *rc = Report(absl::InvalidArgumentError("ca revoke: give exactly one of --cert, --serial"));
       return;
     }
-    absl::StatusOr<std::string> serial = o->name;
-    if (!o->out.empty()) {
-      serial = auth::RevokeCertificate(o->dir, o->out);
-    } else if (absl::Status st = auth::RevokeSerial(o->dir, o->name); !st.ok()) {
+    absl::StatusOr<std::string> serial = o->revoke_serial;
+    if (!o->revoke_cert.empty()) {
+      serial = auth::RevokeCertificate(o->dir, o->revoke_cert);
+    } else if (absl::Status st = auth::RevokeSerial(o->dir, o->revoke_serial); !st.ok()) {
       serial = st;
     }
     if (serial.ok()) {

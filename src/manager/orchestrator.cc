@@ -480,8 +480,9 @@ absl::StatusOr<json> Orchestrator::Submit(const json& request, const std::string
   if (request.contains("request_id")) {
     ASSIGN_OR_RETURN(request_id, ValidRequestId(request["request_id"]));
     wf->id = WorkflowIdFor(tenant, request_id);
+    const int64_t wait_ms = request.value("wait_ms", int64_t{0});
     if (absl::StatusOr<json> existing = Get(wf->id, 0, tenant); existing.ok()) {
-      return Get(wf->id, request.value("wait_ms", int64_t{0}), tenant);
+      return wait_ms > 0 ? Get(wf->id, wait_ms, tenant) : existing;
     } else if (!absl::IsNotFound(existing.status())) {
       // Unknown is not absent: making it again could run it twice.
       return absl::UnavailableError(absl::StrCat("cannot tell whether request ", request_id,
